@@ -1,0 +1,150 @@
+//! The graph IR: a petgraph DAG of typed ops, every node carrying its shape.
+//!
+//! Invariant: nodes are only ever appended, and every operand of a node was
+//! added before it, so node-index order is a topological order. Passes that
+//! remove or reorder nodes build a new [`Graph`].
+
+use crate::ops::{Loss, Op};
+use crate::shape::Shape;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+/// Identifies a node of a [`Graph`].
+pub type NodeId = NodeIndex<u32>;
+
+/// Which part of a training step a node belongs to (for dumps and scheduling).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Stage {
+    /// The network's forward pass.
+    Forward,
+    /// The loss and its gradient seed.
+    Loss,
+    /// Derived gradient computations.
+    Backward,
+    /// Optimizer updates.
+    Update,
+}
+
+/// One operation in the graph.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// A readable, unique name: the layer for a layer call, the `let` variable
+    /// for a functional op, the state_dict key for a parameter.
+    pub name: String,
+    /// What the node computes.
+    pub op: Op,
+    /// The inferred shape of the node's value.
+    pub shape: Shape,
+    /// Operands, in the order the op's contract gives.
+    pub inputs: Vec<NodeId>,
+    /// Which part of the step the node belongs to.
+    pub stage: Stage,
+}
+
+/// The extra roles a training graph's nodes play.
+#[derive(Clone, Debug)]
+pub struct Training {
+    /// The loss function.
+    pub loss_fn: Loss,
+    /// The scalar loss node.
+    pub loss: NodeId,
+    /// The labels or target leaf.
+    pub target: NodeId,
+    /// `(param, gradient)` for every parameter, in [`Graph::params`] order.
+    pub param_grads: Vec<(NodeId, NodeId)>,
+    /// `(input, gradient)` for every forward input.
+    pub input_grads: Vec<(NodeId, NodeId)>,
+    /// Optimizer buffers (empty without momentum), one per parameter.
+    pub optim_state: Vec<NodeId>,
+    /// `(leaf, new value)`: after a step each leaf (parameter or buffer) takes
+    /// the value its update node computed.
+    pub updates: Vec<(NodeId, NodeId)>,
+}
+
+/// A network as a DAG of ops.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// The declared network name (`LeNet`).
+    pub name: String,
+    /// The DAG; an edge `a -> b` with weight `i` means `a` is operand `i` of `b`.
+    pub dag: DiGraph<Node, usize>,
+    /// Forward arguments, in declaration order.
+    pub inputs: Vec<NodeId>,
+    /// Forward results, in declaration order.
+    pub outputs: Vec<NodeId>,
+    /// Parameters in state_dict order.
+    pub params: Vec<NodeId>,
+    /// Present once a loss, its backward graph and an update were appended.
+    pub training: Option<Training>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            dag: DiGraph::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            params: Vec::new(),
+            training: None,
+        }
+    }
+
+    /// Appends a node whose operands already exist; returns its id.
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        shape: Shape,
+        inputs: Vec<NodeId>,
+        stage: Stage,
+    ) -> NodeId {
+        let id = self.dag.add_node(Node { name: name.into(), op, shape, inputs: inputs.clone(), stage });
+        for (i, &src) in inputs.iter().enumerate() {
+            debug_assert!(src < id, "operands must precede their user");
+            self.dag.add_edge(src, id, i);
+        }
+        id
+    }
+
+    /// The node `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.dag[id]
+    }
+
+    /// All node ids in topological (insertion) order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.dag.node_indices()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.dag.node_count()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.dag.node_count() == 0
+    }
+
+    /// The node called `name`, if any.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.node_ids().find(|&id| self.dag[id].name == name)
+    }
+
+    /// Ids of the nodes that use `id` as an operand.
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut users: Vec<NodeId> = self.dag.neighbors_directed(id, petgraph::Direction::Outgoing).collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// A name not yet used in the graph, derived from `base`.
+    pub fn fresh_name(&self, base: &str) -> String {
+        if self.find(base).is_none() {
+            return base.to_string();
+        }
+        (1..).map(|i| format!("{base}_{i}")).find(|n| self.find(n).is_none()).expect("unbounded")
+    }
+}

@@ -1,0 +1,358 @@
+//! The operations of kiln's graph IR and their attributes.
+//!
+//! Forward ops follow PyTorch's semantics. Every differentiable op has its
+//! backward written as ops of this same enum (`*Grad`), so the derived
+//! backward graph and the optimizer update are ordinary graph nodes that the
+//! interpreter, the passes and the code generator treat like any other.
+//!
+//! Operand order is part of each op's contract and is given beside it.
+
+use std::fmt;
+
+/// How a convolution reads outside its input.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PaddingMode {
+    /// Outside values are zero.
+    Zeros,
+    /// Outside values repeat the nearest border value.
+    Replicate,
+}
+
+/// Attributes of a 2-D convolution (per axis: height, width).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Conv2d {
+    /// Kernel size `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Padding `[ph, pw]` on each side.
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// How padded positions are filled.
+    pub padding_mode: PaddingMode,
+}
+
+/// Attributes of a 2-D pooling window (per axis: height, width).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Pool2d {
+    /// Window size `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Implicit padding `[ph, pw]` on each side (-inf for max, 0 for average).
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]` (always 1 for average pooling).
+    pub dilation: [usize; 2],
+}
+
+/// Interpolation used by [`Op::Resize`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ResizeMode {
+    /// PyTorch's `nearest`: source index `floor(dst * scale)`.
+    Nearest,
+    /// PyTorch's `bilinear`.
+    Bilinear,
+}
+
+/// Attributes of a spatial resampling of NCHW input.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Resize {
+    /// Output size `[h, w]`.
+    pub size: [usize; 2],
+    /// Interpolation mode.
+    pub mode: ResizeMode,
+    /// PyTorch's `align_corners` (bilinear only).
+    pub align_corners: bool,
+    /// Source-per-destination step per axis, when the user gave `scale_factor`
+    /// (PyTorch then maps coordinates with `1 / scale_factor`, not `in / out`).
+    pub inverse_scale: Option<[f32; 2]>,
+}
+
+/// A pointwise non-linearity.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x` for `x > 0`, else `negative_slope * x`.
+    LeakyRelu(f32),
+    /// `x` for `x > 0`, else `alpha * (e^x - 1)`.
+    Elu(f32),
+    /// Heaviside: `1` for `x > 0`, else `0` (the perceptron's output). Its
+    /// gradient is zero everywhere.
+    Step,
+}
+
+impl Activation {
+    /// The function's value at `x`.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+            Activation::LeakyRelu(a) => if x > 0.0 { x } else { a * x },
+            Activation::Elu(a) => if x > 0.0 { x } else { a * (x.exp() - 1.0) },
+            Activation::Step => if x > 0.0 { 1.0 } else { 0.0 },
+        }
+    }
+
+    /// The derivative at `x` (PyTorch's choice at kinks: 0 for ReLU at 0).
+    pub fn derivative(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::Sigmoid => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                s * (1.0 - s)
+            }
+            Activation::Tanh => {
+                let t = x.tanh();
+                1.0 - t * t
+            }
+            Activation::LeakyRelu(a) => if x > 0.0 { 1.0 } else { a },
+            Activation::Elu(a) => if x > 0.0 { 1.0 } else { a * x.exp() },
+            Activation::Step => 0.0,
+        }
+    }
+}
+
+/// Elementwise binary arithmetic with NumPy broadcasting.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+}
+
+/// Hyper-parameters of stochastic gradient descent, with PyTorch's semantics
+/// (dampening 0): `g' = g + wd * p`; `buf = momentum * buf + g'`;
+/// `d = nesterov ? g' + momentum * buf : buf` (or `g'` without momentum);
+/// `p = p - lr * d`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum factor; 0 disables the buffer.
+    pub momentum: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+}
+
+impl Default for Sgd {
+    fn default() -> Sgd {
+        Sgd { lr: 0.01, momentum: 0.0, nesterov: false, weight_decay: 0.0 }
+    }
+}
+
+/// The loss functions a training graph can end in. Each is a mean over the batch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Loss {
+    /// Softmax cross-entropy of logits `[N, C]` against integer labels `[N]`.
+    CrossEntropy,
+    /// Mean squared error against a target of the output's shape.
+    Mse,
+    /// The perceptron criterion `mean(max(0, -y * s))` for `y` in {-1, 1}.
+    Perceptron,
+}
+
+impl Loss {
+    /// The name used on the command line and in graph dumps.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::CrossEntropy => "cross_entropy",
+            Loss::Mse => "mse",
+            Loss::Perceptron => "perceptron",
+        }
+    }
+}
+
+/// An operation of the graph IR. Operands are listed as `[..]`.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Op {
+    // ----- leaves -----
+    /// A forward argument of the network.
+    Input,
+    /// A trainable parameter; the node's name is its state_dict key.
+    /// `fan_in` fixes PyTorch's default initialisation bound `1/sqrt(fan_in)`.
+    Param {
+        /// Inputs feeding one output unit (in_channels * kh * kw, or in_features).
+        fan_in: usize,
+    },
+    /// Integer class labels `[N]`, stored as f32.
+    Labels,
+    /// A target tensor of the output's shape (MSE), or ±1 labels (perceptron).
+    Target,
+    /// An optimizer buffer of its parameter's shape, zero-initialised.
+    OptimState,
+
+    // ----- dense layers -----
+    /// `[x, w]` or `[x, w, b]`: cross-correlation of NCHW `x` with `w` `[out, in, kh, kw]`.
+    Conv2d(Conv2d),
+    /// `[dy, w]` -> dx of [`Op::Conv2d`]; the node's shape is the input's.
+    Conv2dGradInput(Conv2d),
+    /// `[x, dy]` -> dw of [`Op::Conv2d`].
+    Conv2dGradWeight(Conv2d),
+    /// `[x, w]` or `[x, w, b]`: `x @ w^T + b` for `x` `[N, in]`, `w` `[out, in]`.
+    Linear,
+    /// `[dy, w]` -> `dy @ w`, the input gradient of [`Op::Linear`].
+    LinearGradInput,
+    /// `[x, dy]` -> `dy^T @ x`, the weight gradient of [`Op::Linear`].
+    LinearGradWeight,
+    /// `[dy]` -> sum over every axis but `axis` (a bias gradient).
+    BiasGrad {
+        /// The axis that is kept (1 for NCHW channels and for `[N, out]`).
+        axis: usize,
+    },
+
+    // ----- pooling and resampling -----
+    /// `[x]` -> max over each window (padding counts as -inf).
+    MaxPool2d(Pool2d),
+    /// `[x, dy]` -> dx: each window's dy goes to its first maximum.
+    MaxPool2dGrad(Pool2d),
+    /// `[x]` -> mean over each window, padding counted (PyTorch's `count_include_pad`).
+    AvgPool2d(Pool2d),
+    /// `[dy]` -> dx of [`Op::AvgPool2d`]; the node's shape is the input's.
+    AvgPool2dGrad(Pool2d),
+    /// `[x]` -> `x` resampled to `size`.
+    Resize(Resize),
+    /// `[dy]` -> dx of [`Op::Resize`]; the node's shape is the input's.
+    ResizeGrad(Resize),
+
+    // ----- elementwise -----
+    /// `[x]` -> `f(x)`.
+    Activate(Activation),
+    /// `[x, dy]` -> `f'(x) * dy`.
+    ActivateGrad(Activation),
+    /// `[a, b]` -> `a op b`, broadcast to the node's shape.
+    Binary(BinaryOp),
+    /// `[x]` -> `-x`.
+    Neg,
+    /// `[x]` -> `x` summed over broadcast axes down to the node's shape
+    /// (the adjoint of broadcasting).
+    SumTo,
+
+    // ----- layout -----
+    /// `[x]` -> the same elements in the node's shape (row-major).
+    Reshape,
+    /// `[a, b, ...]` -> concatenation along `axis`.
+    Concat {
+        /// The axis joined along.
+        axis: usize,
+    },
+    /// `[x]` -> the elements `start..start + len` along `axis` (len from the node's shape).
+    Slice {
+        /// The axis sliced.
+        axis: usize,
+        /// First index kept.
+        start: usize,
+    },
+
+    // ----- losses (scalar outputs) and their gradients -----
+    /// `[prediction, labels|target]` -> the mean loss, shape `[]`.
+    LossValue(Loss),
+    /// `[prediction, labels|target]` -> d(mean loss)/d(prediction).
+    LossGrad(Loss),
+
+    // ----- optimizer -----
+    /// `[param, grad, buf]` -> the new momentum buffer `momentum * buf + g + wd * p`.
+    SgdMomentum(Sgd),
+    /// `[param, grad]` or `[param, grad, new_buf]` -> the updated parameter.
+    SgdStep(Sgd),
+}
+
+impl Op {
+    /// A short lowercase name for dumps (`conv2d`, `relu_grad`, ...).
+    pub fn mnemonic(&self) -> String {
+        match self {
+            Op::Input => "input".into(),
+            Op::Param { .. } => "param".into(),
+            Op::Labels => "labels".into(),
+            Op::Target => "target".into(),
+            Op::OptimState => "optim_state".into(),
+            Op::Conv2d(_) => "conv2d".into(),
+            Op::Conv2dGradInput(_) => "conv2d_grad_input".into(),
+            Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
+            Op::Linear => "linear".into(),
+            Op::LinearGradInput => "linear_grad_input".into(),
+            Op::LinearGradWeight => "linear_grad_weight".into(),
+            Op::BiasGrad { .. } => "bias_grad".into(),
+            Op::MaxPool2d(_) => "max_pool2d".into(),
+            Op::MaxPool2dGrad(_) => "max_pool2d_grad".into(),
+            Op::AvgPool2d(_) => "avg_pool2d".into(),
+            Op::AvgPool2dGrad(_) => "avg_pool2d_grad".into(),
+            Op::Resize(r) => format!("resize_{}", resize_mode_name(r.mode)),
+            Op::ResizeGrad(r) => format!("resize_{}_grad", resize_mode_name(r.mode)),
+            Op::Activate(a) => activation_name(*a).into(),
+            Op::ActivateGrad(a) => format!("{}_grad", activation_name(*a)),
+            Op::Binary(BinaryOp::Add) => "add".into(),
+            Op::Binary(BinaryOp::Sub) => "sub".into(),
+            Op::Binary(BinaryOp::Mul) => "mul".into(),
+            Op::Neg => "neg".into(),
+            Op::SumTo => "sum_to".into(),
+            Op::Reshape => "reshape".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Slice { .. } => "slice".into(),
+            Op::LossValue(l) => l.name().into(),
+            Op::LossGrad(l) => format!("{}_grad", l.name()),
+            Op::SgdMomentum(_) => "sgd_momentum".into(),
+            Op::SgdStep(_) => "sgd_step".into(),
+        }
+    }
+
+    /// Whether the op is a leaf whose value is supplied from outside the graph.
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, Op::Input | Op::Param { .. } | Op::Labels | Op::Target | Op::OptimState)
+    }
+}
+
+fn resize_mode_name(mode: ResizeMode) -> &'static str {
+    match mode {
+        ResizeMode::Nearest => "nearest",
+        ResizeMode::Bilinear => "bilinear",
+    }
+}
+
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Relu => "relu",
+        Activation::Sigmoid => "sigmoid",
+        Activation::Tanh => "tanh",
+        Activation::LeakyRelu(_) => "leaky_relu",
+        Activation::Elu(_) => "elu",
+        Activation::Step => "step",
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.mnemonic())?;
+        match self {
+            Op::Conv2d(c) | Op::Conv2dGradInput(c) | Op::Conv2dGradWeight(c) => write!(
+                f,
+                "(k={:?}, s={:?}, p={:?}, d={:?}, {:?})",
+                c.kernel, c.stride, c.padding, c.dilation, c.padding_mode
+            ),
+            Op::MaxPool2d(p) | Op::MaxPool2dGrad(p) | Op::AvgPool2d(p) | Op::AvgPool2dGrad(p) => {
+                write!(f, "(k={:?}, s={:?}, p={:?}, d={:?})", p.kernel, p.stride, p.padding, p.dilation)
+            }
+            Op::Activate(Activation::LeakyRelu(a) | Activation::Elu(a))
+            | Op::ActivateGrad(Activation::LeakyRelu(a) | Activation::Elu(a)) => write!(f, "({a})"),
+            Op::BiasGrad { axis } | Op::Concat { axis } => write!(f, "(axis={axis})"),
+            Op::Slice { axis, start } => write!(f, "(axis={axis}, start={start})"),
+            Op::SgdMomentum(s) | Op::SgdStep(s) => write!(
+                f,
+                "(lr={}, momentum={}, nesterov={}, wd={})",
+                s.lr, s.momentum, s.nesterov, s.weight_decay
+            ),
+            _ => Ok(()),
+        }
+    }
+}

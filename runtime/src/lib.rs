@@ -1,0 +1,2 @@
+//! kiln's runtime: tensors, executors, data loading, training and checkpoints.
+#![warn(missing_docs)]
