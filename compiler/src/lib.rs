@@ -3,8 +3,12 @@
 //! interpreter every backend is tested against.
 #![warn(missing_docs)]
 
+pub mod codegen;
 pub mod graph;
+pub mod jit;
+pub mod kernel;
 pub mod ops;
+pub mod passes;
 pub mod shape;
 pub mod tensor;
 

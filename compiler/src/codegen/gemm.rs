@@ -1,0 +1,424 @@
+//! Register-tiled F32X4 matrix products.
+
+use super::Fx;
+use crate::kernel::{
+    AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr,
+};
+use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::Variable;
+
+/// Scratch accumulator ids used to feed epilogue values to expression lowering.
+const EPILOGUE_X: AccId = u32::MAX - 1;
+const EPILOGUE_MASK: AccId = u32::MAX - 2;
+
+/// Base addresses of a product's matrices.
+struct Ptrs {
+    a: Value,
+    b: Value,
+    c: Value,
+    bias: Option<Value>,
+    pre: Option<Value>,
+    mask: Option<Value>,
+}
+
+fn pure_flags() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_notrap()
+        .with_readonly()
+        .with_can_move()
+}
+
+impl Fx<'_, '_> {
+    fn matrix_base(&mut self, m: &MatrixRef) -> Value {
+        let off = self.idx(&m.offset, 0);
+        self.addr(m.buf, off)
+    }
+
+    /// Lowers a [`Gemm`] statement.
+    pub(crate) fn gemm(&mut self, g: &Gemm) {
+        let bias = match &g.epilogue.bias {
+            Some(Bias::PerRow(b, off) | Bias::PerColumn(b, off)) => {
+                let o = self.idx(off, 0);
+                Some(self.addr(*b, o))
+            }
+            None => None,
+        };
+        let ptrs = Ptrs {
+            a: self.matrix_base(&g.a),
+            b: self.matrix_base(&g.b),
+            c: self.matrix_base(&g.c),
+            bias,
+            pre: g
+                .epilogue
+                .pre_activation
+                .as_ref()
+                .map(|m| self.matrix_base(m)),
+            mask: g
+                .epilogue
+                .grad_mask
+                .as_ref()
+                .map(|(_, m)| self.matrix_base(m)),
+        };
+        if g.m == 0 || g.n == 0 {
+            return;
+        }
+        match g.tile {
+            GemmTile::Outer {
+                rows,
+                vectors,
+                unroll,
+            } => {
+                let (rows, vectors, unroll) = (rows.clamp(1, g.m), vectors.max(1), unroll.max(1));
+                let width = 4 * vectors;
+                let full = g.n / width * width;
+                if full > 0 {
+                    let (s, e) = (self.iconst(0), self.iconst(full as i64));
+                    self.counted_loop(s, e, width as i64, |fx, j0| {
+                        fx.outer_rows(g, &ptrs, rows, vectors, unroll, j0, 4)
+                    });
+                }
+                let mut j = full;
+                while j < g.n {
+                    let j0 = self.iconst(j as i64);
+                    self.outer_rows(g, &ptrs, rows, 1, unroll, j0, (g.n - j).min(4));
+                    j += 4;
+                }
+            }
+            GemmTile::Dot { rows, cols } => {
+                let (rows, cols) = (rows.clamp(1, g.m), cols.clamp(1, g.n));
+                let full = g.m / rows * rows;
+                if full > 0 {
+                    let (s, e) = (self.iconst(0), self.iconst(full as i64));
+                    self.counted_loop(s, e, rows as i64, |fx, i0| {
+                        fx.dot_cols(g, &ptrs, rows, cols, i0)
+                    });
+                }
+                if g.m % rows > 0 {
+                    let i0 = self.iconst(full as i64);
+                    self.dot_cols(g, &ptrs, g.m % rows, cols, i0);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outer_rows(
+        &mut self,
+        g: &Gemm,
+        p: &Ptrs,
+        rows: usize,
+        nv: usize,
+        unroll: usize,
+        j0: Value,
+        lanes: usize,
+    ) {
+        let full = g.m / rows * rows;
+        if full > 0 {
+            let (s, e) = (self.iconst(0), self.iconst(full as i64));
+            self.counted_loop(s, e, rows as i64, |fx, i0| {
+                fx.outer_micro(g, p, rows, nv, unroll, i0, j0, lanes)
+            });
+        }
+        if g.m % rows > 0 {
+            let i0 = self.iconst(full as i64);
+            self.outer_micro(g, p, g.m % rows, nv, unroll, i0, j0, lanes);
+        }
+    }
+
+    /// One `rows x (4 * nv)` register tile of the outer-product form.
+    #[allow(clippy::too_many_arguments)]
+    fn outer_micro(
+        &mut self,
+        g: &Gemm,
+        p: &Ptrs,
+        rows: usize,
+        nv: usize,
+        unroll: usize,
+        i0: Value,
+        j0: Value,
+        lanes: usize,
+    ) {
+        let (rs_a, cs_a, rs_b) = (g.a.row_stride * 4, g.a.col_stride * 4, g.b.row_stride * 4);
+        let off_a = self.b.ins().imul_imm_s(i0, rs_a);
+        let pa = self.b.ins().iadd(p.a, off_a);
+        let off_b = self.b.ins().ishl_imm_s(j0, 2);
+        let pb = self.b.ins().iadd(p.b, off_b);
+        let ku = unroll.min(g.k).max(1);
+        let steps = g.k / ku;
+        let rem = g.k % ku;
+        let zero = self.fconst(0.0, true);
+        let accs: Vec<Variable> = (0..rows * nv)
+            .map(|_| {
+                let v = self.b.declare_var(F32X4);
+                self.b.def_var(v, zero);
+                v
+            })
+            .collect();
+        let pa_var = self.b.declare_var(I64);
+        let pb_var = self.b.declare_var(I64);
+        self.b.def_var(pa_var, pa);
+        self.b.def_var(pb_var, pb);
+        if steps > 0 {
+            let (s, e) = (self.iconst(0), self.iconst(steps as i64));
+            self.counted_loop(s, e, 1, |fx, _| {
+                let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
+                fx.outer_steps(
+                    pa,
+                    pb,
+                    ku,
+                    rows,
+                    nv,
+                    rs_a,
+                    cs_a,
+                    rs_b,
+                    &accs,
+                    pure_flags(),
+                    pure_flags(),
+                );
+                let pa = fx.b.ins().iadd_imm_s(pa, ku as i64 * cs_a);
+                let pb = fx.b.ins().iadd_imm_s(pb, ku as i64 * rs_b);
+                fx.b.def_var(pa_var, pa);
+                fx.b.def_var(pb_var, pb);
+            });
+        }
+        if rem > 0 {
+            // After a loop the addresses depend on it, so pure loads cannot
+            // move above the stores that filled the operands.
+            let (fa, fb) = if steps > 0 {
+                (pure_flags(), pure_flags())
+            } else {
+                (self.load_flags(g.a.buf), self.load_flags(g.b.buf))
+            };
+            let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
+            self.outer_steps(pa, pb, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
+        }
+        for r in 0..rows {
+            let row = self.b.ins().iadd_imm_s(i0, r as i64);
+            for v in 0..nv {
+                let x = self.b.use_var(accs[r * nv + v]);
+                let col = self.b.ins().iadd_imm_s(j0, 4 * v as i64);
+                let l = if v == nv - 1 { lanes } else { 4 };
+                self.finish(g, p, x, true, row, col, l);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outer_steps(
+        &mut self,
+        pa: Value,
+        pb: Value,
+        count: usize,
+        rows: usize,
+        nv: usize,
+        rs_a: i64,
+        cs_a: i64,
+        rs_b: i64,
+        accs: &[Variable],
+        fa: MemFlagsData,
+        fb: MemFlagsData,
+    ) {
+        for u in 0..count as i64 {
+            let bv: Vec<Value> = (0..nv)
+                .map(|v| {
+                    self.b
+                        .ins()
+                        .load(F32X4, fb, pb, (u * rs_b + 16 * v as i64) as i32)
+                })
+                .collect();
+            for r in 0..rows {
+                let a = self
+                    .b
+                    .ins()
+                    .load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
+                let a = self.splat(a);
+                for (v, &b) in bv.iter().enumerate() {
+                    let acc = self.b.use_var(accs[r * nv + v]);
+                    let acc = self.fma(a, b, acc);
+                    self.b.def_var(accs[r * nv + v], acc);
+                }
+            }
+        }
+    }
+
+    fn dot_cols(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value) {
+        let full = g.n / cols * cols;
+        if full > 0 {
+            let (s, e) = (self.iconst(0), self.iconst(full as i64));
+            self.counted_loop(s, e, cols as i64, |fx, j0| {
+                fx.dot_micro(g, p, rows, cols, i0, j0)
+            });
+        }
+        if g.n % cols > 0 {
+            let j0 = self.iconst(full as i64);
+            self.dot_micro(g, p, rows, g.n % cols, i0, j0);
+        }
+    }
+
+    /// One `rows x cols` tile of the dot form: vector partial sums along `p`,
+    /// reduced across lanes, then the `k % 4` tail.
+    fn dot_micro(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value, j0: Value) {
+        let (rs_a, cs_b) = (g.a.row_stride * 4, g.b.col_stride * 4);
+        let off_a = self.b.ins().imul_imm_s(i0, rs_a);
+        let pa = self.b.ins().iadd(p.a, off_a);
+        let off_b = self.b.ins().imul_imm_s(j0, cs_b);
+        let pb = self.b.ins().iadd(p.b, off_b);
+        let steps = g.k / 4;
+        let rem = g.k % 4;
+        let zero = self.fconst(0.0, true);
+        let accs: Vec<Variable> = (0..rows * cols)
+            .map(|_| {
+                let v = self.b.declare_var(F32X4);
+                self.b.def_var(v, zero);
+                v
+            })
+            .collect();
+        let pa_var = self.b.declare_var(I64);
+        let pb_var = self.b.declare_var(I64);
+        self.b.def_var(pa_var, pa);
+        self.b.def_var(pb_var, pb);
+        if steps > 0 {
+            let (s, e) = (self.iconst(0), self.iconst(steps as i64));
+            self.counted_loop(s, e, 1, |fx, _| {
+                let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
+                let av: Vec<Value> = (0..rows)
+                    .map(|r| {
+                        fx.b.ins()
+                            .load(F32X4, pure_flags(), pa, (r as i64 * rs_a) as i32)
+                    })
+                    .collect();
+                let bv: Vec<Value> = (0..cols)
+                    .map(|c| {
+                        fx.b.ins()
+                            .load(F32X4, pure_flags(), pb, (c as i64 * cs_b) as i32)
+                    })
+                    .collect();
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let acc = fx.b.use_var(accs[r * cols + c]);
+                        let acc = fx.fma(av[r], bv[c], acc);
+                        fx.b.def_var(accs[r * cols + c], acc);
+                    }
+                }
+                let pa = fx.b.ins().iadd_imm_s(pa, 16);
+                let pb = fx.b.ins().iadd_imm_s(pb, 16);
+                fx.b.def_var(pa_var, pa);
+                fx.b.def_var(pb_var, pb);
+            });
+        }
+        let (fa, fb) = if steps > 0 {
+            (pure_flags(), pure_flags())
+        } else {
+            (self.load_flags(g.a.buf), self.load_flags(g.b.buf))
+        };
+        let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
+        for r in 0..rows {
+            let row = self.b.ins().iadd_imm_s(i0, r as i64);
+            for c in 0..cols {
+                let acc = self.b.use_var(accs[r * cols + c]);
+                let l: Vec<Value> = (0..4u8).map(|l| self.b.ins().extractlane(acc, l)).collect();
+                let s01 = self.b.ins().fadd(l[0], l[1]);
+                let s23 = self.b.ins().fadd(l[2], l[3]);
+                let mut s = self.b.ins().fadd(s01, s23);
+                for t in 0..rem as i64 {
+                    let a = self
+                        .b
+                        .ins()
+                        .load(F32, fa, pa, (r as i64 * rs_a + 4 * t) as i32);
+                    let b = self
+                        .b
+                        .ins()
+                        .load(F32, fb, pb, (c as i64 * cs_b + 4 * t) as i32);
+                    s = self.fma(a, b, s);
+                }
+                let col = self.b.ins().iadd_imm_s(j0, c as i64);
+                self.finish(g, p, s, false, row, col, 1);
+            }
+        }
+    }
+
+    /// Address of element `(row, col)` of a matrix laid out like `m` from `base`.
+    fn element_addr(&mut self, base: Value, m: &MatrixRef, row: Value, col: Value) -> Value {
+        let r = self.b.ins().imul_imm_s(row, m.row_stride * 4);
+        let c = self.b.ins().imul_imm_s(col, m.col_stride * 4);
+        let o = self.b.ins().iadd(r, c);
+        self.b.ins().iadd(base, o)
+    }
+
+    /// Stores `lanes` lanes of `x` (a vector when `vec`) at `addr`.
+    fn store_lanes(&mut self, x: Value, addr: Value, vec: bool, lanes: usize) {
+        let flags = MemFlagsData::new().with_notrap();
+        if !vec || lanes == 4 {
+            self.b.ins().store(flags, x, addr, 0);
+        } else {
+            for l in 0..lanes {
+                let xl = self.b.ins().extractlane(x, l as u8);
+                self.b.ins().store(flags, xl, addr, 4 * l as i32);
+            }
+        }
+    }
+
+    /// Applies the epilogue to result `x` of element `(row, col)` (and the
+    /// next three columns when `vec`) and stores it.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        g: &Gemm,
+        p: &Ptrs,
+        mut x: Value,
+        vec: bool,
+        row: Value,
+        col: Value,
+        lanes: usize,
+    ) {
+        let e = &g.epilogue;
+        let ty = if vec { F32X4 } else { F32 };
+        let c_addr = self.element_addr(p.c, &g.c, row, col);
+        if e.accumulate {
+            let old = self
+                .b
+                .ins()
+                .load(ty, MemFlagsData::new().with_notrap(), c_addr, 0);
+            x = self.b.ins().fadd(old, x);
+        }
+        match (&e.bias, p.bias) {
+            (Some(Bias::PerRow(buf, _)), Some(base)) => {
+                let off = self.b.ins().ishl_imm_s(row, 2);
+                let a = self.b.ins().iadd(base, off);
+                let flags = self.load_flags(*buf);
+                let bv = self.b.ins().load(F32, flags, a, 0);
+                let bv = if vec { self.splat(bv) } else { bv };
+                x = self.b.ins().fadd(x, bv);
+            }
+            (Some(Bias::PerColumn(buf, _)), Some(base)) => {
+                let off = self.b.ins().ishl_imm_s(col, 2);
+                let a = self.b.ins().iadd(base, off);
+                let flags = self.load_flags(*buf);
+                let bv = self.b.ins().load(ty, flags, a, 0);
+                x = self.b.ins().fadd(x, bv);
+            }
+            _ => {}
+        }
+        if let (Some(m), Some(base)) = (&e.pre_activation, p.pre) {
+            let a = self.element_addr(base, m, row, col);
+            self.store_lanes(x, a, vec, lanes);
+        }
+        if let Some(act) = e.activation {
+            self.define_acc(EPILOGUE_X, x, vec);
+            x = self.val(&activation_expr(act, Val::Acc(EPILOGUE_X)), vec);
+        }
+        if let (Some((act, m)), Some(base)) = (&e.grad_mask, p.mask) {
+            let a = self.element_addr(base, m, row, col);
+            let flags = self.load_flags(m.buf);
+            let mx = self.b.ins().load(ty, flags, a, 0);
+            self.define_acc(EPILOGUE_MASK, mx, vec);
+            self.define_acc(EPILOGUE_X, x, vec);
+            x = self.val(
+                &activation_grad_expr(*act, Val::Acc(EPILOGUE_MASK), Val::Acc(EPILOGUE_X)),
+                vec,
+            );
+        }
+        self.store_lanes(x, c_addr, vec, lanes);
+    }
+}

@@ -1,0 +1,798 @@
+//! Cranelift lowering of the kernel IR: instruction emission only.
+//!
+//! Each [`Kernel`] becomes one function
+//! `extern "C" fn(arena: *mut f32, lo: i64, hi: i64, thread: i64)`: buffers
+//! are constant offsets from `arena`; a parallel loop runs `lo..hi`; `thread`
+//! selects the per-thread copy of scratch buffers. Loops are tested at the
+//! top; loads of buffers the kernel never writes are marked `notrap`,
+//! `readonly` and `can_move`; matrix products become F32X4 register tiles
+//! with FMA (see `shared/design/CRANELIFT.md`).
+
+mod gemm;
+pub mod math;
+
+use crate::kernel::{
+    AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val,
+    VarId,
+};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+use std::collections::{HashMap, HashSet};
+
+/// The machine-level signature of every compiled kernel.
+///
+/// Contract: `arena` points to the program's arena of `Program::arena_len`
+/// `f32`s, exclusively borrowed for the call except for disjoint writes by
+/// other threads running other iterations of the same parallel loop;
+/// `lo <= hi <= extent` of the kernel's parallel loop (ignored without one);
+/// `thread < Program::threads` and unique among concurrent callers.
+pub type KernelFn = unsafe extern "C" fn(arena: *mut f32, lo: i64, hi: i64, thread: i64);
+
+/// Options of [`lower_to_clif`].
+#[derive(Clone, Debug, Default)]
+pub struct CodegenOptions {
+    /// Run Cranelift's IR verifier on every function.
+    pub verify: bool,
+    /// Keep each function's Cranelift IR as text.
+    pub keep_clif: bool,
+    /// Keep each function's machine code bytes.
+    pub keep_code: bool,
+}
+
+/// Why code generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// The host ISA could not be set up.
+    #[error("cannot target this machine: {0}")]
+    Isa(String),
+    /// Cranelift rejected a function (verifier or lowering error).
+    #[error("kernel `{kernel}`: {message}")]
+    Compile {
+        /// The kernel's name.
+        kernel: String,
+        /// Cranelift's message.
+        message: String,
+    },
+}
+
+/// The native code of a program, owning the JIT memory it lives in.
+pub struct CompiledProgram {
+    /// Keeps the code alive; freed when dropped.
+    module: Option<JITModule>,
+    /// One entry point per kernel, in program order.
+    pub functions: Vec<KernelFn>,
+    /// Cranelift IR text per kernel (when requested).
+    pub clif: Vec<String>,
+    /// Machine code per kernel (when requested).
+    pub code: Vec<Vec<u8>>,
+    /// Whether FMA instructions were used.
+    pub fma: bool,
+}
+
+impl std::fmt::Debug for CompiledProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledProgram")
+            .field("functions", &self.functions.len())
+            .field("fma", &self.fma)
+            .finish()
+    }
+}
+
+impl Drop for CompiledProgram {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function pointers in `self.functions` are dropped
+            // with `self` and were never handed out beyond the owner
+            // (`Executable` keeps this value alive while it calls them).
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// Builds the host ISA: native feature detection, `opt_level=speed`.
+fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(
+        &mut flags,
+        "enable_verifier",
+        if verify { "true" } else { "false" },
+    )?;
+    let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    isa.finish(settings::Flags::new(flags))
+        .map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+/// Compiles every kernel of `program` to native code.
+pub fn lower_to_clif(
+    program: &Program,
+    options: &CodegenOptions,
+) -> Result<CompiledProgram, CodegenError> {
+    let isa = host_isa(options.verify)?;
+    let flag = |name: &str| {
+        isa.isa_flags()
+            .iter()
+            .any(|v| v.name == name && v.as_bool() == Some(true))
+    };
+    let fma = flag("has_avx") && flag("has_fma");
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    math::register(&mut jb);
+    let mut module = JITModule::new(jb);
+
+    let mut sig = module.make_signature();
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    let math_ids = math::declare(&mut module).map_err(|e| CodegenError::Isa(e.to_string()))?;
+
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ids = Vec::new();
+    let mut clif = Vec::new();
+    let mut code = Vec::new();
+    for (i, kernel) in program.kernels.iter().enumerate() {
+        let err = |message: String| CodegenError::Compile {
+            kernel: kernel.name.clone(),
+            message,
+        };
+        let id = module
+            .declare_function(&format!("kernel{i}"), Linkage::Local, &sig)
+            .map_err(|e| err(e.to_string()))?;
+        ctx.func.signature = sig.clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let funcs = math::Funcs {
+                exp: module.declare_func_in_func(math_ids.exp, b.func),
+                ln: module.declare_func_in_func(math_ids.ln, b.func),
+                tanh: module.declare_func_in_func(math_ids.tanh, b.func),
+            };
+            emit_kernel(&mut b, program, kernel, funcs, fma);
+            b.seal_all_blocks();
+            b.finalize(module.target_config());
+        }
+        if options.keep_clif {
+            clif.push(ctx.func.display().to_string());
+        }
+        ctx.want_disasm = false;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| err(format!("{e:?}")))?;
+        if options.keep_code {
+            code.push(
+                ctx.compiled_code()
+                    .map(|c| c.code_buffer().to_vec())
+                    .unwrap_or_default(),
+            );
+        }
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::Isa(e.to_string()))?;
+    let functions = ids
+        .into_iter()
+        .map(|id| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: the function was compiled with exactly the signature
+            // `KernelFn` describes (four i64 parameters, no results, the
+            // platform's default calling convention).
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
+        })
+        .collect();
+    Ok(CompiledProgram {
+        module: Some(module),
+        functions,
+        clif,
+        code,
+        fma,
+    })
+}
+
+/// The state of lowering one kernel.
+pub(crate) struct Fx<'a, 'f> {
+    pub(crate) b: &'a mut FunctionBuilder<'f>,
+    /// Address of each buffer used (this thread's copy for per-thread ones).
+    pub(crate) bufptr: HashMap<BufId, Value>,
+    /// Buffers the kernel writes (their loads are not `readonly`).
+    pub(crate) written: HashSet<BufId>,
+    /// Current value of each loop variable (lane 0 for the vector loop).
+    pub(crate) vars: HashMap<VarId, Value>,
+    /// The loop variable being vectorised, if any.
+    pub(crate) lane: Option<VarId>,
+    /// Each live accumulator and whether it holds a vector.
+    pub(crate) accs: HashMap<AccId, (Variable, bool)>,
+    /// Lane partials of outer accumulators reduced inside the vector loop.
+    pub(crate) partials: HashMap<AccId, (Variable, RedOp)>,
+    pub(crate) math: math::Funcs,
+    pub(crate) fma: bool,
+    lo: Value,
+    hi: Value,
+}
+
+fn emit_kernel(
+    b: &mut FunctionBuilder<'_>,
+    prog: &Program,
+    kernel: &Kernel,
+    math: math::Funcs,
+    fma: bool,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (base, lo, hi, thread) = (params[0], params[1], params[2], params[3]);
+    let mut bufptr = HashMap::new();
+    for &buf in kernel.reads.iter().chain(&kernel.writes) {
+        if bufptr.contains_key(&buf) {
+            continue;
+        }
+        let offset = (prog.offsets[buf] * 4) as i64;
+        let mut p = b.ins().iadd_imm_s(base, offset);
+        if prog.buffers[buf].per_thread {
+            let t = b
+                .ins()
+                .imul_imm_s(thread, (prog.buffers[buf].len * 4) as i64);
+            p = b.ins().iadd(p, t);
+        }
+        bufptr.insert(buf, p);
+    }
+    let mut fx = Fx {
+        b,
+        bufptr,
+        written: kernel.writes.iter().copied().collect(),
+        vars: HashMap::new(),
+        lane: None,
+        accs: HashMap::new(),
+        partials: HashMap::new(),
+        math,
+        fma,
+        lo,
+        hi,
+    };
+    fx.stmts(&kernel.body, false);
+    fx.b.ins().return_(&[]);
+}
+
+fn int_cc(c: Cmp) -> IntCC {
+    match c {
+        Cmp::Lt => IntCC::SignedLessThan,
+        Cmp::Le => IntCC::SignedLessThanOrEqual,
+        Cmp::Eq => IntCC::Equal,
+        Cmp::Gt => IntCC::SignedGreaterThan,
+        Cmp::Ge => IntCC::SignedGreaterThanOrEqual,
+    }
+}
+
+fn float_cc(c: Cmp) -> FloatCC {
+    match c {
+        Cmp::Lt => FloatCC::LessThan,
+        Cmp::Le => FloatCC::LessThanOrEqual,
+        Cmp::Eq => FloatCC::Equal,
+        Cmp::Gt => FloatCC::GreaterThan,
+        Cmp::Ge => FloatCC::GreaterThanOrEqual,
+    }
+}
+
+impl Fx<'_, '_> {
+    /// Flags for loads of `buf`: pure when the kernel never writes it.
+    pub(crate) fn load_flags(&self, buf: BufId) -> MemFlagsData {
+        if self.written.contains(&buf) {
+            MemFlagsData::new().with_notrap()
+        } else {
+            MemFlagsData::new()
+                .with_notrap()
+                .with_readonly()
+                .with_can_move()
+        }
+    }
+
+    /// `fma(a, b, c) = a * b + c`, fused when the ISA has FMA.
+    pub(crate) fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, b, c)
+        } else {
+            let p = self.b.ins().fmul(a, b);
+            self.b.ins().fadd(p, c)
+        }
+    }
+
+    pub(crate) fn splat(&mut self, x: Value) -> Value {
+        self.b.ins().splat(F32X4, x)
+    }
+
+    pub(crate) fn fconst(&mut self, c: f32, vec: bool) -> Value {
+        let x = self.b.ins().f32const(c);
+        if vec { self.splat(x) } else { x }
+    }
+
+    /// A top-tested counted loop `for i in (start..end).step_by(step)`.
+    pub(crate) fn counted_loop(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        mut body: impl FnMut(&mut Self, Value),
+    ) {
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        let i = self.b.append_block_param(header, I64);
+        self.b.ins().jump(header, &[BlockArg::Value(start)]);
+        self.b.switch_to_block(header);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        self.b.ins().brif(go, body_block, &[], exit, &[]);
+        self.b.switch_to_block(body_block);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        self.b.switch_to_block(exit);
+    }
+
+    pub(crate) fn iconst(&mut self, c: i64) -> Value {
+        self.b.ins().iconst(I64, c)
+    }
+
+    /// An index value; for the vector loop's variable, lane `lane`'s value.
+    pub(crate) fn idx(&mut self, i: &Idx, lane: i64) -> Value {
+        match i {
+            Idx::Const(c) => self.iconst(*c),
+            Idx::Var(v) => {
+                let x = self.vars[v];
+                if Some(*v) == self.lane && lane != 0 {
+                    self.b.ins().iadd_imm_s(x, lane)
+                } else {
+                    x
+                }
+            }
+            Idx::Add(a, b) => {
+                let (a, b) = (self.idx(a, lane), self.idx(b, lane));
+                self.b.ins().iadd(a, b)
+            }
+            Idx::Mul(a, k) => {
+                let a = self.idx(a, lane);
+                self.b.ins().imul_imm_s(a, *k)
+            }
+            Idx::Div(a, k) => {
+                let a = self.idx(a, lane);
+                self.b.ins().udiv_imm_s(a, *k)
+            }
+            Idx::Rem(a, k) => {
+                let a = self.idx(a, lane);
+                self.b.ins().urem_imm_s(a, *k)
+            }
+            Idx::Min(a, b) => {
+                let (a, b) = (self.idx(a, lane), self.idx(b, lane));
+                self.b.ins().smin(a, b)
+            }
+            Idx::Max(a, b) => {
+                let (a, b) = (self.idx(a, lane), self.idx(b, lane));
+                self.b.ins().smax(a, b)
+            }
+            Idx::Table(t, a) => {
+                let a = self.idx(a, lane);
+                let addr = self.addr(*t, a);
+                let flags = self.load_flags(*t);
+                self.b.ins().sload32(flags, addr, 0)
+            }
+        }
+    }
+
+    /// Address of element `index` (an i64 value) of `buf`.
+    pub(crate) fn addr(&mut self, buf: BufId, index: Value) -> Value {
+        let base = self.bufptr[&buf];
+        let off = self.b.ins().ishl_imm_s(index, 2);
+        self.b.ins().iadd(base, off)
+    }
+
+    fn uses_lane(&self, i: &Idx) -> bool {
+        self.lane.is_some_and(|v| i.uses(v))
+    }
+
+    /// Builds an F32X4 from four scalar values.
+    pub(crate) fn lanes_to_vector(&mut self, lanes: [Value; 4]) -> Value {
+        let mut v = self.b.ins().scalar_to_vector(F32X4, lanes[0]);
+        for (l, &x) in lanes.iter().enumerate().skip(1) {
+            v = self.b.ins().insertlane(v, x, l as u8);
+        }
+        v
+    }
+
+    /// Lowers a value; `vec` selects the F32X4 form (one lane per iteration
+    /// of the vector loop).
+    pub(crate) fn val(&mut self, v: &Val, vec: bool) -> Value {
+        match v {
+            Val::Const(c) => self.fconst(*c, vec),
+            Val::Load(buf, i) => {
+                let flags = self.load_flags(*buf);
+                if !vec || !self.uses_lane(i) {
+                    let ix = self.idx(i, 0);
+                    let a = self.addr(*buf, ix);
+                    let x = self.b.ins().load(F32, flags, a, 0);
+                    return if vec { self.splat(x) } else { x };
+                }
+                if i.coefficient(self.lane.unwrap()) == Some(1) {
+                    let ix = self.idx(i, 0);
+                    let a = self.addr(*buf, ix);
+                    return self.b.ins().load(F32X4, flags, a, 0);
+                }
+                let lanes = [0, 1, 2, 3].map(|l| {
+                    let ix = self.idx(i, l);
+                    let a = self.addr(*buf, ix);
+                    self.b.ins().load(F32, flags, a, 0)
+                });
+                self.lanes_to_vector(lanes)
+            }
+            Val::Acc(a) => {
+                let (var, is_vec) = self.accs[a];
+                let x = self.b.use_var(var);
+                if vec && !is_vec { self.splat(x) } else { x }
+            }
+            Val::Un(op, x) => {
+                let x = self.val(x, vec);
+                self.unary(*op, x, vec)
+            }
+            Val::Bin(op, a, b) => {
+                let (a, b) = (self.val(a, vec), self.val(b, vec));
+                match op {
+                    BinOp::Add => self.b.ins().fadd(a, b),
+                    BinOp::Sub => self.b.ins().fsub(a, b),
+                    BinOp::Mul => self.b.ins().fmul(a, b),
+                    BinOp::Div => self.b.ins().fdiv(a, b),
+                }
+            }
+            Val::Select(c, a, b) => {
+                if vec {
+                    let m = self.mask(c);
+                    let (a, b) = (self.val(a, true), self.val(b, true));
+                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                    self.b.ins().bitselect(m, a, b)
+                } else {
+                    let c = self.cond(c);
+                    let (a, b) = (self.val(a, false), self.val(b, false));
+                    self.b.ins().select(c, a, b)
+                }
+            }
+            Val::FromIdx(i) => {
+                if vec && self.uses_lane(i) {
+                    let lanes = [0, 1, 2, 3].map(|l| {
+                        let ix = self.idx(i, l);
+                        self.b.ins().fcvt_from_sint(F32, ix)
+                    });
+                    self.lanes_to_vector(lanes)
+                } else {
+                    let ix = self.idx(i, 0);
+                    let x = self.b.ins().fcvt_from_sint(F32, ix);
+                    if vec { self.splat(x) } else { x }
+                }
+            }
+        }
+    }
+
+    fn call_math(&mut self, f: FuncRef, x: Value, vec: bool) -> Value {
+        if !vec {
+            let call = self.b.ins().call(f, &[x]);
+            return self.b.inst_results(call)[0];
+        }
+        let lanes = [0u8, 1, 2, 3].map(|l| {
+            let xl = self.b.ins().extractlane(x, l);
+            let call = self.b.ins().call(f, &[xl]);
+            self.b.inst_results(call)[0]
+        });
+        self.lanes_to_vector(lanes)
+    }
+
+    pub(crate) fn unary(&mut self, op: UnOp, x: Value, vec: bool) -> Value {
+        match op {
+            UnOp::Neg => self.b.ins().fneg(x),
+            UnOp::Relu => {
+                let zero = self.fconst(0.0, vec);
+                if vec {
+                    // `0 < x ? x : 0` as one `maxps`-friendly bitselect.
+                    let m = self.b.ins().fcmp(FloatCC::LessThan, zero, x);
+                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                    self.b.ins().bitselect(m, x, zero)
+                } else {
+                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                    self.b.ins().select(c, x, zero)
+                }
+            }
+            UnOp::Exp => self.call_math(self.math.exp, x, vec),
+            UnOp::Ln => self.call_math(self.math.ln, x, vec),
+            UnOp::Tanh => self.call_math(self.math.tanh, x, vec),
+        }
+    }
+
+    /// A scalar condition (an `i8` truth value).
+    pub(crate) fn cond(&mut self, c: &Cond) -> Value {
+        match c {
+            Cond::Index(op, a, b) => {
+                let (a, b) = (self.idx(a, 0), self.idx(b, 0));
+                self.b.ins().icmp(int_cc(*op), a, b)
+            }
+            Cond::Value(op, a, b) => {
+                let (a, b) = (self.val(a, false), self.val(b, false));
+                self.b.ins().fcmp(float_cc(*op), a, b)
+            }
+            Cond::And(a, b) => {
+                let (a, b) = (self.cond(a), self.cond(b));
+                self.b.ins().band(a, b)
+            }
+            Cond::Or(a, b) => {
+                let (a, b) = (self.cond(a), self.cond(b));
+                self.b.ins().bor(a, b)
+            }
+        }
+    }
+
+    /// A lane mask (`i32x4`, all ones where the condition holds).
+    fn mask(&mut self, c: &Cond) -> Value {
+        match c {
+            Cond::Index(op, a, b) => {
+                if self.uses_lane(a) || self.uses_lane(b) {
+                    let lanes = [0, 1, 2, 3].map(|l| {
+                        let (x, y) = (self.idx(a, l), self.idx(b, l));
+                        let t = self.b.ins().icmp(int_cc(*op), x, y);
+                        self.b.ins().bmask(I32, t)
+                    });
+                    let mut v = self.b.ins().scalar_to_vector(I32X4, lanes[0]);
+                    for (l, &x) in lanes.iter().enumerate().skip(1) {
+                        v = self.b.ins().insertlane(v, x, l as u8);
+                    }
+                    v
+                } else {
+                    let t = self.cond(c);
+                    let m = self.b.ins().bmask(I32, t);
+                    self.b.ins().splat(I32X4, m)
+                }
+            }
+            Cond::Value(op, a, b) => {
+                let (a, b) = (self.val(a, true), self.val(b, true));
+                self.b.ins().fcmp(float_cc(*op), a, b)
+            }
+            Cond::And(a, b) => {
+                let (a, b) = (self.mask(a), self.mask(b));
+                self.b.ins().band(a, b)
+            }
+            Cond::Or(a, b) => {
+                let (a, b) = (self.mask(a), self.mask(b));
+                self.b.ins().bor(a, b)
+            }
+        }
+    }
+
+    /// `acc op x` for a reduction.
+    pub(crate) fn combine(&mut self, op: RedOp, acc: Value, x: Value, vec: bool) -> Value {
+        match op {
+            RedOp::Add => self.b.ins().fadd(acc, x),
+            RedOp::Max => {
+                let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, acc);
+                if vec {
+                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
+                    self.b.ins().bitselect(m, x, acc)
+                } else {
+                    self.b.ins().select(c, x, acc)
+                }
+            }
+        }
+    }
+
+    /// Declares a fresh accumulator variable holding `x`.
+    pub(crate) fn define_acc(&mut self, acc: AccId, x: Value, vec: bool) {
+        let var = self.b.declare_var(if vec { F32X4 } else { F32 });
+        self.b.def_var(var, x);
+        self.accs.insert(acc, (var, vec));
+    }
+
+    pub(crate) fn stmts(&mut self, body: &[Stmt], vec: bool) {
+        for s in body {
+            self.stmt(s, vec);
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt, vec: bool) {
+        match s {
+            Stmt::Loop(l) => self.lower_loop(l, vec),
+            Stmt::Store {
+                buf,
+                idx,
+                val,
+                accumulate,
+            } => self.store(*buf, idx, val, *accumulate, vec),
+            Stmt::Let { acc, init } => {
+                let x = self.val(init, vec);
+                self.define_acc(*acc, x, vec);
+            }
+            Stmt::Reduce { acc, op, val } => {
+                let x = self.val(val, vec);
+                if vec && let Some(&(pvar, _)) = self.partials.get(acc) {
+                    let p = self.b.use_var(pvar);
+                    let r = self.combine(*op, p, x, true);
+                    self.b.def_var(pvar, r);
+                    return;
+                }
+                let (var, is_vec) = self.accs[acc];
+                let a = self.b.use_var(var);
+                let r = self.combine(*op, a, x, is_vec);
+                self.b.def_var(var, r);
+            }
+            Stmt::Set { acc, val } => {
+                let (var, is_vec) = self.accs[acc];
+                let x = self.val(val, is_vec);
+                self.b.def_var(var, x);
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.cond(cond);
+                let (tb, eb, merge) = (
+                    self.b.create_block(),
+                    self.b.create_block(),
+                    self.b.create_block(),
+                );
+                self.b.ins().brif(c, tb, &[], eb, &[]);
+                self.b.switch_to_block(tb);
+                self.stmts(then, vec);
+                self.b.ins().jump(merge, &[]);
+                self.b.switch_to_block(eb);
+                self.stmts(otherwise, vec);
+                self.b.ins().jump(merge, &[]);
+                self.b.switch_to_block(merge);
+            }
+            Stmt::Gemm(g) => self.gemm(g),
+        }
+    }
+
+    fn store(&mut self, buf: BufId, idx: &Idx, val: &Val, accumulate: bool, vec: bool) {
+        let x = self.val(val, vec);
+        let flags = MemFlagsData::new().with_notrap();
+        if !vec {
+            let ix = self.idx(idx, 0);
+            let a = self.addr(buf, ix);
+            let x = if accumulate {
+                let old = self.b.ins().load(F32, flags, a, 0);
+                self.b.ins().fadd(old, x)
+            } else {
+                x
+            };
+            self.b.ins().store(flags, x, a, 0);
+            return;
+        }
+        if self.uses_lane(idx) && idx.coefficient(self.lane.unwrap()) == Some(1) {
+            let ix = self.idx(idx, 0);
+            let a = self.addr(buf, ix);
+            let x = if accumulate {
+                let old = self.b.ins().load(F32X4, flags, a, 0);
+                self.b.ins().fadd(old, x)
+            } else {
+                x
+            };
+            self.b.ins().store(flags, x, a, 0);
+            return;
+        }
+        for l in 0..4u8 {
+            let xl = self.b.ins().extractlane(x, l);
+            let ix = self.idx(idx, l as i64);
+            let a = self.addr(buf, ix);
+            let xl = if accumulate {
+                let old = self.b.ins().load(F32, flags, a, 0);
+                self.b.ins().fadd(old, xl)
+            } else {
+                xl
+            };
+            self.b.ins().store(flags, xl, a, 0);
+        }
+    }
+
+    fn lower_loop(&mut self, l: &Loop, vec: bool) {
+        match l.mode {
+            LoopMode::Serial => {
+                let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
+                self.counted_loop(start, end, 1, |fx, i| {
+                    fx.vars.insert(l.var, i);
+                    fx.stmts(&l.body, vec);
+                });
+            }
+            LoopMode::Parallel => {
+                let (start, end) = (self.lo, self.hi);
+                self.counted_loop(start, end, 1, |fx, i| {
+                    fx.vars.insert(l.var, i);
+                    fx.stmts(&l.body, vec);
+                });
+            }
+            LoopMode::Vector => {
+                let main = (l.extent / 4 * 4) as i64;
+                if main > 0 {
+                    let mut outer = Vec::new();
+                    collect_outer_reductions(&l.body, &mut HashSet::new(), &mut outer);
+                    let saved_partials = std::mem::take(&mut self.partials);
+                    for &(acc, op) in &outer {
+                        if self.accs.contains_key(&acc) && !self.partials.contains_key(&acc) {
+                            let init = self.fconst(
+                                if op == RedOp::Max {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    0.0
+                                },
+                                true,
+                            );
+                            let var = self.b.declare_var(F32X4);
+                            self.b.def_var(var, init);
+                            self.partials.insert(acc, (var, op));
+                        }
+                    }
+                    let saved_lane = self.lane.replace(l.var);
+                    let (start, end) = (self.iconst(0), self.iconst(main));
+                    self.counted_loop(start, end, 4, |fx, i| {
+                        fx.vars.insert(l.var, i);
+                        fx.stmts(&l.body, true);
+                    });
+                    self.lane = saved_lane;
+                    let partials = std::mem::replace(&mut self.partials, saved_partials);
+                    let mut order: Vec<_> = partials.into_iter().collect();
+                    order.sort_by_key(|(a, _)| *a);
+                    for (acc, (pvar, op)) in order {
+                        let p = self.b.use_var(pvar);
+                        let (var, _) = self.accs[&acc];
+                        let mut a = self.b.use_var(var);
+                        for lane in 0..4u8 {
+                            let x = self.b.ins().extractlane(p, lane);
+                            a = self.combine(op, a, x, false);
+                        }
+                        self.b.def_var(var, a);
+                    }
+                }
+                if (main as usize) < l.extent {
+                    let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
+                    self.counted_loop(start, end, 1, |fx, i| {
+                        fx.vars.insert(l.var, i);
+                        fx.stmts(&l.body, vec);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Accumulators reduced in `body` but declared outside it.
+fn collect_outer_reductions(
+    body: &[Stmt],
+    declared: &mut HashSet<AccId>,
+    out: &mut Vec<(AccId, RedOp)>,
+) {
+    for s in body {
+        match s {
+            Stmt::Let { acc, .. } => {
+                declared.insert(*acc);
+            }
+            Stmt::Reduce { acc, op, .. } => {
+                if !declared.contains(acc) && !out.iter().any(|(a, _)| a == acc) {
+                    out.push((*acc, *op));
+                }
+            }
+            Stmt::Loop(l) => collect_outer_reductions(&l.body, declared, out),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                collect_outer_reductions(then, declared, out);
+                collect_outer_reductions(otherwise, declared, out);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The compiled executable: a graph fused, scheduled, memory-planned and
+//! lowered to native kernels with Cranelift.
+//!
+//! ```text
+//! compile = fuse -> build_program -> schedule -> plan_memory -> lower_to_clif
+//! ```
+//!
+//! An [`Executable`] owns one arena holding every leaf, value and scratch
+//! buffer. [`Executable::set`] copies leaf values in, [`Executable::run`]
+//! runs every kernel in order (one forward pass, or a whole training step
+//! with the updated parameters and optimizer state written back to their
+//! leaves) without allocating, and [`Executable::get`] borrows any
+//! observable value.
+
+use crate::codegen::{CodegenError, CodegenOptions, CompiledProgram, KernelFn, lower_to_clif};
+use crate::graph::{Graph, NodeId};
+use crate::kernel::{
+    BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory,
+};
+use crate::passes::{fuse, plan_memory, schedule};
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Options of [`compile`].
+#[derive(Clone, Debug)]
+pub struct JitOptions {
+    /// Threads that run parallel loops (1 runs everything on the caller's thread).
+    pub threads: usize,
+    /// Run Cranelift's verifier on every kernel (on in debug builds by default).
+    pub verify: bool,
+    /// Keep every node's value observable through [`Executable::get`]
+    /// (disables storage reuse for them; for debugging).
+    pub keep_all: bool,
+    /// Keep each kernel's Cranelift IR and machine code for inspection.
+    pub inspect: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> JitOptions {
+        JitOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            verify: cfg!(debug_assertions),
+            keep_all: false,
+            inspect: false,
+        }
+    }
+}
+
+/// Why compiling or running an executable failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// The graph could not be lowered to kernels.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Cranelift failed.
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    /// The node id is not part of the compiled graph.
+    #[error("node #{0} is not in the compiled graph")]
+    UnknownNode(usize),
+    /// Only leaves (inputs, parameters, labels, targets, optimizer state) can be set.
+    #[error("node `{0}` is not a leaf and cannot be set")]
+    NotALeaf(String),
+    /// The data does not match the node's element count.
+    #[error("node `{name}` holds {expected} values, got {got}")]
+    WrongLength {
+        /// The node's name.
+        name: String,
+        /// Its element count at the compiled batch size.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// The node's value is not kept after a run (compile with `keep_all`).
+    #[error(
+        "node `{0}` is not observable (it is fused away or its storage is reused); compile with keep_all"
+    )]
+    NotObservable(String),
+    /// The options make no sense.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+}
+
+/// What [`Executable::inspect`] prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Fused groups with their graph nodes and loop nests.
+    Kernels,
+    /// The arena layout and its size.
+    Memory,
+    /// Each kernel's Cranelift IR.
+    Clif,
+    /// Each kernel's machine code, disassembled.
+    Asm,
+}
+
+/// A graph compiled to native code for one batch size.
+pub struct Executable {
+    graph: Graph,
+    batch: usize,
+    program: Program,
+    code: CompiledProgram,
+    arena: Vec<f32>,
+    observable: HashSet<NodeId>,
+    pool: Option<Pool>,
+    /// Per kernel: entry point, parallel extent (0 = none), threads.
+    plan: Vec<(KernelFn, usize, usize)>,
+}
+
+impl std::fmt::Debug for Executable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executable")
+            .field("graph", &self.graph.name)
+            .field("batch", &self.batch)
+            .field("kernels", &self.program.kernels.len())
+            .field("arena_bytes", &(self.arena.len() * 4))
+            .finish()
+    }
+}
+
+/// The nodes whose values a run keeps: outputs, the loss, gradients, update
+/// results and leaves (everything with `keep_all`).
+fn observable_nodes(graph: &Graph, keep_all: bool) -> HashSet<NodeId> {
+    if keep_all {
+        return graph.node_ids().collect();
+    }
+    let mut keep: HashSet<NodeId> = graph.outputs.iter().copied().collect();
+    keep.extend(graph.node_ids().filter(|&n| graph.node(n).op.is_leaf()));
+    if let Some(t) = &graph.training {
+        keep.insert(t.loss);
+        keep.extend(t.param_grads.iter().map(|&(_, g)| g));
+        keep.extend(t.input_grads.iter().map(|&(_, g)| g));
+        keep.extend(t.updates.iter().map(|&(_, n)| n));
+    }
+    keep
+}
+
+/// The kernel program of `graph` before code generation: fused, built,
+/// scheduled and memory-planned (what `--emit kernels|memory` shows).
+pub fn plan(
+    graph: &Graph,
+    batch: usize,
+    options: &JitOptions,
+) -> Result<(Program, HashSet<NodeId>), JitError> {
+    if options.threads == 0 {
+        return Err(JitError::InvalidOptions(
+            "threads must be at least 1".into(),
+        ));
+    }
+    if batch == 0 {
+        return Err(JitError::InvalidOptions("batch must be at least 1".into()));
+    }
+    let observable = observable_nodes(graph, options.keep_all);
+    let fusion = fuse(graph, &observable);
+    let program = build_program(graph, &fusion, batch)?;
+    let program = schedule(program, options.threads);
+    let keep: HashSet<BufId> = observable
+        .iter()
+        .filter_map(|&n| program.value_buffer(n))
+        .collect();
+    let program = plan_memory(program, &keep);
+    Ok((program, observable))
+}
+
+/// Compiles `graph` for batch size `batch`.
+pub fn compile(graph: &Graph, batch: usize, options: &JitOptions) -> Result<Executable, JitError> {
+    let (program, observable) = plan(graph, batch, options)?;
+    let code = lower_to_clif(
+        &program,
+        &CodegenOptions {
+            verify: options.verify,
+            keep_clif: options.inspect,
+            keep_code: options.inspect,
+        },
+    )?;
+    let mut arena = vec![0.0f32; program.arena_len];
+    for (b, buf) in program.buffers.iter().enumerate() {
+        let at = program.offsets[b];
+        match &buf.kind {
+            BufferKind::ConstF32(data) => arena[at..at + data.len()].copy_from_slice(data),
+            BufferKind::ConstI32(data) => {
+                for (slot, &v) in arena[at..at + data.len()].iter_mut().zip(data) {
+                    *slot = f32::from_bits(v as u32);
+                }
+            }
+            _ => {}
+        }
+    }
+    let plan = program
+        .kernels
+        .iter()
+        .zip(&code.functions)
+        .map(|(k, &f)| (f, k.parallel_extent().unwrap_or(0), k.threads))
+        .collect();
+    let pool = (program.threads > 1 && program.kernels.iter().any(|k| k.threads > 1))
+        .then(|| Pool::new(program.threads));
+    Ok(Executable {
+        graph: graph.clone(),
+        batch,
+        program,
+        code,
+        arena,
+        observable,
+        pool,
+        plan,
+    })
+}
+
+impl Executable {
+    /// The batch size the executable was compiled for.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The compiled graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The kernel program (after scheduling and memory planning).
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    fn buffer_of(&self, node: NodeId) -> Result<BufId, JitError> {
+        if node.index() >= self.graph.len() {
+            return Err(JitError::UnknownNode(node.index()));
+        }
+        self.program
+            .value_buffer(node)
+            .ok_or_else(|| JitError::NotObservable(self.graph.node(node).name.clone()))
+    }
+
+    /// Copies `data` into leaf `node` (an input, parameter, labels, target
+    /// or optimizer buffer). Leaves keep their values across runs; a
+    /// training step overwrites parameters and optimizer buffers with their
+    /// updated values.
+    pub fn set(&mut self, node: NodeId, data: &[f32]) -> Result<(), JitError> {
+        let buf = self.buffer_of(node)?;
+        let name = &self.graph.node(node).name;
+        if !matches!(self.program.buffers[buf].kind, BufferKind::Leaf(_)) {
+            return Err(JitError::NotALeaf(name.clone()));
+        }
+        let len = self.program.buffers[buf].len;
+        if data.len() != len {
+            return Err(JitError::WrongLength {
+                name: name.clone(),
+                expected: len,
+                got: data.len(),
+            });
+        }
+        let at = self.program.offsets[buf];
+        self.arena[at..at + len].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// The value of an observable node after the last run (a leaf's
+    /// current value, an output, the loss, a gradient, an updated parameter;
+    /// anything with `keep_all`).
+    pub fn get(&self, node: NodeId) -> Result<&[f32], JitError> {
+        let buf = self.buffer_of(node)?;
+        if !self.observable.contains(&node) {
+            return Err(JitError::NotObservable(self.graph.node(node).name.clone()));
+        }
+        let at = self.program.offsets[buf];
+        Ok(&self.arena[at..at + self.program.buffers[buf].len])
+    }
+
+    /// Runs every kernel once: a forward pass, or one training step.
+    /// Allocates nothing.
+    pub fn run(&mut self) -> Result<(), JitError> {
+        let arena = self.arena.as_mut_ptr();
+        for &(f, extent, threads) in &self.plan {
+            match (&self.pool, threads > 1) {
+                (Some(pool), true) => pool.run(f, arena, extent, threads),
+                _ => {
+                    // SAFETY: `f` was compiled for this program's arena
+                    // layout and `arena` is that arena (`arena_len` f32s),
+                    // borrowed exclusively through `&mut self`; the whole
+                    // parallel range runs on this thread as thread 0.
+                    unsafe { f(arena, 0, extent as i64, 0) }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Text for `kiln inspect --emit ...`.
+    pub fn inspect(&self, what: Emit) -> String {
+        match what {
+            Emit::Kernels => describe_kernels(&self.program, &self.graph),
+            Emit::Memory => describe_memory(&self.program),
+            Emit::Clif => {
+                let mut out = String::new();
+                if self.code.clif.is_empty() {
+                    out.push_str("; compile with JitOptions::inspect to keep Cranelift IR\n");
+                }
+                for (k, text) in self.program.kernels.iter().zip(&self.code.clif) {
+                    let _ = writeln!(out, "; kernel `{}`\n{text}", k.name);
+                }
+                out
+            }
+            Emit::Asm => {
+                let mut out = String::new();
+                if self.code.code.is_empty() {
+                    out.push_str("; compile with JitOptions::inspect to keep machine code\n");
+                }
+                for (k, bytes) in self.program.kernels.iter().zip(&self.code.code) {
+                    let _ = writeln!(out, "; kernel `{}`: {} bytes", k.name, bytes.len());
+                    out.push_str(&disassemble(bytes));
+                    out.push('\n');
+                }
+                out
+            }
+        }
+    }
+}
+
+/// x86-64 machine code as Intel-syntax text (iced-x86: a pure-Rust decoder,
+/// no C toolchain needed, unlike capstone).
+fn disassemble(bytes: &[u8]) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    let mut formatter = IntelFormatter::new();
+    let mut out = String::new();
+    let mut text = String::new();
+    for instr in &mut decoder {
+        text.clear();
+        formatter.format(&instr, &mut text);
+        let _ = writeln!(out, "  {:6x}  {text}", instr.ip());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A small persistent thread pool: workers spin briefly for the next kernel,
+// then yield, then sleep; a run hands out one contiguous range per thread.
+
+/// One parallel kernel launch, published to workers through atomics.
+struct Shared {
+    epoch: AtomicU64,
+    done: AtomicUsize,
+    func: AtomicUsize,
+    arena: AtomicUsize,
+    extent: AtomicUsize,
+    threads: AtomicUsize,
+    quit: AtomicBool,
+    sleepers: Mutex<usize>,
+    wake: Condvar,
+}
+
+struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Iterations `[lo, hi)` of thread `t` out of `n` over `extent`.
+fn range_of(t: usize, n: usize, extent: usize) -> (i64, i64) {
+    ((t * extent / n) as i64, ((t + 1) * extent / n) as i64)
+}
+
+impl Pool {
+    fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            func: AtomicUsize::new(0),
+            arena: AtomicUsize::new(0),
+            extent: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            quit: AtomicBool::new(false),
+            sleepers: Mutex::new(0),
+            wake: Condvar::new(),
+        });
+        let workers = (1..threads)
+            .map(|t| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("kiln-worker-{t}"))
+                    .spawn(move || worker(s, t))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    fn run(&self, f: KernelFn, arena: *mut f32, extent: usize, threads: usize) {
+        let s = &self.shared;
+        s.func.store(f as usize, Ordering::Relaxed);
+        s.arena.store(arena as usize, Ordering::Relaxed);
+        s.extent.store(extent, Ordering::Relaxed);
+        s.threads.store(threads, Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        s.epoch.fetch_add(1, Ordering::Release);
+        {
+            let sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+            if *sleepers > 0 {
+                s.wake.notify_all();
+            }
+        }
+        let (lo, hi) = range_of(0, threads, extent);
+        // SAFETY: as in `Executable::run`; the other threads run disjoint
+        // iteration ranges of the same parallel loop, whose iterations write
+        // disjoint elements, and each uses its own per-thread scratch.
+        unsafe { f(arena, lo, hi, 0) };
+        let workers = self.workers.len();
+        while s.done.load(Ordering::Acquire) < workers {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::Release);
+        self.shared.epoch.fetch_add(1, Ordering::Release);
+        {
+            let _guard = self
+                .shared
+                .sleepers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>, t: usize) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        loop {
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen {
+                seen = e;
+                break;
+            }
+            spins += 1;
+            if spins < 50_000 {
+                std::hint::spin_loop();
+            } else if spins < 60_000 {
+                std::thread::yield_now();
+            } else {
+                let mut sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+                *sleepers += 1;
+                while s.epoch.load(Ordering::Acquire) == seen {
+                    sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+                }
+                *sleepers -= 1;
+                spins = 0;
+            }
+        }
+        if s.quit.load(Ordering::Acquire) {
+            return;
+        }
+        let threads = s.threads.load(Ordering::Relaxed);
+        if t < threads {
+            let f = s.func.load(Ordering::Relaxed);
+            let arena = s.arena.load(Ordering::Relaxed) as *mut f32;
+            let (lo, hi) = range_of(t, threads, s.extent.load(Ordering::Relaxed));
+            // SAFETY: `f` is a `KernelFn` published by `Pool::run`, which
+            // waits for this thread before returning, so the arena outlives
+            // the call; this thread runs its own disjoint range as thread `t`.
+            unsafe {
+                let f = std::mem::transmute::<usize, KernelFn>(f);
+                f(arena, lo, hi, t as i64)
+            };
+        }
+        s.done.fetch_add(1, Ordering::Release);
+    }
+}

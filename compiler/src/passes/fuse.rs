@@ -1,0 +1,267 @@
+//! Fusion: partitions a graph's nodes into groups that each become one kernel.
+
+use crate::graph::{Graph, NodeId};
+use crate::ops::{Loss, Op};
+use std::collections::{HashMap, HashSet};
+
+/// What kind of kernel a group becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// A leaf: its value comes from outside, no kernel.
+    Leaf,
+    /// A reshape: the value shares its operand's storage, no kernel.
+    Alias,
+    /// A chain of elementwise ops over one iteration domain.
+    Elementwise,
+    /// One non-elementwise op (the anchor, `nodes[0]`) with fused
+    /// elementwise epilogues after it.
+    Anchored,
+}
+
+/// A set of graph nodes computed by one kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// What kind of kernel the group becomes.
+    pub kind: GroupKind,
+    /// The nodes, in topological order (the anchor first for `Anchored`).
+    pub nodes: Vec<NodeId>,
+}
+
+/// The result of [`fuse`]: groups in a valid execution order, and which node
+/// values must be stored in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fusion {
+    /// Groups in execution order.
+    pub groups: Vec<Group>,
+    /// Nodes whose values are written to a buffer (read by another group,
+    /// observable, or needed by a layout alias).
+    pub materialized: HashSet<NodeId>,
+}
+
+/// Whether `op` computes each output element from the same element of its
+/// operands (with broadcasting), so it can share a loop with its neighbours.
+pub fn is_elementwise(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Activate(_)
+            | Op::ActivateGrad(_)
+            | Op::Binary(_)
+            | Op::Neg
+            | Op::SgdMomentum(_)
+            | Op::SgdStep(_)
+    )
+}
+
+/// Whether an activation can be fused as the epilogue of this anchor.
+fn takes_activation_epilogue(op: &Op) -> bool {
+    matches!(op, Op::Conv2d(_) | Op::Linear)
+}
+
+/// Whether an activation backward can be fused as this anchor's epilogue.
+fn takes_grad_mask_epilogue(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv2dGradInput(_)
+            | Op::LinearGradInput
+            | Op::MaxPool2dGrad(_)
+            | Op::AvgPool2dGrad(_)
+            | Op::ResizeGrad(_)
+    )
+}
+
+/// Partitions `graph` into kernel groups.
+///
+/// Rules (each also matches the derived backward graph):
+/// - elementwise ops of the same element count chain into one loop;
+/// - an activation whose input is a conv or linear output becomes its
+///   epilogue (the pre-activation value is still stored when the backward
+///   pass needs it);
+/// - an activation backward `f'(x) * dy` whose `dy` comes only from an input
+///   gradient (conv, linear, pooling, resize) becomes that kernel's epilogue;
+/// - a cross-entropy loss and its gradient on the same operands share one
+///   kernel (one softmax);
+/// - the SGD momentum and step of one parameter chain elementwise, one pass.
+///
+/// `observable` nodes are always materialised.
+pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
+    let mut group_of: HashMap<NodeId, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let numel = |id: NodeId| graph.node(id).shape.numel();
+
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        let op = &node.op;
+        let mut joined = None;
+        if op.is_leaf() {
+            groups.push(Group {
+                kind: GroupKind::Leaf,
+                nodes: vec![id],
+            });
+            group_of.insert(id, groups.len() - 1);
+            continue;
+        }
+        if matches!(op, Op::Reshape) {
+            groups.push(Group {
+                kind: GroupKind::Alias,
+                nodes: vec![id],
+            });
+            group_of.insert(id, groups.len() - 1);
+            continue;
+        }
+        match op {
+            Op::Activate(_) => {
+                let x = node.inputs[0];
+                let g = group_of[&x];
+                let anchor_ok = groups[g].kind == GroupKind::Anchored
+                    && groups[g].nodes.len() == 1
+                    && takes_activation_epilogue(&graph.node(x).op)
+                    && graph.users(x).iter().all(|&u| {
+                        u == id || matches!(&graph.node(u).op, Op::ActivateGrad(a) if Op::Activate(*a) == *op && graph.node(u).inputs[0] == x)
+                    });
+                if anchor_ok {
+                    joined = Some(g);
+                }
+            }
+            Op::ActivateGrad(_) => {
+                let dy = node.inputs[1];
+                let g = group_of[&dy];
+                if groups[g].kind == GroupKind::Anchored
+                    && groups[g].nodes.len() == 1
+                    && takes_grad_mask_epilogue(&graph.node(dy).op)
+                    && graph.users(dy) == vec![id]
+                    && !observable.contains(&dy)
+                    && node.inputs[0] != dy
+                    && !depends_on(graph, &groups, &group_of, group_of[&node.inputs[0]], g)
+                {
+                    joined = Some(g);
+                }
+            }
+            Op::LossGrad(Loss::CrossEntropy) => {
+                if let Some(g) = groups.iter().position(|grp| {
+                    grp.kind == GroupKind::Anchored
+                        && grp.nodes.len() == 1
+                        && graph.node(grp.nodes[0]).op == Op::LossValue(Loss::CrossEntropy)
+                        && graph.node(grp.nodes[0]).inputs == node.inputs
+                }) {
+                    joined = Some(g);
+                }
+            }
+            _ => {}
+        }
+        if joined.is_none() && is_elementwise(op) {
+            for &input in &node.inputs {
+                let g = group_of[&input];
+                if groups[g].kind != GroupKind::Elementwise || numel(input) != numel(id) {
+                    continue;
+                }
+                let others_ok = node.inputs.iter().all(|&w| {
+                    let h = group_of[&w];
+                    h == g || !depends_on(graph, &groups, &group_of, h, g)
+                });
+                if others_ok {
+                    joined = Some(g);
+                    break;
+                }
+            }
+        }
+        match joined {
+            Some(g) => {
+                groups[g].nodes.push(id);
+                group_of.insert(id, g);
+            }
+            None => {
+                let kind = if is_elementwise(op) {
+                    GroupKind::Elementwise
+                } else {
+                    GroupKind::Anchored
+                };
+                groups.push(Group {
+                    kind,
+                    nodes: vec![id],
+                });
+                group_of.insert(id, groups.len() - 1);
+            }
+        }
+    }
+
+    let mut materialized = HashSet::new();
+    for id in graph.node_ids() {
+        let g = group_of[&id];
+        let leaves_group = graph.users(id).iter().any(|u| group_of[u] != g);
+        let kind = groups[g].kind;
+        if observable.contains(&id) || leaves_group || kind == GroupKind::Leaf {
+            materialized.insert(id);
+        }
+        // Reshape operands must live in memory.
+        if kind == GroupKind::Alias {
+            materialized.insert(graph.node(id).inputs[0]);
+        }
+    }
+
+    let order = topo_order(graph, &groups, &group_of);
+    let groups = order.into_iter().map(|g| groups[g].clone()).collect();
+    Fusion {
+        groups,
+        materialized,
+    }
+}
+
+/// Whether group `from` (transitively) reads a value computed by group `to`.
+fn depends_on(
+    graph: &Graph,
+    groups: &[Group],
+    group_of: &HashMap<NodeId, usize>,
+    from: usize,
+    to: usize,
+) -> bool {
+    if from == to {
+        return true;
+    }
+    let mut stack = vec![from];
+    let mut seen = HashSet::new();
+    while let Some(g) = stack.pop() {
+        if !seen.insert(g) {
+            continue;
+        }
+        for &n in &groups[g].nodes {
+            for &i in &graph.node(n).inputs {
+                let h = group_of[&i];
+                if h == to {
+                    return true;
+                }
+                if h != g {
+                    stack.push(h);
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Groups ordered so that every group runs after the groups it reads from;
+/// ties keep the order of the groups' first nodes.
+fn topo_order(graph: &Graph, groups: &[Group], group_of: &HashMap<NodeId, usize>) -> Vec<usize> {
+    let n = groups.len();
+    let mut preds: Vec<HashSet<usize>> = vec![HashSet::new(); n];
+    for (g, grp) in groups.iter().enumerate() {
+        for &node in &grp.nodes {
+            for &i in &graph.node(node).inputs {
+                let h = group_of[&i];
+                if h != g {
+                    preds[g].insert(h);
+                }
+            }
+        }
+    }
+    let mut done = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    while order.len() < n {
+        let next = (0..n)
+            .filter(|&g| !done[g] && preds[g].iter().all(|&p| done[p]))
+            .min_by_key(|&g| groups[g].nodes[0])
+            .expect("fusion produced a cycle");
+        done[next] = true;
+        order.push(next);
+    }
+    order
+}

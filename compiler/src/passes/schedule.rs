@@ -1,0 +1,500 @@
+//! Scheduling: decides, per kernel, which loop runs across threads, which
+//! loop is vectorised and how matrix products are register-tiled.
+//!
+//! Results never depend on the thread count: a parallel loop's iterations
+//! are independent, and reductions were already split into chunks fixed by
+//! the shapes when the kernels were built.
+
+use crate::kernel::{
+    AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, Program, Stmt, Val, VarId,
+};
+use std::collections::HashSet;
+
+/// A kernel with less work than this (in flops or elements) runs on one
+/// thread: waking the other threads would cost more than it saves.
+pub const PARALLEL_MIN_WORK: u64 = 150_000;
+
+/// Schedules every kernel of `program` for `threads` threads.
+pub fn schedule(mut program: Program, threads: usize) -> Program {
+    let threads = threads.max(1);
+    program.threads = threads;
+    for k in &mut program.kernels {
+        choose_tiles(&mut k.body);
+        parallelize(k, threads);
+        vectorize(&mut k.body);
+    }
+    program
+}
+
+/// Register tiles following the measured rules for 16 `xmm` registers.
+fn choose_tiles(body: &mut [Stmt]) {
+    for s in body {
+        match s {
+            Stmt::Loop(l) => choose_tiles(&mut l.body),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                choose_tiles(then);
+                choose_tiles(otherwise);
+            }
+            Stmt::Gemm(g) => g.tile = tile_for(g),
+            _ => {}
+        }
+    }
+}
+
+fn tile_for(g: &Gemm) -> GemmTile {
+    match g.tile {
+        GemmTile::Outer { .. } => {
+            if g.m == 6 || (g.m < 8 && g.n >= 8) {
+                GemmTile::Outer {
+                    rows: g.m.min(6),
+                    vectors: 2,
+                    unroll: 1,
+                }
+            } else {
+                GemmTile::Outer {
+                    rows: g.m.min(8),
+                    vectors: 1,
+                    unroll: 2,
+                }
+            }
+        }
+        GemmTile::Dot { .. } => GemmTile::Dot {
+            rows: g.m.min(4),
+            cols: g.n.min(2),
+        },
+    }
+}
+
+/// Work estimate of a kernel for the parallel threshold.
+fn work(k: &Kernel) -> u64 {
+    k.flops
+}
+
+/// Splits the kernel's outermost loop across threads when worthwhile. A lone
+/// matrix product is first split into column or row blocks.
+fn parallelize(k: &mut Kernel, threads: usize) {
+    k.threads = 1;
+    if threads < 2 || work(k) < PARALLEL_MIN_WORK {
+        return;
+    }
+    if let [Stmt::Gemm(g)] = k.body.as_mut_slice() {
+        if let Some(split) = split_gemm(g, threads) {
+            k.body = vec![split];
+        }
+    }
+    let [Stmt::Loop(l)] = k.body.as_mut_slice() else {
+        return;
+    };
+    if l.extent < 2 {
+        return;
+    }
+    if l.extent >= 4096 && !contains_loop(&l.body) {
+        // A flat elementwise loop: block it so each thread keeps a vector loop.
+        let blocks = (1..=threads)
+            .rev()
+            .find(|b| l.extent % (b * 4) == 0 || l.extent % b == 0)
+            .unwrap_or(1);
+        if blocks < 2 {
+            return;
+        }
+        let inner_var = max_var(&l.body).max(l.var) + 1;
+        let len = l.extent / blocks;
+        let block_var = l.var;
+        let body = std::mem::take(&mut l.body);
+        let subst = Idx::var(block_var) * len + Idx::var(inner_var);
+        let body = body
+            .into_iter()
+            .map(|s| substitute_stmt(s, block_var, &subst))
+            .collect();
+        l.extent = blocks;
+        l.body = vec![Stmt::Loop(Loop {
+            var: inner_var,
+            extent: len,
+            mode: LoopMode::Serial,
+            body,
+        })];
+    }
+    l.mode = LoopMode::Parallel;
+    k.threads = threads.min(l.extent);
+}
+
+fn contains_loop(body: &[Stmt]) -> bool {
+    body.iter()
+        .any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_)))
+}
+
+fn max_var(body: &[Stmt]) -> VarId {
+    let mut m = 0;
+    for s in body {
+        if let Stmt::Loop(l) = s {
+            m = m.max(l.var).max(max_var(&l.body));
+        }
+        if let Stmt::If {
+            then, otherwise, ..
+        } = s
+        {
+            m = m.max(max_var(then)).max(max_var(otherwise));
+        }
+    }
+    m
+}
+
+/// Splits a matrix product into `threads` independent blocks of rows or of
+/// columns, as a loop whose iterations each compute one block.
+fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
+    let var: VarId = 1_000_000;
+    let v = Idx::var(var);
+    let (rows_min, cols_min) = match g.tile {
+        GemmTile::Outer { rows, vectors, .. } => (rows, 4 * vectors),
+        GemmTile::Dot { rows, cols } => (rows, cols),
+    };
+    let by_cols = g.n % threads == 0 && g.n / threads >= cols_min && (g.n / threads) % 4 == 0;
+    let by_rows = g.m % threads == 0 && g.m / threads >= rows_min;
+    let mut part = g.clone();
+    if by_cols {
+        let w = (g.n / threads) as i64;
+        part.n = g.n / threads;
+        part.b.offset = part.b.offset.clone() + v.clone() * (w * g.b.col_stride);
+        part.c.offset = part.c.offset.clone() + v.clone() * (w * g.c.col_stride);
+        shift_epilogue(&mut part, &v, w, false);
+    } else if by_rows {
+        let h = (g.m / threads) as i64;
+        part.m = g.m / threads;
+        part.a.offset = part.a.offset.clone() + v.clone() * (h * g.a.row_stride);
+        part.c.offset = part.c.offset.clone() + v.clone() * (h * g.c.row_stride);
+        shift_epilogue(&mut part, &v, h, true);
+    } else {
+        return None;
+    }
+    part.tile = tile_for(&part);
+    Some(Stmt::Loop(Loop {
+        var,
+        extent: threads,
+        mode: LoopMode::Serial,
+        body: vec![Stmt::Gemm(Box::new(part))],
+    }))
+}
+
+fn shift_epilogue(g: &mut Gemm, v: &Idx, step: i64, rows: bool) {
+    use crate::kernel::Bias;
+    let e = &mut g.epilogue;
+    let shift = |m: &mut crate::kernel::MatrixRef| {
+        let stride = if rows { m.row_stride } else { m.col_stride };
+        m.offset = m.offset.clone() + v.clone() * (step * stride);
+    };
+    if let Some(m) = &mut e.pre_activation {
+        shift(m);
+    }
+    if let Some((_, m)) = &mut e.grad_mask {
+        shift(m);
+    }
+    match &mut e.bias {
+        Some(Bias::PerRow(_, off)) if rows => *off = off.clone() + v.clone() * step,
+        Some(Bias::PerColumn(_, off)) if !rows => *off = off.clone() + v.clone() * step,
+        _ => {}
+    }
+}
+
+fn substitute_idx(i: Idx, v: VarId, with: &Idx) -> Idx {
+    let s = |x: Box<Idx>| Box::new(substitute_idx(*x, v, with));
+    match i {
+        Idx::Var(w) if w == v => with.clone(),
+        Idx::Const(_) | Idx::Var(_) => i,
+        Idx::Add(a, b) => Idx::Add(s(a), s(b)),
+        Idx::Mul(a, k) => Idx::Mul(s(a), k),
+        Idx::Div(a, k) => Idx::Div(s(a), k),
+        Idx::Rem(a, k) => Idx::Rem(s(a), k),
+        Idx::Min(a, b) => Idx::Min(s(a), s(b)),
+        Idx::Max(a, b) => Idx::Max(s(a), s(b)),
+        Idx::Table(t, a) => Idx::Table(t, s(a)),
+    }
+}
+
+fn substitute_cond(c: Cond, v: VarId, with: &Idx) -> Cond {
+    match c {
+        Cond::Index(o, a, b) => {
+            Cond::Index(o, substitute_idx(a, v, with), substitute_idx(b, v, with))
+        }
+        Cond::Value(o, a, b) => Cond::Value(
+            o,
+            Box::new(substitute_val(*a, v, with)),
+            Box::new(substitute_val(*b, v, with)),
+        ),
+        Cond::And(a, b) => Cond::And(
+            Box::new(substitute_cond(*a, v, with)),
+            Box::new(substitute_cond(*b, v, with)),
+        ),
+        Cond::Or(a, b) => Cond::Or(
+            Box::new(substitute_cond(*a, v, with)),
+            Box::new(substitute_cond(*b, v, with)),
+        ),
+    }
+}
+
+fn substitute_val(x: Val, v: VarId, with: &Idx) -> Val {
+    match x {
+        Val::Load(b, i) => Val::Load(b, substitute_idx(i, v, with)),
+        Val::FromIdx(i) => Val::FromIdx(substitute_idx(i, v, with)),
+        Val::Un(op, a) => Val::Un(op, Box::new(substitute_val(*a, v, with))),
+        Val::Bin(op, a, b) => Val::Bin(
+            op,
+            Box::new(substitute_val(*a, v, with)),
+            Box::new(substitute_val(*b, v, with)),
+        ),
+        Val::Select(c, a, b) => Val::Select(
+            Box::new(substitute_cond(*c, v, with)),
+            Box::new(substitute_val(*a, v, with)),
+            Box::new(substitute_val(*b, v, with)),
+        ),
+        Val::Const(_) | Val::Acc(_) => x,
+    }
+}
+
+fn substitute_stmt(s: Stmt, v: VarId, with: &Idx) -> Stmt {
+    match s {
+        Stmt::Loop(mut l) => {
+            l.body = l
+                .body
+                .into_iter()
+                .map(|s| substitute_stmt(s, v, with))
+                .collect();
+            Stmt::Loop(l)
+        }
+        Stmt::Store {
+            buf,
+            idx,
+            val,
+            accumulate,
+        } => Stmt::Store {
+            buf,
+            idx: substitute_idx(idx, v, with),
+            val: substitute_val(val, v, with),
+            accumulate,
+        },
+        Stmt::Let { acc, init } => Stmt::Let {
+            acc,
+            init: substitute_val(init, v, with),
+        },
+        Stmt::Reduce { acc, op, val } => Stmt::Reduce {
+            acc,
+            op,
+            val: substitute_val(val, v, with),
+        },
+        Stmt::Set { acc, val } => Stmt::Set {
+            acc,
+            val: substitute_val(val, v, with),
+        },
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => Stmt::If {
+            cond: substitute_cond(cond, v, with),
+            then: then
+                .into_iter()
+                .map(|s| substitute_stmt(s, v, with))
+                .collect(),
+            otherwise: otherwise
+                .into_iter()
+                .map(|s| substitute_stmt(s, v, with))
+                .collect(),
+        },
+        Stmt::Gemm(g) => Stmt::Gemm(g),
+    }
+}
+
+/// Marks, on every path of the loop tree, the innermost loop that can run
+/// four iterations per instruction with contiguous or uniform accesses.
+fn vectorize(body: &mut [Stmt]) -> bool {
+    let mut any = false;
+    for s in body {
+        match s {
+            Stmt::Loop(l) => {
+                let inner = vectorize(&mut l.body);
+                if !inner && l.mode == LoopMode::Serial && l.extent >= 4 && vectorizable(l) {
+                    l.mode = LoopMode::Vector;
+                    any = true;
+                }
+                any |= inner;
+            }
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                any |= vectorize(then);
+                any |= vectorize(otherwise);
+            }
+            _ => {}
+        }
+    }
+    any
+}
+
+/// Whether loop `l` may be vectorised, and is worth it (every access that
+/// moves with the loop variable is contiguous).
+fn vectorizable(l: &Loop) -> bool {
+    let v = l.var;
+    let mut declared = HashSet::new();
+    collect_declared(&l.body, &mut declared);
+    let mut ok = true;
+    let mut stores: Vec<(usize, Idx, bool)> = Vec::new();
+    let mut loads: Vec<(usize, Idx)> = Vec::new();
+    let mut reduced_outer: HashSet<AccId> = HashSet::new();
+    let mut read_accs: HashSet<AccId> = HashSet::new();
+    check_stmts(
+        &l.body,
+        v,
+        &declared,
+        &mut ok,
+        &mut stores,
+        &mut loads,
+        &mut reduced_outer,
+        &mut read_accs,
+    );
+    if !ok {
+        return false;
+    }
+    // Lane partials must not be read inside the loop.
+    if reduced_outer.iter().any(|a| read_accs.contains(a)) {
+        return false;
+    }
+    // Accesses that move with v must be contiguous.
+    for (_, i) in &loads {
+        if !matches!(i.coefficient(v), Some(0) | Some(1)) {
+            return false;
+        }
+    }
+    for (buf, i, _) in &stores {
+        if i.coefficient(v) != Some(1) {
+            return false;
+        }
+        // A buffer both stored and loaded: only at the very same index.
+        for (lb, li) in &loads {
+            if lb == buf && li != i {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn collect_declared(body: &[Stmt], out: &mut HashSet<AccId>) {
+    for s in body {
+        match s {
+            Stmt::Let { acc, .. } => {
+                out.insert(*acc);
+            }
+            Stmt::Loop(l) => collect_declared(&l.body, out),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                collect_declared(then, out);
+                collect_declared(otherwise, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn val_info(x: &Val, loads: &mut Vec<(usize, Idx)>, accs: &mut HashSet<AccId>) {
+    x.visit(&mut |n| match n {
+        Node::Val(Val::Load(b, i)) => loads.push((*b, i.clone())),
+        Node::Val(Val::Acc(a)) => {
+            accs.insert(*a);
+        }
+        _ => {}
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_stmts(
+    body: &[Stmt],
+    v: VarId,
+    declared: &HashSet<AccId>,
+    ok: &mut bool,
+    stores: &mut Vec<(usize, Idx, bool)>,
+    loads: &mut Vec<(usize, Idx)>,
+    reduced_outer: &mut HashSet<AccId>,
+    read_accs: &mut HashSet<AccId>,
+) {
+    for s in body {
+        match s {
+            Stmt::Loop(l) => {
+                if l.mode != LoopMode::Serial {
+                    *ok = false;
+                }
+                check_stmts(
+                    &l.body,
+                    v,
+                    declared,
+                    ok,
+                    stores,
+                    loads,
+                    reduced_outer,
+                    read_accs,
+                )
+            }
+            Stmt::Store {
+                buf,
+                idx,
+                val,
+                accumulate,
+            } => {
+                stores.push((*buf, idx.clone(), *accumulate));
+                val_info(val, loads, read_accs);
+            }
+            Stmt::Let { init, .. } => val_info(init, loads, read_accs),
+            Stmt::Reduce { acc, val, .. } => {
+                if !declared.contains(acc) {
+                    reduced_outer.insert(*acc);
+                }
+                val_info(val, loads, read_accs);
+            }
+            Stmt::Set { acc, val } => {
+                if !declared.contains(acc) {
+                    *ok = false;
+                }
+                val_info(val, loads, read_accs);
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                // Only conditions that are the same for every lane.
+                let mut uniform = true;
+                cond.visit(&mut |n| match n {
+                    Node::Val(Val::Load(..) | Val::Acc(_)) => uniform = false,
+                    Node::Idx(i) if i.uses(v) => uniform = false,
+                    Node::Val(Val::FromIdx(i)) if i.uses(v) => uniform = false,
+                    _ => {}
+                });
+                if !uniform {
+                    *ok = false;
+                }
+                check_stmts(
+                    then,
+                    v,
+                    declared,
+                    ok,
+                    stores,
+                    loads,
+                    reduced_outer,
+                    read_accs,
+                );
+                check_stmts(
+                    otherwise,
+                    v,
+                    declared,
+                    ok,
+                    stores,
+                    loads,
+                    reduced_outer,
+                    read_accs,
+                );
+            }
+            Stmt::Gemm(_) => *ok = false,
+        }
+    }
+}
