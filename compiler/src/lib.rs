@@ -3,8 +3,10 @@
 //! interpreter every backend is tested against.
 #![warn(missing_docs)]
 
+pub mod autodiff;
 pub mod codegen;
 pub mod graph;
+pub mod interp;
 pub mod jit;
 pub mod kernel;
 pub mod ops;

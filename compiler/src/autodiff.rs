@@ -1,0 +1,530 @@
+//! Reverse-mode automatic differentiation as a graph transformation.
+//!
+//! [`derive_training`] turns a forward graph into a training graph by
+//! appending, as ordinary nodes of the same IR, the loss, the backward pass
+//! (the `*Grad` ops of [`crate::ops`]) and the SGD update, and records the
+//! nodes' roles in [`Training`].
+//!
+//! Choices worth knowing:
+//! - Gradients are computed for every node that both leads to the loss
+//!   (output 0) and depends on a parameter or a forward input; nothing else
+//!   gets backward nodes. Gradients w.r.t. every forward [`Op::Input`] that
+//!   reaches the loss are kept (`Training::input_grads`), so a dead-code pass
+//!   should drop them when only training.
+//! - A parameter that does not reach the loss has no gradient (PyTorch's
+//!   `grad is None`): it is left out of `param_grads`, gets no optimizer
+//!   buffer and no update, so it keeps its value. Likewise an input that does
+//!   not reach the loss is left out of `input_grads`.
+//! - A value used several times receives the sum of its users' gradient
+//!   contributions (`Binary(Add)`, in reverse topological order of the users).
+//! - Forward [`Op::SumTo`] and [`Op::Slice`] have no backward here: their
+//!   gradients need a broadcast or a zero-padding op the IR does not have.
+
+use std::collections::HashSet;
+
+use crate::graph::{Graph, NodeId, Stage, Training};
+use crate::ops::{BinaryOp, Loss, Op, Sgd};
+use crate::shape::Shape;
+
+/// Why a training graph could not be derived.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AutodiffError {
+    /// The forward graph has no outputs to apply the loss to.
+    #[error("graph `{graph}` has no outputs, so there is nothing to apply a loss to")]
+    NoOutputs {
+        /// The graph's name.
+        graph: String,
+    },
+    /// The forward graph already carries a training section.
+    #[error("graph `{graph}` already has a loss, a backward pass and an update")]
+    AlreadyTraining {
+        /// The graph's name.
+        graph: String,
+    },
+    /// Cross-entropy needs `[N, classes]` logits.
+    #[error(
+        "cross-entropy needs logits of shape [N, classes], but output `{output}` has shape {shape}"
+    )]
+    CrossEntropyRank {
+        /// The output node's name.
+        output: String,
+        /// Its shape.
+        shape: Shape,
+    },
+    /// A node on the way to the loss has no backward rule.
+    #[error("cannot differentiate through `{name}` ({op}): {reason}")]
+    NotDifferentiable {
+        /// The node's name.
+        name: String,
+        /// The node's op mnemonic.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One gradient contribution to a forward node.
+#[derive(Clone, Copy)]
+struct Part {
+    /// The node holding the contribution.
+    node: NodeId,
+    /// Whether `node` was created for this contribution alone (and may be
+    /// renamed after the value it is a gradient of) or is another value's
+    /// gradient passed through unchanged.
+    owned: bool,
+    /// The forward user it came through.
+    from: NodeId,
+}
+
+/// A name for backward nodes until their final name is known.
+const PENDING: &str = "";
+
+/// The backward pass under construction.
+struct Backward {
+    g: Graph,
+    /// Per forward node: whether a gradient w.r.t. it is needed.
+    needs: Vec<bool>,
+    /// Per forward node: contributions received so far.
+    parts: Vec<Vec<Part>>,
+    /// Pass-through gradient nodes already renamed after a leaf.
+    leaf_named: HashSet<NodeId>,
+}
+
+impl Backward {
+    fn name(&self, id: NodeId) -> &str {
+        &self.g.node(id).name
+    }
+
+    fn shape(&self, id: NodeId) -> Shape {
+        self.g.node(id).shape.clone()
+    }
+
+    /// Appends a backward node named `name` (made unique).
+    fn add(&mut self, name: &str, op: Op, shape: Shape, inputs: Vec<NodeId>) -> NodeId {
+        let name = if name == PENDING {
+            PENDING.to_string()
+        } else {
+            self.g.fresh_name(name)
+        };
+        self.g.add(name, op, shape, inputs, Stage::Backward)
+    }
+
+    /// Records `op(inputs)`, of `target`'s shape, as a gradient contribution
+    /// to `target` coming through `from`.
+    fn emit(&mut self, target: NodeId, from: NodeId, op: Op, inputs: Vec<NodeId>) {
+        if self.needs[target.index()] {
+            let node = self.add(PENDING, op, self.shape(target), inputs);
+            self.parts[target.index()].push(Part {
+                node,
+                owned: true,
+                from,
+            });
+        }
+    }
+
+    /// Records `dy` (of `from`'s shape) as a contribution to `target`,
+    /// summed over broadcast axes when `target` is smaller; with `negate`
+    /// the contribution is `-dy`.
+    fn emit_unbroadcast(&mut self, target: NodeId, from: NodeId, dy: NodeId, negate: bool) {
+        if !self.needs[target.index()] {
+            return;
+        }
+        let shape = self.shape(target);
+        let (node, owned) = match (self.shape(dy) == shape, negate) {
+            (true, false) => (dy, false),
+            (true, true) => (self.add(PENDING, Op::Neg, shape, vec![dy]), true),
+            (false, false) => (self.add(PENDING, Op::SumTo, shape, vec![dy]), true),
+            (false, true) => {
+                let base = format!("neg_grad_{}", self.name(target));
+                let sum = self.add(&base, Op::SumTo, shape.clone(), vec![dy]);
+                (self.add(PENDING, Op::Neg, shape, vec![sum]), true)
+            }
+        };
+        self.parts[target.index()].push(Part { node, owned, from });
+    }
+
+    /// Sums the contributions to `v` into its gradient and names the nodes:
+    /// the gradient is `grad_<v>`, several contributions are
+    /// `grad_<v>_from_<user>` and partial sums `grad_<v>_partial`.
+    fn finish(&mut self, v: NodeId) -> Option<NodeId> {
+        let parts = std::mem::take(&mut self.parts[v.index()]);
+        let vname = self.name(v).to_string();
+        match parts.as_slice() {
+            [] => None,
+            [only] => {
+                // A gradient passed through unchanged (`p + x`) keeps its name,
+                // unless it reaches a parameter or input: then it is named after
+                // that leaf (once), which is the name a reader looks for.
+                let leaf = self.g.node(v).op.is_leaf() && !self.leaf_named.contains(&only.node);
+                if only.owned || leaf {
+                    self.rename(only.node, &format!("grad_{vname}"));
+                }
+                if leaf {
+                    self.leaf_named.insert(only.node);
+                }
+                Some(only.node)
+            }
+            [first, rest @ ..] => {
+                for part in &parts {
+                    if part.owned {
+                        let base = format!("grad_{vname}_from_{}", self.name(part.from));
+                        self.rename(part.node, &base);
+                    }
+                }
+                let shape = self.shape(v);
+                let mut sum = first.node;
+                for (i, part) in rest.iter().enumerate() {
+                    let base = if i + 1 == rest.len() {
+                        format!("grad_{vname}")
+                    } else {
+                        format!("grad_{vname}_partial")
+                    };
+                    sum = self.add(
+                        &base,
+                        Op::Binary(BinaryOp::Add),
+                        shape.clone(),
+                        vec![sum, part.node],
+                    );
+                }
+                Some(sum)
+            }
+        }
+    }
+
+    /// Gives node `id` a unique name derived from `base`.
+    fn rename(&mut self, id: NodeId, base: &str) {
+        self.g.dag[id].name = PENDING.to_string();
+        let name = self.g.fresh_name(base);
+        self.g.dag[id].name = name;
+    }
+}
+
+/// Derives the training graph of `forward`: the loss `loss` on output 0,
+/// the gradients of every parameter and input reaching it, and one SGD
+/// update per parameter with a gradient (see the module docs).
+///
+/// Added nodes: a leaf `labels` `[N]` (cross-entropy) or `target` (the
+/// output's shape) in [`Stage::Loss`], `loss` = [`Op::LossValue`] and the seed
+/// [`Op::LossGrad`]; backward nodes named `grad_<forward name>`
+/// ([`Stage::Backward`]); per parameter `new_<key>` = [`Op::SgdStep`] and, with
+/// momentum, a zero-initialised [`Op::OptimState`] leaf `momentum_<key>` and
+/// its update `new_momentum_<key>` = [`Op::SgdMomentum`] ([`Stage::Update`]).
+pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, AutodiffError> {
+    if forward.training.is_some() {
+        return Err(AutodiffError::AlreadyTraining {
+            graph: forward.name.clone(),
+        });
+    }
+    let Some(&out) = forward.outputs.first() else {
+        return Err(AutodiffError::NoOutputs {
+            graph: forward.name.clone(),
+        });
+    };
+    let out_node = forward.node(out);
+    let out_shape = out_node.shape.clone();
+    if loss == Loss::CrossEntropy && out_shape.rank() != 2 {
+        return Err(AutodiffError::CrossEntropyRank {
+            output: out_node.name.clone(),
+            shape: out_shape,
+        });
+    }
+
+    let needs = needed_gradients(forward, out);
+    let n_forward = forward.len();
+    let mut b = Backward {
+        g: forward.clone(),
+        needs,
+        parts: vec![Vec::new(); n_forward],
+        leaf_named: HashSet::new(),
+    };
+
+    // The loss and its gradient seed.
+    let (target_op, target_shape, target_name) = match loss {
+        Loss::CrossEntropy => (Op::Labels, Shape(vec![out_shape.0[0]]), "labels"),
+        Loss::Mse | Loss::Perceptron => (Op::Target, out_shape.clone(), "target"),
+    };
+    let target_name = b.g.fresh_name(target_name);
+    let target =
+        b.g.add(target_name, target_op, target_shape, vec![], Stage::Loss);
+    let loss_name = b.g.fresh_name("loss");
+    let loss_node = b.g.add(
+        loss_name,
+        Op::LossValue(loss),
+        Shape::scalar(),
+        vec![out, target],
+        Stage::Loss,
+    );
+    let seed_name = b.g.fresh_name(&format!("grad_{}", b.name(out)));
+    let seed = b.g.add(
+        seed_name,
+        Op::LossGrad(loss),
+        out_shape,
+        vec![out, target],
+        Stage::Loss,
+    );
+    if b.needs[out.index()] {
+        b.parts[out.index()].push(Part {
+            node: seed,
+            owned: false,
+            from: loss_node,
+        });
+    }
+
+    // The backward pass, users before operands.
+    let mut grads: Vec<Option<NodeId>> = vec![None; n_forward];
+    for u in (0..n_forward).rev().map(NodeId::new) {
+        if !b.needs[u.index()] {
+            continue;
+        }
+        let Some(dy) = b.finish(u) else { continue };
+        grads[u.index()] = Some(dy);
+        backward_of(&mut b, u, dy)?;
+    }
+
+    // The optimizer.
+    let mut param_grads = Vec::new();
+    let mut optim_state = Vec::new();
+    let mut updates = Vec::new();
+    for &p in &forward.params {
+        let Some(grad) = grads.get(p.index()).copied().flatten() else {
+            continue;
+        };
+        param_grads.push((p, grad));
+        let key = b.name(p).to_string();
+        let shape = b.shape(p);
+        let step_inputs = if sgd.momentum != 0.0 {
+            let buf_name = b.g.fresh_name(&format!("momentum_{key}"));
+            let buf = b.g.add(
+                buf_name,
+                Op::OptimState,
+                shape.clone(),
+                vec![],
+                Stage::Update,
+            );
+            let new_buf_name = b.g.fresh_name(&format!("new_momentum_{key}"));
+            let new_buf = b.g.add(
+                new_buf_name,
+                Op::SgdMomentum(sgd),
+                shape.clone(),
+                vec![p, grad, buf],
+                Stage::Update,
+            );
+            optim_state.push(buf);
+            updates.push((buf, new_buf));
+            vec![p, grad, new_buf]
+        } else {
+            vec![p, grad]
+        };
+        let new_name = b.g.fresh_name(&format!("new_{key}"));
+        let new_p = b.g.add(
+            new_name,
+            Op::SgdStep(sgd),
+            shape,
+            step_inputs,
+            Stage::Update,
+        );
+        updates.push((p, new_p));
+    }
+    let input_grads = forward
+        .inputs
+        .iter()
+        .filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g)))
+        .collect();
+
+    let mut g = b.g;
+    g.training = Some(Training {
+        loss_fn: loss,
+        loss: loss_node,
+        target,
+        param_grads,
+        input_grads,
+        optim_state,
+        updates,
+    });
+    Ok(g)
+}
+
+/// Per node of `g`: whether it leads to `out` and depends on a parameter or
+/// an input, i.e. whether the backward pass needs its gradient.
+fn needed_gradients(g: &Graph, out: NodeId) -> Vec<bool> {
+    let n = g.len();
+    let mut reaches = vec![false; n];
+    reaches[out.index()] = true;
+    for v in (0..n).rev() {
+        if reaches[v] {
+            for &operand in &g.node(NodeId::new(v)).inputs {
+                reaches[operand.index()] = true;
+            }
+        }
+    }
+    let mut depends = vec![false; n];
+    for v in 0..n {
+        let node = g.node(NodeId::new(v));
+        depends[v] = matches!(node.op, Op::Param { .. } | Op::Input)
+            || node.inputs.iter().any(|&operand| depends[operand.index()]);
+    }
+    reaches
+        .iter()
+        .zip(&depends)
+        .map(|(&r, &d)| r && d)
+        .collect()
+}
+
+/// Emits the gradient contributions of forward node `u` (with gradient `dy`)
+/// to its operands.
+fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffError> {
+    let node = b.g.node(u).clone();
+    let bad_arity = || AutodiffError::NotDifferentiable {
+        name: node.name.clone(),
+        op: node.op.mnemonic(),
+        reason: format!("unexpected number of operands ({})", node.inputs.len()),
+    };
+    let unsupported = |reason: &str| AutodiffError::NotDifferentiable {
+        name: node.name.clone(),
+        op: node.op.mnemonic(),
+        reason: reason.to_string(),
+    };
+    let ins = node.inputs.as_slice();
+    match &node.op {
+        Op::Input | Op::Param { .. } | Op::Labels | Op::Target | Op::OptimState => {}
+        Op::Conv2d(c) => {
+            let (x, w, bias) = match *ins {
+                [x, w] => (x, w, None),
+                [x, w, bias] => (x, w, Some(bias)),
+                _ => return Err(bad_arity()),
+            };
+            b.emit(x, u, Op::Conv2dGradInput(*c), vec![dy, w]);
+            b.emit(w, u, Op::Conv2dGradWeight(*c), vec![x, dy]);
+            if let Some(bias) = bias {
+                b.emit(bias, u, Op::BiasGrad { axis: 1 }, vec![dy]);
+            }
+        }
+        Op::Linear => {
+            let (x, w, bias) = match *ins {
+                [x, w] => (x, w, None),
+                [x, w, bias] => (x, w, Some(bias)),
+                _ => return Err(bad_arity()),
+            };
+            b.emit(x, u, Op::LinearGradInput, vec![dy, w]);
+            b.emit(w, u, Op::LinearGradWeight, vec![x, dy]);
+            if let Some(bias) = bias {
+                let axis = node.shape.rank().saturating_sub(1);
+                b.emit(bias, u, Op::BiasGrad { axis }, vec![dy]);
+            }
+        }
+        Op::MaxPool2d(p) => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::MaxPool2dGrad(*p), vec![x, dy]);
+        }
+        Op::AvgPool2d(p) => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::AvgPool2dGrad(*p), vec![dy]);
+        }
+        Op::Resize(r) => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::ResizeGrad(*r), vec![dy]);
+        }
+        Op::Activate(a) => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::ActivateGrad(*a), vec![x, dy]);
+        }
+        Op::Binary(op) => {
+            let [lhs, rhs] = *ins else {
+                return Err(bad_arity());
+            };
+            match op {
+                BinaryOp::Add => {
+                    b.emit_unbroadcast(lhs, u, dy, false);
+                    b.emit_unbroadcast(rhs, u, dy, false);
+                }
+                BinaryOp::Sub => {
+                    b.emit_unbroadcast(lhs, u, dy, false);
+                    b.emit_unbroadcast(rhs, u, dy, true);
+                }
+                BinaryOp::Mul => {
+                    // d(a*b)/da = dy * b, summed down to a's shape (and vice versa).
+                    for (target, other) in [(lhs, rhs), (rhs, lhs)] {
+                        if b.needs[target.index()] {
+                            let base = format!("grad_{}_full", b.name(target));
+                            let name = if b.shape(target) == node.shape {
+                                PENDING
+                            } else {
+                                &base
+                            };
+                            let prod = b.add(
+                                name,
+                                Op::Binary(BinaryOp::Mul),
+                                node.shape.clone(),
+                                vec![dy, other],
+                            );
+                            if name == PENDING {
+                                b.parts[target.index()].push(Part {
+                                    node: prod,
+                                    owned: true,
+                                    from: u,
+                                });
+                            } else {
+                                b.emit_unbroadcast(target, u, prod, false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Op::Neg => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::Neg, vec![dy]);
+        }
+        Op::Reshape => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::Reshape, vec![dy]);
+        }
+        Op::Concat { axis } => {
+            let mut start = 0usize;
+            let mut start_known = true;
+            for &x in ins {
+                let len = b.g.node(x).shape.0.get(*axis).copied();
+                if b.needs[x.index()] {
+                    if !start_known {
+                        return Err(unsupported(
+                            "an operand's offset along the joined axis depends on the batch size",
+                        ));
+                    }
+                    b.emit(x, u, Op::Slice { axis: *axis, start }, vec![dy]);
+                }
+                match len.and_then(|d| d.as_fixed()) {
+                    Some(l) => start += l,
+                    None => start_known = false,
+                }
+            }
+        }
+        Op::SumTo => {
+            return Err(unsupported(
+                "its gradient is a broadcast, which the IR has no op for",
+            ));
+        }
+        Op::Slice { .. } => {
+            return Err(unsupported(
+                "its gradient is a zero padding, which the IR has no op for",
+            ));
+        }
+        Op::Conv2dGradInput(_)
+        | Op::Conv2dGradWeight(_)
+        | Op::LinearGradInput
+        | Op::LinearGradWeight
+        | Op::BiasGrad { .. }
+        | Op::MaxPool2dGrad(_)
+        | Op::AvgPool2dGrad(_)
+        | Op::ResizeGrad(_)
+        | Op::ActivateGrad(_)
+        | Op::LossValue(_)
+        | Op::LossGrad(_)
+        | Op::SgdMomentum(_)
+        | Op::SgdStep(_) => {
+            return Err(unsupported(
+                "backward and training ops have no second derivative here",
+            ));
+        }
+    }
+    Ok(())
+}
