@@ -3,7 +3,9 @@
 //! interpreter every backend is tested against.
 #![warn(missing_docs)]
 
+pub mod frontend;
 pub mod graph;
+pub mod infer;
 pub mod ops;
 pub mod shape;
 pub mod tensor;
