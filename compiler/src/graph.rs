@@ -91,14 +91,7 @@ impl Graph {
     }
 
     /// Appends a node whose operands already exist; returns its id.
-    pub fn add(
-        &mut self,
-        name: impl Into<String>,
-        op: Op,
-        shape: Shape,
-        inputs: Vec<NodeId>,
-        stage: Stage,
-    ) -> NodeId {
+    pub fn add(&mut self, name: impl Into<String>, op: Op, shape: Shape, inputs: Vec<NodeId>, stage: Stage) -> NodeId {
         let id = self.dag.add_node(Node { name: name.into(), op, shape, inputs: inputs.clone(), stage });
         for (i, &src) in inputs.iter().enumerate() {
             debug_assert!(src < id, "operands must precede their user");

@@ -28,7 +28,7 @@ pub enum ShapeError {
         got: Dim,
     },
     /// The operand has the wrong number of axes.
-    #[error("expects {expected} input but receives {got}")]
+    #[error("expects {expected} but receives {got}")]
     Rank {
         /// A description such as "a 4-D [N, C, H, W]".
         expected: String,
@@ -36,7 +36,9 @@ pub enum ShapeError {
         got: Shape,
     },
     /// The dilated kernel does not fit in the padded input.
-    #[error("kernel extent {extent} (kernel {kernel}, dilation {dilation}) is larger than the padded {axis} {padded} of input {input}")]
+    #[error(
+        "kernel extent {extent} (kernel {kernel}, dilation {dilation}) is larger than the padded {axis} {padded} of input {input}"
+    )]
     KernelTooLarge {
         /// `height` or `width`.
         axis: &'static str,
@@ -191,7 +193,7 @@ pub fn infer_shape(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
 
 fn spatial(x: &Shape) -> Result<(usize, usize), ShapeError> {
     if x.rank() != 4 {
-        return Err(ShapeError::Rank { expected: "a 4-D [N, C, H, W]".into(), got: x.clone() });
+        return Err(ShapeError::Rank { expected: "a 4-D [N, C, H, W] input".into(), got: x.clone() });
     }
     match (x.0[2].as_fixed(), x.0[3].as_fixed()) {
         (Some(h), Some(w)) => Ok((h, w)),
@@ -236,10 +238,11 @@ fn window_2d(
 /// `[N, C, H, W]` convolved with `[O, C, kh, kw]` gives `[N, O, H', W']`.
 pub fn conv2d_shape(c: &Conv2d, x: &Shape, w: &Shape) -> Result<Shape, ShapeError> {
     let hw = spatial(x)?;
-    let (out_channels, in_channels) = match (w.0.first().and_then(|d| d.as_fixed()), w.0.get(1).and_then(|d| d.as_fixed())) {
-        (Some(o), Some(i)) if w.rank() == 4 => (o, i),
-        _ => return Err(ShapeError::Rank { expected: "a 4-D [out, in, kh, kw] weight".into(), got: w.clone() }),
-    };
+    let (out_channels, in_channels) =
+        match (w.0.first().and_then(|d| d.as_fixed()), w.0.get(1).and_then(|d| d.as_fixed())) {
+            (Some(o), Some(i)) if w.rank() == 4 => (o, i),
+            _ => return Err(ShapeError::Rank { expected: "a 4-D [out, in, kh, kw] weight".into(), got: w.clone() }),
+        };
     if x.0[1] != Dim::fixed(in_channels) {
         return Err(ShapeError::Channels { expected: in_channels, got: x.0[1] });
     }
@@ -356,7 +359,10 @@ pub fn reshape_shape(x: &Shape, target: &[Option<Dim>]) -> Result<Shape, ShapeEr
             None
         }
         1 => {
-            if known_numel.factor == 0 || total.factor % known_numel.factor != 0 || (known_numel.batched && !total.batched) {
+            if known_numel.factor == 0
+                || total.factor % known_numel.factor != 0
+                || (known_numel.batched && !total.batched)
+            {
                 return Err(fail(format!("{total} elements are not a multiple of {known_numel}")));
             }
             Some(Dim { factor: total.factor / known_numel.factor, batched: total.batched && !known_numel.batched })

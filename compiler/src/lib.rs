@@ -5,7 +5,9 @@
 
 pub mod autodiff;
 pub mod codegen;
+pub mod frontend;
 pub mod graph;
+pub mod infer;
 pub mod interp;
 pub mod jit;
 pub mod kernel;

@@ -94,16 +94,40 @@ impl Activation {
             Activation::Relu => x.max(0.0),
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
-            Activation::LeakyRelu(a) => if x > 0.0 { x } else { a * x },
-            Activation::Elu(a) => if x > 0.0 { x } else { a * (x.exp() - 1.0) },
-            Activation::Step => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::LeakyRelu(a) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    a * (x.exp() - 1.0)
+                }
+            }
+            Activation::Step => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
     /// The derivative at `x` (PyTorch's choice at kinks: 0 for ReLU at 0).
     pub fn derivative(self, x: f32) -> f32 {
         match self {
-            Activation::Relu => if x > 0.0 { 1.0 } else { 0.0 },
+            Activation::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
             Activation::Sigmoid => {
                 let s = 1.0 / (1.0 + (-x).exp());
                 s * (1.0 - s)
@@ -112,8 +136,20 @@ impl Activation {
                 let t = x.tanh();
                 1.0 - t * t
             }
-            Activation::LeakyRelu(a) => if x > 0.0 { 1.0 } else { a },
-            Activation::Elu(a) => if x > 0.0 { 1.0 } else { a * x.exp() },
+            Activation::LeakyRelu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a
+                }
+            }
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a * x.exp()
+                }
+            }
             Activation::Step => 0.0,
         }
     }
@@ -347,11 +383,9 @@ impl fmt::Display for Op {
             | Op::ActivateGrad(Activation::LeakyRelu(a) | Activation::Elu(a)) => write!(f, "({a})"),
             Op::BiasGrad { axis } | Op::Concat { axis } => write!(f, "(axis={axis})"),
             Op::Slice { axis, start } => write!(f, "(axis={axis}, start={start})"),
-            Op::SgdMomentum(s) | Op::SgdStep(s) => write!(
-                f,
-                "(lr={}, momentum={}, nesterov={}, wd={})",
-                s.lr, s.momentum, s.nesterov, s.weight_decay
-            ),
+            Op::SgdMomentum(s) | Op::SgdStep(s) => {
+                write!(f, "(lr={}, momentum={}, nesterov={}, wd={})", s.lr, s.momentum, s.nesterov, s.weight_decay)
+            }
             _ => Ok(()),
         }
     }

@@ -113,13 +113,7 @@ impl fmt::Display for Shape {
 ///
 /// Returns `None` when the dilated kernel does not fit in the padded input
 /// (the output would be empty) or when `stride` is zero.
-pub fn window_output_len(
-    len: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> Option<usize> {
+pub fn window_output_len(len: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
     if stride == 0 || kernel == 0 || dilation == 0 {
         return None;
     }

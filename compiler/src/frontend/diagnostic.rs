@@ -178,11 +178,7 @@ impl Diagnostic {
         let end = self.end.end();
         let mut out = format!("{kind}: {}\n  --> {file}:{}:{}\n", self.error, start.line, start.column + 1);
         if let Some(line) = source.lines().nth(start.line.saturating_sub(1)) {
-            let width = if end.line == start.line && end.column > start.column {
-                end.column - start.column
-            } else {
-                1
-            };
+            let width = if end.line == start.line && end.column > start.column { end.column - start.column } else { 1 };
             let gutter = start.line.to_string().len();
             out += &format!(
                 "{:gutter$} |\n{} | {line}\n{:gutter$} | {}{}\n",

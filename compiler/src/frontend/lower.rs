@@ -12,8 +12,19 @@ use std::collections::HashMap;
 use syn::{BinOp, Expr, Lit, Pat, Stmt, UnOp};
 
 /// The layer constructors the language accepts.
-pub const LAYER_TYPES: &[&str] =
-    &["Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Upsample", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Flatten"];
+pub const LAYER_TYPES: &[&str] = &[
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Linear",
+    "Upsample",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "LeakyReLU",
+    "ELU",
+    "Flatten",
+];
 
 /// The functional ops callable in `forward`.
 pub const FUNCTIONAL_OPS: &[&str] =
@@ -164,10 +175,7 @@ impl<'m> Builder<'m> {
         let ctor = decl.ctor.to_string();
         let layer = decl.name.to_string();
         let Some(signature) = layer_signature(&ctor) else {
-            self.error(
-                FrontendError::UnknownLayerType { layer, ctor, expected: LAYER_TYPES.join(", ") },
-                &decl.ctor,
-            );
+            self.error(FrontendError::UnknownLayerType { layer, ctor, expected: LAYER_TYPES.join(", ") }, &decl.ctor);
             return None;
         };
         let args = self.bind(&ctor, decl, &signature)?;
@@ -190,12 +198,16 @@ impl<'m> Builder<'m> {
             }
         };
         let pair = |e: &Expr| eval_pair(e).map(Value2::Pair);
-        let pair_or = |b: &mut Self, get: &mut dyn FnMut(&mut Self, &str, &dyn Fn(&Expr) -> Result<Value2, String>) -> Option<Value2>, arg: &str, default: [usize; 2]| {
-            match get(b, arg, &pair) {
-                Some(Value2::Pair(p)) => p,
-                _ => default,
-            }
-        };
+        let pair_or =
+            |b: &mut Self,
+             get: &mut dyn FnMut(&mut Self, &str, &dyn Fn(&Expr) -> Result<Value2, String>) -> Option<Value2>,
+             arg: &str,
+             default: [usize; 2]| {
+                match get(b, arg, &pair) {
+                    Some(Value2::Pair(p)) => p,
+                    _ => default,
+                }
+            };
         let kind = match ctor.as_str() {
             "Conv2d" => {
                 get(self, "in_channels", &positive);
@@ -208,18 +220,20 @@ impl<'m> Builder<'m> {
                     && g != 1
                 {
                     self.error(
-                        FrontendError::BadValue { callee: ctor.clone(), arg: "groups".into(), detail: format!("must be 1 (grouped convolution is not supported), got {g}") },
+                        FrontendError::BadValue {
+                            callee: ctor.clone(),
+                            arg: "groups".into(),
+                            detail: format!("must be 1 (grouped convolution is not supported), got {g}"),
+                        },
                         args["groups"],
                     );
                     return None;
                 }
                 get(self, "bias", &|e| eval_bool(e).map(|_| Value2::Bool));
-                let padding_mode = match get(self, "padding_mode", &|e| {
-                    match eval_word(e)?.as_str() {
-                        "zeros" => Ok(Value2::Mode(PaddingMode::Zeros)),
-                        "replicate" => Ok(Value2::Mode(PaddingMode::Replicate)),
-                        other => Err(format!("must be `zeros` or `replicate`, got `{other}`")),
-                    }
+                let padding_mode = match get(self, "padding_mode", &|e| match eval_word(e)?.as_str() {
+                    "zeros" => Ok(Value2::Mode(PaddingMode::Zeros)),
+                    "replicate" => Ok(Value2::Mode(PaddingMode::Replicate)),
+                    other => Err(format!("must be `zeros` or `replicate`, got `{other}`")),
                 }) {
                     Some(Value2::Mode(m)) => m,
                     _ => PaddingMode::Zeros,
@@ -277,7 +291,10 @@ impl<'m> Builder<'m> {
             for (what, v) in [("kernel_size", kernel), ("stride", stride), ("dilation", dilation)] {
                 if v.contains(&0) {
                     let at: &dyn ToTokens = args.get(what).map(|e| *e as &dyn ToTokens).unwrap_or(&decl.call);
-                    self.error(FrontendError::Shape { layer: layer.clone(), problem: ShapeError::Zero { what }, origin: None }, at);
+                    self.error(
+                        FrontendError::Shape { layer: layer.clone(), problem: ShapeError::Zero { what }, origin: None },
+                        at,
+                    );
                     return None;
                 }
             }
@@ -285,10 +302,18 @@ impl<'m> Builder<'m> {
         Some(kind)
     }
 
-    fn resample_options(&mut self, callee: &str, args: &HashMap<&'static str, &Expr>, at: &dyn ToTokens) -> Option<Resample> {
+    fn resample_options(
+        &mut self,
+        callee: &str,
+        args: &HashMap<&'static str, &Expr>,
+        at: &dyn ToTokens,
+    ) -> Option<Resample> {
         let errors_before = self.errors.len();
         let bad = |b: &mut Self, arg: &str, detail: String| {
-            b.error(FrontendError::BadValue { callee: callee.into(), arg: arg.into(), detail }, args.get(arg).map(|e| *e as &dyn ToTokens).unwrap_or(at));
+            b.error(
+                FrontendError::BadValue { callee: callee.into(), arg: arg.into(), detail },
+                args.get(arg).map(|e| *e as &dyn ToTokens).unwrap_or(at),
+            );
         };
         let size = match args.get("size").map(|e| eval_pair(e)) {
             Some(Ok(p)) => Some(p),
@@ -454,7 +479,12 @@ impl<'m> Builder<'m> {
             if want != got {
                 let origin = Some(self.describe(id));
                 self.error(
-                    FrontendError::OutputAnnotation { index, declared: want.to_string(), inferred: got.to_string(), origin },
+                    FrontendError::OutputAnnotation {
+                        index,
+                        declared: want.to_string(),
+                        inferred: got.to_string(),
+                        origin,
+                    },
                     annotation,
                 );
             }
@@ -549,14 +579,26 @@ impl<'m> Builder<'m> {
                 self.add_inferred(&name, Op::Binary(op), vec![a, b], bin, None)
             }
             other => {
-                self.error(FrontendError::Syntax("expected a tensor expression (a variable, a layer or op call, `+`, `-`, `*`)".into()), other);
+                self.error(
+                    FrontendError::Syntax(
+                        "expected a tensor expression (a variable, a layer or op call, `+`, `-`, `*`)".into(),
+                    ),
+                    other,
+                );
                 None
             }
         }
     }
 
     /// Adds a node whose shape `infer_shape` computes; reports a failure at `at`.
-    fn add_inferred(&mut self, name: &str, op: Op, inputs: Vec<NodeId>, at: &dyn ToTokens, layer: Option<&str>) -> Value {
+    fn add_inferred(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<NodeId>,
+        at: &dyn ToTokens,
+        layer: Option<&str>,
+    ) -> Value {
         let shapes: Vec<&Shape> = inputs.iter().map(|&i| &self.graph.node(i).shape).collect();
         match infer_shape(&op, &shapes) {
             Ok(shape) => {
@@ -582,7 +624,10 @@ impl<'m> Builder<'m> {
         self.layers[index].used = true;
         if call.args.len() != 1 {
             self.error(
-                FrontendError::BadArguments { callee: name, detail: format!("a layer takes one input, got {}", call.args.len()) },
+                FrontendError::BadArguments {
+                    callee: name,
+                    detail: format!("a layer takes one input, got {}", call.args.len()),
+                },
                 &call.args,
             );
             return None;
@@ -607,11 +652,16 @@ impl<'m> Builder<'m> {
 
     fn resample(&mut self, name: &str, x: NodeId, r: Resample, at: &dyn ToTokens, layer: Option<&str>) -> Value {
         let shape = self.graph.node(x).shape.clone();
-        let (h, w) = match (shape.rank(), shape.0.get(2).and_then(|d| d.as_fixed()), shape.0.get(3).and_then(|d| d.as_fixed())) {
+        let (h, w) = match (
+            shape.rank(),
+            shape.0.get(2).and_then(|d| d.as_fixed()),
+            shape.0.get(3).and_then(|d| d.as_fixed()),
+        ) {
             (4, Some(h), Some(w)) => (h, w),
             _ => {
                 let origin = Some(self.describe(x));
-                let problem = ShapeError::Rank { expected: "a 4-D [N, C, H, W] with fixed H and W".into(), got: shape };
+                let problem =
+                    ShapeError::Rank { expected: "a 4-D [N, C, H, W] input with fixed H and W".into(), got: shape };
                 self.error(FrontendError::Shape { layer: name.into(), problem, origin }, at);
                 return None;
             }
@@ -675,7 +725,14 @@ impl<'m> Builder<'m> {
         let name = bind.unwrap_or(op).to_string();
         if op == "cat" {
             let Expr::Array(list) = bound["tensors"] else {
-                self.error(FrontendError::BadValue { callee: "cat".into(), arg: "tensors".into(), detail: "must be a list `[a, b, ...]`".into() }, bound["tensors"]);
+                self.error(
+                    FrontendError::BadValue {
+                        callee: "cat".into(),
+                        arg: "tensors".into(),
+                        detail: "must be a list `[a, b, ...]`".into(),
+                    },
+                    bound["tensors"],
+                );
                 return None;
             };
             let values: Vec<Value> = list.elems.iter().map(|e| self.eval(e, None)).collect();
@@ -683,14 +740,24 @@ impl<'m> Builder<'m> {
                 None => 0,
                 Some(Ok(d)) => d,
                 Some(Err(detail)) => {
-                    self.error(FrontendError::BadValue { callee: "cat".into(), arg: "dim".into(), detail }, bound["dim"]);
+                    self.error(
+                        FrontendError::BadValue { callee: "cat".into(), arg: "dim".into(), detail },
+                        bound["dim"],
+                    );
                     return None;
                 }
             };
             let inputs: Option<Vec<NodeId>> = values.into_iter().collect();
             let inputs = inputs?;
             if inputs.is_empty() {
-                self.error(FrontendError::BadValue { callee: "cat".into(), arg: "tensors".into(), detail: "must not be empty".into() }, list);
+                self.error(
+                    FrontendError::BadValue {
+                        callee: "cat".into(),
+                        arg: "tensors".into(),
+                        detail: "must not be empty".into(),
+                    },
+                    list,
+                );
                 return None;
             }
             return self.add_inferred(&name, Op::Concat { axis: dim }, inputs, at, None);
@@ -727,7 +794,10 @@ impl<'m> Builder<'m> {
                     None => 1,
                     Some(Ok(d)) => d,
                     Some(Err(detail)) => {
-                        self.error(FrontendError::BadValue { callee: op.into(), arg: "start_dim".into(), detail }, bound["start_dim"]);
+                        self.error(
+                            FrontendError::BadValue { callee: op.into(), arg: "start_dim".into(), detail },
+                            bound["start_dim"],
+                        );
                         return None;
                     }
                 };
@@ -735,7 +805,14 @@ impl<'m> Builder<'m> {
             }
             _ => {
                 let Expr::Array(dims) = bound["shape"] else {
-                    self.error(FrontendError::BadValue { callee: op.into(), arg: "shape".into(), detail: "must be a list such as `[N, 400]`".into() }, bound["shape"]);
+                    self.error(
+                        FrontendError::BadValue {
+                            callee: op.into(),
+                            arg: "shape".into(),
+                            detail: "must be a list such as `[N, 400]`".into(),
+                        },
+                        bound["shape"],
+                    );
                     return None;
                 };
                 let target = self.eval_dims(dims, true)?;
@@ -745,8 +822,20 @@ impl<'m> Builder<'m> {
     }
 
     /// Matches a layer declaration's arguments against its signature.
-    fn bind<'e>(&mut self, callee: &str, decl: &'e LayerDecl, signature: &LayerSignature) -> Option<HashMap<&'static str, &'e Expr>> {
-        self.bind_args(callee, decl.args.iter(), signature.names, signature.positional, signature.required, &ArgsAt(&decl.call))
+    fn bind<'e>(
+        &mut self,
+        callee: &str,
+        decl: &'e LayerDecl,
+        signature: &LayerSignature,
+    ) -> Option<HashMap<&'static str, &'e Expr>> {
+        self.bind_args(
+            callee,
+            decl.args.iter(),
+            signature.names,
+            signature.positional,
+            signature.required,
+            &ArgsAt(&decl.call),
+        )
     }
 
     /// Matches positional and `keyword = value` arguments against `names`.
@@ -775,7 +864,13 @@ impl<'m> Builder<'m> {
                 };
                 match names.iter().find(|n| **n == keyword) {
                     Some(n) if bound.contains_key(n) => {
-                        self.error(FrontendError::BadArguments { callee: callee.into(), detail: format!("`{keyword}` is given twice") }, &assign.left);
+                        self.error(
+                            FrontendError::BadArguments {
+                                callee: callee.into(),
+                                detail: format!("`{keyword}` is given twice"),
+                            },
+                            &assign.left,
+                        );
                         ok = false;
                     }
                     Some(n) => {
@@ -783,7 +878,11 @@ impl<'m> Builder<'m> {
                     }
                     None => {
                         self.error(
-                            FrontendError::UnknownKeyword { callee: callee.into(), keyword, expected: names.join(", ") },
+                            FrontendError::UnknownKeyword {
+                                callee: callee.into(),
+                                keyword,
+                                expected: names.join(", "),
+                            },
                             &assign.left,
                         );
                         ok = false;
@@ -794,7 +893,10 @@ impl<'m> Builder<'m> {
                     self.error(
                         FrontendError::BadArguments {
                             callee: callee.into(),
-                            detail: format!("takes at most {positional} positional arguments ({}); pass the rest as keywords", names[..positional].join(", ")),
+                            detail: format!(
+                                "takes at most {positional} positional arguments ({}); pass the rest as keywords",
+                                names[..positional].join(", ")
+                            ),
                         },
                         arg,
                     );
@@ -891,7 +993,17 @@ struct LayerSignature {
 fn layer_signature(ctor: &str) -> Option<LayerSignature> {
     let (names, positional, required): (&'static [&'static str], usize, usize) = match ctor {
         "Conv2d" => (
-            &["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode"],
+            &[
+                "in_channels",
+                "out_channels",
+                "kernel_size",
+                "stride",
+                "padding",
+                "dilation",
+                "groups",
+                "bias",
+                "padding_mode",
+            ],
             9,
             3,
         ),

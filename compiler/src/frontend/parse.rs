@@ -22,11 +22,7 @@ pub fn parse_str(source: &str) -> Result<Module, Diagnostics> {
 }
 
 fn syn_to_diagnostics(err: syn::Error) -> Diagnostics {
-    Diagnostics(
-        err.into_iter()
-            .map(|e| Diagnostic::at_span(FrontendError::Syntax(e.to_string()), e.span()))
-            .collect(),
-    )
+    Diagnostics(err.into_iter().map(|e| Diagnostic::at_span(FrontendError::Syntax(e.to_string()), e.span())).collect())
 }
 
 impl Parse for Module {
