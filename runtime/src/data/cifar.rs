@@ -19,31 +19,17 @@ impl CifarSplit {
     /// The file names of the split, in load order.
     pub fn file_names(self) -> &'static [&'static str] {
         match self {
-            CifarSplit::Train => &[
-                "data_batch_1.bin",
-                "data_batch_2.bin",
-                "data_batch_3.bin",
-                "data_batch_4.bin",
-                "data_batch_5.bin",
-            ],
+            CifarSplit::Train => {
+                &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
+            }
             CifarSplit::Test => &["test_batch.bin"],
         }
     }
 }
 
 /// The CIFAR-10 class names, in label order (what `batches.meta.txt` holds).
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Per-channel mean of the CIFAR-10 training images (RGB, in `[0, 1]`), for
 /// [`Normalize`](super::Normalize).
@@ -71,10 +57,7 @@ pub struct Cifar10 {
 
 impl std::fmt::Debug for Cifar10 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cifar10")
-            .field("len", &self.labels.len())
-            .field("files", &self.files)
-            .finish_non_exhaustive()
+        f.debug_struct("Cifar10").field("len", &self.labels.len()).field("files", &self.files).finish_non_exhaustive()
     }
 }
 
@@ -99,11 +82,7 @@ impl Cifar10 {
     pub fn open(dir: impl AsRef<Path>, split: CifarSplit) -> Result<Cifar10, DataError> {
         let dir = dir.as_ref();
         let nested = dir.join("cifar-10-batches-bin");
-        let dir = if nested.is_dir() {
-            nested
-        } else {
-            dir.to_path_buf()
-        };
+        let dir = if nested.is_dir() { nested } else { dir.to_path_buf() };
         if !dir.is_dir() {
             return Err(DataError::NotFound {
                 path: dir,
@@ -122,24 +101,21 @@ impl Cifar10 {
     /// As [`Cifar10::open`].
     pub fn from_files(files: &[PathBuf], class_names: Vec<String>) -> Result<Cifar10, DataError> {
         if class_names.is_empty() || class_names.len() > 256 {
-            return Err(DataError::Config(format!(
-                "CIFAR needs 1 to 256 class names, got {}",
-                class_names.len()
-            )));
+            return Err(DataError::Config(format!("CIFAR needs 1 to 256 class names, got {}", class_names.len())));
         }
         // Size everything first so the big buffer is allocated once.
         let mut total = 0usize;
         for path in files {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| DataError::io(path, "expected a CIFAR-10 binary batch file", e))?;
+            let meta =
+                std::fs::metadata(path).map_err(|e| DataError::io(path, "expected a CIFAR-10 binary batch file", e))?;
             total += check_size(path, meta.len())?;
         }
         let mut pixels = Vec::with_capacity(total * Self::IMAGE_LEN);
         let mut labels = Vec::with_capacity(total);
         let mut spans = Vec::with_capacity(files.len());
         for path in files {
-            let bytes = std::fs::read(path)
-                .map_err(|e| DataError::io(path, "expected a CIFAR-10 binary batch file", e))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| DataError::io(path, "expected a CIFAR-10 binary batch file", e))?;
             // The file may have changed since it was sized.
             check_size(path, bytes.len() as u64)?;
             spans.push((path.clone(), labels.len()));
@@ -157,12 +133,7 @@ impl Cifar10 {
                 pixels.extend_from_slice(&rec[1..]);
             }
         }
-        Ok(Cifar10 {
-            pixels,
-            labels,
-            classes: class_names,
-            files: spans,
-        })
+        Ok(Cifar10 { pixels, labels, classes: class_names, files: spans })
     }
 
     /// The labels of all samples, in order.
@@ -173,8 +144,7 @@ impl Cifar10 {
     /// Image `index` as stored: 3,072 bytes, red plane, green plane, blue
     /// plane; `None` past the end.
     pub fn raw_chw(&self, index: usize) -> Option<&[u8]> {
-        self.pixels
-            .get(index * Self::IMAGE_LEN..(index + 1) * Self::IMAGE_LEN)
+        self.pixels.get(index * Self::IMAGE_LEN..(index + 1) * Self::IMAGE_LEN)
     }
 
     /// The files loaded, each with the index of its first sample.
@@ -217,19 +187,11 @@ fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
         path: path.to_path_buf(),
         message: "not UTF-8 text; expected one class name a line".into(),
     })?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != 10 {
         return Err(DataError::Format {
             path: path.to_path_buf(),
-            message: format!(
-                "lists {} class names; expected 10, one a line (airplane, automobile, ...)",
-                names.len()
-            ),
+            message: format!("lists {} class names; expected 10, one a line (airplane, automobile, ...)", names.len()),
         });
     }
     Ok(names)
@@ -252,10 +214,7 @@ impl Dataset for Cifar10 {
         }
         let image = Image::from_u8(Self::SIDE, Self::SIDE, 3, hwc)
             .ok_or_else(|| DataError::Config("internal: CIFAR image size".into()))?;
-        Ok(Sample {
-            image,
-            label: usize::from(self.labels[index]),
-        })
+        Ok(Sample { image, label: usize::from(self.labels[index]) })
     }
 
     fn class_names(&self) -> &[String] {

@@ -80,10 +80,7 @@ impl Subset {
     /// The first `n` samples of `inner` (all of them when it has fewer).
     pub fn first(inner: Arc<dyn Dataset>, n: usize) -> Subset {
         let n = n.min(inner.len());
-        Subset {
-            inner,
-            indices: (0..n).collect(),
-        }
+        Subset { inner, indices: (0..n).collect() }
     }
 
     /// The indices into the inner data set.
@@ -94,9 +91,7 @@ impl Subset {
 
 impl std::fmt::Debug for Subset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subset")
-            .field("len", &self.indices.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Subset").field("len", &self.indices.len()).finish_non_exhaustive()
     }
 }
 
@@ -105,10 +100,7 @@ impl Dataset for Subset {
         self.indices.len()
     }
     fn get(&self, index: usize) -> Result<Sample, DataError> {
-        let &inner = self.indices.get(index).ok_or(DataError::Index {
-            index,
-            len: self.indices.len(),
-        })?;
+        let &inner = self.indices.get(index).ok_or(DataError::Index { index, len: self.indices.len() })?;
         self.inner.get(inner)
     }
     fn class_names(&self) -> &[String] {
@@ -124,9 +116,5 @@ impl Dataset for Subset {
 
 /// Checks `index < len`.
 pub(crate) fn check_index(index: usize, len: usize) -> Result<(), DataError> {
-    if index < len {
-        Ok(())
-    } else {
-        Err(DataError::Index { index, len })
-    }
+    if index < len { Ok(()) } else { Err(DataError::Index { index, len }) }
 }

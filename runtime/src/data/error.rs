@@ -222,10 +222,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, what: &str, source: std::io::Error) -> DataError {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {
-            DataError::NotFound {
-                path,
-                what: what.to_string(),
-            }
+            DataError::NotFound { path, what: what.to_string() }
         } else {
             DataError::Io { path, source }
         }

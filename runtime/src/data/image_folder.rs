@@ -91,10 +91,7 @@ impl ImageFolder {
     /// # Errors
     /// As [`ImageFolder::open`], and, when preloading, as
     /// [`ImageFolder::preload`].
-    pub fn open_with(
-        root: impl AsRef<Path>,
-        options: ImageFolderOptions,
-    ) -> Result<ImageFolder, DataError> {
+    pub fn open_with(root: impl AsRef<Path>, options: ImageFolderOptions) -> Result<ImageFolder, DataError> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
             return Err(DataError::NotFound {
@@ -126,27 +123,14 @@ impl ImageFolder {
             if files.is_empty() {
                 return Err(DataError::Empty {
                     path: dir,
-                    message: format!(
-                        "class folder has no images (looked for {})",
-                        IMAGE_EXTENSIONS.join(", ")
-                    ),
+                    message: format!("class folder has no images (looked for {})", IMAGE_EXTENSIONS.join(", ")),
                 });
             }
             files.sort();
             samples.extend(files.into_iter().map(|p| (p, label)));
         }
-        let folder = ImageFolder {
-            root,
-            classes,
-            samples,
-            color: options.color,
-            cache: None,
-        };
-        if options.preload {
-            folder.preload()
-        } else {
-            Ok(folder)
-        }
+        let folder = ImageFolder { root, classes, samples, color: options.color, cache: None };
+        if options.preload { folder.preload() } else { Ok(folder) }
     }
 
     /// Decodes every image now, on all cores, and keeps them in memory as
@@ -175,11 +159,7 @@ impl ImageFolder {
                 .enumerate()
                 .map(|(t, (out, files))| {
                     s.spawn(move || {
-                        for (k, ((path, _), dst)) in files
-                            .iter()
-                            .zip(out.chunks_exact_mut(image_len))
-                            .enumerate()
-                        {
+                        for (k, ((path, _), dst)) in files.iter().zip(out.chunks_exact_mut(image_len)).enumerate() {
                             let at = t * per + k;
                             let im = decode(path, color).map_err(|e| (at, e))?;
                             if (im.height(), im.width()) != (height, width) {
@@ -204,28 +184,15 @@ impl ImageFolder {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err((
-                            0,
-                            DataError::Config("an image decoding thread panicked".into()),
-                        ))
-                    })
+                    h.join().unwrap_or_else(|_| Err((0, DataError::Config("an image decoding thread panicked".into()))))
                 })
                 .collect()
         });
         // Report the earliest failing sample, whichever thread found it.
-        if let Some((_, e)) = results
-            .into_iter()
-            .filter_map(Result::err)
-            .min_by_key(|(at, _)| *at)
-        {
+        if let Some((_, e)) = results.into_iter().filter_map(Result::err).min_by_key(|(at, _)| *at) {
             return Err(e);
         }
-        self.cache = Some(Preloaded {
-            height,
-            width,
-            data,
-        });
+        self.cache = Some(Preloaded { height, width, data });
         Ok(self)
     }
 
@@ -267,8 +234,7 @@ fn has_image_extension(path: &Path) -> bool {
 
 /// Reads and decodes one image file (format found from its content).
 pub fn decode(path: &Path, color: ColorMode) -> Result<Image, DataError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| DataError::io(path, "expected an image file", e))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "expected an image file", e))?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, "expected an image file", e))?;
@@ -278,10 +244,7 @@ pub fn decode(path: &Path, color: ColorMode) -> Result<Image, DataError> {
             message: "not a PNG or JPEG file (unrecognised content)".into(),
         });
     }
-    let img = reader.decode().map_err(|e| DataError::Decode {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let img = reader.decode().map_err(|e| DataError::Decode { path: path.to_path_buf(), message: e.to_string() })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let data = match color {
         ColorMode::Rgb => img.into_rgb8().into_raw(),
@@ -305,20 +268,12 @@ impl Dataset for ImageFolder {
             Some(c) => {
                 let ch = self.color.channels();
                 let n = c.height * c.width * ch;
-                Image::from_u8(
-                    c.height,
-                    c.width,
-                    ch,
-                    c.data[index * n..(index + 1) * n].to_vec(),
-                )
-                .ok_or_else(|| DataError::Config("internal: preloaded image size".into()))?
+                Image::from_u8(c.height, c.width, ch, c.data[index * n..(index + 1) * n].to_vec())
+                    .ok_or_else(|| DataError::Config("internal: preloaded image size".into()))?
             }
             None => decode(path, self.color)?,
         };
-        Ok(Sample {
-            image,
-            label: *label,
-        })
+        Ok(Sample { image, label: *label })
     }
 
     fn class_names(&self) -> &[String] {

@@ -38,10 +38,7 @@ impl Batch {
 
     /// The labels as a `[B]` tensor of class indices.
     pub fn labels_tensor(&self) -> Tensor {
-        Tensor {
-            shape: vec![self.labels.len()],
-            data: self.labels.iter().map(|&l| l as f32).collect(),
-        }
+        Tensor { shape: vec![self.labels.len()], data: self.labels.iter().map(|&l| l as f32).collect() }
     }
 
     /// The labels as a `[B, num_classes]` one-hot tensor; a label not below
@@ -147,22 +144,14 @@ impl DataLoader {
     /// Batches per epoch.
     pub fn num_batches(&self) -> usize {
         let (n, b) = (self.dataset.len(), self.config.batch_size);
-        if self.config.drop_last {
-            n / b
-        } else {
-            n.div_ceil(b)
-        }
+        if self.config.drop_last { n / b } else { n.div_ceil(b) }
     }
 
     /// The order samples are visited in `epoch` (all of them, including any
     /// that `drop_last` leaves out).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.dataset.len();
-        if self.config.shuffle {
-            permutation(n, self.config.seed, epoch)
-        } else {
-            (0..n).collect()
-        }
+        if self.config.shuffle { permutation(n, self.config.seed, epoch) } else { (0..n).collect() }
     }
 
     /// The batches of `epoch`, in order. With workers, loading starts now in
@@ -178,25 +167,16 @@ impl DataLoader {
             transforms: self.config.transforms.clone(),
             stop: AtomicBool::new(false),
         });
-        let mut it = Epoch {
-            job,
-            next: 0,
-            finished: false,
-            workers: Vec::new(),
-        };
+        let mut it = Epoch { job, next: 0, finished: false, workers: Vec::new() };
         let want = self.config.workers.min(it.job.num_batches);
         for w in 0..want {
             let (tx, rx) = sync_channel(self.config.prefetch);
             let job = Arc::clone(&it.job);
             let stride = want;
-            let spawned = std::thread::Builder::new()
-                .name(format!("kiln-data-{w}"))
-                .spawn(move || worker(job, w, stride, tx));
+            let spawned =
+                std::thread::Builder::new().name(format!("kiln-data-{w}")).spawn(move || worker(job, w, stride, tx));
             match spawned {
-                Ok(handle) => it.workers.push(Worker {
-                    rx,
-                    handle: Some(handle),
-                }),
+                Ok(handle) => it.workers.push(Worker { rx, handle: Some(handle) }),
                 Err(_) => {
                     // No thread to be had: stop the ones started and load
                     // inline, which gives the same batches.
@@ -261,26 +241,16 @@ impl Job {
         }
         let mut shape = vec![indices.len()];
         shape.extend_from_slice(&sample_shape);
-        Some(Ok(Batch {
-            images: Tensor { shape, data },
-            labels,
-            indices: indices.to_vec(),
-        }))
+        Some(Ok(Batch { images: Tensor { shape, data }, labels, indices: indices.to_vec() }))
     }
 
     /// One sample through the transforms, with its label.
     fn sample(&self, index: usize) -> Result<(Item, usize), DataError> {
         let sample = self.dataset.get(index)?;
         let mut rng = SampleRng::for_sample(self.seed, self.epoch, index as u64);
-        let item = self
-            .transforms
-            .apply(Item::Image(sample.image), &mut rng)
-            .map_err(|(transform, e)| DataError::Transform {
-                transform,
-                index,
-                source_desc: self.dataset.describe(index),
-                message: e.0,
-            })?;
+        let item = self.transforms.apply(Item::Image(sample.image), &mut rng).map_err(|(transform, e)| {
+            DataError::Transform { transform, index, source_desc: self.dataset.describe(index), message: e.0 }
+        })?;
         Ok((item, sample.label))
     }
 }
@@ -331,11 +301,7 @@ impl Epoch {
 
     /// Batches not yet handed out.
     pub fn remaining(&self) -> usize {
-        if self.finished {
-            0
-        } else {
-            self.job.num_batches - self.next
-        }
+        if self.finished { 0 } else { self.job.num_batches - self.next }
     }
 
     /// Stops and joins the workers.
@@ -372,10 +338,7 @@ impl Iterator for Epoch {
                 // The sender is gone before its last batch: the worker died.
                 self.finished = true;
                 self.shutdown();
-                Some(Err(DataError::WorkerPanicked {
-                    worker: w,
-                    batch: b,
-                }))
+                Some(Err(DataError::WorkerPanicked { worker: w, batch: b }))
             }
         }
     }

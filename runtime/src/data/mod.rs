@@ -38,14 +38,10 @@ mod transforms;
 pub use cifar::{CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Cifar10, CifarSplit};
 pub use dataset::{Dataset, Subset};
 pub use error::DataError;
-pub use image_folder::{
-    ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, decode as decode_image,
-};
+pub use image_folder::{ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, decode as decode_image};
 pub use loader::{Batch, DataLoader, Epoch, LoaderConfig};
 pub use npy::NpyDataset;
 pub use rng::{SampleRng, permutation};
 pub use sample::{Image, Item, Pixels, PixelsMut, Sample};
 pub use synthetic::SyntheticImages;
-pub use transforms::{
-    Normalize, RandomCrop, RandomHorizontalFlip, ToTensor, Transform, TransformError, Transforms,
-};
+pub use transforms::{Normalize, RandomCrop, RandomHorizontalFlip, ToTensor, Transform, TransformError, Transforms};

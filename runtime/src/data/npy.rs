@@ -48,10 +48,8 @@ struct RawNpy {
 fn read_npy(path: &Path, what: &str) -> Result<RawNpy, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, what, e))?;
     let mut cursor: &[u8] = &bytes;
-    let header = NpyHeader::from_reader(&mut cursor).map_err(|e| DataError::Format {
-        path: path.to_path_buf(),
-        message: format!("not a valid .npy file ({e})"),
-    })?;
+    let header = NpyHeader::from_reader(&mut cursor)
+        .map_err(|e| DataError::Format { path: path.to_path_buf(), message: format!("not a valid .npy file ({e})") })?;
     let header_len = bytes.len() - cursor.len();
     let dtype = match header.dtype() {
         DType::Plain(t) => t,
@@ -115,34 +113,17 @@ impl NpyDataset {
     /// rank other than 3 or 4, or labels of rank other than 1 (or `(N, 1)`)
     /// ([`DataError::Shape`]); different image and label counts
     /// ([`DataError::LabelCount`]); no images; a negative label.
-    pub fn open(
-        images: impl AsRef<Path>,
-        labels: impl AsRef<Path>,
-    ) -> Result<NpyDataset, DataError> {
+    pub fn open(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<NpyDataset, DataError> {
         let images_path = images.as_ref().to_path_buf();
         let labels_path = labels.as_ref().to_path_buf();
         let (height, width, channels, n, pixels) = read_images(&images_path)?;
         let labels = read_labels(&labels_path)?;
         if labels.len() != n {
-            return Err(DataError::LabelCount {
-                images_path,
-                images: n,
-                labels_path,
-                labels: labels.len(),
-            });
+            return Err(DataError::LabelCount { images_path, images: n, labels_path, labels: labels.len() });
         }
         let num_classes = labels.iter().max().map_or(0, |m| m + 1);
         let classes = (0..num_classes).map(|c| c.to_string()).collect();
-        Ok(NpyDataset {
-            images_path,
-            labels_path,
-            height,
-            width,
-            channels,
-            pixels,
-            labels,
-            classes,
-        })
+        Ok(NpyDataset { images_path, labels_path, height, width, channels, pixels, labels, classes })
     }
 
     /// Names the classes (label `i` is `names[i]`).
@@ -150,12 +131,7 @@ impl NpyDataset {
     /// # Errors
     /// [`DataError::Label`] when a label is not below `names.len()`.
     pub fn with_class_names(mut self, names: Vec<String>) -> Result<NpyDataset, DataError> {
-        if let Some((index, &label)) = self
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, l)| **l >= names.len())
-        {
+        if let Some((index, &label)) = self.labels.iter().enumerate().find(|(_, l)| **l >= names.len()) {
             return Err(DataError::Label {
                 path: self.labels_path.clone(),
                 index,
@@ -224,11 +200,7 @@ fn read_images(path: &Path) -> Result<Images, DataError> {
                 .chunks_exact(4)
                 .map(|b| {
                     let b = [b[0], b[1], b[2], b[3]];
-                    if big {
-                        f32::from_be_bytes(b)
-                    } else {
-                        f32::from_le_bytes(b)
-                    }
+                    if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }
                 })
                 .collect(),
         )
@@ -295,9 +267,7 @@ fn read_labels(path: &Path) -> Result<Vec<usize>, DataError> {
                     path: path.to_path_buf(),
                     index,
                     label: i64::try_from(value).unwrap_or(i64::MAX),
-                    expected: format!(
-                        "labels must be class indices 0, 1, 2, ... below {MAX_CLASSES}"
-                    ),
+                    expected: format!("labels must be class indices 0, 1, 2, ... below {MAX_CLASSES}"),
                 });
             }
         }
@@ -320,10 +290,7 @@ impl Dataset for NpyDataset {
         };
         let image = Image::new(self.height, self.width, self.channels, pixels)
             .ok_or_else(|| DataError::Config("internal: npy image size".into()))?;
-        Ok(Sample {
-            image,
-            label: self.labels[index],
-        })
+        Ok(Sample { image, label: self.labels[index] })
     }
 
     fn class_names(&self) -> &[String] {

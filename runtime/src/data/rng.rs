@@ -41,9 +41,7 @@ impl SampleRng {
         key[8..16].copy_from_slice(&(purpose as u64).to_le_bytes());
         key[16..24].copy_from_slice(&a.to_le_bytes());
         key[24..32].copy_from_slice(&b.to_le_bytes());
-        SampleRng {
-            rng: ChaCha8Rng::from_seed(key),
-        }
+        SampleRng { rng: ChaCha8Rng::from_seed(key) }
     }
 
     /// 32 random bits.

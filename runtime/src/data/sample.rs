@@ -3,6 +3,18 @@
 
 use kiln_compiler::Tensor;
 
+/// `v / 255` for every byte `v`, exactly as a division gives it (as
+/// torchvision's `ToTensor` computes it), without dividing per pixel.
+static U8_TO_UNIT: [f32; 256] = {
+    let mut table = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        table[v] = v as f32 / 255.0;
+        v += 1;
+    }
+    table
+};
+
 /// Pixel storage of an [`Image`], in height-width-channel order.
 #[derive(Clone, PartialEq, Debug)]
 pub enum Pixels {
@@ -46,12 +58,7 @@ impl Image {
     /// `height * width * channels` values.
     pub fn new(height: usize, width: usize, channels: usize, pixels: Pixels) -> Option<Image> {
         let n = height.checked_mul(width)?.checked_mul(channels)?;
-        (pixels.len() == n).then_some(Image {
-            height,
-            width,
-            channels,
-            pixels,
-        })
+        (pixels.len() == n).then_some(Image { height, width, channels, pixels })
     }
 
     /// An 8-bit image from HWC bytes; `None` when the length is wrong.
@@ -124,16 +131,16 @@ impl Image {
         let plane = h * w;
         match &self.pixels {
             Pixels::U8(v) => {
-                const SCALE: f32 = 1.0 / 255.0;
+                let lut = &U8_TO_UNIT;
                 if ch == 1 {
                     for (o, &p) in out.iter_mut().zip(v) {
-                        *o = f32::from(p) * SCALE;
+                        *o = lut[usize::from(p)];
                     }
                     return;
                 }
                 for (p, px) in v.chunks_exact(ch).enumerate() {
                     for (c, &val) in px.iter().enumerate() {
-                        out[c * plane + p] = f32::from(val) * SCALE;
+                        out[c * plane + p] = lut[usize::from(val)];
                     }
                 }
             }
@@ -152,10 +159,7 @@ impl Image {
     pub fn to_chw_tensor(&self) -> Tensor {
         let mut data = vec![0.0; self.pixels.len()];
         self.write_chw(&mut data);
-        Tensor {
-            shape: vec![self.channels, self.height, self.width],
-            data,
-        }
+        Tensor { shape: vec![self.channels, self.height, self.width], data }
     }
 }
 

@@ -46,11 +46,7 @@ impl SyntheticImages {
 
     /// `len` samples generated from `seed`.
     pub fn new(len: usize, seed: u64) -> SyntheticImages {
-        SyntheticImages {
-            len,
-            seed,
-            classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
-        }
+        SyntheticImages { len, seed, classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect() }
     }
 
     /// The seed.
@@ -111,13 +107,8 @@ impl Dataset for SyntheticImages {
 
     fn get(&self, index: usize) -> Result<Sample, DataError> {
         check_index(index, self.len)?;
-        let image = self
-            .generate(index)
-            .ok_or_else(|| DataError::Config("internal: synthetic image size".into()))?;
-        Ok(Sample {
-            image,
-            label: index % Self::NUM_CLASSES,
-        })
+        let image = self.generate(index).ok_or_else(|| DataError::Config("internal: synthetic image size".into()))?;
+        Ok(Sample { image, label: index % Self::NUM_CLASSES })
     }
 
     fn class_names(&self) -> &[String] {

@@ -85,9 +85,7 @@ impl Transforms {
     /// # Errors
     /// As [`Normalize::new`].
     pub fn normalized(mean: &[f32], std: &[f32]) -> Result<Transforms, DataError> {
-        Ok(Transforms::new()
-            .then(ToTensor)
-            .then(Normalize::new(mean, std)?))
+        Ok(Transforms::new().then(ToTensor).then(Normalize::new(mean, std)?))
     }
 
     /// `RandomCrop(size, padding)`, `RandomHorizontalFlip(0.5)`, `ToTensor`,
@@ -96,12 +94,7 @@ impl Transforms {
     ///
     /// # Errors
     /// As [`Normalize::new`].
-    pub fn augmented(
-        size: usize,
-        padding: usize,
-        mean: &[f32],
-        std: &[f32],
-    ) -> Result<Transforms, DataError> {
+    pub fn augmented(size: usize, padding: usize, mean: &[f32], std: &[f32]) -> Result<Transforms, DataError> {
         Ok(Transforms::new()
             .then(RandomCrop::new(size, padding))
             .then(RandomHorizontalFlip::new(0.5)?)
@@ -113,11 +106,7 @@ impl Transforms {
     ///
     /// # Errors
     /// The first failing transform's error, as `(name, error)`.
-    pub fn apply(
-        &self,
-        mut item: Item,
-        rng: &mut SampleRng,
-    ) -> Result<Item, (String, TransformError)> {
+    pub fn apply(&self, mut item: Item, rng: &mut SampleRng) -> Result<Item, (String, TransformError)> {
         for t in &self.steps {
             item = t.apply(item, rng).map_err(|e| (t.name(), e))?;
         }
@@ -139,9 +128,9 @@ impl Transform for ToTensor {
     fn apply(&self, item: Item, _rng: &mut SampleRng) -> Result<Item, TransformError> {
         match item {
             Item::Image(im) => Ok(Item::Tensor(im.to_chw_tensor())),
-            Item::Tensor(_) => Err(TransformError(
-                "input is already a tensor; ToTensor appears twice in the pipeline".into(),
-            )),
+            Item::Tensor(_) => {
+                Err(TransformError("input is already a tensor; ToTensor appears twice in the pipeline".into()))
+            }
         }
     }
 }
@@ -171,20 +160,12 @@ impl Normalize {
             )));
         }
         if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(DataError::Config(format!(
-                "Normalize std {s} is not a positive number"
-            )));
+            return Err(DataError::Config(format!("Normalize std {s} is not a positive number")));
         }
         if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
-            return Err(DataError::Config(format!(
-                "Normalize mean {m} is not finite"
-            )));
+            return Err(DataError::Config(format!("Normalize mean {m} is not finite")));
         }
-        Ok(Normalize {
-            mean: mean.to_vec(),
-            inv_std: std.iter().map(|s| 1.0 / s).collect(),
-            std: std.to_vec(),
-        })
+        Ok(Normalize { mean: mean.to_vec(), inv_std: std.iter().map(|s| 1.0 / s).collect(), std: std.to_vec() })
     }
 
     /// The means.
@@ -213,10 +194,7 @@ impl Transform for Normalize {
             }
         };
         let [c, h, w] = t.shape[..] else {
-            return Err(TransformError(format!(
-                "expected a [C, H, W] tensor, got {:?}",
-                t.shape
-            )));
+            return Err(TransformError(format!("expected a [C, H, W] tensor, got {:?}", t.shape)));
         };
         if self.mean.len() != 1 && self.mean.len() != c {
             return Err(TransformError(format!(
@@ -253,29 +231,16 @@ pub struct RandomCrop {
 impl RandomCrop {
     /// A square `size x size` crop after `padding` zeros on each side.
     pub fn new(size: usize, padding: usize) -> RandomCrop {
-        RandomCrop {
-            height: size,
-            width: size,
-            padding,
-        }
+        RandomCrop { height: size, width: size, padding }
     }
 
     /// A `height x width` crop after `padding` zeros on each side.
     pub fn rect(height: usize, width: usize, padding: usize) -> RandomCrop {
-        RandomCrop {
-            height,
-            width,
-            padding,
-        }
+        RandomCrop { height, width, padding }
     }
 
     /// Picks the window: `(top, left)` in padded coordinates.
-    fn window(
-        &self,
-        h: usize,
-        w: usize,
-        rng: &mut SampleRng,
-    ) -> Result<(usize, usize), TransformError> {
+    fn window(&self, h: usize, w: usize, rng: &mut SampleRng) -> Result<(usize, usize), TransformError> {
         let (ph, pw) = (h + 2 * self.padding, w + 2 * self.padding);
         let top = rng.below((ph + 1).saturating_sub(self.height));
         let left = rng.below((pw + 1).saturating_sub(self.width));
@@ -328,10 +293,7 @@ fn crop_rows<T: Copy + Default>(
 
 impl Transform for RandomCrop {
     fn name(&self) -> String {
-        format!(
-            "RandomCrop({}x{}, padding={})",
-            self.height, self.width, self.padding
-        )
+        format!("RandomCrop({}x{}, padding={})", self.height, self.width, self.padding)
     }
 
     fn apply(&self, item: Item, rng: &mut SampleRng) -> Result<Item, TransformError> {
@@ -358,10 +320,7 @@ impl Transform for RandomCrop {
             }
             Item::Tensor(t) => {
                 let [c, h, w] = t.shape[..] else {
-                    return Err(TransformError(format!(
-                        "expected a [C, H, W] tensor, got {:?}",
-                        t.shape
-                    )));
+                    return Err(TransformError(format!("expected a [C, H, W] tensor, got {:?}", t.shape)));
                 };
                 let (top, left) = self.window(h, w, rng)?;
                 let mut dst = Vec::with_capacity(c * oh * ow);
@@ -370,10 +329,7 @@ impl Transform for RandomCrop {
                         crop_rows(plane, h, w, 1, pad, top, left, oh, ow, &mut dst);
                     }
                 }
-                Ok(Item::Tensor(Tensor {
-                    shape: vec![c, oh, ow],
-                    data: dst,
-                }))
+                Ok(Item::Tensor(Tensor { shape: vec![c, oh, ow], data: dst }))
             }
         }
     }
@@ -394,9 +350,7 @@ impl RandomHorizontalFlip {
     /// [`DataError::Config`] when `p` is not in `[0, 1]`.
     pub fn new(p: f32) -> Result<RandomHorizontalFlip, DataError> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(DataError::Config(format!(
-                "RandomHorizontalFlip probability {p} is not in [0, 1]"
-            )));
+            return Err(DataError::Config(format!("RandomHorizontalFlip probability {p} is not in [0, 1]")));
         }
         Ok(RandomHorizontalFlip { p })
     }
@@ -444,10 +398,7 @@ impl Transform for RandomHorizontalFlip {
             }
             Item::Tensor(mut t) => {
                 let [_, _, w] = t.shape[..] else {
-                    return Err(TransformError(format!(
-                        "expected a [C, H, W] tensor, got {:?}",
-                        t.shape
-                    )));
+                    return Err(TransformError(format!("expected a [C, H, W] tensor, got {:?}", t.shape)));
                 };
                 flip_rows(&mut t.data, w, 1);
                 Ok(Item::Tensor(t))
