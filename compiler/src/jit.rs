@@ -288,6 +288,30 @@ impl Executable {
         Ok(())
     }
 
+    /// Runs `runs` times and returns each kernel's name and mean time per
+    /// run (for benchmarks and `kiln bench`).
+    pub fn profile(&mut self, runs: usize) -> Vec<(String, std::time::Duration)> {
+        let arena = self.arena.as_mut_ptr();
+        let mut times = vec![std::time::Duration::ZERO; self.plan.len()];
+        for _ in 0..runs {
+            for (i, &(f, extent, threads)) in self.plan.iter().enumerate() {
+                let t = std::time::Instant::now();
+                match (&self.pool, threads > 1) {
+                    (Some(pool), true) => pool.run(f, arena, extent, threads),
+                    // SAFETY: as in `run`.
+                    _ => unsafe { f(arena, 0, extent as i64, 0) },
+                }
+                times[i] += t.elapsed();
+            }
+        }
+        self.program
+            .kernels
+            .iter()
+            .zip(times)
+            .map(|(k, t)| (k.name.clone(), t / runs.max(1) as u32))
+            .collect()
+    }
+
     /// Text for `kiln inspect --emit ...`.
     pub fn inspect(&self, what: Emit) -> String {
         match what {
