@@ -52,7 +52,7 @@ fn cifar_dir(meta: bool) -> (tempfile::TempDir, PathBuf) {
 fn cifar_train_split_pixels_land_in_chw_and_hwc_places() {
     let (tmp, _) = cifar_dir(true);
     // Open through the parent folder.
-    let ds = Cifar10::open(tmp.path(), CifarSplit::Train).unwrap();
+    let ds = Cifar10::open(tmp.path(), Split::Train).unwrap();
     assert_eq!(ds.len(), 10);
     assert_eq!(ds.class_names()[0], "plane");
     assert_eq!(ds.num_classes(), 10);
@@ -79,7 +79,7 @@ fn cifar_train_split_pixels_land_in_chw_and_hwc_places() {
 #[test]
 fn cifar_test_split_from_batches_bin_folder_without_meta() {
     let (_tmp, dir) = cifar_dir(false);
-    let ds = Cifar10::open(&dir, CifarSplit::Test).unwrap();
+    let ds = Cifar10::open(&dir, Split::Test).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.class_names()[0], "airplane");
     assert_eq!(ds.labels(), &[9, 8, 7]);
@@ -97,7 +97,7 @@ fn cifar_truncated_file_names_file_and_partial_record() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[1u8; 100]);
     std::fs::write(&path, bytes).unwrap();
-    let err = Cifar10::open(&dir, CifarSplit::Train).unwrap_err();
+    let err = Cifar10::open(&dir, Split::Train).unwrap_err();
     assert!(matches!(err, DataError::CifarTruncated { record: 2, partial: 100, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("data_batch_2.bin"), "{msg}");
@@ -110,7 +110,7 @@ fn cifar_bad_label_names_file_and_record() {
     let (_tmp, dir) = cifar_dir(true);
     let path = dir.join("data_batch_4.bin");
     std::fs::write(&path, cifar_records(0..3, |r| if r == 1 { 10 } else { 0 })).unwrap();
-    let msg = err_text(Cifar10::open(&dir, CifarSplit::Train));
+    let msg = err_text(Cifar10::open(&dir, Split::Train));
     assert!(msg.contains("data_batch_4.bin"), "{msg}");
     assert!(msg.contains("record 1"), "{msg}");
     assert!(msg.contains("label byte 10"), "{msg}");
@@ -120,20 +120,20 @@ fn cifar_bad_label_names_file_and_record() {
 fn cifar_missing_empty_and_bad_meta_files_are_errors() {
     let (_tmp, dir) = cifar_dir(true);
     std::fs::remove_file(dir.join("data_batch_3.bin")).unwrap();
-    let err = Cifar10::open(&dir, CifarSplit::Train).unwrap_err();
+    let err = Cifar10::open(&dir, Split::Train).unwrap_err();
     assert!(matches!(err, DataError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("data_batch_3.bin"), "{err}");
 
     std::fs::write(dir.join("test_batch.bin"), b"").unwrap();
-    let msg = err_text(Cifar10::open(&dir, CifarSplit::Test));
+    let msg = err_text(Cifar10::open(&dir, Split::Test));
     assert!(msg.contains("test_batch.bin") && msg.contains("empty"), "{msg}");
 
     std::fs::write(dir.join("test_batch.bin"), cifar_records(0..1, |_| 3)).unwrap();
     std::fs::write(dir.join("batches.meta.txt"), "a\nb\nc\n").unwrap();
-    let msg = err_text(Cifar10::open(&dir, CifarSplit::Test));
+    let msg = err_text(Cifar10::open(&dir, Split::Test));
     assert!(msg.contains("batches.meta.txt") && msg.contains("lists 3 class names"), "{msg}");
 
-    let msg = err_text(Cifar10::open(dir.join("nowhere"), CifarSplit::Test));
+    let msg = err_text(Cifar10::open(dir.join("nowhere"), Split::Test));
     assert!(msg.contains("nowhere") && msg.contains("not found"), "{msg}");
 }
 
@@ -439,4 +439,30 @@ fn subset_picks_samples() {
     assert_eq!(sub.get(1).unwrap(), ds.get(2).unwrap());
     assert!(Subset::new(Arc::clone(&ds), vec![20]).is_err());
     assert_eq!(Subset::first(ds, 100).len(), 20);
+}
+
+#[test]
+fn open_dir_recognises_each_layout() {
+    let (tmp, dir) = cifar_dir(true);
+    let (ds, layout) = open_dir(tmp.path(), Split::Train).unwrap();
+    assert_eq!((layout, ds.len()), (Layout::CifarBinary, 10));
+    let (ds, layout) = open_dir(&dir, Split::Test).unwrap();
+    assert_eq!((layout, ds.len()), (Layout::CifarBinary, 3));
+
+    let (folder, _) = image_folder();
+    let split_root = tempfile::tempdir().unwrap();
+    std::fs::rename(folder.path(), split_root.path().join("val")).unwrap();
+    let (ds, layout) = open_dir(split_root.path(), Split::Test).unwrap();
+    assert_eq!((layout, ds.len(), ds.num_classes()), (Layout::ImageFolder, 4, 2));
+    let msg = err_text(open_dir(split_root.path(), Split::Train));
+    assert!(msg.contains("no train data") && msg.contains("train/<class>/") && msg.contains("x_train.npy"), "{msg}");
+
+    let npy = tempfile::tempdir().unwrap();
+    write_npy(&npy.path().join("x_train.npy"), &[2, 2, 2, 3], &[9u8; 24]);
+    write_npy(&npy.path().join("y_train.npy"), &[2], &[1i64, 0]);
+    let (ds, layout) = open_dir(npy.path(), Split::Train).unwrap();
+    assert_eq!((layout, ds.len()), (Layout::Npy, 2));
+
+    let msg = err_text(open_dir(npy.path().join("absent"), Split::Train));
+    assert!(msg.contains("absent") && msg.contains("not found"), "{msg}");
 }

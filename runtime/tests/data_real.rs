@@ -53,13 +53,15 @@ fn channel_means(ds: &dyn Dataset) -> [f64; 3] {
 fn real_cifar_binary_loads_fast_and_batches() {
     let dir = data_dir();
     let t = Instant::now();
-    let train = Cifar10::open(&dir, CifarSplit::Train).unwrap();
+    let train = Cifar10::open(&dir, Split::Train).unwrap();
     let load = t.elapsed();
     assert_eq!(train.len(), 50_000);
     assert_eq!(train.class_names(), CIFAR10_CLASSES.map(String::from).as_slice());
     assert_eq!(class_counts(&train), vec![5000; 10]);
-    let test = Cifar10::open(&dir, CifarSplit::Test).unwrap();
+    let test = Cifar10::open(&dir, Split::Test).unwrap();
     assert_eq!(test.len(), 10_000);
+    let (test, layout) = open_dir(&dir, Split::Test).unwrap();
+    assert_eq!((layout, test.len()), (Layout::CifarBinary, 10_000));
     let means = channel_means(&train);
     eprintln!("train channel means / 255: {:?}", means.map(|m| m / 255.0));
     for (m, want) in means.iter().zip(CIFAR10_MEAN) {
@@ -105,12 +107,14 @@ fn real_cifar_image_folder_matches_the_binary() {
     let t = Instant::now();
     let folder = ImageFolder::open_with(&root, ImageFolderOptions { preload: true, ..Default::default() }).unwrap();
     eprintln!("decoding 50,000 JPEGs into memory took {:?}", t.elapsed());
+    let (test, layout) = open_dir(dir.join("jpg"), Split::Test).unwrap();
+    assert_eq!((layout, test.len()), (Layout::ImageFolder, 10_000));
     assert_eq!(folder.len(), 50_000);
     assert_eq!(folder.class_names(), CIFAR10_CLASSES.map(String::from).as_slice());
     assert_eq!(class_counts(&folder), vec![5000; 10]);
     // The binary batches are these JPEGs decoded by another decoder, in
     // another order: the statistics agree closely.
-    let bin = Cifar10::open(&dir, CifarSplit::Train).unwrap();
+    let bin = Cifar10::open(&dir, Split::Train).unwrap();
     let (a, b) = (channel_means(&folder), channel_means(&bin));
     eprintln!("channel means: image folder {a:?}, binary {b:?}");
     for c in 0..3 {
@@ -130,7 +134,7 @@ fn real_npy_matches_the_binary() {
     let t = Instant::now();
     let npy = NpyDataset::open(&x, &y).unwrap();
     eprintln!("loading the test set from .npy took {:?}", t.elapsed());
-    let bin = Cifar10::open(&dir, CifarSplit::Test).unwrap();
+    let bin = Cifar10::open(&dir, Split::Test).unwrap();
     assert_eq!(npy.len(), bin.len());
     for i in 0..bin.len() {
         assert_eq!(npy.get(i).unwrap(), bin.get(i).unwrap(), "sample {i}");

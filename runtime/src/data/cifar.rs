@@ -6,23 +6,32 @@ use super::dataset::{Dataset, check_index};
 use super::error::DataError;
 use super::sample::{Image, Sample};
 
-/// Which part of CIFAR-10 to load.
+/// Which part of a data set to load.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CifarSplit {
-    /// `data_batch_1.bin` to `data_batch_5.bin`: 50,000 images.
+pub enum Split {
+    /// The training set (for CIFAR-10, `data_batch_1.bin` to
+    /// `data_batch_5.bin`: 50,000 images).
     Train,
-    /// `test_batch.bin`: 10,000 images.
+    /// The test set (for CIFAR-10, `test_batch.bin`: 10,000 images).
     Test,
 }
 
-impl CifarSplit {
-    /// The file names of the split, in load order.
-    pub fn file_names(self) -> &'static [&'static str] {
+impl Split {
+    /// `"train"` or `"test"`.
+    pub fn name(self) -> &'static str {
         match self {
-            CifarSplit::Train => {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
+    /// The CIFAR-10 binary file names of the split, in load order.
+    pub fn cifar_file_names(self) -> &'static [&'static str] {
+        match self {
+            Split::Train => {
                 &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
             }
-            CifarSplit::Test => &["test_batch.bin"],
+            Split::Test => &["test_batch.bin"],
         }
     }
 }
@@ -79,7 +88,7 @@ impl Cifar10 {
     /// records ([`DataError::CifarTruncated`]); a label byte above 9
     /// ([`DataError::CifarLabel`]); an empty file; a `batches.meta.txt` that
     /// does not list 10 names.
-    pub fn open(dir: impl AsRef<Path>, split: CifarSplit) -> Result<Cifar10, DataError> {
+    pub fn open(dir: impl AsRef<Path>, split: Split) -> Result<Cifar10, DataError> {
         let dir = dir.as_ref();
         let nested = dir.join("cifar-10-batches-bin");
         let dir = if nested.is_dir() { nested } else { dir.to_path_buf() };
@@ -90,7 +99,7 @@ impl Cifar10 {
             });
         }
         let classes = read_meta(&dir.join("batches.meta.txt"))?;
-        let files: Vec<PathBuf> = split.file_names().iter().map(|f| dir.join(f)).collect();
+        let files: Vec<PathBuf> = split.cifar_file_names().iter().map(|f| dir.join(f)).collect();
         Cifar10::from_files(&files, classes)
     }
 

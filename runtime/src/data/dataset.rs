@@ -41,6 +41,12 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+impl std::fmt::Debug for dyn Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset").field("len", &self.len()).field("classes", &self.class_names()).finish()
+    }
+}
+
 impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     fn len(&self) -> usize {
         (**self).len()

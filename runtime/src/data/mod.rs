@@ -7,7 +7,8 @@
 //! use kiln_runtime::data::*;
 //!
 //! # fn main() -> Result<(), DataError> {
-//! let train = Arc::new(Cifar10::open("/data/cifar", CifarSplit::Train)?);
+//! let train = Arc::new(Cifar10::open("/data/cifar", Split::Train)?);
+//! // or, whatever the layout: let (train, _) = open_dir("/data/cifar", Split::Train)?;
 //! let loader = DataLoader::new(train, LoaderConfig {
 //!     batch_size: 128,
 //!     shuffle: true,
@@ -26,6 +27,7 @@
 
 mod cifar;
 mod dataset;
+mod detect;
 mod error;
 mod image_folder;
 mod loader;
@@ -35,8 +37,9 @@ mod sample;
 mod synthetic;
 mod transforms;
 
-pub use cifar::{CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Cifar10, CifarSplit};
+pub use cifar::{CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Cifar10, Split};
 pub use dataset::{Dataset, Subset};
+pub use detect::{Layout, open_dir};
 pub use error::DataError;
 pub use image_folder::{ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, decode as decode_image};
 pub use loader::{Batch, DataLoader, Epoch, LoaderConfig};
