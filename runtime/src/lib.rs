@@ -1,2 +1,8 @@
 //! kiln's runtime: tensors, executors, data loading, training and checkpoints.
 #![warn(missing_docs)]
+
+pub mod executor;
+pub mod npy;
+
+pub use executor::{Backend, ExecError, Executor};
+pub use kiln_compiler::Tensor;
