@@ -42,9 +42,7 @@ pub enum AutodiffError {
         graph: String,
     },
     /// Cross-entropy needs `[N, classes]` logits.
-    #[error(
-        "cross-entropy needs logits of shape [N, classes], but output `{output}` has shape {shape}"
-    )]
+    #[error("cross-entropy needs logits of shape [N, classes], but output `{output}` has shape {shape}")]
     CrossEntropyRank {
         /// The output node's name.
         output: String,
@@ -101,11 +99,7 @@ impl Backward {
 
     /// Appends a backward node named `name` (made unique).
     fn add(&mut self, name: &str, op: Op, shape: Shape, inputs: Vec<NodeId>) -> NodeId {
-        let name = if name == PENDING {
-            PENDING.to_string()
-        } else {
-            self.g.fresh_name(name)
-        };
+        let name = if name == PENDING { PENDING.to_string() } else { self.g.fresh_name(name) };
         self.g.add(name, op, shape, inputs, Stage::Backward)
     }
 
@@ -114,11 +108,7 @@ impl Backward {
     fn emit(&mut self, target: NodeId, from: NodeId, op: Op, inputs: Vec<NodeId>) {
         if self.needs[target.index()] {
             let node = self.add(PENDING, op, self.shape(target), inputs);
-            self.parts[target.index()].push(Part {
-                node,
-                owned: true,
-                from,
-            });
+            self.parts[target.index()].push(Part { node, owned: true, from });
         }
     }
 
@@ -174,17 +164,9 @@ impl Backward {
                 let shape = self.shape(v);
                 let mut sum = first.node;
                 for (i, part) in rest.iter().enumerate() {
-                    let base = if i + 1 == rest.len() {
-                        format!("grad_{vname}")
-                    } else {
-                        format!("grad_{vname}_partial")
-                    };
-                    sum = self.add(
-                        &base,
-                        Op::Binary(BinaryOp::Add),
-                        shape.clone(),
-                        vec![sum, part.node],
-                    );
+                    let base =
+                        if i + 1 == rest.len() { format!("grad_{vname}") } else { format!("grad_{vname}_partial") };
+                    sum = self.add(&base, Op::Binary(BinaryOp::Add), shape.clone(), vec![sum, part.node]);
                 }
                 Some(sum)
             }
@@ -211,32 +193,20 @@ impl Backward {
 /// its update `new_momentum_<key>` = [`Op::SgdMomentum`] ([`Stage::Update`]).
 pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, AutodiffError> {
     if forward.training.is_some() {
-        return Err(AutodiffError::AlreadyTraining {
-            graph: forward.name.clone(),
-        });
+        return Err(AutodiffError::AlreadyTraining { graph: forward.name.clone() });
     }
     let Some(&out) = forward.outputs.first() else {
-        return Err(AutodiffError::NoOutputs {
-            graph: forward.name.clone(),
-        });
+        return Err(AutodiffError::NoOutputs { graph: forward.name.clone() });
     };
     let out_node = forward.node(out);
     let out_shape = out_node.shape.clone();
     if loss == Loss::CrossEntropy && out_shape.rank() != 2 {
-        return Err(AutodiffError::CrossEntropyRank {
-            output: out_node.name.clone(),
-            shape: out_shape,
-        });
+        return Err(AutodiffError::CrossEntropyRank { output: out_node.name.clone(), shape: out_shape });
     }
 
     let needs = needed_gradients(forward, out);
     let n_forward = forward.len();
-    let mut b = Backward {
-        g: forward.clone(),
-        needs,
-        parts: vec![Vec::new(); n_forward],
-        leaf_named: HashSet::new(),
-    };
+    let mut b = Backward { g: forward.clone(), needs, parts: vec![Vec::new(); n_forward], leaf_named: HashSet::new() };
 
     // The loss and its gradient seed.
     let (target_op, target_shape, target_name) = match loss {
@@ -244,30 +214,13 @@ pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, A
         Loss::Mse | Loss::Perceptron => (Op::Target, out_shape.clone(), "target"),
     };
     let target_name = b.g.fresh_name(target_name);
-    let target =
-        b.g.add(target_name, target_op, target_shape, vec![], Stage::Loss);
+    let target = b.g.add(target_name, target_op, target_shape, vec![], Stage::Loss);
     let loss_name = b.g.fresh_name("loss");
-    let loss_node = b.g.add(
-        loss_name,
-        Op::LossValue(loss),
-        Shape::scalar(),
-        vec![out, target],
-        Stage::Loss,
-    );
+    let loss_node = b.g.add(loss_name, Op::LossValue(loss), Shape::scalar(), vec![out, target], Stage::Loss);
     let seed_name = b.g.fresh_name(&format!("grad_{}", b.name(out)));
-    let seed = b.g.add(
-        seed_name,
-        Op::LossGrad(loss),
-        out_shape,
-        vec![out, target],
-        Stage::Loss,
-    );
+    let seed = b.g.add(seed_name, Op::LossGrad(loss), out_shape, vec![out, target], Stage::Loss);
     if b.needs[out.index()] {
-        b.parts[out.index()].push(Part {
-            node: seed,
-            owned: false,
-            from: loss_node,
-        });
+        b.parts[out.index()].push(Part { node: seed, owned: false, from: loss_node });
     }
 
     // The backward pass, users before operands.
@@ -294,21 +247,9 @@ pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, A
         let shape = b.shape(p);
         let step_inputs = if sgd.momentum != 0.0 {
             let buf_name = b.g.fresh_name(&format!("momentum_{key}"));
-            let buf = b.g.add(
-                buf_name,
-                Op::OptimState,
-                shape.clone(),
-                vec![],
-                Stage::Update,
-            );
+            let buf = b.g.add(buf_name, Op::OptimState, shape.clone(), vec![], Stage::Update);
             let new_buf_name = b.g.fresh_name(&format!("new_momentum_{key}"));
-            let new_buf = b.g.add(
-                new_buf_name,
-                Op::SgdMomentum(sgd),
-                shape.clone(),
-                vec![p, grad, buf],
-                Stage::Update,
-            );
+            let new_buf = b.g.add(new_buf_name, Op::SgdMomentum(sgd), shape.clone(), vec![p, grad, buf], Stage::Update);
             optim_state.push(buf);
             updates.push((buf, new_buf));
             vec![p, grad, new_buf]
@@ -316,31 +257,15 @@ pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, A
             vec![p, grad]
         };
         let new_name = b.g.fresh_name(&format!("new_{key}"));
-        let new_p = b.g.add(
-            new_name,
-            Op::SgdStep(sgd),
-            shape,
-            step_inputs,
-            Stage::Update,
-        );
+        let new_p = b.g.add(new_name, Op::SgdStep(sgd), shape, step_inputs, Stage::Update);
         updates.push((p, new_p));
     }
-    let input_grads = forward
-        .inputs
-        .iter()
-        .filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g)))
-        .collect();
+    let input_grads =
+        forward.inputs.iter().filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g))).collect();
 
     let mut g = b.g;
-    g.training = Some(Training {
-        loss_fn: loss,
-        loss: loss_node,
-        target,
-        param_grads,
-        input_grads,
-        optim_state,
-        updates,
-    });
+    g.training =
+        Some(Training { loss_fn: loss, loss: loss_node, target, param_grads, input_grads, optim_state, updates });
     Ok(g)
 }
 
@@ -363,11 +288,7 @@ fn needed_gradients(g: &Graph, out: NodeId) -> Vec<bool> {
         depends[v] = matches!(node.op, Op::Param { .. } | Op::Input)
             || node.inputs.iter().any(|&operand| depends[operand.index()]);
     }
-    reaches
-        .iter()
-        .zip(&depends)
-        .map(|(&r, &d)| r && d)
-        .collect()
+    reaches.iter().zip(&depends).map(|(&r, &d)| r && d).collect()
 }
 
 /// Emits the gradient contributions of forward node `u` (with gradient `dy`)
@@ -446,23 +367,10 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
                     for (target, other) in [(lhs, rhs), (rhs, lhs)] {
                         if b.needs[target.index()] {
                             let base = format!("grad_{}_full", b.name(target));
-                            let name = if b.shape(target) == node.shape {
-                                PENDING
-                            } else {
-                                &base
-                            };
-                            let prod = b.add(
-                                name,
-                                Op::Binary(BinaryOp::Mul),
-                                node.shape.clone(),
-                                vec![dy, other],
-                            );
+                            let name = if b.shape(target) == node.shape { PENDING } else { &base };
+                            let prod = b.add(name, Op::Binary(BinaryOp::Mul), node.shape.clone(), vec![dy, other]);
                             if name == PENDING {
-                                b.parts[target.index()].push(Part {
-                                    node: prod,
-                                    owned: true,
-                                    from: u,
-                                });
+                                b.parts[target.index()].push(Part { node: prod, owned: true, from: u });
                             } else {
                                 b.emit_unbroadcast(target, u, prod, false);
                             }
@@ -486,9 +394,7 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
                 let len = b.g.node(x).shape.0.get(*axis).copied();
                 if b.needs[x.index()] {
                     if !start_known {
-                        return Err(unsupported(
-                            "an operand's offset along the joined axis depends on the batch size",
-                        ));
+                        return Err(unsupported("an operand's offset along the joined axis depends on the batch size"));
                     }
                     b.emit(x, u, Op::Slice { axis: *axis, start }, vec![dy]);
                 }
@@ -499,14 +405,10 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
             }
         }
         Op::SumTo => {
-            return Err(unsupported(
-                "its gradient is a broadcast, which the IR has no op for",
-            ));
+            return Err(unsupported("its gradient is a broadcast, which the IR has no op for"));
         }
         Op::Slice { .. } => {
-            return Err(unsupported(
-                "its gradient is a zero padding, which the IR has no op for",
-            ));
+            return Err(unsupported("its gradient is a zero padding, which the IR has no op for"));
         }
         Op::Conv2dGradInput(_)
         | Op::Conv2dGradWeight(_)
@@ -521,10 +423,197 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::LossGrad(_)
         | Op::SgdMomentum(_)
         | Op::SgdStep(_) => {
-            return Err(unsupported(
-                "backward and training ops have no second derivative here",
-            ));
+            return Err(unsupported("backward and training ops have no second derivative here"));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Activation, Conv2d, PaddingMode};
+    use crate::shape::Dim;
+
+    fn batched(dims: &[usize]) -> Shape {
+        let mut v = vec![Dim::batch()];
+        v.extend(dims.iter().map(|&d| Dim::fixed(d)));
+        Shape(v)
+    }
+
+    fn param(g: &mut Graph, name: &str, dims: &[usize]) -> NodeId {
+        let id = g.add(name, Op::Param { fan_in: 1 }, Shape::fixed(dims), vec![], Stage::Forward);
+        g.params.push(id);
+        id
+    }
+
+    fn input(g: &mut Graph, name: &str, dims: &[usize]) -> NodeId {
+        let id = g.add(name, Op::Input, batched(dims), vec![], Stage::Forward);
+        g.inputs.push(id);
+        id
+    }
+
+    /// `x [N,1,4,4] -> conv1 -> relu -> flat -> fc -> out`, plus an unused
+    /// parameter and an input that does not reach the loss.
+    fn net() -> Graph {
+        let mut g = Graph::new("Net");
+        let x = input(&mut g, "x", &[1, 4, 4]);
+        let unused_input = input(&mut g, "aux", &[3]);
+        let w = param(&mut g, "conv1.weight", &[2, 1, 3, 3]);
+        let b = param(&mut g, "conv1.bias", &[2]);
+        let fw = param(&mut g, "fc.weight", &[3, 8]);
+        let fb = param(&mut g, "fc.bias", &[3]);
+        param(&mut g, "spare", &[5]);
+        let c = Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            padding_mode: PaddingMode::Zeros,
+        };
+        let y = g.add("conv1", Op::Conv2d(c), batched(&[2, 2, 2]), vec![x, w, b], Stage::Forward);
+        let y = g.add("relu", Op::Activate(Activation::Relu), batched(&[2, 2, 2]), vec![y], Stage::Forward);
+        let y = g.add("flat", Op::Reshape, batched(&[8]), vec![y], Stage::Forward);
+        let y = g.add("fc", Op::Linear, batched(&[3]), vec![y, fw, fb], Stage::Forward);
+        let side = g.add("side", Op::Neg, batched(&[3]), vec![unused_input], Stage::Forward);
+        g.outputs.push(y);
+        g.outputs.push(side);
+        g
+    }
+
+    #[test]
+    fn roles_names_and_stages() {
+        let fwd = net();
+        let sgd = Sgd { momentum: 0.9, ..Sgd::default() };
+        let g = derive_training(&fwd, Loss::CrossEntropy, sgd).expect("derive");
+        let t = g.training.as_ref().expect("training");
+        let name = |id: NodeId| g.node(id).name.as_str();
+
+        assert_eq!(name(t.loss), "loss");
+        assert_eq!(g.node(t.loss).stage, Stage::Loss);
+        assert_eq!(g.node(t.loss).shape, Shape::scalar());
+        assert_eq!(name(t.target), "labels");
+        assert_eq!(g.node(t.target).op, Op::Labels);
+        assert_eq!(g.node(t.target).shape, Shape(vec![Dim::batch()]));
+
+        // Every parameter that reaches the loss, in params order; `spare` does not.
+        let grads: Vec<(&str, &str)> = t.param_grads.iter().map(|&(p, d)| (name(p), name(d))).collect();
+        assert_eq!(
+            grads,
+            [
+                ("conv1.weight", "grad_conv1.weight"),
+                ("conv1.bias", "grad_conv1.bias"),
+                ("fc.weight", "grad_fc.weight"),
+                ("fc.bias", "grad_fc.bias"),
+            ]
+        );
+        let inputs: Vec<(&str, &str)> = t.input_grads.iter().map(|&(x, d)| (name(x), name(d))).collect();
+        assert_eq!(inputs, [("x", "grad_x")]);
+        let grad_x = g.find("grad_x").expect("grad_x");
+        assert!(matches!(g.node(grad_x).op, Op::Conv2dGradInput(_)));
+        for (op, grad) in [("fc", "grad_fc"), ("relu", "grad_relu"), ("flat", "grad_flat"), ("conv1", "grad_conv1")] {
+            let id = g.find(grad).unwrap_or_else(|| panic!("{grad} missing"));
+            assert_eq!(g.node(id).shape, g.node(g.find(op).expect("op")).shape);
+        }
+        assert!(g.find("grad_side").is_none() && g.find("grad_aux").is_none());
+
+        // One buffer and two updates per trained parameter.
+        let bufs: Vec<&str> = t.optim_state.iter().map(|&b| name(b)).collect();
+        assert_eq!(bufs, ["momentum_conv1.weight", "momentum_conv1.bias", "momentum_fc.weight", "momentum_fc.bias"]);
+        assert_eq!(t.updates.len(), 8);
+        for &(leaf, new) in &t.updates {
+            assert_eq!(g.node(leaf).shape, g.node(new).shape);
+            assert_eq!(g.node(new).stage, Stage::Update);
+            assert_eq!(name(new), format!("new_{}", name(leaf)));
+        }
+        let spare = fwd.find("spare").expect("spare");
+        assert!(t.updates.iter().all(|&(leaf, _)| leaf != spare));
+
+        // Forward nodes are untouched; every added node is Loss, Backward or Update.
+        for id in g.node_ids() {
+            let stage = g.node(id).stage;
+            if id.index() < fwd.len() {
+                assert_eq!(g.node(id).name, fwd.node(id).name);
+            } else {
+                assert_ne!(stage, Stage::Forward, "{}", g.node(id).name);
+            }
+            if matches!(g.node(id).op, Op::SgdStep(_) | Op::SgdMomentum(_) | Op::OptimState) {
+                assert_eq!(stage, Stage::Update);
+            }
+        }
+        let mut names: Vec<&str> = g.node_ids().map(name).collect();
+        names.sort();
+        let len = names.len();
+        names.dedup();
+        assert_eq!(names.len(), len, "names are unique");
+    }
+
+    #[test]
+    fn without_momentum_there_is_no_state() {
+        let g = derive_training(&net(), Loss::CrossEntropy, Sgd::default()).expect("derive");
+        let t = g.training.as_ref().expect("training");
+        assert!(t.optim_state.is_empty());
+        assert_eq!(t.updates.len(), 4);
+        for &(_, new) in &t.updates {
+            assert!(matches!(g.node(new).op, Op::SgdStep(_)));
+            assert_eq!(g.node(new).inputs.len(), 2);
+        }
+    }
+
+    #[test]
+    fn target_leaf_for_mse_and_perceptron() {
+        for loss in [Loss::Mse, Loss::Perceptron] {
+            let g = derive_training(&net(), loss, Sgd::default()).expect("derive");
+            let t = g.training.as_ref().expect("training");
+            assert_eq!(g.node(t.target).name, "target");
+            assert_eq!(g.node(t.target).op, Op::Target);
+            assert_eq!(g.node(t.target).shape, batched(&[3]));
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let empty = Graph::new("Empty");
+        let err = derive_training(&empty, Loss::Mse, Sgd::default()).unwrap_err();
+        assert_eq!(err, AutodiffError::NoOutputs { graph: "Empty".into() });
+
+        let mut g = Graph::new("Conv");
+        let x = input(&mut g, "x", &[1, 2, 2]);
+        g.outputs.push(x);
+        let err = derive_training(&g, Loss::CrossEntropy, Sgd::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cross-entropy needs logits of shape [N, classes], but output `x` has shape [N, 1, 2, 2]"
+        );
+
+        let trained = derive_training(&g, Loss::Mse, Sgd::default()).expect("derive");
+        assert!(matches!(
+            derive_training(&trained, Loss::Mse, Sgd::default()),
+            Err(AutodiffError::AlreadyTraining { .. })
+        ));
+
+        let mut g = Graph::new("Sum");
+        let x = input(&mut g, "x", &[3]);
+        let s = g.add("s", Op::SumTo, Shape::fixed(&[3]), vec![x], Stage::Forward);
+        g.outputs.push(s);
+        let err = derive_training(&g, Loss::Mse, Sgd::default()).unwrap_err();
+        assert!(matches!(err, AutodiffError::NotDifferentiable { ref name, .. } if name == "s"), "{err}");
+    }
+
+    #[test]
+    fn pass_through_gradient_is_named_after_the_parameter() {
+        // y = x + p with equal shapes: p's gradient is the seed itself.
+        let mut g = Graph::new("Add");
+        let x = input(&mut g, "x", &[3]);
+        let p = g.add("p", Op::Param { fan_in: 1 }, batched(&[3]), vec![], Stage::Forward);
+        g.params.push(p);
+        let y = g.add("y", Op::Binary(BinaryOp::Add), batched(&[3]), vec![x, p], Stage::Forward);
+        g.outputs.push(y);
+        let g = derive_training(&g, Loss::Mse, Sgd::default()).expect("derive");
+        let t = g.training.as_ref().expect("training");
+        let (_, grad) = t.param_grads[0];
+        assert_eq!(g.node(grad).name, "grad_p");
+        assert!(matches!(g.node(grad).op, Op::LossGrad(Loss::Mse)));
+        assert_eq!(t.input_grads, [(x, grad)]);
+    }
 }

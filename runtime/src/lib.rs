@@ -1,6 +1,7 @@
 //! kiln's runtime: tensors, executors, data loading, training and checkpoints.
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod executor;
 pub mod npy;
 
