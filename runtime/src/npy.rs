@@ -67,7 +67,7 @@ pub fn read_f32(path: &Path) -> Result<Tensor, NpyError> {
     let npy = open(path)?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
-    let data: Vec<f32> = match descr.trim_start_matches(['<', '|', '=']) {
+    let data: Vec<f32> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => read_all::<f32, _>(path, npy)?,
         "f8" => read_all::<f64, _>(path, npy)?.into_iter().map(|v| v as f32).collect(),
         _ => return Err(NpyError::Dtype { path: path.into(), found: descr, expected: "float32 ('<f4') or float64" }),
@@ -83,7 +83,7 @@ pub fn read_labels(path: &Path) -> Result<Tensor, NpyError> {
     let npy = open(path)?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = npy.dtype().descr();
-    let data: Vec<f32> = match descr.trim_start_matches(['<', '|', '=']) {
+    let data: Vec<f32> = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "i8" => read_all::<i64, _>(path, npy)?.into_iter().map(|v| v as f32).collect(),
         "i4" => read_all::<i32, _>(path, npy)?.into_iter().map(|v| v as f32).collect(),
         "u1" => read_all::<u8, _>(path, npy)?.into_iter().map(f32::from).collect(),
