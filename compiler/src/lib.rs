@@ -5,6 +5,7 @@
 
 pub mod autodiff;
 pub mod codegen;
+pub mod emit;
 pub mod frontend;
 pub mod graph;
 pub mod infer;

@@ -1,3 +1,9 @@
 //! kiln's runtime: tensors, executors, data loading, training and checkpoints.
 #![warn(missing_docs)]
+
 pub mod data;
+pub mod executor;
+pub mod npy;
+
+pub use executor::{Backend, ExecError, Executor};
+pub use kiln_compiler::Tensor;
