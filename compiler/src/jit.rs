@@ -14,9 +14,7 @@
 
 use crate::codegen::{CodegenError, CodegenOptions, CompiledProgram, KernelFn, lower_to_clif};
 use crate::graph::{Graph, NodeId};
-use crate::kernel::{
-    BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory,
-};
+use crate::kernel::{BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory};
 use crate::passes::{fuse, plan_memory, schedule};
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -36,6 +34,9 @@ pub struct JitOptions {
     pub keep_all: bool,
     /// Keep each kernel's Cranelift IR and machine code for inspection.
     pub inspect: bool,
+    /// Compute the gradients of the forward inputs listed in
+    /// `Training::input_grads` (off: a training step skips that work).
+    pub input_grads: bool,
 }
 
 impl Default for JitOptions {
@@ -45,6 +46,7 @@ impl Default for JitOptions {
             verify: cfg!(debug_assertions),
             keep_all: false,
             inspect: false,
+            input_grads: false,
         }
     }
 }
@@ -75,9 +77,7 @@ pub enum JitError {
         got: usize,
     },
     /// The node's value is not kept after a run (compile with `keep_all`).
-    #[error(
-        "node `{0}` is not observable (it is fused away or its storage is reused); compile with keep_all"
-    )]
+    #[error("node `{0}` is not observable (it is fused away or its storage is reused); compile with keep_all")]
     NotObservable(String),
     /// The options make no sense.
     #[error("invalid options: {0}")]
@@ -121,9 +121,10 @@ impl std::fmt::Debug for Executable {
     }
 }
 
-/// The nodes whose values a run keeps: outputs, the loss, gradients, update
-/// results and leaves (everything with `keep_all`).
-fn observable_nodes(graph: &Graph, keep_all: bool) -> HashSet<NodeId> {
+/// The nodes whose values a run keeps: outputs, the loss, parameter
+/// gradients, update results and leaves; input gradients when asked;
+/// everything with `keep_all`.
+fn observable_nodes(graph: &Graph, keep_all: bool, input_grads: bool) -> HashSet<NodeId> {
     if keep_all {
         return graph.node_ids().collect();
     }
@@ -132,7 +133,9 @@ fn observable_nodes(graph: &Graph, keep_all: bool) -> HashSet<NodeId> {
     if let Some(t) = &graph.training {
         keep.insert(t.loss);
         keep.extend(t.param_grads.iter().map(|&(_, g)| g));
-        keep.extend(t.input_grads.iter().map(|&(_, g)| g));
+        if input_grads {
+            keep.extend(t.input_grads.iter().map(|&(_, g)| g));
+        }
         keep.extend(t.updates.iter().map(|&(_, n)| n));
     }
     keep
@@ -140,27 +143,18 @@ fn observable_nodes(graph: &Graph, keep_all: bool) -> HashSet<NodeId> {
 
 /// The kernel program of `graph` before code generation: fused, built,
 /// scheduled and memory-planned (what `--emit kernels|memory` shows).
-pub fn plan(
-    graph: &Graph,
-    batch: usize,
-    options: &JitOptions,
-) -> Result<(Program, HashSet<NodeId>), JitError> {
+pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Program, HashSet<NodeId>), JitError> {
     if options.threads == 0 {
-        return Err(JitError::InvalidOptions(
-            "threads must be at least 1".into(),
-        ));
+        return Err(JitError::InvalidOptions("threads must be at least 1".into()));
     }
     if batch == 0 {
         return Err(JitError::InvalidOptions("batch must be at least 1".into()));
     }
-    let observable = observable_nodes(graph, options.keep_all);
+    let observable = observable_nodes(graph, options.keep_all, options.input_grads);
     let fusion = fuse(graph, &observable);
     let program = build_program(graph, &fusion, batch)?;
     let program = schedule(program, options.threads);
-    let keep: HashSet<BufId> = observable
-        .iter()
-        .filter_map(|&n| program.value_buffer(n))
-        .collect();
+    let keep: HashSet<BufId> = observable.iter().filter_map(|&n| program.value_buffer(n)).collect();
     let program = plan_memory(program, &keep);
     Ok((program, observable))
 }
@@ -170,11 +164,7 @@ pub fn compile(graph: &Graph, batch: usize, options: &JitOptions) -> Result<Exec
     let (program, observable) = plan(graph, batch, options)?;
     let code = lower_to_clif(
         &program,
-        &CodegenOptions {
-            verify: options.verify,
-            keep_clif: options.inspect,
-            keep_code: options.inspect,
-        },
+        &CodegenOptions { verify: options.verify, keep_clif: options.inspect, keep_code: options.inspect },
     )?;
     let mut arena = vec![0.0f32; program.arena_len];
     for (b, buf) in program.buffers.iter().enumerate() {
@@ -195,18 +185,9 @@ pub fn compile(graph: &Graph, batch: usize, options: &JitOptions) -> Result<Exec
         .zip(&code.functions)
         .map(|(k, &f)| (f, k.parallel_extent().unwrap_or(0), k.threads))
         .collect();
-    let pool = (program.threads > 1 && program.kernels.iter().any(|k| k.threads > 1))
-        .then(|| Pool::new(program.threads));
-    Ok(Executable {
-        graph: graph.clone(),
-        batch,
-        program,
-        code,
-        arena,
-        observable,
-        pool,
-        plan,
-    })
+    let pool =
+        (program.threads > 1 && program.kernels.iter().any(|k| k.threads > 1)).then(|| Pool::new(program.threads));
+    Ok(Executable { graph: graph.clone(), batch, program, code, arena, observable, pool, plan })
 }
 
 impl Executable {
@@ -229,9 +210,7 @@ impl Executable {
         if node.index() >= self.graph.len() {
             return Err(JitError::UnknownNode(node.index()));
         }
-        self.program
-            .value_buffer(node)
-            .ok_or_else(|| JitError::NotObservable(self.graph.node(node).name.clone()))
+        self.program.value_buffer(node).ok_or_else(|| JitError::NotObservable(self.graph.node(node).name.clone()))
     }
 
     /// Copies `data` into leaf `node` (an input, parameter, labels, target
@@ -246,11 +225,7 @@ impl Executable {
         }
         let len = self.program.buffers[buf].len;
         if data.len() != len {
-            return Err(JitError::WrongLength {
-                name: name.clone(),
-                expected: len,
-                got: data.len(),
-            });
+            return Err(JitError::WrongLength { name: name.clone(), expected: len, got: data.len() });
         }
         let at = self.program.offsets[buf];
         self.arena[at..at + len].copy_from_slice(data);
@@ -304,12 +279,7 @@ impl Executable {
                 times[i] += t.elapsed();
             }
         }
-        self.program
-            .kernels
-            .iter()
-            .zip(times)
-            .map(|(k, t)| (k.name.clone(), t / runs.max(1) as u32))
-            .collect()
+        self.program.kernels.iter().zip(times).map(|(k, t)| (k.name.clone(), t / runs.max(1) as u32)).collect()
     }
 
     /// Text for `kiln inspect --emit ...`.
@@ -360,17 +330,24 @@ fn disassemble(bytes: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// A small persistent thread pool: workers spin briefly for the next kernel,
-// then yield, then sleep; a run hands out one contiguous range per thread.
+// A small persistent thread pool. A launch publishes the kernel and a
+// word holding (launch number, next iteration); the caller and the workers
+// claim iterations of the parallel loop one at a time with compare-and-swap
+// until none are left, so a worker that is slow to wake (or descheduled on a
+// busy machine) never delays a launch: the caller does its share. Which
+// thread runs an iteration does not change any result (iterations write
+// disjoint elements; scratch is per thread). Idle workers spin briefly, then
+// yield, then sleep on a condition variable.
 
-/// One parallel kernel launch, published to workers through atomics.
+/// The current launch, published to workers.
 struct Shared {
-    epoch: AtomicU64,
-    done: AtomicUsize,
+    /// High 32 bits: launch number; low 32 bits: next unclaimed iteration.
+    claim: AtomicU64,
+    /// Iterations of the current launch completed.
+    finished: AtomicUsize,
     func: AtomicUsize,
     arena: AtomicUsize,
     extent: AtomicUsize,
-    threads: AtomicUsize,
     quit: AtomicBool,
     sleepers: Mutex<usize>,
     wake: Condvar,
@@ -381,20 +358,46 @@ struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// Iterations `[lo, hi)` of thread `t` out of `n` over `extent`.
-fn range_of(t: usize, n: usize, extent: usize) -> (i64, i64) {
-    ((t * extent / n) as i64, ((t + 1) * extent / n) as i64)
+impl Shared {
+    /// Claims and runs iterations of launch `launch` until none are left.
+    fn work(&self, launch: u64, thread: usize) {
+        loop {
+            let cur = self.claim.load(Ordering::Acquire);
+            let (l, next) = (cur >> 32, cur & 0xffff_ffff);
+            let extent = self.extent.load(Ordering::Acquire) as u64;
+            if l != launch || next >= extent {
+                return;
+            }
+            // Read the kernel before claiming: a successful claim proves the
+            // launch was still running, so these values were its own.
+            let f = self.func.load(Ordering::Acquire);
+            let arena = self.arena.load(Ordering::Acquire) as *mut f32;
+            if self.claim.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            // SAFETY: `f` is a `KernelFn` published by `Pool::run` for this
+            // launch; `Pool::run` does not return (so the arena stays valid
+            // and exclusively used by this launch) until every claimed
+            // iteration has finished; iteration `next` writes elements no
+            // other iteration writes, and `thread` is unique among the
+            // threads running the launch (per-thread scratch).
+            unsafe {
+                let f = std::mem::transmute::<usize, KernelFn>(f);
+                f(arena, next as i64, next as i64 + 1, thread as i64)
+            };
+            self.finished.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Pool {
     fn new(threads: usize) -> Pool {
         let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
-            done: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
+            finished: AtomicUsize::new(0),
             func: AtomicUsize::new(0),
             arena: AtomicUsize::new(0),
             extent: AtomicUsize::new(0),
-            threads: AtomicUsize::new(0),
             quit: AtomicBool::new(false),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
@@ -411,27 +414,24 @@ impl Pool {
         Pool { shared, workers }
     }
 
-    fn run(&self, f: KernelFn, arena: *mut f32, extent: usize, threads: usize) {
+    /// Runs iterations `0..extent` of `f`'s parallel loop on the caller and
+    /// the workers; returns when all are done.
+    fn run(&self, f: KernelFn, arena: *mut f32, extent: usize, _threads: usize) {
         let s = &self.shared;
-        s.func.store(f as usize, Ordering::Relaxed);
-        s.arena.store(arena as usize, Ordering::Relaxed);
-        s.extent.store(extent, Ordering::Relaxed);
-        s.threads.store(threads, Ordering::Relaxed);
-        s.done.store(0, Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::Release);
+        let launch = (s.claim.load(Ordering::Relaxed) >> 32) + 1;
+        s.func.store(f as usize, Ordering::Release);
+        s.arena.store(arena as usize, Ordering::Release);
+        s.extent.store(extent, Ordering::Release);
+        s.finished.store(0, Ordering::Release);
+        s.claim.store(launch << 32, Ordering::Release);
         {
             let sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
             if *sleepers > 0 {
                 s.wake.notify_all();
             }
         }
-        let (lo, hi) = range_of(0, threads, extent);
-        // SAFETY: as in `Executable::run`; the other threads run disjoint
-        // iteration ranges of the same parallel loop, whose iterations write
-        // disjoint elements, and each uses its own per-thread scratch.
-        unsafe { f(arena, lo, hi, 0) };
-        let workers = self.workers.len();
-        while s.done.load(Ordering::Acquire) < workers {
+        s.work(launch, 0);
+        while s.finished.load(Ordering::Acquire) < extent {
             std::hint::spin_loop();
         }
     }
@@ -440,13 +440,8 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.quit.store(true, Ordering::Release);
-        self.shared.epoch.fetch_add(1, Ordering::Release);
         {
-            let _guard = self
-                .shared
-                .sleepers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let _guard = self.shared.sleepers.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {
@@ -459,43 +454,30 @@ fn worker(s: Arc<Shared>, t: usize) {
     let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
-        loop {
-            let e = s.epoch.load(Ordering::Acquire);
-            if e != seen {
-                seen = e;
-                break;
+        let launch = loop {
+            if s.quit.load(Ordering::Acquire) {
+                return;
+            }
+            let l = s.claim.load(Ordering::Acquire) >> 32;
+            if l != seen {
+                break l;
             }
             spins += 1;
-            if spins < 50_000 {
+            if spins < 4_000 {
                 std::hint::spin_loop();
-            } else if spins < 60_000 {
+            } else if spins < 8_000 {
                 std::thread::yield_now();
             } else {
                 let mut sleepers = s.sleepers.lock().unwrap_or_else(|e| e.into_inner());
                 *sleepers += 1;
-                while s.epoch.load(Ordering::Acquire) == seen {
+                while s.claim.load(Ordering::Acquire) >> 32 == seen && !s.quit.load(Ordering::Acquire) {
                     sleepers = s.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
                 }
                 *sleepers -= 1;
                 spins = 0;
             }
-        }
-        if s.quit.load(Ordering::Acquire) {
-            return;
-        }
-        let threads = s.threads.load(Ordering::Relaxed);
-        if t < threads {
-            let f = s.func.load(Ordering::Relaxed);
-            let arena = s.arena.load(Ordering::Relaxed) as *mut f32;
-            let (lo, hi) = range_of(t, threads, s.extent.load(Ordering::Relaxed));
-            // SAFETY: `f` is a `KernelFn` published by `Pool::run`, which
-            // waits for this thread before returning, so the arena outlives
-            // the call; this thread runs its own disjoint range as thread `t`.
-            unsafe {
-                let f = std::mem::transmute::<usize, KernelFn>(f);
-                f(arena, lo, hi, t as i64)
-            };
-        }
-        s.done.fetch_add(1, Ordering::Release);
+        };
+        seen = launch;
+        s.work(launch, t);
     }
 }

@@ -15,41 +15,23 @@ fn lenet_forward_matches_interpreter() {
 
 #[test]
 fn lenet_training_step_matches_interpreter() {
-    let sgd = Sgd {
-        lr: 0.001,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
+    let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     differential(&g, 4, 11, 1e-4);
 }
 
 #[test]
 fn lenet_training_is_bit_identical_for_one_and_two_threads() {
-    let sgd = Sgd {
-        lr: 0.01,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
+    let sgd = Sgd { lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     let feeds = random_feeds(&g, 8, 5);
     let run = |threads| {
-        let options = JitOptions {
-            threads,
-            verify: true,
-            keep_all: false,
-            inspect: false,
-        };
+        let options = JitOptions { threads, verify: true, keep_all: false, inspect: false, input_grads: false };
         let mut exe = compile_with(&g, 8, &feeds, &options);
         for _ in 0..3 {
             exe.run().unwrap();
         }
-        g.params
-            .iter()
-            .map(|&p| exe.get(p).unwrap().to_vec())
-            .collect::<Vec<_>>()
+        g.params.iter().map(|&p| exe.get(p).unwrap().to_vec()).collect::<Vec<_>>()
     };
     let one = run(1);
     let two = run(2);

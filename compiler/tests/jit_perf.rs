@@ -11,24 +11,10 @@ use kiln_compiler::ops::{Loss, Sgd};
 use std::time::{Duration, Instant};
 
 fn images_per_second(train: bool, batch: usize, threads: usize) -> (f64, Duration) {
-    let sgd = Sgd {
-        lr: 0.001,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
-    let g = if train {
-        derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap()
-    } else {
-        lenet()
-    };
+    let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let g = if train { derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap() } else { lenet() };
     let feeds = random_feeds(&g, batch, 3);
-    let options = JitOptions {
-        threads,
-        verify: false,
-        keep_all: false,
-        inspect: false,
-    };
+    let options = JitOptions { threads, verify: false, keep_all: false, inspect: false, input_grads: false };
     let t0 = Instant::now();
     let mut exe = jit::compile(&g, batch, &options).unwrap();
     let compile = t0.elapsed();
@@ -54,14 +40,9 @@ fn images_per_second(train: bool, batch: usize, threads: usize) -> (f64, Duratio
 #[test]
 #[ignore]
 fn lenet_throughput() {
-    for (train, batch, threads) in [
-        (true, 4, 1),
-        (true, 4, 2),
-        (true, 64, 1),
-        (true, 64, 2),
-        (false, 256, 1),
-        (false, 256, 2),
-    ] {
+    for (train, batch, threads) in
+        [(true, 4, 1), (true, 4, 2), (true, 64, 1), (true, 64, 2), (false, 256, 1), (false, 256, 2)]
+    {
         let (ips, compile) = images_per_second(train, batch, threads);
         println!(
             "{} batch {batch:>3} threads {threads}: {ips:>9.0} images/s ({:.1} us/step), compiled in {:.1} ms",
@@ -79,7 +60,7 @@ fn lenet_kernel_profile() {
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     for (batch, threads) in [(4, 1), (4, 2), (64, 2)] {
         let feeds = random_feeds(&g, batch, 3);
-        let options = JitOptions { threads, verify: false, keep_all: false, inspect: false };
+        let options = JitOptions { threads, verify: false, keep_all: false, inspect: false, input_grads: false };
         let mut exe = jit::compile(&g, batch, &options).unwrap();
         for (&id, t) in &feeds {
             exe.set(id, &t.data).unwrap();

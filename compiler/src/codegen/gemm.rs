@@ -1,9 +1,7 @@
 //! Register-tiled F32X4 matrix products.
 
 use super::Fx;
-use crate::kernel::{
-    AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr,
-};
+use crate::kernel::{AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
@@ -23,10 +21,7 @@ struct Ptrs {
 }
 
 fn pure_flags() -> MemFlagsData {
-    MemFlagsData::new()
-        .with_notrap()
-        .with_readonly()
-        .with_can_move()
+    MemFlagsData::new().with_notrap().with_readonly().with_can_move()
 }
 
 impl Fx<'_, '_> {
@@ -49,26 +44,14 @@ impl Fx<'_, '_> {
             b: self.matrix_base(&g.b),
             c: self.matrix_base(&g.c),
             bias,
-            pre: g
-                .epilogue
-                .pre_activation
-                .as_ref()
-                .map(|m| self.matrix_base(m)),
-            mask: g
-                .epilogue
-                .grad_mask
-                .as_ref()
-                .map(|(_, m)| self.matrix_base(m)),
+            pre: g.epilogue.pre_activation.as_ref().map(|m| self.matrix_base(m)),
+            mask: g.epilogue.grad_mask.as_ref().map(|(_, m)| self.matrix_base(m)),
         };
         if g.m == 0 || g.n == 0 {
             return;
         }
         match g.tile {
-            GemmTile::Outer {
-                rows,
-                vectors,
-                unroll,
-            } => {
+            GemmTile::Outer { rows, vectors, unroll } => {
                 let (rows, vectors, unroll) = (rows.clamp(1, g.m), vectors.max(1), unroll.max(1));
                 let width = 4 * vectors;
                 let full = g.n / width * width;
@@ -90,9 +73,7 @@ impl Fx<'_, '_> {
                 let full = g.m / rows * rows;
                 if full > 0 {
                     let (s, e) = (self.iconst(0), self.iconst(full as i64));
-                    self.counted_loop(s, e, rows as i64, |fx, i0| {
-                        fx.dot_cols(g, &ptrs, rows, cols, i0)
-                    });
+                    self.counted_loop(s, e, rows as i64, |fx, i0| fx.dot_cols(g, &ptrs, rows, cols, i0));
                 }
                 if g.m % rows > 0 {
                     let i0 = self.iconst(full as i64);
@@ -103,22 +84,11 @@ impl Fx<'_, '_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn outer_rows(
-        &mut self,
-        g: &Gemm,
-        p: &Ptrs,
-        rows: usize,
-        nv: usize,
-        unroll: usize,
-        j0: Value,
-        lanes: usize,
-    ) {
+    fn outer_rows(&mut self, g: &Gemm, p: &Ptrs, rows: usize, nv: usize, unroll: usize, j0: Value, lanes: usize) {
         let full = g.m / rows * rows;
         if full > 0 {
             let (s, e) = (self.iconst(0), self.iconst(full as i64));
-            self.counted_loop(s, e, rows as i64, |fx, i0| {
-                fx.outer_micro(g, p, rows, nv, unroll, i0, j0, lanes)
-            });
+            self.counted_loop(s, e, rows as i64, |fx, i0| fx.outer_micro(g, p, rows, nv, unroll, i0, j0, lanes));
         }
         if g.m % rows > 0 {
             let i0 = self.iconst(full as i64);
@@ -163,19 +133,7 @@ impl Fx<'_, '_> {
             let (s, e) = (self.iconst(0), self.iconst(steps as i64));
             self.counted_loop(s, e, 1, |fx, _| {
                 let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
-                fx.outer_steps(
-                    pa,
-                    pb,
-                    ku,
-                    rows,
-                    nv,
-                    rs_a,
-                    cs_a,
-                    rs_b,
-                    &accs,
-                    pure_flags(),
-                    pure_flags(),
-                );
+                fx.outer_steps(pa, pb, ku, rows, nv, rs_a, cs_a, rs_b, &accs, pure_flags(), pure_flags());
                 let pa = fx.b.ins().iadd_imm_s(pa, ku as i64 * cs_a);
                 let pb = fx.b.ins().iadd_imm_s(pb, ku as i64 * rs_b);
                 fx.b.def_var(pa_var, pa);
@@ -220,18 +178,10 @@ impl Fx<'_, '_> {
         fb: MemFlagsData,
     ) {
         for u in 0..count as i64 {
-            let bv: Vec<Value> = (0..nv)
-                .map(|v| {
-                    self.b
-                        .ins()
-                        .load(F32X4, fb, pb, (u * rs_b + 16 * v as i64) as i32)
-                })
-                .collect();
+            let bv: Vec<Value> =
+                (0..nv).map(|v| self.b.ins().load(F32X4, fb, pb, (u * rs_b + 16 * v as i64) as i32)).collect();
             for r in 0..rows {
-                let a = self
-                    .b
-                    .ins()
-                    .load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
+                let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
                 let a = self.splat(a);
                 for (v, &b) in bv.iter().enumerate() {
                     let acc = self.b.use_var(accs[r * nv + v]);
@@ -246,9 +196,7 @@ impl Fx<'_, '_> {
         let full = g.n / cols * cols;
         if full > 0 {
             let (s, e) = (self.iconst(0), self.iconst(full as i64));
-            self.counted_loop(s, e, cols as i64, |fx, j0| {
-                fx.dot_micro(g, p, rows, cols, i0, j0)
-            });
+            self.counted_loop(s, e, cols as i64, |fx, j0| fx.dot_micro(g, p, rows, cols, i0, j0));
         }
         if g.n % cols > 0 {
             let j0 = self.iconst(full as i64);
@@ -282,18 +230,10 @@ impl Fx<'_, '_> {
             let (s, e) = (self.iconst(0), self.iconst(steps as i64));
             self.counted_loop(s, e, 1, |fx, _| {
                 let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
-                let av: Vec<Value> = (0..rows)
-                    .map(|r| {
-                        fx.b.ins()
-                            .load(F32X4, pure_flags(), pa, (r as i64 * rs_a) as i32)
-                    })
-                    .collect();
-                let bv: Vec<Value> = (0..cols)
-                    .map(|c| {
-                        fx.b.ins()
-                            .load(F32X4, pure_flags(), pb, (c as i64 * cs_b) as i32)
-                    })
-                    .collect();
+                let av: Vec<Value> =
+                    (0..rows).map(|r| fx.b.ins().load(F32X4, pure_flags(), pa, (r as i64 * rs_a) as i32)).collect();
+                let bv: Vec<Value> =
+                    (0..cols).map(|c| fx.b.ins().load(F32X4, pure_flags(), pb, (c as i64 * cs_b) as i32)).collect();
                 for r in 0..rows {
                     for c in 0..cols {
                         let acc = fx.b.use_var(accs[r * cols + c]);
@@ -307,11 +247,8 @@ impl Fx<'_, '_> {
                 fx.b.def_var(pb_var, pb);
             });
         }
-        let (fa, fb) = if steps > 0 {
-            (pure_flags(), pure_flags())
-        } else {
-            (self.load_flags(g.a.buf), self.load_flags(g.b.buf))
-        };
+        let (fa, fb) =
+            if steps > 0 { (pure_flags(), pure_flags()) } else { (self.load_flags(g.a.buf), self.load_flags(g.b.buf)) };
         let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
@@ -322,14 +259,8 @@ impl Fx<'_, '_> {
                 let s23 = self.b.ins().fadd(l[2], l[3]);
                 let mut s = self.b.ins().fadd(s01, s23);
                 for t in 0..rem as i64 {
-                    let a = self
-                        .b
-                        .ins()
-                        .load(F32, fa, pa, (r as i64 * rs_a + 4 * t) as i32);
-                    let b = self
-                        .b
-                        .ins()
-                        .load(F32, fb, pb, (c as i64 * cs_b + 4 * t) as i32);
+                    let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + 4 * t) as i32);
+                    let b = self.b.ins().load(F32, fb, pb, (c as i64 * cs_b + 4 * t) as i32);
                     s = self.fma(a, b, s);
                 }
                 let col = self.b.ins().iadd_imm_s(j0, c as i64);
@@ -362,24 +293,12 @@ impl Fx<'_, '_> {
     /// Applies the epilogue to result `x` of element `(row, col)` (and the
     /// next three columns when `vec`) and stores it.
     #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &mut self,
-        g: &Gemm,
-        p: &Ptrs,
-        mut x: Value,
-        vec: bool,
-        row: Value,
-        col: Value,
-        lanes: usize,
-    ) {
+    fn finish(&mut self, g: &Gemm, p: &Ptrs, mut x: Value, vec: bool, row: Value, col: Value, lanes: usize) {
         let e = &g.epilogue;
         let ty = if vec { F32X4 } else { F32 };
         let c_addr = self.element_addr(p.c, &g.c, row, col);
         if e.accumulate {
-            let old = self
-                .b
-                .ins()
-                .load(ty, MemFlagsData::new().with_notrap(), c_addr, 0);
+            let old = self.b.ins().load(ty, MemFlagsData::new().with_notrap(), c_addr, 0);
             x = self.b.ins().fadd(old, x);
         }
         match (&e.bias, p.bias) {
@@ -414,10 +333,7 @@ impl Fx<'_, '_> {
             let mx = self.b.ins().load(ty, flags, a, 0);
             self.define_acc(EPILOGUE_MASK, mx, vec);
             self.define_acc(EPILOGUE_X, x, vec);
-            x = self.val(
-                &activation_grad_expr(*act, Val::Acc(EPILOGUE_MASK), Val::Acc(EPILOGUE_X)),
-                vec,
-            );
+            x = self.val(&activation_grad_expr(*act, Val::Acc(EPILOGUE_MASK), Val::Acc(EPILOGUE_X)), vec);
         }
         self.store_lanes(x, c_addr, vec, lanes);
     }

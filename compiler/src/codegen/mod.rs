@@ -12,14 +12,11 @@ mod gemm;
 pub mod math;
 
 use crate::kernel::{
-    AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val,
-    VarId,
+    AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
-use cranelift_codegen::ir::{
-    AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value,
-};
+use cranelift_codegen::ir::{AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -78,10 +75,7 @@ pub struct CompiledProgram {
 
 impl std::fmt::Debug for CompiledProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledProgram")
-            .field("functions", &self.functions.len())
-            .field("fma", &self.fma)
-            .finish()
+        f.debug_struct("CompiledProgram").field("functions", &self.functions.len()).field("fma", &self.fma).finish()
     }
 }
 
@@ -99,33 +93,19 @@ impl Drop for CompiledProgram {
 /// Builds the host ISA: native feature detection, `opt_level=speed`.
 fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()))
-    };
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()));
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
-    set(
-        &mut flags,
-        "enable_verifier",
-        if verify { "true" } else { "false" },
-    )?;
+    set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
     let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
-    isa.finish(settings::Flags::new(flags))
-        .map_err(|e| CodegenError::Isa(e.to_string()))
+    isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError::Isa(e.to_string()))
 }
 
 /// Compiles every kernel of `program` to native code.
-pub fn lower_to_clif(
-    program: &Program,
-    options: &CodegenOptions,
-) -> Result<CompiledProgram, CodegenError> {
+pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<CompiledProgram, CodegenError> {
     let isa = host_isa(options.verify)?;
-    let flag = |name: &str| {
-        isa.isa_flags()
-            .iter()
-            .any(|v| v.name == name && v.as_bool() == Some(true))
-    };
+    let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
     let fma = flag("has_avx") && flag("has_fma");
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     math::register(&mut jb);
@@ -143,13 +123,9 @@ pub fn lower_to_clif(
     let mut clif = Vec::new();
     let mut code = Vec::new();
     for (i, kernel) in program.kernels.iter().enumerate() {
-        let err = |message: String| CodegenError::Compile {
-            kernel: kernel.name.clone(),
-            message,
-        };
-        let id = module
-            .declare_function(&format!("kernel{i}"), Linkage::Local, &sig)
-            .map_err(|e| err(e.to_string()))?;
+        let err = |message: String| CodegenError::Compile { kernel: kernel.name.clone(), message };
+        let id =
+            module.declare_function(&format!("kernel{i}"), Linkage::Local, &sig).map_err(|e| err(e.to_string()))?;
         ctx.func.signature = sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         {
@@ -167,22 +143,14 @@ pub fn lower_to_clif(
             clif.push(ctx.func.display().to_string());
         }
         ctx.want_disasm = false;
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| err(format!("{e:?}")))?;
+        module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
         if options.keep_code {
-            code.push(
-                ctx.compiled_code()
-                    .map(|c| c.code_buffer().to_vec())
-                    .unwrap_or_default(),
-            );
+            code.push(ctx.compiled_code().map(|c| c.code_buffer().to_vec()).unwrap_or_default());
         }
         module.clear_context(&mut ctx);
         ids.push(id);
     }
-    module
-        .finalize_definitions()
-        .map_err(|e| CodegenError::Isa(e.to_string()))?;
+    module.finalize_definitions().map_err(|e| CodegenError::Isa(e.to_string()))?;
     let functions = ids
         .into_iter()
         .map(|id| {
@@ -193,13 +161,7 @@ pub fn lower_to_clif(
             unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
         })
         .collect();
-    Ok(CompiledProgram {
-        module: Some(module),
-        functions,
-        clif,
-        code,
-        fma,
-    })
+    Ok(CompiledProgram { module: Some(module), functions, clif, code, fma })
 }
 
 /// The state of lowering one kernel.
@@ -223,13 +185,7 @@ pub(crate) struct Fx<'a, 'f> {
     hi: Value,
 }
 
-fn emit_kernel(
-    b: &mut FunctionBuilder<'_>,
-    prog: &Program,
-    kernel: &Kernel,
-    math: math::Funcs,
-    fma: bool,
-) {
+fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, math: math::Funcs, fma: bool) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -243,9 +199,7 @@ fn emit_kernel(
         let offset = (prog.offsets[buf] * 4) as i64;
         let mut p = b.ins().iadd_imm_s(base, offset);
         if prog.buffers[buf].per_thread {
-            let t = b
-                .ins()
-                .imul_imm_s(thread, (prog.buffers[buf].len * 4) as i64);
+            let t = b.ins().imul_imm_s(thread, (prog.buffers[buf].len * 4) as i64);
             p = b.ins().iadd(p, t);
         }
         bufptr.insert(buf, p);
@@ -293,10 +247,7 @@ impl Fx<'_, '_> {
         if self.written.contains(&buf) {
             MemFlagsData::new().with_notrap()
         } else {
-            MemFlagsData::new()
-                .with_notrap()
-                .with_readonly()
-                .with_can_move()
+            MemFlagsData::new().with_notrap().with_readonly().with_can_move()
         }
     }
 
@@ -320,13 +271,7 @@ impl Fx<'_, '_> {
     }
 
     /// A top-tested counted loop `for i in (start..end).step_by(step)`.
-    pub(crate) fn counted_loop(
-        &mut self,
-        start: Value,
-        end: Value,
-        step: i64,
-        mut body: impl FnMut(&mut Self, Value),
-    ) {
+    pub(crate) fn counted_loop(&mut self, start: Value, end: Value, step: i64, mut body: impl FnMut(&mut Self, Value)) {
         let header = self.b.create_block();
         let body_block = self.b.create_block();
         let exit = self.b.create_block();
@@ -352,11 +297,7 @@ impl Fx<'_, '_> {
             Idx::Const(c) => self.iconst(*c),
             Idx::Var(v) => {
                 let x = self.vars[v];
-                if Some(*v) == self.lane && lane != 0 {
-                    self.b.ins().iadd_imm_s(x, lane)
-                } else {
-                    x
-                }
+                if Some(*v) == self.lane && lane != 0 { self.b.ins().iadd_imm_s(x, lane) } else { x }
             }
             Idx::Add(a, b) => {
                 let (a, b) = (self.idx(a, lane), self.idx(b, lane));
@@ -606,12 +547,7 @@ impl Fx<'_, '_> {
     fn stmt(&mut self, s: &Stmt, vec: bool) {
         match s {
             Stmt::Loop(l) => self.lower_loop(l, vec),
-            Stmt::Store {
-                buf,
-                idx,
-                val,
-                accumulate,
-            } => self.store(*buf, idx, val, *accumulate, vec),
+            Stmt::Store { buf, idx, val, accumulate } => self.store(*buf, idx, val, *accumulate, vec),
             Stmt::Let { acc, init } => {
                 let x = self.val(init, vec);
                 self.define_acc(*acc, x, vec);
@@ -634,17 +570,9 @@ impl Fx<'_, '_> {
                 let x = self.val(val, is_vec);
                 self.b.def_var(var, x);
             }
-            Stmt::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Stmt::If { cond, then, otherwise } => {
                 let c = self.cond(cond);
-                let (tb, eb, merge) = (
-                    self.b.create_block(),
-                    self.b.create_block(),
-                    self.b.create_block(),
-                );
+                let (tb, eb, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
                 self.b.ins().brif(c, tb, &[], eb, &[]);
                 self.b.switch_to_block(tb);
                 self.stmts(then, vec);
@@ -723,14 +651,7 @@ impl Fx<'_, '_> {
                     let saved_partials = std::mem::take(&mut self.partials);
                     for &(acc, op) in &outer {
                         if self.accs.contains_key(&acc) && !self.partials.contains_key(&acc) {
-                            let init = self.fconst(
-                                if op == RedOp::Max {
-                                    f32::NEG_INFINITY
-                                } else {
-                                    0.0
-                                },
-                                true,
-                            );
+                            let init = self.fconst(if op == RedOp::Max { f32::NEG_INFINITY } else { 0.0 }, true);
                             let var = self.b.declare_var(F32X4);
                             self.b.def_var(var, init);
                             self.partials.insert(acc, (var, op));
@@ -770,11 +691,7 @@ impl Fx<'_, '_> {
 }
 
 /// Accumulators reduced in `body` but declared outside it.
-fn collect_outer_reductions(
-    body: &[Stmt],
-    declared: &mut HashSet<AccId>,
-    out: &mut Vec<(AccId, RedOp)>,
-) {
+fn collect_outer_reductions(body: &[Stmt], declared: &mut HashSet<AccId>, out: &mut Vec<(AccId, RedOp)>) {
     for s in body {
         match s {
             Stmt::Let { acc, .. } => {
@@ -786,9 +703,7 @@ fn collect_outer_reductions(
                 }
             }
             Stmt::Loop(l) => collect_outer_reductions(&l.body, declared, out),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
+            Stmt::If { then, otherwise, .. } => {
                 collect_outer_reductions(then, declared, out);
                 collect_outer_reductions(otherwise, declared, out);
             }

@@ -7,9 +7,7 @@
 
 use super::*;
 use crate::graph::{Graph, NodeId};
-use crate::ops::{
-    Activation, BinaryOp, Conv2d, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd,
-};
+use crate::ops::{Activation, BinaryOp, Conv2d, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
 use crate::passes::fuse::{Fusion, GroupKind};
 use std::collections::HashMap;
 
@@ -29,11 +27,7 @@ pub enum BuildError {
 }
 
 /// The tile written by the builder; scheduling replaces it.
-const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer {
-    rows: 1,
-    vectors: 1,
-    unroll: 1,
-};
+const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
 const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1 };
 
 /// Lowers each fused group of `graph` to kernels at batch size `batch`.
@@ -62,9 +56,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
             GroupKind::Leaf => {
                 let id = group.nodes[0];
                 let node = graph.node(id);
-                let buf =
-                    b.prog
-                        .add_buffer(&node.name, node.shape.numel_at(batch), BufferKind::Leaf(id));
+                let buf = b.prog.add_buffer(&node.name, node.shape.numel_at(batch), BufferKind::Leaf(id));
                 b.value_buf.insert(id, buf);
             }
             GroupKind::Alias => {
@@ -77,11 +69,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
                 for &id in &group.nodes {
                     if fusion.materialized.contains(&id) {
                         let node = graph.node(id);
-                        let buf = b.prog.add_buffer(
-                            &node.name,
-                            node.shape.numel_at(batch),
-                            BufferKind::Value(id),
-                        );
+                        let buf = b.prog.add_buffer(&node.name, node.shape.numel_at(batch), BufferKind::Value(id));
                         b.value_buf.insert(id, buf);
                     }
                 }
@@ -102,11 +90,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
     if let Some(t) = &graph.training {
         for &(leaf, new) in &t.updates {
             let (Some(&l), Some(&n)) = (b.value_buf.get(&leaf), b.value_buf.get(&new)) else {
-                return Err(unsupported(
-                    graph,
-                    new,
-                    "an update node's value is not stored",
-                ));
+                return Err(unsupported(graph, new, "an update node's value is not stored"));
             };
             b.prog.updates.push((l, n));
         }
@@ -116,11 +100,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
 
 fn unsupported(graph: &Graph, id: NodeId, reason: impl Into<String>) -> BuildError {
     let node = graph.node(id);
-    BuildError::Unsupported {
-        name: node.name.clone(),
-        op: node.op.mnemonic(),
-        reason: reason.into(),
-    }
+    BuildError::Unsupported { name: node.name.clone(), op: node.op.mnemonic(), reason: reason.into() }
 }
 
 struct Builder<'g> {
@@ -177,12 +157,7 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
     for s in body {
         match s {
             Stmt::Loop(l) => accesses(&l.body, reads, writes),
-            Stmt::Store {
-                buf,
-                idx: i,
-                val: v,
-                accumulate,
-            } => {
+            Stmt::Store { buf, idx: i, val: v, accumulate } => {
                 writes.push(*buf);
                 if *accumulate {
                     reads.push(*buf);
@@ -190,14 +165,8 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
                 idx(i, reads);
                 val(v, reads);
             }
-            Stmt::Let { init: v, .. } | Stmt::Reduce { val: v, .. } | Stmt::Set { val: v, .. } => {
-                val(v, reads)
-            }
-            Stmt::If {
-                cond: c,
-                then,
-                otherwise,
-            } => {
+            Stmt::Let { init: v, .. } | Stmt::Reduce { val: v, .. } | Stmt::Set { val: v, .. } => val(v, reads),
+            Stmt::If { cond: c, then, otherwise } => {
                 cond(c, reads);
                 accesses(then, reads, writes);
                 accesses(otherwise, reads, writes);
@@ -234,16 +203,7 @@ fn make_kernel(name: String, nodes: Vec<NodeId>, body: Vec<Stmt>, flops: u64) ->
     reads.dedup();
     writes.sort();
     writes.dedup();
-    Kernel {
-        name,
-        nodes,
-        body,
-        reads,
-        writes,
-        in_place: Vec::new(),
-        flops,
-        threads: 1,
-    }
+    Kernel { name, nodes, body, reads, writes, in_place: Vec::new(), flops, threads: 1 }
 }
 
 /// The expression of `a(x)`, matching [`Activation::apply`].
@@ -252,16 +212,10 @@ pub(crate) fn activation_expr(a: Activation, x: Val) -> Val {
     let pos = |x: &Val| Cond::val(Cmp::Gt, x.clone(), Val::Const(0.0));
     match a {
         Activation::Relu => x.un(UnOp::Relu),
-        Activation::Sigmoid => {
-            Val::Const(1.0).div(Val::Const(1.0).add(x.un(UnOp::Neg).un(UnOp::Exp)))
-        }
+        Activation::Sigmoid => Val::Const(1.0).div(Val::Const(1.0).add(x.un(UnOp::Neg).un(UnOp::Exp))),
         Activation::Tanh => x.un(UnOp::Tanh),
         Activation::LeakyRelu(s) => Val::select(pos(&x), x.clone(), Val::Const(s).mul(x)),
-        Activation::Elu(s) => Val::select(
-            pos(&x),
-            x.clone(),
-            Val::Const(s).mul(x.un(UnOp::Exp).sub(Val::Const(1.0))),
-        ),
+        Activation::Elu(s) => Val::select(pos(&x), x.clone(), Val::Const(s).mul(x.un(UnOp::Exp).sub(Val::Const(1.0)))),
         Activation::Step => Val::select(pos(&x), Val::Const(1.0), zero()),
     }
 }
@@ -280,11 +234,7 @@ pub(crate) fn activation_grad_expr(a: Activation, x: Val, dy: Val) -> Val {
             Val::Const(1.0).sub(t.clone().mul(t)).mul(dy)
         }
         Activation::LeakyRelu(s) => Val::select(pos(&x), dy.clone(), Val::Const(s).mul(dy)),
-        Activation::Elu(s) => Val::select(
-            pos(&x),
-            dy.clone(),
-            Val::Const(s).mul(x.un(UnOp::Exp)).mul(dy),
-        ),
+        Activation::Elu(s) => Val::select(pos(&x), dy.clone(), Val::Const(s).mul(x.un(UnOp::Exp)).mul(dy)),
         Activation::Step => Val::Const(0.0).mul(dy),
     }
 }
@@ -322,10 +272,7 @@ fn contiguous_strides(dims: &[usize]) -> Vec<i64> {
 
 /// The largest divisor of `n` that is at most `cap`.
 fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
-    (1..=cap.min(n).max(1))
-        .rev()
-        .find(|d| n % d == 0)
-        .unwrap_or(1)
+    (1..=cap.min(n).max(1)).rev().find(|d| n % d == 0).unwrap_or(1)
 }
 
 impl Builder<'_> {
@@ -344,10 +291,7 @@ impl Builder<'_> {
     }
 
     fn buf(&self, id: NodeId) -> Result<BufId, BuildError> {
-        self.value_buf
-            .get(&id)
-            .copied()
-            .ok_or_else(|| unsupported(self.graph, id, "its value is not stored"))
+        self.value_buf.get(&id).copied().ok_or_else(|| unsupported(self.graph, id, "its value is not stored"))
     }
 
     fn scratch(&mut self, name: String, len: usize, per_thread: bool) -> BufId {
@@ -357,21 +301,15 @@ impl Builder<'_> {
     }
 
     fn table_i32(&mut self, name: String, data: Vec<i32>) -> BufId {
-        self.prog
-            .add_buffer(name, data.len(), BufferKind::ConstI32(data))
+        self.prog.add_buffer(name, data.len(), BufferKind::ConstI32(data))
     }
 
     fn table_f32(&mut self, name: String, data: Vec<f32>) -> BufId {
-        self.prog
-            .add_buffer(name, data.len(), BufferKind::ConstF32(data))
+        self.prog.add_buffer(name, data.len(), BufferKind::ConstF32(data))
     }
 
     fn name_of(&self, nodes: &[NodeId]) -> String {
-        nodes
-            .iter()
-            .map(|&n| self.graph.node(n).name.as_str())
-            .collect::<Vec<_>>()
-            .join("+")
+        nodes.iter().map(|&n| self.graph.node(n).name.as_str()).collect::<Vec<_>>().join("+")
     }
 
     // ------------------------------------------------------------------
@@ -404,31 +342,21 @@ impl Builder<'_> {
             } else {
                 None
             };
-            strides.push(s.ok_or_else(|| {
-                unsupported(
-                    graph,
-                    last,
-                    format!("operand shape {od:?} does not broadcast"),
-                )
-            })?);
+            strides
+                .push(s.ok_or_else(|| unsupported(graph, last, format!("operand shape {od:?} does not broadcast")))?);
         }
         let out_strides = contiguous_strides(&domain);
         // Collapse adjacent axes that are contiguous for every operand.
         let mut axes: Vec<(usize, Vec<i64>, i64)> = Vec::new(); // (len, operand strides, out stride)
         for k in 0..domain.len() {
-            axes.push((
-                domain[k],
-                strides.iter().map(|s| s[k]).collect(),
-                out_strides[k],
-            ));
+            axes.push((domain[k], strides.iter().map(|s| s[k]).collect(), out_strides[k]));
         }
         axes.retain(|a| a.0 != 1);
         let mut collapsed: Vec<(usize, Vec<i64>, i64)> = Vec::new();
         for a in axes {
             if let Some(prev) = collapsed.last_mut() {
                 let len = a.0 as i64;
-                let mergeable =
-                    prev.2 == a.2 * len && prev.1.iter().zip(&a.1).all(|(p, q)| *p == q * len);
+                let mergeable = prev.2 == a.2 * len && prev.1.iter().zip(&a.1).all(|(p, q)| *p == q * len);
                 if mergeable {
                     prev.0 *= a.0;
                     prev.1 = a.1.clone();
@@ -440,10 +368,7 @@ impl Builder<'_> {
         }
         let vars: Vec<VarId> = collapsed.iter().map(|_| self.var()).collect();
         let index = |sel: &dyn Fn(&(usize, Vec<i64>, i64)) -> i64| {
-            collapsed
-                .iter()
-                .zip(&vars)
-                .fold(Idx::Const(0), |acc, (a, &v)| acc + Idx::var(v) * sel(a))
+            collapsed.iter().zip(&vars).fold(Idx::Const(0), |acc, (a, &v)| acc + Idx::var(v) * sel(a))
         };
         let mut value: HashMap<NodeId, Val> = HashMap::new();
         for (k, &o) in operands.iter().enumerate() {
@@ -469,11 +394,7 @@ impl Builder<'_> {
                     arg(1),
                 ),
                 Op::Neg => arg(0).un(UnOp::Neg),
-                Op::SgdMomentum(s) => {
-                    Val::Const(s.momentum)
-                        .mul(arg(2))
-                        .add(decayed_grad(arg(0), arg(1), s))
-                }
+                Op::SgdMomentum(s) => Val::Const(s.momentum).mul(arg(2)).add(decayed_grad(arg(0), arg(1), s)),
                 Op::SgdStep(s) => {
                     let d = decayed_grad(arg(0), arg(1), s);
                     let d = match node.inputs.len() {
@@ -500,9 +421,7 @@ impl Builder<'_> {
         let mut k = make_kernel(self.name_of(nodes), nodes.to_vec(), body, flops);
         // Same-index operands may share storage with outputs.
         for (i, &o) in operands.iter().enumerate() {
-            if strides[i] == contiguous_strides(&domain)
-                && self.dims(o).iter().product::<usize>() == numel
-            {
+            if strides[i] == contiguous_strides(&domain) && self.dims(o).iter().product::<usize>() == numel {
                 for &n in nodes {
                     if let Some(&out) = self.value_buf.get(&n) {
                         k.in_place.push((self.buf(o)?, out));
@@ -521,12 +440,7 @@ impl Builder<'_> {
         let anchor = nodes[0];
         let node = graph.node(anchor);
         let name = self.name_of(nodes);
-        let mut finish = Finish {
-            out: 0,
-            activation: None,
-            pre: None,
-            mask: None,
-        };
+        let mut finish = Finish { out: 0, activation: None, pre: None, mask: None };
         let epilogue = nodes.get(1).copied();
         match epilogue.map(|e| &graph.node(e).op) {
             Some(Op::Activate(a)) => {
@@ -580,11 +494,7 @@ impl Builder<'_> {
     }
 
     /// Nested loops over `dims` (outermost first); `body` gets the indices.
-    fn loops(
-        &mut self,
-        dims: &[usize],
-        body: impl FnOnce(&mut Self, &[Idx]) -> Vec<Stmt>,
-    ) -> Vec<Stmt> {
+    fn loops(&mut self, dims: &[usize], body: impl FnOnce(&mut Self, &[Idx]) -> Vec<Stmt>) -> Vec<Stmt> {
         let vars: Vec<VarId> = dims.iter().map(|_| self.var()).collect();
         let idx: Vec<Idx> = vars.iter().map(|&v| Idx::var(v)).collect();
         let mut out = body(self, &idx);
@@ -603,19 +513,13 @@ impl Builder<'_> {
         let out = finish.out;
         vec![self.loop_over(len, |_, e| {
             let i = base.clone() + e;
-            vec![Stmt::store(
-                out,
-                i.clone(),
-                activation_grad_expr(a, Val::load(x, i.clone()), Val::load(out, i)),
-            )]
+            vec![Stmt::store(out, i.clone(), activation_grad_expr(a, Val::load(x, i.clone()), Val::load(out, i)))]
         })]
     }
 
     /// Zeroes `len` elements of `buf` from `base`.
     fn zero_pass(&mut self, buf: BufId, base: Idx, len: usize) -> Stmt {
-        self.loop_over(len, |_, e| {
-            vec![Stmt::store(buf, base + e, Val::Const(0.0))]
-        })
+        self.loop_over(len, |_, e| vec![Stmt::store(buf, base + e, Val::Const(0.0))])
     }
 
     /// The epilogue of a forward GEMM writing into `finish`.
@@ -630,15 +534,7 @@ impl Builder<'_> {
     }
 
     /// Writes image `n`'s im2col matrix `[C*KH*KW, OH*OW]` into `col`.
-    fn im2col(
-        &mut self,
-        c: &Conv2d,
-        xd: &[usize],
-        yd: &[usize],
-        x: BufId,
-        n: Idx,
-        col: BufId,
-    ) -> Vec<Stmt> {
+    fn im2col(&mut self, c: &Conv2d, xd: &[usize], yd: &[usize], x: BufId, n: Idx, col: BufId) -> Vec<Stmt> {
         let (ch, h, w) = (xd[1], xd[2] as i64, xd[3] as i64);
         let (oh, ow) = (yd[2], yd[3]);
         let [kh, kw] = c.kernel;
@@ -682,41 +578,17 @@ impl Builder<'_> {
         let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
         let col = self.scratch(format!("{}.im2col", self.graph.node(id).name), k * p, true);
         let out = finish.out;
-        let epi_finish = Finish {
-            out,
-            activation: finish.activation,
-            pre: finish.pre,
-            mask: None,
-        };
+        let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let body = vec![self.loop_over(xd[0], |b, n| {
             let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
-            let cm = MatrixRef {
-                buf: out,
-                offset: n * (o * p),
-                row_stride: p as i64,
-                col_stride: 1,
-            };
-            let epilogue = b.forward_epilogue(
-                &epi_finish,
-                &cm,
-                bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))),
-            );
+            let cm = MatrixRef { buf: out, offset: n * (o * p), row_stride: p as i64, col_stride: 1 };
+            let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
             s.push(Stmt::Gemm(Box::new(Gemm {
                 m: o,
                 n: p,
                 k,
-                a: MatrixRef {
-                    buf: w,
-                    offset: Idx::Const(0),
-                    row_stride: k as i64,
-                    col_stride: 1,
-                },
-                b: MatrixRef {
-                    buf: col,
-                    offset: Idx::Const(0),
-                    row_stride: p as i64,
-                    col_stride: 1,
-                },
+                a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 },
+                b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
                 c: cm,
                 epilogue,
                 tile: UNSCHEDULED_OUTER,
@@ -747,24 +619,9 @@ impl Builder<'_> {
                 m: k,
                 n: p,
                 k: o,
-                a: MatrixRef {
-                    buf: w,
-                    offset: Idx::Const(0),
-                    row_stride: 1,
-                    col_stride: k as i64,
-                },
-                b: MatrixRef {
-                    buf: dy,
-                    offset: n.clone() * (o * p),
-                    row_stride: p as i64,
-                    col_stride: 1,
-                },
-                c: MatrixRef {
-                    buf: dcol,
-                    offset: Idx::Const(0),
-                    row_stride: p as i64,
-                    col_stride: 1,
-                },
+                a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: 1, col_stride: k as i64 },
+                b: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
+                c: MatrixRef { buf: dcol, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
                 epilogue: Epilogue::default(),
                 tile: UNSCHEDULED_OUTER,
             }))];
@@ -773,10 +630,8 @@ impl Builder<'_> {
             let padded = c.padding != [0, 0];
             s.extend(b.loops(&[ch, kh, kw, oh, ow], |_, i| {
                 let (ci, ky, kx, oy, ox) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
-                let iy =
-                    oy.clone() * c.stride[0] + ky.clone() * c.dilation[0] - c.padding[0] as i64;
-                let ix =
-                    ox.clone() * c.stride[1] + kx.clone() * c.dilation[1] - c.padding[1] as i64;
+                let iy = oy.clone() * c.stride[0] + ky.clone() * c.dilation[0] - c.padding[0] as i64;
+                let ix = ox.clone() * c.stride[1] + kx.clone() * c.dilation[1] - c.padding[1] as i64;
                 let pp = (ci.clone() * kh + ky.clone()) * kw + kx.clone();
                 let src = Val::load(dcol, pp * (p as i64) + oy.clone() * ow + ox.clone());
                 let plane = base.clone() + ci.clone() * (h * wi);
@@ -816,11 +671,8 @@ impl Builder<'_> {
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
         let col = self.scratch(format!("{node_name}.im2col"), k * p, true);
-        let target = if chunks > 1 {
-            self.scratch(format!("{node_name}.partials"), chunks * o * k, false)
-        } else {
-            out
-        };
+        let target =
+            if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
         let body = vec![self.loop_over(chunks, |b, q| {
             let base = q.clone() * (o * k);
@@ -832,28 +684,10 @@ impl Builder<'_> {
                     m: o,
                     n: k,
                     k: p,
-                    a: MatrixRef {
-                        buf: dy,
-                        offset: n * (o * p),
-                        row_stride: p as i64,
-                        col_stride: 1,
-                    },
-                    b: MatrixRef {
-                        buf: col,
-                        offset: Idx::Const(0),
-                        row_stride: 1,
-                        col_stride: p as i64,
-                    },
-                    c: MatrixRef {
-                        buf: target,
-                        offset: base.clone(),
-                        row_stride: k as i64,
-                        col_stride: 1,
-                    },
-                    epilogue: Epilogue {
-                        accumulate: true,
-                        ..Epilogue::default()
-                    },
+                    a: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
+                    b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: 1, col_stride: p as i64 },
+                    c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
+                    epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                     tile: UNSCHEDULED_DOT,
                 })));
                 s
@@ -866,26 +700,14 @@ impl Builder<'_> {
             let body = vec![self.loop_over(len, |b, e| {
                 let acc = b.acc();
                 vec![
-                    Stmt::Let {
-                        acc,
-                        init: Val::load(target, e.clone()),
-                    },
+                    Stmt::Let { acc, init: Val::load(target, e.clone()) },
                     b.loop_over(chunks - 1, |_, q| {
-                        vec![Stmt::Reduce {
-                            acc,
-                            op: RedOp::Add,
-                            val: Val::load(target, (q + 1i64) * len + e.clone()),
-                        }]
+                        vec![Stmt::Reduce { acc, op: RedOp::Add, val: Val::load(target, (q + 1i64) * len + e.clone()) }]
                     }),
                     Stmt::store(out, e, Val::Acc(acc)),
                 ]
             })];
-            kernels.push(make_kernel(
-                format!("{name}.combine"),
-                nodes.to_vec(),
-                body,
-                (chunks * len) as u64,
-            ));
+            kernels.push(make_kernel(format!("{name}.combine"), nodes.to_vec(), body, (chunks * len) as u64));
         }
         Ok(kernels)
     }
@@ -897,48 +719,24 @@ impl Builder<'_> {
         (d.iter().product::<usize>() / cols.max(1), cols)
     }
 
-    fn linear(
-        &mut self,
-        id: NodeId,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn linear(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<(Vec<Stmt>, u64), BuildError> {
         let (rows, inf) = self.rows_cols(ins[0]);
         let (_, outf) = self.rows_cols(id);
         let (x, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let bias = ins.get(2).map(|&b| self.buf(b)).transpose()?;
-        let cm = MatrixRef {
-            buf: finish.out,
-            offset: Idx::Const(0),
-            row_stride: outf as i64,
-            col_stride: 1,
-        };
-        let epilogue =
-            self.forward_epilogue(finish, &cm, bias.map(|b| Bias::PerColumn(b, Idx::Const(0))));
+        let cm = MatrixRef { buf: finish.out, offset: Idx::Const(0), row_stride: outf as i64, col_stride: 1 };
+        let epilogue = self.forward_epilogue(finish, &cm, bias.map(|b| Bias::PerColumn(b, Idx::Const(0))));
         let g = Gemm {
             m: rows,
             n: outf,
             k: inf,
-            a: MatrixRef {
-                buf: x,
-                offset: Idx::Const(0),
-                row_stride: inf as i64,
-                col_stride: 1,
-            },
-            b: MatrixRef {
-                buf: w,
-                offset: Idx::Const(0),
-                row_stride: 1,
-                col_stride: inf as i64,
-            },
+            a: MatrixRef { buf: x, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
+            b: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: 1, col_stride: inf as i64 },
             c: cm,
             epilogue,
             tile: UNSCHEDULED_DOT,
         };
-        Ok((
-            vec![Stmt::Gemm(Box::new(g))],
-            2 * (rows * inf * outf) as u64,
-        ))
+        Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
     }
 
     fn linear_grad_input(
@@ -950,28 +748,13 @@ impl Builder<'_> {
         let (rows, outf) = self.rows_cols(ins[0]);
         let (_, inf) = self.rows_cols(id);
         let (dy, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
-        let cm = MatrixRef {
-            buf: finish.out,
-            offset: Idx::Const(0),
-            row_stride: inf as i64,
-            col_stride: 1,
-        };
+        let cm = MatrixRef { buf: finish.out, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 };
         let g = Gemm {
             m: rows,
             n: inf,
             k: outf,
-            a: MatrixRef {
-                buf: dy,
-                offset: Idx::Const(0),
-                row_stride: outf as i64,
-                col_stride: 1,
-            },
-            b: MatrixRef {
-                buf: w,
-                offset: Idx::Const(0),
-                row_stride: inf as i64,
-                col_stride: 1,
-            },
+            a: MatrixRef { buf: dy, offset: Idx::Const(0), row_stride: outf as i64, col_stride: 1 },
+            b: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
             c: cm.clone(),
             epilogue: Epilogue {
                 grad_mask: finish.mask.map(|(a, x)| (a, MatrixRef { buf: x, ..cm })),
@@ -979,10 +762,7 @@ impl Builder<'_> {
             },
             tile: UNSCHEDULED_OUTER,
         };
-        Ok((
-            vec![Stmt::Gemm(Box::new(g))],
-            2 * (rows * inf * outf) as u64,
-        ))
+        Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
     }
 
     fn linear_grad_weight(
@@ -998,31 +778,13 @@ impl Builder<'_> {
             m: outf,
             n: inf,
             k: rows,
-            a: MatrixRef {
-                buf: dy,
-                offset: Idx::Const(0),
-                row_stride: 1,
-                col_stride: outf as i64,
-            },
-            b: MatrixRef {
-                buf: x,
-                offset: Idx::Const(0),
-                row_stride: inf as i64,
-                col_stride: 1,
-            },
-            c: MatrixRef {
-                buf: finish.out,
-                offset: Idx::Const(0),
-                row_stride: inf as i64,
-                col_stride: 1,
-            },
+            a: MatrixRef { buf: dy, offset: Idx::Const(0), row_stride: 1, col_stride: outf as i64 },
+            b: MatrixRef { buf: x, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
+            c: MatrixRef { buf: finish.out, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
             epilogue: Epilogue::default(),
             tile: UNSCHEDULED_OUTER,
         };
-        Ok((
-            vec![Stmt::Gemm(Box::new(g))],
-            2 * (rows * inf * outf) as u64,
-        ))
+        Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
     }
 
     fn bias_grad(
@@ -1040,17 +802,10 @@ impl Builder<'_> {
         let out = finish.out;
         let body = vec![self.loop_over(mid, |b, c| {
             let acc = b.acc();
-            let mut s = vec![Stmt::Let {
-                acc,
-                init: Val::Const(0.0),
-            }];
+            let mut s = vec![Stmt::Let { acc, init: Val::Const(0.0) }];
             s.extend(b.loops(&[outer, inner], |_, i| {
                 let at = (i[0].clone() * mid + c.clone()) * inner + i[1].clone();
-                vec![Stmt::Reduce {
-                    acc,
-                    op: RedOp::Add,
-                    val: Val::load(dy, at),
-                }]
+                vec![Stmt::Reduce { acc, op: RedOp::Add, val: Val::load(dy, at) }]
             }));
             s.push(Stmt::store(out, c, Val::Acc(acc)));
             s
@@ -1082,10 +837,7 @@ impl Builder<'_> {
             let (nc, oy, ox) = (i[0].clone(), i[1].clone(), i[2].clone());
             let acc = b.acc();
             let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
-            let mut s = vec![Stmt::Let {
-                acc,
-                init: Val::Const(init),
-            }];
+            let mut s = vec![Stmt::Let { acc, init: Val::Const(init) }];
             s.extend(b.loops(&[pl.kernel[0], pl.kernel[1]], |_, k| {
                 let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
                 let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
@@ -1100,25 +852,14 @@ impl Builder<'_> {
                 } else {
                     Val::load(x, plane + iy * w + ix)
                 };
-                vec![Stmt::Reduce {
-                    acc,
-                    op: if is_max { RedOp::Max } else { RedOp::Add },
-                    val,
-                }]
+                vec![Stmt::Reduce { acc, op: if is_max { RedOp::Max } else { RedOp::Add }, val }]
             }));
-            let result = if is_max {
-                Val::Acc(acc)
-            } else {
-                Val::Acc(acc).div(Val::Const(divisor))
-            };
+            let result = if is_max { Val::Acc(acc) } else { Val::Acc(acc).div(Val::Const(divisor)) };
             let at = (nc * oh + oy) * ow + ox;
             s.push(Stmt::store(out, at, result));
             s
         });
-        Ok((
-            body,
-            (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1]) as u64,
-        ))
+        Ok((body, (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1]) as u64))
     }
 
     fn max_pool_grad(
@@ -1141,46 +882,29 @@ impl Builder<'_> {
                 let (oy, ox) = (i[0].clone(), i[1].clone());
                 let (m, found) = (b.acc(), b.acc());
                 let tap = |k: &[Idx]| {
-                    let iy =
-                        Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
-                    let ix =
-                        Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
-                    let at =
-                        base.clone() + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                    let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
+                    let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
+                    let at = base.clone() + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
                     (Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, w)), at)
                 };
-                let mut s = vec![Stmt::Let {
-                    acc: m,
-                    init: Val::Const(f32::NEG_INFINITY),
-                }];
+                let mut s = vec![Stmt::Let { acc: m, init: Val::Const(f32::NEG_INFINITY) }];
                 s.extend(b.loops(&pl.kernel, |_, k| {
                     let (valid, at) = tap(k);
                     let v = Val::select(valid, Val::load(x, at), Val::Const(f32::NEG_INFINITY));
-                    vec![Stmt::Reduce {
-                        acc: m,
-                        op: RedOp::Max,
-                        val: v,
-                    }]
+                    vec![Stmt::Reduce { acc: m, op: RedOp::Max, val: v }]
                 }));
-                s.push(Stmt::Let {
-                    acc: found,
-                    init: Val::Const(0.0),
-                });
+                s.push(Stmt::Let { acc: found, init: Val::Const(0.0) });
                 let g = Val::load(dy, (nc.clone() * oh + oy.clone()) * ow + ox.clone());
                 s.extend(b.loops(&pl.kernel, |_, k| {
                     let (valid, at) = tap(k);
-                    let hit = valid
-                        .and(Cond::val(Cmp::Eq, Val::load(x, at.clone()), Val::Acc(m)))
-                        .and(Cond::val(Cmp::Eq, Val::Acc(found), Val::Const(0.0)));
+                    let hit = valid.and(Cond::val(Cmp::Eq, Val::load(x, at.clone()), Val::Acc(m))).and(Cond::val(
+                        Cmp::Eq,
+                        Val::Acc(found),
+                        Val::Const(0.0),
+                    ));
                     vec![Stmt::If {
                         cond: hit,
-                        then: vec![
-                            Stmt::store_add(out, at, g.clone()),
-                            Stmt::Set {
-                                acc: found,
-                                val: Val::Const(1.0),
-                            },
-                        ],
+                        then: vec![Stmt::store_add(out, at, g.clone()), Stmt::Set { acc: found, val: Val::Const(1.0) }],
                         otherwise: vec![],
                     }]
                 }));
@@ -1189,10 +913,7 @@ impl Builder<'_> {
             s.extend(b.mask_pass(finish, base, plane));
             s
         })];
-        Ok((
-            body,
-            (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1] * 2) as u64,
-        ))
+        Ok((body, (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1] * 2) as u64))
     }
 
     fn avg_pool_grad(
@@ -1214,15 +935,11 @@ impl Builder<'_> {
             let mut s = vec![b.zero_pass(out, base.clone(), plane)];
             s.extend(b.loops(&[oh, ow], |b, i| {
                 let (oy, ox) = (i[0].clone(), i[1].clone());
-                let g = Val::load(dy, (nc.clone() * oh + oy.clone()) * ow + ox.clone())
-                    .div(Val::Const(divisor));
+                let g = Val::load(dy, (nc.clone() * oh + oy.clone()) * ow + ox.clone()).div(Val::Const(divisor));
                 b.loops(&pl.kernel, |_, k| {
-                    let iy =
-                        Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
-                    let ix =
-                        Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
-                    let at =
-                        base.clone() + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                    let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
+                    let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
+                    let at = base.clone() + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
                     vec![Stmt::If {
                         cond: Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, w)),
                         then: vec![Stmt::store_add(out, at, g.clone())],
@@ -1233,22 +950,12 @@ impl Builder<'_> {
             s.extend(b.mask_pass(finish, base, plane));
             s
         })];
-        Ok((
-            body,
-            (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1]) as u64,
-        ))
+        Ok((body, (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1]) as u64))
     }
 
     /// Per destination position along one axis: source taps and weights.
-    fn resize_taps(
-        r: &Resize,
-        axis: usize,
-        in_len: usize,
-        out_len: usize,
-    ) -> Vec<(usize, usize, f32, f32)> {
-        (0..out_len)
-            .map(|dst| resize_tap(r, axis, dst, in_len, out_len))
-            .collect()
+    fn resize_taps(r: &Resize, axis: usize, in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
+        (0..out_len).map(|dst| resize_tap(r, axis, dst, in_len, out_len)).collect()
     }
 
     fn resize(
@@ -1273,21 +980,15 @@ impl Builder<'_> {
             let at = |ty: BufId, tx: BufId| {
                 Val::load(
                     x,
-                    plane.clone()
-                        + Idx::Table(ty, Box::new(oy.clone())) * w
-                        + Idx::Table(tx, Box::new(ox.clone())),
+                    plane.clone() + Idx::Table(ty, Box::new(oy.clone())) * w + Idx::Table(tx, Box::new(ox.clone())),
                 )
             };
             let v = match r.mode {
                 ResizeMode::Nearest => at(t.y0, t.x0),
                 ResizeMode::Bilinear => {
                     let wgt = |tb: BufId, i: &Idx| Val::load(tb, i.clone());
-                    let row0 = wgt(t.wx0, &ox)
-                        .mul(at(t.y0, t.x0))
-                        .add(wgt(t.wx1, &ox).mul(at(t.y0, t.x1)));
-                    let row1 = wgt(t.wx0, &ox)
-                        .mul(at(t.y1, t.x0))
-                        .add(wgt(t.wx1, &ox).mul(at(t.y1, t.x1)));
+                    let row0 = wgt(t.wx0, &ox).mul(at(t.y0, t.x0)).add(wgt(t.wx1, &ox).mul(at(t.y0, t.x1)));
+                    let row1 = wgt(t.wx0, &ox).mul(at(t.y1, t.x0)).add(wgt(t.wx1, &ox).mul(at(t.y1, t.x1)));
                     wgt(t.hy0, &oy).mul(row0).add(wgt(t.hy1, &oy).mul(row1))
                 }
             };
@@ -1344,9 +1045,7 @@ impl Builder<'_> {
                 let (oy, ox) = (i[0].clone(), i[1].clone());
                 let g = Val::load(dy, (nc.clone() * oh + oy.clone()) * ow + ox.clone());
                 let at = |ty: BufId, tx: BufId| {
-                    base.clone()
-                        + Idx::Table(ty, Box::new(oy.clone())) * w
-                        + Idx::Table(tx, Box::new(ox.clone()))
+                    base.clone() + Idx::Table(ty, Box::new(oy.clone())) * w + Idx::Table(tx, Box::new(ox.clone()))
                 };
                 match r.mode {
                     ResizeMode::Nearest => vec![Stmt::store_add(out, at(t.y0, t.x0), g)],
@@ -1359,11 +1058,7 @@ impl Builder<'_> {
                             (t.y1, t.hy1, t.x0, t.wx0),
                             (t.y1, t.hy1, t.x1, t.wx1),
                         ] {
-                            s.push(Stmt::store_add(
-                                out,
-                                at(yt, xt),
-                                wgt(hw, &oy).mul(wgt(ww, &ox)).mul(g.clone()),
-                            ));
+                            s.push(Stmt::store_add(out, at(yt, xt), wgt(hw, &oy).mul(wgt(ww, &ox)).mul(g.clone())));
                         }
                         s
                     }
@@ -1375,29 +1070,18 @@ impl Builder<'_> {
         Ok((body, (yd.iter().product::<usize>() * 8) as u64))
     }
 
-    fn sum_to(
-        &mut self,
-        id: NodeId,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn sum_to(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<(Vec<Stmt>, u64), BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(id));
         let x = self.buf(ins[0])?;
         let out = finish.out;
-        let strides = broadcast_strides(&yd, &xd)
-            .ok_or_else(|| unsupported(self.graph, id, "shape does not broadcast"))?;
+        let strides =
+            broadcast_strides(&yd, &xd).ok_or_else(|| unsupported(self.graph, id, "shape does not broadcast"))?;
         let xs = contiguous_strides(&xd);
         let total: usize = yd.iter().product();
         let mut body = vec![self.zero_pass(out, Idx::Const(0), total)];
         body.extend(self.loops(&xd, |_, i| {
-            let to = i
-                .iter()
-                .zip(&strides)
-                .fold(Idx::Const(0), |a, (v, &s)| a + v.clone() * s);
-            let from = i
-                .iter()
-                .zip(&xs)
-                .fold(Idx::Const(0), |a, (v, &s)| a + v.clone() * s);
+            let to = i.iter().zip(&strides).fold(Idx::Const(0), |a, (v, &s)| a + v.clone() * s);
+            let from = i.iter().zip(&xs).fold(Idx::Const(0), |a, (v, &s)| a + v.clone() * s);
             vec![Stmt::store_add(out, to, Val::load(x, from))]
         }));
         Ok((body, xd.iter().product::<usize>() as u64))
@@ -1458,31 +1142,17 @@ impl Builder<'_> {
         Ok((body, 0))
     }
 
-    fn loss(
-        &mut self,
-        loss: Loss,
-        nodes: &[NodeId],
-        ins: &[NodeId],
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn loss(&mut self, loss: Loss, nodes: &[NodeId], ins: &[NodeId]) -> Result<(Vec<Stmt>, u64), BuildError> {
         let graph = self.graph;
-        let value_node = nodes
-            .iter()
-            .copied()
-            .find(|&n| matches!(graph.node(n).op, Op::LossValue(_)));
-        let grad_node = nodes
-            .iter()
-            .copied()
-            .find(|&n| matches!(graph.node(n).op, Op::LossGrad(_)));
+        let value_node = nodes.iter().copied().find(|&n| matches!(graph.node(n).op, Op::LossValue(_)));
+        let grad_node = nodes.iter().copied().find(|&n| matches!(graph.node(n).op, Op::LossGrad(_)));
         let value_buf = value_node.map(|n| self.buf(n)).transpose()?;
         let grad_buf = grad_node.map(|n| self.buf(n)).transpose()?;
         let (pred, target) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let pd = self.dims(ins[0]);
         let count: usize = pd.iter().product();
         let total = self.acc();
-        let mut body = vec![Stmt::Let {
-            acc: total,
-            init: Val::Const(0.0),
-        }];
+        let mut body = vec![Stmt::Let { acc: total, init: Val::Const(0.0) }];
         match loss {
             Loss::CrossEntropy => {
                 let (rows, classes) = (pd[0], pd.get(1).copied().unwrap_or(1));
@@ -1490,40 +1160,17 @@ impl Builder<'_> {
                     let (m, s, lse) = (b.acc(), b.acc(), b.acc());
                     let z = |c: &Idx| Val::load(pred, r.clone() * classes + c.clone());
                     let label = Val::load(target, r.clone());
-                    let is_label =
-                        |c: &Idx| Cond::val(Cmp::Eq, Val::FromIdx(c.clone()), label.clone());
-                    let mut st = vec![Stmt::Let {
-                        acc: m,
-                        init: Val::Const(f32::NEG_INFINITY),
-                    }];
+                    let is_label = |c: &Idx| Cond::val(Cmp::Eq, Val::FromIdx(c.clone()), label.clone());
+                    let mut st = vec![Stmt::Let { acc: m, init: Val::Const(f32::NEG_INFINITY) }];
+                    st.push(b.loop_over(classes, |_, c| vec![Stmt::Reduce { acc: m, op: RedOp::Max, val: z(&c) }]));
+                    st.push(Stmt::Let { acc: s, init: Val::Const(0.0) });
                     st.push(b.loop_over(classes, |_, c| {
-                        vec![Stmt::Reduce {
-                            acc: m,
-                            op: RedOp::Max,
-                            val: z(&c),
-                        }]
+                        vec![Stmt::Reduce { acc: s, op: RedOp::Add, val: z(&c).sub(Val::Acc(m)).un(UnOp::Exp) }]
                     }));
-                    st.push(Stmt::Let {
-                        acc: s,
-                        init: Val::Const(0.0),
-                    });
-                    st.push(b.loop_over(classes, |_, c| {
-                        vec![Stmt::Reduce {
-                            acc: s,
-                            op: RedOp::Add,
-                            val: z(&c).sub(Val::Acc(m)).un(UnOp::Exp),
-                        }]
-                    }));
-                    st.push(Stmt::Let {
-                        acc: lse,
-                        init: Val::Acc(m).add(Val::Acc(s).un(UnOp::Ln)),
-                    });
+                    st.push(Stmt::Let { acc: lse, init: Val::Acc(m).add(Val::Acc(s).un(UnOp::Ln)) });
                     if value_buf.is_some() {
                         let picked = b.acc();
-                        st.push(Stmt::Let {
-                            acc: picked,
-                            init: Val::Const(0.0),
-                        });
+                        st.push(Stmt::Let { acc: picked, init: Val::Const(0.0) });
                         st.push(b.loop_over(classes, |_, c| {
                             vec![Stmt::Reduce {
                                 acc: picked,
@@ -1531,17 +1178,12 @@ impl Builder<'_> {
                                 val: Val::select(is_label(&c), z(&c), Val::Const(0.0)),
                             }]
                         }));
-                        st.push(Stmt::Reduce {
-                            acc: total,
-                            op: RedOp::Add,
-                            val: Val::Acc(lse).sub(Val::Acc(picked)),
-                        });
+                        st.push(Stmt::Reduce { acc: total, op: RedOp::Add, val: Val::Acc(lse).sub(Val::Acc(picked)) });
                     }
                     if let Some(g) = grad_buf {
                         st.push(b.loop_over(classes, |_, c| {
                             let softmax = z(&c).sub(Val::Acc(lse)).un(UnOp::Exp);
-                            let onehot =
-                                Val::select(is_label(&c), Val::Const(1.0), Val::Const(0.0));
+                            let onehot = Val::select(is_label(&c), Val::Const(1.0), Val::Const(0.0));
                             vec![Stmt::store(
                                 g,
                                 r.clone() * classes + c,
@@ -1552,11 +1194,7 @@ impl Builder<'_> {
                     st
                 }));
                 if let Some(v) = value_buf {
-                    body.push(Stmt::store(
-                        v,
-                        Idx::Const(0),
-                        Val::Acc(total).div(Val::Const(rows as f32)),
-                    ));
+                    body.push(Stmt::store(v, Idx::Const(0), Val::Acc(total).div(Val::Const(rows as f32))));
                 }
             }
             Loss::Mse | Loss::Perceptron => {
@@ -1566,10 +1204,7 @@ impl Builder<'_> {
                     let mut st = Vec::new();
                     let (term, grad) = if loss == Loss::Mse {
                         let d = p.sub(t);
-                        (
-                            d.clone().mul(d.clone()),
-                            Val::Const(2.0).mul(d).div(Val::Const(n)),
-                        )
+                        (d.clone().mul(d.clone()), Val::Const(2.0).mul(d).div(Val::Const(n)))
                     } else {
                         let m = t.clone().un(UnOp::Neg).mul(p);
                         let pos = Cond::val(Cmp::Gt, m.clone(), Val::Const(0.0));
@@ -1579,11 +1214,7 @@ impl Builder<'_> {
                         )
                     };
                     if value_buf.is_some() {
-                        st.push(Stmt::Reduce {
-                            acc: total,
-                            op: RedOp::Add,
-                            val: term,
-                        });
+                        st.push(Stmt::Reduce { acc: total, op: RedOp::Add, val: term });
                     }
                     if let Some(g) = grad_buf {
                         st.push(Stmt::store(g, e, grad));
@@ -1591,11 +1222,7 @@ impl Builder<'_> {
                     st
                 }));
                 if let Some(v) = value_buf {
-                    body.push(Stmt::store(
-                        v,
-                        Idx::Const(0),
-                        Val::Acc(total).div(Val::Const(n)),
-                    ));
+                    body.push(Stmt::store(v, Idx::Const(0), Val::Acc(total).div(Val::Const(n))));
                 }
             }
         }
@@ -1617,11 +1244,7 @@ struct ResizeTables {
 
 /// `g + wd * p`, or `g` when there is no weight decay (PyTorch's rule).
 fn decayed_grad(p: Val, g: Val, s: &Sgd) -> Val {
-    if s.weight_decay != 0.0 {
-        g.add(Val::Const(s.weight_decay).mul(p))
-    } else {
-        g
-    }
+    if s.weight_decay != 0.0 { g.add(Val::Const(s.weight_decay).mul(p)) } else { g }
 }
 
 /// PyTorch's source-per-destination step for one axis.
@@ -1634,13 +1257,7 @@ fn resize_step(r: &Resize, axis: usize, in_len: usize, out_len: usize) -> f32 {
 
 /// One destination position's taps along one axis: `(i0, i1, w0, w1)`
 /// (PyTorch's `nearest` index in `i0`, or its bilinear taps and weights).
-fn resize_tap(
-    r: &Resize,
-    axis: usize,
-    dst: usize,
-    in_len: usize,
-    out_len: usize,
-) -> (usize, usize, f32, f32) {
+fn resize_tap(r: &Resize, axis: usize, dst: usize, in_len: usize, out_len: usize) -> (usize, usize, f32, f32) {
     match r.mode {
         ResizeMode::Nearest => {
             let i = if out_len == in_len {
@@ -1658,11 +1275,7 @@ fn resize_tap(
                 return (dst, dst, 1.0, 0.0);
             }
             let src = if r.align_corners {
-                let step = if out_len > 1 {
-                    (in_len - 1) as f32 / (out_len - 1) as f32
-                } else {
-                    0.0
-                };
+                let step = if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 };
                 step * dst as f32
             } else {
                 let step = resize_step(r, axis, in_len, out_len);

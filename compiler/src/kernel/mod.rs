@@ -90,19 +90,12 @@ impl Idx {
 
     /// `self` clamped to `[lo, hi]`.
     pub fn clamp(self, lo: i64, hi: i64) -> Idx {
-        Idx::Min(
-            Box::new(Idx::Max(Box::new(self), Box::new(Idx::Const(lo)))),
-            Box::new(Idx::Const(hi)),
-        )
+        Idx::Min(Box::new(Idx::Max(Box::new(self), Box::new(Idx::Const(lo)))), Box::new(Idx::Const(hi)))
     }
 
     /// Floor division by a positive constant.
     pub fn div(self, d: i64) -> Idx {
-        if d == 1 {
-            self
-        } else {
-            Idx::Div(Box::new(self), d)
-        }
+        if d == 1 { self } else { Idx::Div(Box::new(self), d) }
     }
 
     /// Remainder by a positive constant.
@@ -566,32 +559,17 @@ pub enum Stmt {
 impl Stmt {
     /// A loop statement.
     pub fn lp(var: VarId, extent: usize, mode: LoopMode, body: Vec<Stmt>) -> Stmt {
-        Stmt::Loop(Loop {
-            var,
-            extent,
-            mode,
-            body,
-        })
+        Stmt::Loop(Loop { var, extent, mode, body })
     }
 
     /// `buf[idx] = val`.
     pub fn store(buf: BufId, idx: Idx, val: Val) -> Stmt {
-        Stmt::Store {
-            buf,
-            idx,
-            val,
-            accumulate: false,
-        }
+        Stmt::Store { buf, idx, val, accumulate: false }
     }
 
     /// `buf[idx] += val`.
     pub fn store_add(buf: BufId, idx: Idx, val: Val) -> Stmt {
-        Stmt::Store {
-            buf,
-            idx,
-            val,
-            accumulate: true,
-        }
+        Stmt::Store { buf, idx, val, accumulate: true }
     }
 }
 
@@ -655,20 +633,12 @@ pub struct Program {
 impl Program {
     /// The buffer holding `node`'s value, if it is materialised.
     pub fn value_buffer(&self, node: NodeId) -> Option<BufId> {
-        self.values
-            .iter()
-            .find(|(n, _)| *n == node)
-            .map(|&(_, b)| b)
+        self.values.iter().find(|(n, _)| *n == node).map(|&(_, b)| b)
     }
 
     /// Adds a buffer and returns its id.
     pub fn add_buffer(&mut self, name: impl Into<String>, len: usize, kind: BufferKind) -> BufId {
-        self.buffers.push(Buffer {
-            name: name.into(),
-            len,
-            kind,
-            per_thread: false,
-        });
+        self.buffers.push(Buffer { name: name.into(), len, kind, per_thread: false });
         self.buffers.len() - 1
     }
 }

@@ -61,13 +61,7 @@ fn val(v: &Val) -> String {
 }
 
 fn matrix(m: &MatrixRef) -> String {
-    format!(
-        "b{}[{} + i*{} + j*{}]",
-        m.buf,
-        idx(&m.offset),
-        m.row_stride,
-        m.col_stride
-    )
+    format!("b{}[{} + i*{} + j*{}]", m.buf, idx(&m.offset), m.row_stride, m.col_stride)
 }
 
 fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
@@ -84,12 +78,7 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 stmts(out, &l.body, depth + 1);
                 let _ = writeln!(out, "{pad}}}");
             }
-            Stmt::Store {
-                buf,
-                idx: i,
-                val: v,
-                accumulate,
-            } => {
+            Stmt::Store { buf, idx: i, val: v, accumulate } => {
                 let op = if *accumulate { "+=" } else { "=" };
                 let _ = writeln!(out, "{pad}b{buf}[{}] {op} {}", idx(i), val(v));
             }
@@ -97,21 +86,12 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 let _ = writeln!(out, "{pad}let a{acc} = {}", val(init));
             }
             Stmt::Reduce { acc, op, val: v } => {
-                let _ = writeln!(
-                    out,
-                    "{pad}a{acc} {} {}",
-                    if *op == RedOp::Add { "+=" } else { "max=" },
-                    val(v)
-                );
+                let _ = writeln!(out, "{pad}a{acc} {} {}", if *op == RedOp::Add { "+=" } else { "max=" }, val(v));
             }
             Stmt::Set { acc, val: v } => {
                 let _ = writeln!(out, "{pad}a{acc} = {}", val(v));
             }
-            Stmt::If {
-                cond: c,
-                then,
-                otherwise,
-            } => {
+            Stmt::If { cond: c, then, otherwise } => {
                 let _ = writeln!(out, "{pad}if {} {{", cond(c));
                 stmts(out, then, depth + 1);
                 if !otherwise.is_empty() {
@@ -156,22 +136,12 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
 pub fn describe_kernels(program: &Program, graph: &Graph) -> String {
     let mut out = String::new();
     for (i, k) in program.kernels.iter().enumerate() {
-        let nodes: Vec<String> = k
-            .nodes
-            .iter()
-            .map(|&n| format!("{} ({})", graph.node(n).name, graph.node(n).op.mnemonic()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "kernel {i} `{}`: {} threads, {} flop",
-            k.name, k.threads, k.flops
-        );
+        let nodes: Vec<String> =
+            k.nodes.iter().map(|&n| format!("{} ({})", graph.node(n).name, graph.node(n).op.mnemonic())).collect();
+        let _ = writeln!(out, "kernel {i} `{}`: {} threads, {} flop", k.name, k.threads, k.flops);
         let _ = writeln!(out, "  nodes: {}", nodes.join(", "));
         let names = |bs: &[BufId]| {
-            bs.iter()
-                .map(|&b| format!("b{b}={}", program.buffers[b].name))
-                .collect::<Vec<_>>()
-                .join(" ")
+            bs.iter().map(|&b| format!("b{b}={}", program.buffers[b].name)).collect::<Vec<_>>().join(" ")
         };
         let _ = writeln!(out, "  reads: {}", names(&k.reads));
         let _ = writeln!(out, "  writes: {}", names(&k.writes));
@@ -201,11 +171,7 @@ pub fn describe_memory(program: &Program) -> String {
             BufferKind::Scratch => "scratch",
             BufferKind::ConstF32(_) | BufferKind::ConstI32(_) => "const",
         };
-        let copies = if buf.per_thread {
-            format!(" x{} threads", program.threads)
-        } else {
-            String::new()
-        };
+        let copies = if buf.per_thread { format!(" x{} threads", program.threads) } else { String::new() };
         let _ = writeln!(
             out,
             "  b{b:<4} @ {:>10} bytes  {:>9} bytes{copies}  {kind:<7} {}",

@@ -41,15 +41,7 @@ pub struct Fusion {
 /// Whether `op` computes each output element from the same element of its
 /// operands (with broadcasting), so it can share a loop with its neighbours.
 pub fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Activate(_)
-            | Op::ActivateGrad(_)
-            | Op::Binary(_)
-            | Op::Neg
-            | Op::SgdMomentum(_)
-            | Op::SgdStep(_)
-    )
+    matches!(op, Op::Activate(_) | Op::ActivateGrad(_) | Op::Binary(_) | Op::Neg | Op::SgdMomentum(_) | Op::SgdStep(_))
 }
 
 /// Whether an activation can be fused as the epilogue of this anchor.
@@ -61,11 +53,7 @@ fn takes_activation_epilogue(op: &Op) -> bool {
 fn takes_grad_mask_epilogue(op: &Op) -> bool {
     matches!(
         op,
-        Op::Conv2dGradInput(_)
-            | Op::LinearGradInput
-            | Op::MaxPool2dGrad(_)
-            | Op::AvgPool2dGrad(_)
-            | Op::ResizeGrad(_)
+        Op::Conv2dGradInput(_) | Op::LinearGradInput | Op::MaxPool2dGrad(_) | Op::AvgPool2dGrad(_) | Op::ResizeGrad(_)
     )
 }
 
@@ -82,29 +70,29 @@ fn takes_grad_mask_epilogue(op: &Op) -> bool {
 ///   kernel (one softmax);
 /// - the SGD momentum and step of one parameter chain elementwise, one pass.
 ///
-/// `observable` nodes are always materialised.
+/// `observable` nodes are always materialised; nodes that no observable
+/// node depends on are dropped (dead-code elimination).
 pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
+    let live = live_nodes(graph, observable);
+    let users = |id: NodeId| -> Vec<NodeId> { graph.users(id).into_iter().filter(|u| live.contains(u)).collect() };
     let mut group_of: HashMap<NodeId, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let numel = |id: NodeId| graph.node(id).shape.numel();
 
     for id in graph.node_ids() {
+        if !live.contains(&id) {
+            continue;
+        }
         let node = graph.node(id);
         let op = &node.op;
         let mut joined = None;
         if op.is_leaf() {
-            groups.push(Group {
-                kind: GroupKind::Leaf,
-                nodes: vec![id],
-            });
+            groups.push(Group { kind: GroupKind::Leaf, nodes: vec![id] });
             group_of.insert(id, groups.len() - 1);
             continue;
         }
         if matches!(op, Op::Reshape) {
-            groups.push(Group {
-                kind: GroupKind::Alias,
-                nodes: vec![id],
-            });
+            groups.push(Group { kind: GroupKind::Alias, nodes: vec![id] });
             group_of.insert(id, groups.len() - 1);
             continue;
         }
@@ -115,7 +103,7 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                 let anchor_ok = groups[g].kind == GroupKind::Anchored
                     && groups[g].nodes.len() == 1
                     && takes_activation_epilogue(&graph.node(x).op)
-                    && graph.users(x).iter().all(|&u| {
+                    && users(x).iter().all(|&u| {
                         u == id || matches!(&graph.node(u).op, Op::ActivateGrad(a) if Op::Activate(*a) == *op && graph.node(u).inputs[0] == x)
                     });
                 if anchor_ok {
@@ -128,7 +116,7 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                 if groups[g].kind == GroupKind::Anchored
                     && groups[g].nodes.len() == 1
                     && takes_grad_mask_epilogue(&graph.node(dy).op)
-                    && graph.users(dy) == vec![id]
+                    && users(dy) == vec![id]
                     && !observable.contains(&dy)
                     && node.inputs[0] != dy
                     && !depends_on(graph, &groups, &group_of, group_of[&node.inputs[0]], g)
@@ -170,24 +158,17 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                 group_of.insert(id, g);
             }
             None => {
-                let kind = if is_elementwise(op) {
-                    GroupKind::Elementwise
-                } else {
-                    GroupKind::Anchored
-                };
-                groups.push(Group {
-                    kind,
-                    nodes: vec![id],
-                });
+                let kind = if is_elementwise(op) { GroupKind::Elementwise } else { GroupKind::Anchored };
+                groups.push(Group { kind, nodes: vec![id] });
                 group_of.insert(id, groups.len() - 1);
             }
         }
     }
 
     let mut materialized = HashSet::new();
-    for id in graph.node_ids() {
+    for id in graph.node_ids().filter(|n| live.contains(n)) {
         let g = group_of[&id];
-        let leaves_group = graph.users(id).iter().any(|u| group_of[u] != g);
+        let leaves_group = users(id).iter().any(|u| group_of[u] != g);
         let kind = groups[g].kind;
         if observable.contains(&id) || leaves_group || kind == GroupKind::Leaf {
             materialized.insert(id);
@@ -200,20 +181,23 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
 
     let order = topo_order(graph, &groups, &group_of);
     let groups = order.into_iter().map(|g| groups[g].clone()).collect();
-    Fusion {
-        groups,
-        materialized,
+    Fusion { groups, materialized }
+}
+
+/// The nodes some observable node depends on (including themselves).
+fn live_nodes(graph: &Graph, observable: &HashSet<NodeId>) -> HashSet<NodeId> {
+    let mut live = HashSet::new();
+    let mut stack: Vec<NodeId> = observable.iter().copied().collect();
+    while let Some(n) = stack.pop() {
+        if live.insert(n) {
+            stack.extend(graph.node(n).inputs.iter().copied());
+        }
     }
+    live
 }
 
 /// Whether group `from` (transitively) reads a value computed by group `to`.
-fn depends_on(
-    graph: &Graph,
-    groups: &[Group],
-    group_of: &HashMap<NodeId, usize>,
-    from: usize,
-    to: usize,
-) -> bool {
+fn depends_on(graph: &Graph, groups: &[Group], group_of: &HashMap<NodeId, usize>, from: usize, to: usize) -> bool {
     if from == to {
         return true;
     }

@@ -27,15 +27,11 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
     let mut alias: Vec<Option<BufId>> = vec![None; nb];
     let updates = program.updates.clone();
     for &(leaf, new) in &updates {
-        let writers: Vec<usize> = (0..nk)
-            .filter(|&k| program.kernels[k].writes.contains(&new))
-            .collect();
+        let writers: Vec<usize> = (0..nk).filter(|&k| program.kernels[k].writes.contains(&new)).collect();
         let ok = match writers.as_slice() {
             [k] => {
                 program.kernels[*k].in_place.contains(&(leaf, new))
-                    && !program.kernels[k + 1..]
-                        .iter()
-                        .any(|kk| kk.reads.contains(&leaf) || kk.reads.contains(&new))
+                    && !program.kernels[k + 1..].iter().any(|kk| kk.reads.contains(&leaf) || kk.reads.contains(&new))
                     && alias[new].is_none()
             }
             _ => false,
@@ -66,10 +62,7 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
 
     // Lifetimes [first, last] in kernel positions.
     let persistent = |b: BufId| {
-        matches!(
-            program.buffers[b].kind,
-            BufferKind::Leaf(_) | BufferKind::ConstF32(_) | BufferKind::ConstI32(_)
-        )
+        matches!(program.buffers[b].kind, BufferKind::Leaf(_) | BufferKind::ConstF32(_) | BufferKind::ConstI32(_))
     };
     let mut first = vec![usize::MAX; nb];
     let mut last = vec![0usize; nb];
@@ -105,9 +98,7 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
     }
     let persistent_end = top;
     // Then the rest, by first use; in-place outputs take their input's slot.
-    let mut order: Vec<BufId> = (0..nb)
-        .filter(|&b| !persistent(b) && alias[b].is_none())
-        .collect();
+    let mut order: Vec<BufId> = (0..nb).filter(|&b| !persistent(b) && alias[b].is_none()).collect();
     order.sort_by_key(|&b| (first[b], std::cmp::Reverse(size(b))));
     let mut slot_of: Vec<Option<usize>> = vec![None; nb];
     let mut done: HashSet<BufId> = HashSet::new();

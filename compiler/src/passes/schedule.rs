@@ -5,9 +5,7 @@
 //! are independent, and reductions were already split into chunks fixed by
 //! the shapes when the kernels were built.
 
-use crate::kernel::{
-    AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, Program, Stmt, Val, VarId,
-};
+use crate::kernel::{AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, Program, Stmt, Val, VarId};
 use std::collections::HashSet;
 
 /// A kernel with less work than this (in flops or elements) runs on one
@@ -31,9 +29,7 @@ fn choose_tiles(body: &mut [Stmt]) {
     for s in body {
         match s {
             Stmt::Loop(l) => choose_tiles(&mut l.body),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
+            Stmt::If { then, otherwise, .. } => {
                 choose_tiles(then);
                 choose_tiles(otherwise);
             }
@@ -47,23 +43,12 @@ fn tile_for(g: &Gemm) -> GemmTile {
     match g.tile {
         GemmTile::Outer { .. } => {
             if g.m == 6 || (g.m < 8 && g.n >= 8) {
-                GemmTile::Outer {
-                    rows: g.m.min(6),
-                    vectors: 2,
-                    unroll: 1,
-                }
+                GemmTile::Outer { rows: g.m.min(6), vectors: 2, unroll: 1 }
             } else {
-                GemmTile::Outer {
-                    rows: g.m.min(8),
-                    vectors: 1,
-                    unroll: 2,
-                }
+                GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll: 2 }
             }
         }
-        GemmTile::Dot { .. } => GemmTile::Dot {
-            rows: g.m.min(4),
-            cols: g.n.min(2),
-        },
+        GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2) },
     }
 }
 
@@ -92,10 +77,7 @@ fn parallelize(k: &mut Kernel, threads: usize) {
     }
     if l.extent >= 4096 && !contains_loop(&l.body) {
         // A flat elementwise loop: block it so each thread keeps a vector loop.
-        let blocks = (1..=threads)
-            .rev()
-            .find(|b| l.extent % (b * 4) == 0 || l.extent % b == 0)
-            .unwrap_or(1);
+        let blocks = (1..=threads).rev().find(|b| l.extent % (b * 4) == 0 || l.extent % b == 0).unwrap_or(1);
         if blocks < 2 {
             return;
         }
@@ -104,25 +86,16 @@ fn parallelize(k: &mut Kernel, threads: usize) {
         let block_var = l.var;
         let body = std::mem::take(&mut l.body);
         let subst = Idx::var(block_var) * len + Idx::var(inner_var);
-        let body = body
-            .into_iter()
-            .map(|s| substitute_stmt(s, block_var, &subst))
-            .collect();
+        let body = body.into_iter().map(|s| substitute_stmt(s, block_var, &subst)).collect();
         l.extent = blocks;
-        l.body = vec![Stmt::Loop(Loop {
-            var: inner_var,
-            extent: len,
-            mode: LoopMode::Serial,
-            body,
-        })];
+        l.body = vec![Stmt::Loop(Loop { var: inner_var, extent: len, mode: LoopMode::Serial, body })];
     }
     l.mode = LoopMode::Parallel;
     k.threads = threads.min(l.extent);
 }
 
 fn contains_loop(body: &[Stmt]) -> bool {
-    body.iter()
-        .any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_)))
+    body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_)))
 }
 
 fn max_var(body: &[Stmt]) -> VarId {
@@ -131,10 +104,7 @@ fn max_var(body: &[Stmt]) -> VarId {
         if let Stmt::Loop(l) = s {
             m = m.max(l.var).max(max_var(&l.body));
         }
-        if let Stmt::If {
-            then, otherwise, ..
-        } = s
-        {
+        if let Stmt::If { then, otherwise, .. } = s {
             m = m.max(max_var(then)).max(max_var(otherwise));
         }
     }
@@ -169,12 +139,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
         return None;
     }
     part.tile = tile_for(&part);
-    Some(Stmt::Loop(Loop {
-        var,
-        extent: threads,
-        mode: LoopMode::Serial,
-        body: vec![Stmt::Gemm(Box::new(part))],
-    }))
+    Some(Stmt::Loop(Loop { var, extent: threads, mode: LoopMode::Serial, body: vec![Stmt::Gemm(Box::new(part))] }))
 }
 
 fn shift_epilogue(g: &mut Gemm, v: &Idx, step: i64, rows: bool) {
@@ -214,22 +179,12 @@ fn substitute_idx(i: Idx, v: VarId, with: &Idx) -> Idx {
 
 fn substitute_cond(c: Cond, v: VarId, with: &Idx) -> Cond {
     match c {
-        Cond::Index(o, a, b) => {
-            Cond::Index(o, substitute_idx(a, v, with), substitute_idx(b, v, with))
+        Cond::Index(o, a, b) => Cond::Index(o, substitute_idx(a, v, with), substitute_idx(b, v, with)),
+        Cond::Value(o, a, b) => {
+            Cond::Value(o, Box::new(substitute_val(*a, v, with)), Box::new(substitute_val(*b, v, with)))
         }
-        Cond::Value(o, a, b) => Cond::Value(
-            o,
-            Box::new(substitute_val(*a, v, with)),
-            Box::new(substitute_val(*b, v, with)),
-        ),
-        Cond::And(a, b) => Cond::And(
-            Box::new(substitute_cond(*a, v, with)),
-            Box::new(substitute_cond(*b, v, with)),
-        ),
-        Cond::Or(a, b) => Cond::Or(
-            Box::new(substitute_cond(*a, v, with)),
-            Box::new(substitute_cond(*b, v, with)),
-        ),
+        Cond::And(a, b) => Cond::And(Box::new(substitute_cond(*a, v, with)), Box::new(substitute_cond(*b, v, with))),
+        Cond::Or(a, b) => Cond::Or(Box::new(substitute_cond(*a, v, with)), Box::new(substitute_cond(*b, v, with))),
     }
 }
 
@@ -238,11 +193,9 @@ fn substitute_val(x: Val, v: VarId, with: &Idx) -> Val {
         Val::Load(b, i) => Val::Load(b, substitute_idx(i, v, with)),
         Val::FromIdx(i) => Val::FromIdx(substitute_idx(i, v, with)),
         Val::Un(op, a) => Val::Un(op, Box::new(substitute_val(*a, v, with))),
-        Val::Bin(op, a, b) => Val::Bin(
-            op,
-            Box::new(substitute_val(*a, v, with)),
-            Box::new(substitute_val(*b, v, with)),
-        ),
+        Val::Bin(op, a, b) => {
+            Val::Bin(op, Box::new(substitute_val(*a, v, with)), Box::new(substitute_val(*b, v, with)))
+        }
         Val::Select(c, a, b) => Val::Select(
             Box::new(substitute_cond(*c, v, with)),
             Box::new(substitute_val(*a, v, with)),
@@ -255,51 +208,19 @@ fn substitute_val(x: Val, v: VarId, with: &Idx) -> Val {
 fn substitute_stmt(s: Stmt, v: VarId, with: &Idx) -> Stmt {
     match s {
         Stmt::Loop(mut l) => {
-            l.body = l
-                .body
-                .into_iter()
-                .map(|s| substitute_stmt(s, v, with))
-                .collect();
+            l.body = l.body.into_iter().map(|s| substitute_stmt(s, v, with)).collect();
             Stmt::Loop(l)
         }
-        Stmt::Store {
-            buf,
-            idx,
-            val,
-            accumulate,
-        } => Stmt::Store {
-            buf,
-            idx: substitute_idx(idx, v, with),
-            val: substitute_val(val, v, with),
-            accumulate,
-        },
-        Stmt::Let { acc, init } => Stmt::Let {
-            acc,
-            init: substitute_val(init, v, with),
-        },
-        Stmt::Reduce { acc, op, val } => Stmt::Reduce {
-            acc,
-            op,
-            val: substitute_val(val, v, with),
-        },
-        Stmt::Set { acc, val } => Stmt::Set {
-            acc,
-            val: substitute_val(val, v, with),
-        },
-        Stmt::If {
-            cond,
-            then,
-            otherwise,
-        } => Stmt::If {
+        Stmt::Store { buf, idx, val, accumulate } => {
+            Stmt::Store { buf, idx: substitute_idx(idx, v, with), val: substitute_val(val, v, with), accumulate }
+        }
+        Stmt::Let { acc, init } => Stmt::Let { acc, init: substitute_val(init, v, with) },
+        Stmt::Reduce { acc, op, val } => Stmt::Reduce { acc, op, val: substitute_val(val, v, with) },
+        Stmt::Set { acc, val } => Stmt::Set { acc, val: substitute_val(val, v, with) },
+        Stmt::If { cond, then, otherwise } => Stmt::If {
             cond: substitute_cond(cond, v, with),
-            then: then
-                .into_iter()
-                .map(|s| substitute_stmt(s, v, with))
-                .collect(),
-            otherwise: otherwise
-                .into_iter()
-                .map(|s| substitute_stmt(s, v, with))
-                .collect(),
+            then: then.into_iter().map(|s| substitute_stmt(s, v, with)).collect(),
+            otherwise: otherwise.into_iter().map(|s| substitute_stmt(s, v, with)).collect(),
         },
         Stmt::Gemm(g) => Stmt::Gemm(g),
     }
@@ -319,9 +240,7 @@ fn vectorize(body: &mut [Stmt]) -> bool {
                 }
                 any |= inner;
             }
-            Stmt::If {
-                then, otherwise, ..
-            } => {
+            Stmt::If { then, otherwise, .. } => {
                 any |= vectorize(then);
                 any |= vectorize(otherwise);
             }
@@ -342,16 +261,7 @@ fn vectorizable(l: &Loop) -> bool {
     let mut loads: Vec<(usize, Idx)> = Vec::new();
     let mut reduced_outer: HashSet<AccId> = HashSet::new();
     let mut read_accs: HashSet<AccId> = HashSet::new();
-    check_stmts(
-        &l.body,
-        v,
-        &declared,
-        &mut ok,
-        &mut stores,
-        &mut loads,
-        &mut reduced_outer,
-        &mut read_accs,
-    );
+    check_stmts(&l.body, v, &declared, &mut ok, &mut stores, &mut loads, &mut reduced_outer, &mut read_accs);
     if !ok {
         return false;
     }
@@ -386,9 +296,7 @@ fn collect_declared(body: &[Stmt], out: &mut HashSet<AccId>) {
                 out.insert(*acc);
             }
             Stmt::Loop(l) => collect_declared(&l.body, out),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
+            Stmt::If { then, otherwise, .. } => {
                 collect_declared(then, out);
                 collect_declared(otherwise, out);
             }
@@ -424,23 +332,9 @@ fn check_stmts(
                 if l.mode != LoopMode::Serial {
                     *ok = false;
                 }
-                check_stmts(
-                    &l.body,
-                    v,
-                    declared,
-                    ok,
-                    stores,
-                    loads,
-                    reduced_outer,
-                    read_accs,
-                )
+                check_stmts(&l.body, v, declared, ok, stores, loads, reduced_outer, read_accs)
             }
-            Stmt::Store {
-                buf,
-                idx,
-                val,
-                accumulate,
-            } => {
+            Stmt::Store { buf, idx, val, accumulate } => {
                 stores.push((*buf, idx.clone(), *accumulate));
                 val_info(val, loads, read_accs);
             }
@@ -457,11 +351,7 @@ fn check_stmts(
                 }
                 val_info(val, loads, read_accs);
             }
-            Stmt::If {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Stmt::If { cond, then, otherwise } => {
                 // Only conditions that are the same for every lane.
                 let mut uniform = true;
                 cond.visit(&mut |n| match n {
@@ -473,26 +363,8 @@ fn check_stmts(
                 if !uniform {
                     *ok = false;
                 }
-                check_stmts(
-                    then,
-                    v,
-                    declared,
-                    ok,
-                    stores,
-                    loads,
-                    reduced_outer,
-                    read_accs,
-                );
-                check_stmts(
-                    otherwise,
-                    v,
-                    declared,
-                    ok,
-                    stores,
-                    loads,
-                    reduced_outer,
-                    read_accs,
-                );
+                check_stmts(then, v, declared, ok, stores, loads, reduced_outer, read_accs);
+                check_stmts(otherwise, v, declared, ok, stores, loads, reduced_outer, read_accs);
             }
             Stmt::Gemm(_) => *ok = false,
         }
