@@ -218,6 +218,15 @@ fn transform_errors_name_the_sample() {
 }
 
 #[test]
+fn loader_types_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<DataLoader>();
+    send_sync::<Batch>();
+    send::<Epoch>();
+}
+
+#[test]
 fn bad_config_is_an_error() {
     assert!(DataLoader::new(synthetic(4), LoaderConfig { batch_size: 0, ..Default::default() }).is_err());
     assert!(DataLoader::new(synthetic(4), LoaderConfig { prefetch: 0, ..Default::default() }).is_err());

@@ -235,7 +235,19 @@ impl Job {
             let out = &mut data[k * per..(k + 1) * per];
             match item {
                 Item::Image(im) => im.write_chw(out),
-                Item::Tensor(t) => out.copy_from_slice(&t.data),
+                Item::Tensor(t) if t.data.len() == per => out.copy_from_slice(&t.data),
+                Item::Tensor(t) => {
+                    return Some(Err(DataError::Transform {
+                        transform: "(the pipeline's last step)".into(),
+                        index,
+                        source_desc: self.dataset.describe(index),
+                        message: format!(
+                            "returned a tensor of shape {:?} holding {} values instead of {per}",
+                            t.shape,
+                            t.data.len()
+                        ),
+                    }));
+                }
             }
             labels.push(label);
         }

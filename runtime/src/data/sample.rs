@@ -124,10 +124,14 @@ impl Image {
 
     /// Writes the image into `out` in channel-height-width (CHW) order, as
     /// [`ToTensor`](super::ToTensor) does: bytes are divided by 255, floats
-    /// are copied. `out` must hold exactly `height * width * channels` values.
+    /// are copied.
+    ///
+    /// # Panics
+    /// When `out` does not hold exactly `height * width * channels` values
+    /// (a caller's mistake, not a data problem).
     pub fn write_chw(&self, out: &mut [f32]) {
         let (h, w, ch) = (self.height, self.width, self.channels);
-        debug_assert_eq!(out.len(), h * w * ch);
+        assert_eq!(out.len(), h * w * ch, "write_chw: output length does not match the image");
         let plane = h * w;
         match &self.pixels {
             Pixels::U8(v) => {
