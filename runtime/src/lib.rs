@@ -3,7 +3,9 @@
 
 pub mod data;
 pub mod executor;
+pub mod model;
 pub mod npy;
 
 pub use executor::{Backend, ExecError, Executor};
 pub use kiln_compiler::Tensor;
+pub use model::{Model, ModelError};
