@@ -181,6 +181,8 @@ impl DataLoader {
                     // No thread to be had: stop the ones started and load
                     // inline, which gives the same batches.
                     it.shutdown();
+                    // The stopped workers are joined; let inline loading run.
+                    it.job.stop.store(false, Ordering::Relaxed);
                     break;
                 }
             }
