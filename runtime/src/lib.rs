@@ -5,5 +5,5 @@ pub mod data;
 pub mod executor;
 pub mod npy;
 
-pub use executor::{Backend, ExecError, Executor};
+pub use executor::{Backend, ExecError, ExecOptions, Executor};
 pub use kiln_compiler::Tensor;
