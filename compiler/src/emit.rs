@@ -55,7 +55,10 @@ pub fn to_shapes(graph: &Graph, batch: usize) -> String {
 
 /// A Graphviz DOT rendering, one cluster per stage (forward, loss, backward, update).
 pub fn to_dot(graph: &Graph, batch: usize) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n", escape(&graph.name));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
+        escape(&graph.name)
+    );
     for (i, stage) in [Stage::Forward, Stage::Loss, Stage::Backward, Stage::Update].into_iter().enumerate() {
         let ids: Vec<NodeId> = graph.node_ids().filter(|&id| graph.node(id).stage == stage).collect();
         if ids.is_empty() {
@@ -83,7 +86,8 @@ pub fn to_dot(graph: &Graph, batch: usize) -> String {
     }
     if let Some(t) = &graph.training {
         for &(leaf, new) in &t.updates {
-            let _ = writeln!(out, "  n{} -> n{} [style=dashed, color=gray, constraint=false];", new.index(), leaf.index());
+            let _ =
+                writeln!(out, "  n{} -> n{} [style=dashed, color=gray, constraint=false];", new.index(), leaf.index());
         }
     }
     out += "}\n";

@@ -72,6 +72,22 @@ pub enum ExecError {
     NotRun(String),
 }
 
+/// How an [`Executor`] is prepared.
+#[derive(Clone, Copy, Debug)]
+pub struct ExecOptions {
+    /// Threads for the JIT's parallel loops.
+    pub threads: usize,
+    /// Compute the gradients of the forward inputs too (a training step
+    /// normally skips them; `kiln grad` reports them).
+    pub input_grads: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> ExecOptions {
+        ExecOptions { threads: std::thread::available_parallelism().map_or(1, |n| n.get()), input_grads: false }
+    }
+}
+
 /// A graph prepared for one batch size on one backend.
 pub struct Executor {
     graph: Graph,
@@ -93,9 +109,20 @@ impl fmt::Debug for Executor {
 impl Executor {
     /// Prepares `graph` for batch size `batch`; the JIT compiles every kernel here.
     pub fn new(graph: Graph, batch: usize, backend: Backend, threads: usize) -> Result<Executor, ExecError> {
+        Executor::with_options(graph, batch, backend, ExecOptions { threads, ..ExecOptions::default() })
+    }
+
+    /// Like [`Executor::new`], with every option spelled out.
+    pub fn with_options(
+        graph: Graph,
+        batch: usize,
+        backend: Backend,
+        opts: ExecOptions,
+    ) -> Result<Executor, ExecError> {
         let engine = match backend {
             Backend::Jit => {
-                let options = JitOptions { threads: threads.max(1), ..JitOptions::default() };
+                let options =
+                    JitOptions { threads: opts.threads.max(1), input_grads: opts.input_grads, ..JitOptions::default() };
                 Engine::Jit(Box::new(jit::compile(&graph, batch, &options)?))
             }
             Backend::Interp => Engine::Interp { leaves: HashMap::new(), values: Vec::new() },
@@ -131,7 +158,8 @@ impl Executor {
 
     /// Sets a leaf (input, parameter, labels, target, optimizer state).
     pub fn set(&mut self, node: NodeId, data: &[f32]) -> Result<(), ExecError> {
-        let shape = self.graph.dag.node_weight(node).ok_or(ExecError::UnknownNode(node.index()))?.shape.at_batch(self.batch);
+        let shape =
+            self.graph.dag.node_weight(node).ok_or(ExecError::UnknownNode(node.index()))?.shape.at_batch(self.batch);
         match &mut self.engine {
             Engine::Jit(e) => Ok(e.set(node, data)?),
             Engine::Interp { leaves, .. } => {

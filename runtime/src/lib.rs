@@ -6,6 +6,6 @@ pub mod executor;
 pub mod model;
 pub mod npy;
 
-pub use executor::{Backend, ExecError, Executor};
+pub use executor::{Backend, ExecError, ExecOptions, Executor};
 pub use kiln_compiler::Tensor;
 pub use model::{Model, ModelError};

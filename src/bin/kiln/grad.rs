@@ -3,7 +3,7 @@
 
 use crate::model::{CliError, LossArg, build};
 use kiln::compiler::{Graph, Loss, NodeId, Sgd, Tensor};
-use kiln::runtime::{Backend, Executor, npy};
+use kiln::runtime::{Backend, ExecOptions, Executor, npy};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -54,7 +54,11 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
     let graph = build(&args.model, Some((loss, sgd)))?;
     let training = graph.training.clone().ok_or_else(|| CliError::Usage("no training graph".into()))?;
     let [input_node] = graph.inputs[..] else {
-        return Err(CliError::Usage(format!("kiln grad takes models with one input; {} has {}", graph.name, graph.inputs.len())));
+        return Err(CliError::Usage(format!(
+            "kiln grad takes models with one input; {} has {}",
+            graph.name,
+            graph.inputs.len()
+        )));
     };
 
     let input = npy::read_f32(&args.input)?;
@@ -75,7 +79,8 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
         )));
     }
 
-    let mut exec = Executor::new(graph.clone(), batch, args.backend, 1)?;
+    let mut exec =
+        Executor::with_options(graph.clone(), batch, args.backend, ExecOptions { threads: 1, input_grads: true })?;
     for &p in &graph.params {
         let node = graph.node(p);
         let path = args.params.join(format!("{}.npy", node.name));
