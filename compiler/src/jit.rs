@@ -263,6 +263,18 @@ impl Executable {
         Ok(())
     }
 
+    /// Runs kernel `index` of the program alone (for benchmarks; its inputs
+    /// are whatever the arena holds).
+    pub fn run_kernel(&mut self, index: usize) {
+        let arena = self.arena.as_mut_ptr();
+        let (f, extent, threads) = self.plan[index];
+        match (&self.pool, threads > 1) {
+            (Some(pool), true) => pool.run(f, arena, extent, threads),
+            // SAFETY: as in `run`.
+            _ => unsafe { f(arena, 0, extent as i64, 0) },
+        }
+    }
+
     /// Runs `runs` times and returns each kernel's name and mean time per
     /// run (for benchmarks and `kiln bench`).
     pub fn profile(&mut self, runs: usize) -> Vec<(String, std::time::Duration)> {

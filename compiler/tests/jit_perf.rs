@@ -53,22 +53,53 @@ fn lenet_throughput() {
     }
 }
 
+/// CPU time of this thread in nanoseconds (immune to other processes
+/// sharing the cores).
+fn cpu_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 #[test]
 #[ignore]
 fn lenet_kernel_profile() {
     let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
-    for (batch, threads) in [(4, 1), (4, 2), (64, 2)] {
+    for batch in [4, 64] {
         let feeds = random_feeds(&g, batch, 3);
-        let options = JitOptions { threads, verify: false, keep_all: false, inspect: false, input_grads: false };
+        let options = JitOptions { threads: 1, verify: false, keep_all: false, inspect: false, input_grads: false };
         let mut exe = jit::compile(&g, batch, &options).unwrap();
         for (&id, t) in &feeds {
             exe.set(id, &t.data).unwrap();
         }
-        exe.profile(10);
-        println!("batch {batch} threads {threads}");
-        for (name, t) in exe.profile(50) {
-            println!("  {:>9.1} us  {name}", t.as_secs_f64() * 1e6);
+        exe.run().unwrap();
+        println!("batch {batch}, one thread, CPU time per kernel run:");
+        let mut total = 0.0;
+        for (i, k) in exe.program().kernels.clone().iter().enumerate() {
+            let t0 = cpu_ns();
+            let wall = Instant::now();
+            let mut reps = 0;
+            while wall.elapsed() < Duration::from_millis(60) || reps < 10 {
+                exe.run_kernel(i);
+                reps += 1;
+            }
+            let us = (cpu_ns() - t0) as f64 / reps as f64 / 1e3;
+            total += us;
+            let gflops = k.flops as f64 / us / 1e3;
+            println!("  {us:>9.1} us  {gflops:>6.1} GFLOP/s  {}", k.name);
         }
+        println!("  {total:>9.1} us  total");
     }
+}
+
+#[test]
+#[ignore]
+fn dump_lenet_kernels() {
+    let g = lenet();
+    let options = JitOptions { threads: 1, verify: false, keep_all: false, inspect: true, input_grads: false };
+    let exe = jit::compile(&g, 4, &options).unwrap();
+    std::fs::write("/tmp/lenet_kernels.txt", exe.inspect(jit::Emit::Kernels)).unwrap();
+    std::fs::write("/tmp/lenet_clif.txt", exe.inspect(jit::Emit::Clif)).unwrap();
+    std::fs::write("/tmp/lenet_asm.txt", exe.inspect(jit::Emit::Asm)).unwrap();
+    std::fs::write("/tmp/lenet_memory.txt", exe.inspect(jit::Emit::Memory)).unwrap();
 }

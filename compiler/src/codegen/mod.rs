@@ -144,6 +144,9 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
         }
         ctx.want_disasm = false;
         module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
+        if std::env::var_os("KILN_DUMP_OPT").is_some() {
+            let _ = std::fs::write(format!("/tmp/opt_kernel{i}.clif"), ctx.func.display().to_string());
+        }
         if options.keep_code {
             code.push(ctx.compiled_code().map(|c| c.code_buffer().to_vec()).unwrap_or_default());
         }
@@ -173,6 +176,11 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) written: HashSet<BufId>,
     /// Current value of each loop variable (lane 0 for the vector loop).
     pub(crate) vars: HashMap<VarId, Value>,
+    /// Induction variables: the current value of each affine index form
+    /// used inside the loops being lowered (strength-reduced: one add per
+    /// iteration instead of the multiplications, which Cranelift would not
+    /// hoist out of inner loops).
+    pub(crate) ivs: HashMap<Affine, Value>,
     /// The loop variable being vectorised, if any.
     pub(crate) lane: Option<VarId>,
     /// Each live accumulator and whether it holds a vector.
@@ -209,6 +217,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         bufptr,
         written: kernel.writes.iter().copied().collect(),
         vars: HashMap::new(),
+        ivs: HashMap::new(),
         lane: None,
         accs: HashMap::new(),
         partials: HashMap::new(),
@@ -293,6 +302,15 @@ impl Fx<'_, '_> {
 
     /// An index value; for the vector loop's variable, lane `lane`'s value.
     pub(crate) fn idx(&mut self, i: &Idx, lane: i64) -> Value {
+        if let Some(a) = affine(i) {
+            if a.terms.is_empty() {
+                return self.iconst(a.constant);
+            }
+            if let Some(&base) = self.ivs.get(&a) {
+                let c = self.lane.map_or(0, |v| a.coefficient(v));
+                return if c != 0 && lane != 0 { self.b.ins().iadd_imm_s(base, c * lane) } else { base };
+            }
+        }
         match i {
             Idx::Const(c) => self.iconst(*c),
             Idx::Var(v) => {
@@ -404,7 +422,7 @@ impl Fx<'_, '_> {
                 } else {
                     let c = self.cond(c);
                     let (a, b) = (self.val(a, false), self.val(b, false));
-                    self.b.ins().select(c, a, b)
+                    self.fselect(c, a, b)
                 }
             }
             Val::FromIdx(i) => {
@@ -447,8 +465,12 @@ impl Fx<'_, '_> {
                     let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
                     self.b.ins().bitselect(m, x, zero)
                 } else {
-                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                    self.b.ins().select(c, x, zero)
+                    let v = self.b.ins().scalar_to_vector(F32X4, x);
+                    let z = self.splat(zero);
+                    let m = self.b.ins().fcmp(FloatCC::LessThan, z, v);
+                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                    let r = self.b.ins().bitselect(m, v, z);
+                    self.b.ins().extractlane(r, 0)
                 }
             }
             UnOp::Exp => self.call_math(self.math.exp, x, vec),
@@ -515,17 +537,32 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// `c ? a : b` on scalars without a branch (Cranelift lowers a float
+    /// `select` to a jump, which mispredicts on data-dependent choices).
+    pub(crate) fn fselect(&mut self, c: Value, a: Value, b: Value) -> Value {
+        let m = self.b.ins().bmask(I32, c);
+        let m = self.b.ins().scalar_to_vector(I32X4, m);
+        let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+        let (av, bv) = (self.b.ins().scalar_to_vector(F32X4, a), self.b.ins().scalar_to_vector(F32X4, b));
+        let r = self.b.ins().bitselect(m, av, bv);
+        self.b.ins().extractlane(r, 0)
+    }
+
     /// `acc op x` for a reduction.
     pub(crate) fn combine(&mut self, op: RedOp, acc: Value, x: Value, vec: bool) -> Value {
         match op {
             RedOp::Add => self.b.ins().fadd(acc, x),
             RedOp::Max => {
-                let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, acc);
                 if vec {
+                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, acc);
                     let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
                     self.b.ins().bitselect(m, x, acc)
                 } else {
-                    self.b.ins().select(c, x, acc)
+                    let (xv, av) = (self.b.ins().scalar_to_vector(F32X4, x), self.b.ins().scalar_to_vector(F32X4, acc));
+                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, xv, av);
+                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
+                    let r = self.b.ins().bitselect(m, xv, av);
+                    self.b.ins().extractlane(r, 0)
                 }
             }
         }
@@ -627,21 +664,69 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// Runs `l`'s body for `var` in `start..end` by `step`, keeping an
+    /// induction variable for every affine index of the body that moves
+    /// with the loop variable (`ivs` maps each form to its value with the
+    /// variables of loops not yet entered at zero).
+    fn run_loop(&mut self, l: &Loop, start: Value, start_const: Option<i64>, end: Value, step: i64, vec_body: bool) {
+        let mut forms = Vec::new();
+        collect_affine(&l.body, &mut forms);
+        forms.retain(|f| f.coefficient(l.var) != 0);
+        let mut ivars = Vec::with_capacity(forms.len());
+        for f in &forms {
+            let c = f.coefficient(l.var);
+            let base = match self.ivs.get(f) {
+                Some(&v) => v,
+                None => self.iconst(f.constant),
+            };
+            let init = match start_const {
+                Some(s0) => {
+                    if s0 == 0 {
+                        base
+                    } else {
+                        self.b.ins().iadd_imm_s(base, c * s0)
+                    }
+                }
+                None => {
+                    let off = self.b.ins().imul_imm_s(start, c);
+                    self.b.ins().iadd(base, off)
+                }
+            };
+            let var = self.b.declare_var(I64);
+            self.b.def_var(var, init);
+            ivars.push((f.clone(), var, c));
+        }
+        let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
+        self.counted_loop(start, end, step, |fx, i| {
+            fx.vars.insert(l.var, i);
+            for (f, var, _) in &ivars {
+                let v = fx.b.use_var(*var);
+                fx.ivs.insert(f.clone(), v);
+            }
+            fx.stmts(&l.body, vec_body);
+            for (_, var, c) in &ivars {
+                let cur = fx.b.use_var(*var);
+                let next = fx.b.ins().iadd_imm_s(cur, c * step);
+                fx.b.def_var(*var, next);
+            }
+        });
+        for (f, v) in saved {
+            match v {
+                Some(v) => self.ivs.insert(f, v),
+                None => self.ivs.remove(&f),
+            };
+        }
+    }
+
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
         match l.mode {
             LoopMode::Serial => {
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
-                self.counted_loop(start, end, 1, |fx, i| {
-                    fx.vars.insert(l.var, i);
-                    fx.stmts(&l.body, vec);
-                });
+                self.run_loop(l, start, Some(0), end, 1, vec);
             }
             LoopMode::Parallel => {
                 let (start, end) = (self.lo, self.hi);
-                self.counted_loop(start, end, 1, |fx, i| {
-                    fx.vars.insert(l.var, i);
-                    fx.stmts(&l.body, vec);
-                });
+                self.run_loop(l, start, None, end, 1, vec);
             }
             LoopMode::Vector => {
                 let main = (l.extent / 4 * 4) as i64;
@@ -659,10 +744,7 @@ impl Fx<'_, '_> {
                     }
                     let saved_lane = self.lane.replace(l.var);
                     let (start, end) = (self.iconst(0), self.iconst(main));
-                    self.counted_loop(start, end, 4, |fx, i| {
-                        fx.vars.insert(l.var, i);
-                        fx.stmts(&l.body, true);
-                    });
+                    self.run_loop(l, start, Some(0), end, 4, true);
                     self.lane = saved_lane;
                     let partials = std::mem::replace(&mut self.partials, saved_partials);
                     let mut order: Vec<_> = partials.into_iter().collect();
@@ -680,10 +762,108 @@ impl Fx<'_, '_> {
                 }
                 if (main as usize) < l.extent {
                     let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
-                    self.counted_loop(start, end, 1, |fx, i| {
-                        fx.vars.insert(l.var, i);
-                        fx.stmts(&l.body, vec);
-                    });
+                    self.run_loop(l, start, Some(main), end, 1, vec);
+                }
+            }
+        }
+    }
+}
+
+/// An affine index `constant + sum(coefficient * var)`, terms sorted by variable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Affine {
+    constant: i64,
+    terms: Vec<(VarId, i64)>,
+}
+
+impl Affine {
+    fn coefficient(&self, v: VarId) -> i64 {
+        self.terms.iter().find(|t| t.0 == v).map_or(0, |t| t.1)
+    }
+}
+
+/// The affine form of `i`, if it is one.
+pub(crate) fn affine(i: &Idx) -> Option<Affine> {
+    fn go(i: &Idx, scale: i64, out: &mut Affine) -> bool {
+        match i {
+            Idx::Const(c) => {
+                out.constant += c * scale;
+                true
+            }
+            Idx::Var(v) => {
+                match out.terms.iter_mut().find(|t| t.0 == *v) {
+                    Some(t) => t.1 += scale,
+                    None => out.terms.push((*v, scale)),
+                }
+                true
+            }
+            Idx::Add(a, b) => go(a, scale, out) && go(b, scale, out),
+            Idx::Mul(a, k) => go(a, scale * k, out),
+            _ => false,
+        }
+    }
+    let mut out = Affine { constant: 0, terms: Vec::new() };
+    if !go(i, 1, &mut out) {
+        return None;
+    }
+    out.terms.retain(|t| t.1 != 0);
+    out.terms.sort();
+    Some(out)
+}
+
+/// Every maximal affine sub-expression of the indices in `body` (including
+/// matrix offsets of products), each once.
+fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
+    fn idx(i: &Idx, out: &mut Vec<Affine>) {
+        if let Some(a) = affine(i) {
+            if !a.terms.is_empty() && !out.contains(&a) {
+                out.push(a);
+            }
+            return;
+        }
+        match i {
+            Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) => idx(a, out),
+            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
+                idx(a, out);
+                idx(b, out)
+            }
+            Idx::Const(_) | Idx::Var(_) => {}
+        }
+    }
+    fn val(v: &Val, out: &mut Vec<Affine>) {
+        v.visit(&mut |n| {
+            if let crate::kernel::Node::Idx(i) = n {
+                idx(i, out)
+            }
+        });
+    }
+    for s in body {
+        match s {
+            Stmt::Loop(l) => collect_affine(&l.body, out),
+            Stmt::Store { idx: i, val: v, .. } => {
+                idx(i, out);
+                val(v, out);
+            }
+            Stmt::Let { init: v, .. } | Stmt::Reduce { val: v, .. } | Stmt::Set { val: v, .. } => val(v, out),
+            Stmt::If { cond, then, otherwise } => {
+                cond.visit(&mut |n| {
+                    if let crate::kernel::Node::Idx(i) = n {
+                        idx(i, out)
+                    }
+                });
+                collect_affine(then, out);
+                collect_affine(otherwise, out);
+            }
+            Stmt::Gemm(g) => {
+                for m in [&g.a, &g.b, &g.c] {
+                    idx(&m.offset, out);
+                }
+                if let Some(crate::kernel::Bias::PerRow(_, o) | crate::kernel::Bias::PerColumn(_, o)) = &g.epilogue.bias
+                {
+                    idx(o, out);
+                }
+                for m in g.epilogue.pre_activation.iter().chain(g.epilogue.grad_mask.as_ref().map(|(_, m)| m)) {
+                    idx(&m.offset, out);
                 }
             }
         }
