@@ -239,6 +239,20 @@ fn expand(input: TokenStream) -> TokenStream {
                 ::core::result::Result::Ok(#ret_expr)
             }
 
+            /// The loss and every parameter's gradient (state_dict order) at the current
+            /// parameters, without an update. See [`::kiln::runtime::Model::gradients`].
+            pub fn gradients(
+                &mut self,
+                #(#input_idents: &::kiln::runtime::Tensor,)*
+                #target: &::kiln::runtime::Tensor,
+                #loss: ::kiln::compiler::Loss,
+            ) -> ::core::result::Result<
+                (f32, ::std::vec::Vec<(::std::string::String, ::kiln::runtime::Tensor)>),
+                ::kiln::runtime::ModelError,
+            > {
+                self.model.gradients(&[#(#input_idents),*], #target, #loss)
+            }
+
             #[doc = #train_doc]
             pub fn train_step(
                 &mut self,

@@ -511,23 +511,7 @@ impl Model {
         let Some(cached) = self.train_execs.get_mut(&batch) else { unreachable!("inserted above") };
         let graph = cached.exec.graph().clone();
         let Some(training) = graph.training.as_ref() else { unreachable!("derive_training sets it") };
-        let target_shape = graph.node(training.target).shape.at_batch(batch);
-        if target.shape != target_shape {
-            return Err(ModelError::TargetShape {
-                role: graph.node(training.target).name.clone(),
-                loss: loss.name(),
-                expected: target_shape,
-                batch,
-                found: target.shape.clone(),
-            });
-        }
-        if target.data.len() != target.shape.iter().product::<usize>() {
-            return Err(ModelError::Malformed {
-                name: "target".into(),
-                shape: target.shape.clone(),
-                len: target.data.len(),
-            });
-        }
+        check_target(&graph, training.target, target, loss, batch)?;
         if cached.version != version {
             for (&p, t) in graph.params.iter().zip(&self.params) {
                 cached.exec.set(p, &t.data)?;
@@ -555,6 +539,42 @@ impl Model {
         cached.version = self.version;
         self.momentum_owner = Some(batch);
         Ok(loss_value)
+    }
+
+    /// The loss and the gradient of every parameter at the current parameters,
+    /// without updating anything (PyTorch's `loss.backward()`; for checking
+    /// against another framework). A parameter that does not reach the loss
+    /// gets a zero gradient. Compiles a training graph on each call.
+    pub fn gradients(
+        &mut self,
+        inputs: &[&Tensor],
+        target: &Tensor,
+        loss: Loss,
+    ) -> Result<(f32, Vec<(String, Tensor)>), ModelError> {
+        let batch = self.check_inputs(inputs)?;
+        let graph = autodiff::derive_training(&self.graph, loss, Sgd { lr: 0.0, ..Sgd::default() })?;
+        let Some(training) = graph.training.as_ref() else { unreachable!("derive_training sets it") };
+        check_target(&graph, training.target, target, loss, batch)?;
+        let mut exec = Executor::new(graph.clone(), batch, self.backend, self.threads)?;
+        for (&p, t) in graph.params.iter().zip(&self.params) {
+            exec.set(p, &t.data)?;
+        }
+        for (&node, t) in graph.inputs.iter().zip(inputs) {
+            exec.set(node, &t.data)?;
+        }
+        exec.set(training.target, &target.data)?;
+        exec.run()?;
+        let loss_value = exec.get(training.loss)?.first().copied().unwrap_or(f32::NAN);
+        let grads: HashMap<NodeId, NodeId> = training.param_grads.iter().copied().collect();
+        let mut out = Vec::with_capacity(self.params.len());
+        for (i, &p) in graph.params.iter().enumerate() {
+            let g = match grads.get(&p) {
+                Some(&g) => exec.tensor(g)?,
+                None => Tensor::zeros(&self.params[i].shape),
+            };
+            out.push((self.key(i).to_string(), g));
+        }
+        Ok((loss_value, out))
     }
 
     /// The batch size the inputs imply, after checking every shape.
@@ -667,6 +687,28 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Checks the labels or target of a training step.
+fn check_target(graph: &Graph, node: NodeId, target: &Tensor, loss: Loss, batch: usize) -> Result<(), ModelError> {
+    let expected = graph.node(node).shape.at_batch(batch);
+    if target.shape != expected {
+        return Err(ModelError::TargetShape {
+            role: graph.node(node).name.clone(),
+            loss: loss.name(),
+            expected,
+            batch,
+            found: target.shape.clone(),
+        });
+    }
+    if target.data.len() != target.shape.iter().product::<usize>() {
+        return Err(ModelError::Malformed {
+            name: "target".into(),
+            shape: target.shape.clone(),
+            len: target.data.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Parameter index -> momentum buffer leaf of a training graph.
