@@ -5,6 +5,7 @@ pub mod data;
 pub mod executor;
 pub mod model;
 pub mod npy;
+pub mod train;
 
 pub use executor::{Backend, ExecError, ExecOptions, Executor};
 pub use kiln_compiler::Tensor;

@@ -1,8 +1,10 @@
 //! `kiln`: inspect, check, train and benchmark networks declared in `.net` files.
 
+mod eval;
 mod grad;
 mod inspect;
 mod model;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +23,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Evaluate a model on given parameters and inputs; write outputs, loss and every gradient as .npy.
     Grad(grad::GradArgs),
+    /// Train a classifier as the lecture does: data, loader, SGD or Adam, evaluation, metrics, checkpoints.
+    Train(train::TrainArgs),
+    /// Evaluate trained weights: test accuracy overall and per class, confusion matrix.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Grad(args) => grad::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

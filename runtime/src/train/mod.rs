@@ -1,0 +1,57 @@
+//! Training: the lecture's loop around one compiled training step.
+//!
+//! A [`Trainer`] takes a forward [`Graph`](kiln_compiler::Graph) (a `net!` model or a `.net`
+//! file), derives its training graph (cross-entropy loss, backward pass and,
+//! for SGD, the update as graph nodes), compiles it, and runs epochs over a
+//! [`DataLoader`](crate::data::DataLoader): progress bars with images/s,
+//! evaluation after each epoch (loss, accuracy, per-class accuracy, confusion
+//! matrix), JSON-lines metrics, an SVG training-curve chart, atomic
+//! checkpoints (safetensors holding parameters, optimizer state and the run's
+//! history) and bit-identical resume. A NaN or infinite loss stops training
+//! with the step and the first graph node that produced a non-finite value.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kiln_runtime::data::*;
+//! use kiln_runtime::train::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let forward: kiln_compiler::Graph = unimplemented!();
+//! let train = Arc::new(SyntheticImages::new(2000, 1));
+//! let test = Arc::new(SyntheticImages::new(500, 2));
+//! let config = TrainConfig { batch_size: 4, epochs: 2, ..TrainConfig::default() };
+//! let mut trainer = Trainer::new(&forward, config)?;
+//! let transforms = Transforms::normalized(&[0.5; 3], &[0.5; 3])?;
+//! let records = trainer.fit(train, Some(test), transforms, &mut |_, _| Ok(()))?;
+//! println!("{}", records.last().unwrap().test_accuracy.unwrap_or(0.0));
+//! # Ok(()) }
+//! ```
+//!
+//! Choices worth knowing:
+//! - SGD (momentum, nesterov, weight decay) is compiled into the step: the
+//!   update and the momentum buffers are graph nodes and leaves.
+//! - Adam runs on the host after the compiled step: the graph is derived
+//!   with a plain SGD update of learning rate 0 (which leaves every
+//!   parameter as it is), the step's parameter gradients are read back and
+//!   Adam (PyTorch's formulas, L2 weight decay) writes the new parameters
+//!   in. The IR has no Adam op, and the JIT is another component's; for
+//!   LeNet's 62k parameters the host update costs well under a percent of a
+//!   step.
+//! - The compiled step has a fixed batch: a smaller last batch runs on a
+//!   second executor compiled for its size, with parameters and optimizer
+//!   state copied in and out (PyTorch's `drop_last=False`).
+
+mod chart;
+mod checkpoint;
+mod error;
+mod metrics;
+mod optim;
+mod source;
+mod trainer;
+
+pub use chart::{render_chart, write_chart};
+pub use checkpoint::{Checkpoint, load_weights, write_atomic};
+pub use error::TrainError;
+pub use metrics::{EpochRecord, EvalMetrics, LECTURE_CLASSES, display_class_names};
+pub use optim::{Adam, Optimizer};
+pub use source::{SYNTHETIC_SIZES, TrainData, lecture_transforms, open_training_data};
+pub use trainer::{OverheadReport, TrainConfig, Trainer};

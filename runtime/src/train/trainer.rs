@@ -1,0 +1,792 @@
+//! The trainer: epochs of compiled training steps, evaluation, checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_compiler::{Graph, Loss, NodeId, Op, Tensor, Training, autodiff, interp};
+
+use super::checkpoint::{Checkpoint, match_params};
+use super::error::TrainError;
+use super::metrics::{EpochRecord, EvalMetrics, display_class_names};
+use super::optim::{AdamState, Optimizer};
+use crate::data::{Batch, DataLoader, Dataset, LoaderConfig, Transforms};
+use crate::executor::{Backend, Executor};
+use crate::model::Model;
+
+/// How a [`Trainer`] trains.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Samples per training step (the compiled batch).
+    pub batch_size: usize,
+    /// Total epochs of the run ([`Trainer::fit`] stops after this many,
+    /// counting those a resumed checkpoint already did).
+    pub epochs: u64,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Seeds the initialisation, the shuffle and random transforms.
+    pub seed: u64,
+    /// Background loader threads (the results do not depend on it).
+    pub workers: usize,
+    /// Threads of the compiled kernels.
+    pub threads: usize,
+    /// The executor: the JIT, or the interpreter for checking.
+    pub backend: Backend,
+    /// Batch size of the forward-only evaluation executor.
+    pub eval_batch: usize,
+    /// Reshuffle the training set every epoch.
+    pub shuffle: bool,
+    /// Leave out a last, smaller training batch.
+    pub drop_last: bool,
+    /// Draw progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
+    /// On a non-finite loss, find the first node that produced it (keeps a
+    /// copy of the parameters before each step).
+    pub diagnose_non_finite: bool,
+}
+
+impl Default for TrainConfig {
+    /// The lecture's setup: batch 4, SGD lr 0.001 momentum 0.9, 10 epochs,
+    /// seed 0, shuffled, 2 loader workers, every core, the JIT.
+    fn default() -> TrainConfig {
+        TrainConfig {
+            batch_size: 4,
+            epochs: 10,
+            optimizer: Optimizer::default(),
+            seed: 0,
+            workers: 2,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backend: Backend::Jit,
+            eval_batch: 500,
+            shuffle: true,
+            drop_last: false,
+            progress: true,
+            diagnose_non_finite: true,
+        }
+    }
+}
+
+/// What [`Trainer::profile_overhead`] measured.
+#[derive(Clone, Debug)]
+pub struct OverheadReport {
+    /// Steps in the epoch.
+    pub steps: usize,
+    /// Images in the epoch.
+    pub images: usize,
+    /// The epoch with the real loader, transforms, metrics and progress.
+    pub epoch: Duration,
+    /// The same number of bare steps on pre-made batches, measured before
+    /// and after the epoch.
+    pub bare: [Duration; 2],
+}
+
+impl OverheadReport {
+    /// The loop's share of the epoch: `(epoch - bare) / epoch`, with `bare`
+    /// the mean of the two bare measurements.
+    pub fn overhead(&self) -> f64 {
+        let bare = (self.bare[0].as_secs_f64() + self.bare[1].as_secs_f64()) / 2.0;
+        let e = self.epoch.as_secs_f64();
+        if e == 0.0 { 0.0 } else { (e - bare) / e }
+    }
+}
+
+impl std::fmt::Display for OverheadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = |d: Duration| self.images as f64 / d.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "epoch with loader: {:.3} s ({:.0} images/s); bare steps on pre-made batches: {:.3} s / {:.3} s \
+             ({:.0} / {:.0} images/s); loop overhead {:.2} % of the epoch ({} steps, {} images)",
+            self.epoch.as_secs_f64(),
+            per(self.epoch),
+            self.bare[0].as_secs_f64(),
+            self.bare[1].as_secs_f64(),
+            per(self.bare[0]),
+            per(self.bare[1]),
+            100.0 * self.overhead(),
+            self.steps,
+            self.images
+        )
+    }
+}
+
+/// Trains a classifier: a forward graph with one input `[N, ...]` and
+/// logits `[N, classes]`, with cross-entropy loss.
+pub struct Trainer {
+    config: TrainConfig,
+    forward: Graph,
+    graph: Graph,
+    training: Training,
+    input: NodeId,
+    classes: usize,
+    /// Parameters and optimizer buffers shared between executors.
+    leaves: Vec<NodeId>,
+    step_exec: Executor,
+    rem_exec: Option<Executor>,
+    eval_exec: Option<Executor>,
+    eval_rem: Option<Executor>,
+    adam: Option<AdamState>,
+    epoch: u64,
+    steps: u64,
+    history: Vec<EpochRecord>,
+    snapshot: Vec<Vec<f32>>,
+    labels_buf: Vec<f32>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("model", &self.forward.name)
+            .field("config", &self.config)
+            .field("epoch", &self.epoch)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// A trainer for `forward` with fresh parameters: PyTorch's default
+    /// initialisation drawn from `config.seed`, as [`Model::init`] draws them.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] when the model is not a single-input
+    /// classifier or the configuration is invalid; autodiff and compile errors.
+    pub fn new(forward: &Graph, config: TrainConfig) -> Result<Trainer, TrainError> {
+        let params = Model::init(forward.clone(), config.seed).state_dict();
+        Trainer::with_params(forward, config, params)
+    }
+
+    /// A trainer for `forward` starting from `params` (state_dict keys).
+    ///
+    /// # Errors
+    /// As [`Trainer::new`], and [`TrainError::Checkpoint`] when a parameter
+    /// is missing or has the wrong shape.
+    pub fn with_params(
+        forward: &Graph,
+        config: TrainConfig,
+        params: Vec<(String, Tensor)>,
+    ) -> Result<Trainer, TrainError> {
+        if config.batch_size == 0 || config.eval_batch == 0 {
+            return Err(TrainError::Config("the batch sizes must be at least 1".into()));
+        }
+        if config.threads == 0 {
+            return Err(TrainError::Config("threads must be at least 1".into()));
+        }
+        let [input] = forward.inputs[..] else {
+            return Err(TrainError::Config(format!(
+                "the trainer takes models with one input; {} has {}",
+                forward.name,
+                forward.inputs.len()
+            )));
+        };
+        let Some(&out) = forward.outputs.first() else {
+            return Err(TrainError::Config(format!("model {} has no output", forward.name)));
+        };
+        let out_shape = &forward.node(out).shape;
+        if out_shape.rank() != 2 || out_shape.0[0].as_fixed().is_some() {
+            return Err(TrainError::Config(format!(
+                "the trainer trains classifiers: model {}'s output must be logits [N, classes], not {out_shape}",
+                forward.name
+            )));
+        }
+        let classes = out_shape.at_batch(1)[1];
+        let graph = autodiff::derive_training(forward, Loss::CrossEntropy, config.optimizer.compiled_sgd())?;
+        let training = graph.training.clone().ok_or_else(|| TrainError::Config("no training graph".into()))?;
+        let mut leaves = graph.params.clone();
+        leaves.extend(training.optim_state.iter().copied());
+        let mut step_exec = Executor::new(graph.clone(), config.batch_size, config.backend, config.threads)?;
+        let params = match_params(Path::new("<initial parameters>"), forward, params)?;
+        for (&p, (_, t)) in graph.params.iter().zip(&params) {
+            step_exec.set(p, &t.data)?;
+        }
+        for &s in &training.optim_state {
+            let n = graph.node(s).shape.numel_at(config.batch_size);
+            step_exec.set(s, &vec![0.0; n])?;
+        }
+        let adam = match config.optimizer {
+            Optimizer::Adam(_) => {
+                let sizes: Vec<usize> =
+                    training.param_grads.iter().map(|&(p, _)| graph.node(p).shape.numel_at(1)).collect();
+                Some(AdamState::new(&sizes))
+            }
+            Optimizer::Sgd(_) => None,
+        };
+        let snapshot = graph.params.iter().map(|&p| vec![0.0; graph.node(p).shape.numel_at(1)]).collect();
+        Ok(Trainer {
+            config,
+            forward: forward.clone(),
+            graph,
+            training,
+            input,
+            classes,
+            leaves,
+            step_exec,
+            rem_exec: None,
+            eval_exec: None,
+            eval_rem: None,
+            adam,
+            epoch: 0,
+            steps: 0,
+            history: Vec::new(),
+            snapshot,
+            labels_buf: Vec::new(),
+        })
+    }
+
+    /// A trainer for `model`'s graph starting from its parameters.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn from_model(model: &Model, config: TrainConfig) -> Result<Trainer, TrainError> {
+        Trainer::with_params(model.graph(), config, model.state_dict())
+    }
+
+    /// The trained network as a [`Model`] (forward graph and current parameters).
+    ///
+    /// # Errors
+    /// An executor error (none expected).
+    pub fn to_model(&self) -> Result<Model, TrainError> {
+        let mut model = Model::new(self.forward.clone());
+        let dict = self.params()?.into_iter().collect();
+        model.load_state_dict(dict).map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(model)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Changes the number of epoch [`Trainer::fit`] runs to.
+    pub fn set_epochs(&mut self, epochs: u64) {
+        self.config.epochs = epochs;
+    }
+
+    /// The forward graph.
+    pub fn forward(&self) -> &Graph {
+        &self.forward
+    }
+
+    /// The training graph (forward, loss, backward, update).
+    pub fn training_graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Epochs completed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Training steps completed.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// One record per completed epoch (including those of a resumed run).
+    pub fn history(&self) -> &[EpochRecord] {
+        &self.history
+    }
+
+    /// The current parameters in state_dict order.
+    ///
+    /// # Errors
+    /// An executor error (none expected).
+    pub fn params(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
+        self.graph
+            .params
+            .iter()
+            .map(|&p| {
+                let node = self.graph.node(p);
+                Ok((node.name.clone(), Tensor { shape: node.shape.at_batch(1), data: self.step_exec.get(p)?.to_vec() }))
+            })
+            .collect()
+    }
+
+    /// Replaces the parameters (state_dict keys; all of them, shapes checked).
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] for a missing or misshapen parameter.
+    pub fn set_params(&mut self, params: Vec<(String, Tensor)>) -> Result<(), TrainError> {
+        let params = match_params(Path::new("<parameters>"), &self.forward, params)?;
+        for (&p, (_, t)) in self.graph.params.iter().zip(&params) {
+            self.step_exec.set(p, &t.data)?;
+        }
+        Ok(())
+    }
+
+    /// A data loader over `dataset` with this trainer's batching, seed and workers.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] for an invalid configuration.
+    pub fn loader(&self, dataset: Arc<dyn Dataset>, transforms: Transforms) -> Result<DataLoader, TrainError> {
+        Ok(DataLoader::new(
+            dataset,
+            LoaderConfig {
+                batch_size: self.config.batch_size,
+                shuffle: self.config.shuffle,
+                drop_last: self.config.drop_last,
+                seed: self.config.seed,
+                workers: self.config.workers,
+                prefetch: if self.config.batch_size < 32 { 16 } else { 2 },
+                transforms,
+            },
+        )?)
+    }
+
+    /// Trains until `config.epochs` epochs are done, evaluating on `test`
+    /// after each one; `on_epoch` sees each record (to write metrics, a
+    /// chart, a checkpoint) and may stop the run with an error.
+    ///
+    /// # Errors
+    /// Data, executor and checkpoint errors; [`TrainError::NonFinite`] when
+    /// the loss becomes NaN or infinite.
+    pub fn fit(
+        &mut self,
+        train: Arc<dyn Dataset>,
+        test: Option<Arc<dyn Dataset>>,
+        transforms: Transforms,
+        on_epoch: &mut dyn FnMut(&Trainer, &EpochRecord) -> Result<(), TrainError>,
+    ) -> Result<Vec<EpochRecord>, TrainError> {
+        self.check_dataset(train.as_ref())?;
+        if let Some(t) = &test {
+            self.check_dataset(t.as_ref())?;
+        }
+        let loader = self.loader(Arc::clone(&train), transforms.clone())?;
+        let names = display_class_names(train.class_names());
+        let mut records = Vec::new();
+        while self.epoch < self.config.epochs {
+            let (train_loss, images, elapsed) = self.train_epoch(&loader)?;
+            let metrics = match &test {
+                Some(t) => Some(self.evaluate(Arc::clone(t), transforms.clone())?),
+                None => None,
+            };
+            let seconds = elapsed.as_secs_f64();
+            let record = EpochRecord {
+                epoch: self.epoch,
+                train_loss,
+                test_loss: metrics.as_ref().map(|m| m.loss),
+                test_accuracy: metrics.as_ref().map(|m| m.accuracy()),
+                per_class_accuracy: metrics.as_ref().map(|m| m.per_class_accuracy()).unwrap_or_default(),
+                class_names: names.clone(),
+                seconds,
+                images_per_s: images as f64 / seconds.max(1e-9),
+            };
+            self.history.push(record.clone());
+            on_epoch(self, &record)?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn check_dataset(&self, ds: &dyn Dataset) -> Result<(), TrainError> {
+        if ds.is_empty() {
+            return Err(TrainError::Config("the data set is empty".into()));
+        }
+        if ds.num_classes() > self.classes {
+            return Err(TrainError::Config(format!(
+                "the data has {} classes but model {} outputs {} logits",
+                ds.num_classes(),
+                self.forward.name,
+                self.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Compiles the executor for a last, smaller batch ahead of time.
+    fn prepare_remainder(&mut self, loader: &DataLoader) -> Result<(), TrainError> {
+        let rem = loader.dataset().len() % self.config.batch_size;
+        if rem != 0 && !self.config.drop_last && self.rem_exec.as_ref().map(Executor::batch) != Some(rem) {
+            let mut e = Executor::new(self.graph.clone(), rem, self.config.backend, self.config.threads)?;
+            for &l in &self.leaves {
+                e.set(l, self.step_exec.get(l)?)?;
+            }
+            self.rem_exec = Some(e);
+        }
+        Ok(())
+    }
+
+    /// Runs one epoch (the next one: its shuffle is keyed by the number of
+    /// epochs done). Returns the mean loss, the images seen and the time.
+    ///
+    /// # Errors
+    /// As [`Trainer::fit`].
+    pub fn train_epoch(&mut self, loader: &DataLoader) -> Result<(f64, usize, Duration), TrainError> {
+        self.prepare_remainder(loader)?;
+        let total =
+            if self.config.drop_last { loader.num_batches() * self.config.batch_size } else { loader.dataset().len() };
+        let bar = self.progress_bar(total as u64, &format!("epoch {}/{}", self.epoch + 1, self.config.epochs));
+        let start = Instant::now();
+        let mut loss_sum = 0.0f64;
+        let mut seen = 0usize;
+        let mut last_draw = Instant::now();
+        for (b, batch) in loader.epoch(self.epoch).enumerate() {
+            let batch = batch?;
+            let loss = self.step_batch(&batch)?;
+            if !loss.is_finite() {
+                bar.abandon();
+                return Err(self.non_finite(loss, b + 1, &batch));
+            }
+            loss_sum += f64::from(loss) * batch.len() as f64;
+            seen += batch.len();
+            bar.inc(batch.len() as u64);
+            if last_draw.elapsed() > Duration::from_millis(200) {
+                last_draw = Instant::now();
+                bar.set_message(format!("loss {:.4}", loss_sum / seen.max(1) as f64));
+            }
+        }
+        let elapsed = start.elapsed();
+        bar.finish_and_clear();
+        self.epoch += 1;
+        Ok((loss_sum / seen.max(1) as f64, seen, elapsed))
+    }
+
+    fn progress_bar(&self, len: u64, prefix: &str) -> ProgressBar {
+        if !self.config.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(5));
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} images ({per_sec}, eta {eta}) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(prefix.to_string());
+        bar
+    }
+
+    /// One training step on `batch`; returns the loss.
+    fn step_batch(&mut self, batch: &Batch) -> Result<f32, TrainError> {
+        let n = batch.len();
+        let want = self.graph.node(self.input).shape.at_batch(n);
+        if batch.images.shape != want {
+            return Err(TrainError::Config(format!(
+                "the data gives batches of shape {:?}, but model {} takes {want:?}",
+                batch.images.shape, self.forward.name
+            )));
+        }
+        self.labels_buf.clear();
+        for (&l, &i) in batch.labels.iter().zip(&batch.indices) {
+            if l >= self.classes {
+                return Err(TrainError::Config(format!(
+                    "sample {i} has label {l}, but model {} has {} classes",
+                    self.forward.name, self.classes
+                )));
+            }
+            self.labels_buf.push(l as f32);
+        }
+        let remainder = n != self.config.batch_size;
+        if remainder {
+            if self.rem_exec.as_ref().map(Executor::batch) != Some(n) {
+                self.rem_exec = Some(Executor::new(self.graph.clone(), n, self.config.backend, self.config.threads)?);
+            }
+            if let Some(rem) = self.rem_exec.as_mut() {
+                for &l in &self.leaves {
+                    rem.set(l, self.step_exec.get(l)?)?;
+                }
+            }
+        }
+        let exec = match (remainder, self.rem_exec.as_mut()) {
+            (true, Some(rem)) => rem,
+            _ => &mut self.step_exec,
+        };
+        if self.config.diagnose_non_finite {
+            for (buf, &p) in self.snapshot.iter_mut().zip(&self.graph.params) {
+                buf.copy_from_slice(exec.get(p)?);
+            }
+        }
+        exec.set(self.input, &batch.images.data)?;
+        exec.set(self.training.target, &self.labels_buf)?;
+        exec.run()?;
+        let loss = exec.get(self.training.loss)?[0];
+        if let (Some(adam), Optimizer::Adam(cfg)) = (self.adam.as_mut(), &self.config.optimizer) {
+            adam.apply(cfg, exec, &self.training.param_grads)?;
+        }
+        if remainder && let Some(rem) = self.rem_exec.as_ref() {
+            for &l in &self.leaves {
+                self.step_exec.set(l, rem.get(l)?)?;
+            }
+        }
+        self.steps += 1;
+        Ok(loss)
+    }
+
+    /// The error for a non-finite loss: re-runs the batch through the
+    /// interpreter on the parameters before the step and names the first
+    /// node whose value is not finite.
+    fn non_finite(&self, loss: f32, batch_in_epoch: usize, batch: &Batch) -> TrainError {
+        let (node, origin) = if self.config.diagnose_non_finite {
+            self.first_non_finite(batch)
+        } else {
+            (None, "run with diagnose_non_finite to find the node that produced it".to_string())
+        };
+        TrainError::NonFinite { loss, epoch: self.epoch + 1, step: self.steps, batch_in_epoch, node, origin }
+    }
+
+    fn first_non_finite(&self, batch: &Batch) -> (Option<String>, String) {
+        let n = batch.len();
+        let mut feeds: HashMap<NodeId, Tensor> = HashMap::new();
+        for (&p, data) in self.graph.params.iter().zip(&self.snapshot) {
+            feeds.insert(p, Tensor { shape: self.graph.node(p).shape.at_batch(n), data: data.clone() });
+        }
+        feeds.insert(self.input, batch.images.clone());
+        feeds.insert(self.training.target, Tensor { shape: vec![n], data: self.labels_buf.clone() });
+        let values = match interp::evaluate(&self.graph, n, &feeds) {
+            Ok(v) => v,
+            Err(e) => return (None, format!("re-running the batch in the interpreter failed: {e}")),
+        };
+        for id in self.graph.node_ids() {
+            let Some(v) = values.get(id.index()) else { break };
+            if let Some(k) = v.data.iter().position(|x| !x.is_finite()) {
+                let node = self.graph.node(id);
+                let what = match node.op {
+                    Op::Input => "the input batch already holds".to_string(),
+                    Op::Param { .. } => "parameter already holds".to_string(),
+                    _ => {
+                        let from: Vec<String> =
+                            node.inputs.iter().map(|&i| format!("`{}`", self.graph.node(i).name)).collect();
+                        format!("computed from {}, produced", from.join(", "))
+                    }
+                };
+                return (
+                    Some(node.name.clone()),
+                    format!(
+                        "the first node with a non-finite value is `{}` ({}, {:?} stage): {what} {} at element {k} \
+                         (found by re-running the batch in the interpreter)",
+                        node.name,
+                        node.op.mnemonic(),
+                        node.stage,
+                        v.data[k]
+                    ),
+                );
+            }
+        }
+        (None, "the interpreter computes finite values for every node on this batch".to_string())
+    }
+
+    /// Evaluates the current parameters on `dataset` (in order, at
+    /// `config.eval_batch`): loss, accuracy, per-class accuracy, confusion matrix.
+    ///
+    /// # Errors
+    /// Data and executor errors; a data set whose samples do not fit the model.
+    pub fn evaluate(&mut self, dataset: Arc<dyn Dataset>, transforms: Transforms) -> Result<EvalMetrics, TrainError> {
+        self.check_dataset(dataset.as_ref())?;
+        let names = display_class_names(dataset.class_names());
+        let mut names = names;
+        names.resize_with(self.classes.max(names.len()), String::new);
+        let len = dataset.len();
+        let batch = self.config.eval_batch.min(len);
+        let loader = DataLoader::new(
+            dataset,
+            LoaderConfig {
+                batch_size: batch,
+                workers: self.config.workers.min(2),
+                transforms,
+                ..LoaderConfig::default()
+            },
+        )?;
+        let mut metrics = EvalMetrics::new(names);
+        let mut loss_sum = 0.0;
+        let bar = self.progress_bar(len as u64, "evaluating");
+        for b in loader.epoch(0) {
+            let b = b?;
+            let n = b.len();
+            let want = self.forward.node(self.input).shape.at_batch(n);
+            if b.images.shape != want {
+                return Err(TrainError::Config(format!(
+                    "the data gives batches of shape {:?}, but model {} takes {want:?}",
+                    b.images.shape, self.forward.name
+                )));
+            }
+            let slot = if n == batch { &mut self.eval_exec } else { &mut self.eval_rem };
+            if slot.as_ref().map(Executor::batch) != Some(n) {
+                *slot = Some(Executor::new(self.forward.clone(), n, self.config.backend, self.config.threads)?);
+            }
+            let Some(exec) = slot.as_mut() else { continue };
+            for &p in &self.forward.params {
+                exec.set(p, self.step_exec.get(p)?)?;
+            }
+            exec.set(self.input, &b.images.data)?;
+            exec.run()?;
+            let logits = exec.get(self.forward.outputs[0])?;
+            loss_sum += metrics.add_batch(logits, &b.labels, self.classes);
+            bar.inc(n as u64);
+        }
+        bar.finish_and_clear();
+        metrics.loss = loss_sum / metrics.total.max(1) as f64;
+        metrics.class_names.truncate(metrics.confusion.len());
+        Ok(metrics)
+    }
+
+    /// The run's state as a checkpoint.
+    ///
+    /// # Errors
+    /// An executor error (none expected).
+    pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        let mut optim_state = Vec::new();
+        for &s in &self.training.optim_state {
+            let node = self.graph.node(s);
+            optim_state.push((
+                node.name.clone(),
+                Tensor { shape: node.shape.at_batch(1), data: self.step_exec.get(s)?.to_vec() },
+            ));
+        }
+        if let Some(adam) = &self.adam {
+            for (i, &(p, _)) in self.training.param_grads.iter().enumerate() {
+                let node = self.graph.node(p);
+                let shape = node.shape.at_batch(1);
+                optim_state
+                    .push((format!("adam_m.{}", node.name), Tensor { shape: shape.clone(), data: adam.m[i].clone() }));
+                optim_state.push((format!("adam_v.{}", node.name), Tensor { shape, data: adam.v[i].clone() }));
+            }
+        }
+        Ok(Checkpoint {
+            model: self.forward.name.clone(),
+            params: self.params()?,
+            optim_state,
+            optimizer: self.config.optimizer.to_json(),
+            adam_t: self.adam.as_ref().map_or(0, |a| a.t),
+            epoch: self.epoch,
+            step: self.steps,
+            seed: self.config.seed,
+            batch_size: self.config.batch_size,
+            history: self.history.clone(),
+        })
+    }
+
+    /// Saves [`Trainer::checkpoint`] to `path` atomically.
+    ///
+    /// # Errors
+    /// [`TrainError::Write`].
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        self.checkpoint()?.save(path)
+    }
+
+    /// Continues from a checkpoint: parameters, optimizer state, epochs and
+    /// steps done, history. With the same configuration the run goes on
+    /// bit-identically to one that never stopped.
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] when the file is unreadable, was written
+    /// for another model or another optimizer, or lacks optimizer state.
+    pub fn resume(&mut self, path: &Path) -> Result<(), TrainError> {
+        let ck = Checkpoint::load(path)?;
+        self.restore(ck, path)
+    }
+
+    /// As [`Trainer::resume`], from a checkpoint in memory (`path` names it in messages).
+    ///
+    /// # Errors
+    /// As [`Trainer::resume`].
+    pub fn restore(&mut self, ck: Checkpoint, path: &Path) -> Result<(), TrainError> {
+        let bad = |message: String| TrainError::Checkpoint { path: path.to_path_buf(), message };
+        if !ck.is_kiln_checkpoint() {
+            return Err(bad("is a weights file without optimizer state, not a kiln checkpoint".into()));
+        }
+        let kind = ck.optimizer.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        if kind != self.config.optimizer.kind() {
+            return Err(bad(format!(
+                "was written by a run with optimizer {kind}, but this run uses {}",
+                self.config.optimizer.kind()
+            )));
+        }
+        let params = match_params(path, &self.forward, ck.params)?;
+        let mut state: HashMap<String, Tensor> = ck.optim_state.into_iter().collect();
+        let mut take = |name: &str, want: Vec<usize>| -> Result<Tensor, TrainError> {
+            let t = state.remove(name).ok_or_else(|| bad(format!("has no optimizer state `{name}`")))?;
+            if t.shape != want {
+                return Err(bad(format!("optimizer state `{name}` has shape {:?}, expected {want:?}", t.shape)));
+            }
+            Ok(t)
+        };
+        let mut momentum = Vec::new();
+        for &s in &self.training.optim_state {
+            let node = self.graph.node(s);
+            momentum.push((s, take(&node.name, node.shape.at_batch(1))?));
+        }
+        let mut adam_mv = Vec::new();
+        if self.adam.is_some() {
+            for &(p, _) in &self.training.param_grads {
+                let node = self.graph.node(p);
+                let shape = node.shape.at_batch(1);
+                adam_mv.push((
+                    take(&format!("adam_m.{}", node.name), shape.clone())?.data,
+                    take(&format!("adam_v.{}", node.name), shape)?.data,
+                ));
+            }
+        }
+        for (&p, (_, t)) in self.graph.params.iter().zip(&params) {
+            self.step_exec.set(p, &t.data)?;
+        }
+        for (s, t) in momentum {
+            self.step_exec.set(s, &t.data)?;
+        }
+        if let Some(adam) = self.adam.as_mut() {
+            adam.t = ck.adam_t;
+            for (i, (m, v)) in adam_mv.into_iter().enumerate() {
+                adam.m[i] = m;
+                adam.v[i] = v;
+            }
+        }
+        self.epoch = ck.epoch;
+        self.steps = ck.step;
+        self.history = ck.history;
+        Ok(())
+    }
+
+    /// Measures what the loop around the compiled step costs: one epoch
+    /// over `dataset` with the real loader, transforms and progress,
+    /// against the same number of bare steps (set input, set labels, run,
+    /// read the loss) on batches made beforehand, timed before and after
+    /// the epoch. Trains the model while doing so.
+    ///
+    /// # Errors
+    /// As [`Trainer::fit`].
+    pub fn profile_overhead(
+        &mut self,
+        dataset: Arc<dyn Dataset>,
+        transforms: Transforms,
+    ) -> Result<OverheadReport, TrainError> {
+        self.check_dataset(dataset.as_ref())?;
+        let loader = self.loader(dataset, transforms)?;
+        self.prepare_remainder(&loader)?;
+        // Pre-made full batches (at most 256 of them, reused in turn).
+        let mut premade: Vec<Batch> = Vec::new();
+        for b in loader.epoch(u64::MAX) {
+            let b = b?;
+            if b.len() == self.config.batch_size {
+                premade.push(b);
+            }
+            if premade.len() == 256 {
+                break;
+            }
+        }
+        if premade.is_empty() {
+            return Err(TrainError::Config("the data set is smaller than one batch".into()));
+        }
+        let steps = loader.num_batches();
+        let bare = |t: &mut Trainer| -> Result<Duration, TrainError> {
+            let start = Instant::now();
+            for s in 0..steps {
+                let b = &premade[s % premade.len()];
+                t.step_exec.set(t.input, &b.images.data)?;
+                t.labels_buf.clear();
+                t.labels_buf.extend(b.labels.iter().map(|&l| l as f32));
+                t.step_exec.set(t.training.target, &t.labels_buf)?;
+                t.step_exec.run()?;
+                std::hint::black_box(t.step_exec.get(t.training.loss)?[0]);
+            }
+            Ok(start.elapsed())
+        };
+        // Warm up caches and the thread pool.
+        for b in premade.iter().take(8) {
+            self.step_batch(b)?;
+        }
+        let bare0 = bare(self)?;
+        let (_, images, epoch) = self.train_epoch(&loader)?;
+        let bare1 = bare(self)?;
+        Ok(OverheadReport { steps, images, epoch, bare: [bare0, bare1] })
+    }
+}

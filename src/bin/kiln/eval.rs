@@ -1,0 +1,71 @@
+//! `kiln eval`: test accuracy, per class, and the confusion matrix of trained weights.
+
+use crate::model::{CliError, load};
+use kiln::runtime::Backend;
+use kiln::runtime::train::{
+    SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, lecture_transforms, load_weights, open_training_data,
+};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The model (.net file).
+    model: PathBuf,
+    /// Data folder (as for `kiln train`); its test split is evaluated. Without
+    /// it, the built-in generated test set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Weights: a kiln checkpoint or any safetensors file with the model's state_dict keys.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Threads of the compiled kernels (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Executor.
+    #[arg(long, default_value = "jit")]
+    backend: Backend,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn err(e: TrainError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+pub fn run(args: EvalArgs) -> Result<(), CliError> {
+    let forward = load(&args.model)?;
+    let params = load_weights(&args.weights, &forward).map_err(err)?;
+    let data = open_training_data(args.data.as_deref(), SYNTHETIC_SIZES).map_err(err)?;
+    eprintln!("{}", data.description);
+    let Some(test) = data.test else {
+        return Err(CliError::Usage("the data folder has no test split to evaluate".into()));
+    };
+    let mut config = TrainConfig {
+        eval_batch: args.batch as usize,
+        backend: args.backend,
+        progress: !args.quiet,
+        ..TrainConfig::default()
+    };
+    if let Some(t) = args.threads {
+        config.threads = t as usize;
+    }
+    // The training executor is compiled at batch 1 only to hold the weights.
+    config.batch_size = 1;
+    let mut trainer = Trainer::with_params(&forward, config, params).map_err(err)?;
+    let transforms = lecture_transforms(&forward).map_err(err)?;
+    let start = std::time::Instant::now();
+    let metrics = trainer.evaluate(test, transforms).map_err(err)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("{metrics}");
+    println!("Confusion matrix:\n{}", metrics.confusion_table());
+    eprintln!(
+        "evaluated {} images in {secs:.2} s ({:.0} images/s)",
+        metrics.total,
+        metrics.total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
