@@ -1,5 +1,6 @@
 //! `kiln`: inspect, check, train and benchmark networks declared in `.net` files.
 
+mod bench;
 mod grad;
 mod inspect;
 mod model;
@@ -21,6 +22,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Evaluate a model on given parameters and inputs; write outputs, loss and every gradient as .npy.
     Grad(grad::GradArgs),
+    /// Benchmark the JIT: compile time, training and inference images/s, per-kernel GFLOP/s.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Grad(args) => grad::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
