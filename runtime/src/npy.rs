@@ -89,7 +89,11 @@ pub fn read_labels(path: &Path) -> Result<Tensor, NpyError> {
         "u1" => read_all::<u8, _>(path, npy)?.into_iter().map(f32::from).collect(),
         "f4" => read_all::<f32, _>(path, npy)?,
         _ => {
-            return Err(NpyError::Dtype { path: path.into(), found: descr, expected: "int64, int32, uint8 or float32" });
+            return Err(NpyError::Dtype {
+                path: path.into(),
+                found: descr,
+                expected: "int64, int32, uint8 or float32",
+            });
         }
     };
     Tensor::new(shape.clone(), data).ok_or_else(|| NpyError::Malformed {

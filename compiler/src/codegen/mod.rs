@@ -10,6 +10,7 @@
 
 mod gemm;
 pub mod math;
+pub mod peak;
 
 use crate::kernel::{
     AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
@@ -91,7 +92,7 @@ impl Drop for CompiledProgram {
 }
 
 /// Builds the host ISA: native feature detection, `opt_level=speed`.
-fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+pub(crate) fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()));
     set(&mut flags, "opt_level", "speed")?;

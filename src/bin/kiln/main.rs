@@ -1,6 +1,7 @@
 //! `kiln`: inspect, check, train and benchmark networks declared in `.net` files.
 
 mod eval;
+mod bench;
 mod grad;
 mod inspect;
 mod model;
@@ -27,6 +28,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate trained weights: test accuracy overall and per class, confusion matrix.
     Eval(eval::EvalArgs),
+    /// Benchmark the JIT: compile time, training and inference images/s, per-kernel GFLOP/s.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Grad(args) => grad::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,158 @@
+//! `kiln bench`: compile time, training and inference throughput, per-kernel
+//! time and GFLOP/s against the machine's measured 128-bit FMA peak.
+
+use crate::model::{CliError, LossArg, load};
+use kiln::compiler::codegen::peak::measure_fma_peak;
+use kiln::compiler::jit::{self, Executable, JitOptions};
+use kiln::compiler::{Graph, Loss, Op, Sgd, autodiff};
+use kiln::runtime::{ExecError, Model};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The model (.net file).
+    model: PathBuf,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,64,256", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Vec<u32>,
+    /// Threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Seconds each throughput measurement runs.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Loss of the training step.
+    #[arg(long, value_enum, default_value = "cross-entropy")]
+    loss: LossArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Measured {
+    batch: usize,
+    mode: &'static str,
+    images_per_s: f64,
+    compile_ms: f64,
+    kernels: Vec<(String, Duration, u64)>,
+}
+
+pub fn run(args: BenchArgs) -> Result<(), CliError> {
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(CliError::Usage(format!("--seconds must be positive, got {}", args.seconds)));
+    }
+    let threads =
+        args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    let forward = load(&args.model)?;
+    let loss: Loss = args.loss.into();
+    let sgd = Sgd { lr: 0.001, momentum: 0.9, ..Sgd::default() };
+    let training = autodiff::derive_training(&forward, loss, sgd)?;
+    let window = Duration::from_secs_f64(args.seconds);
+    let mut results = Vec::new();
+    for &b in &args.batch {
+        let batch = b as usize;
+        results.push(measure(&training, batch, threads, window, "train")?);
+        results.push(measure(&forward, batch, threads, window, "infer")?);
+    }
+    let peak = measure_fma_peak(threads, Duration::from_millis(500)).ok();
+    if args.json {
+        print_json(&results, peak);
+    } else {
+        print_table(&forward.name, threads, &results, peak);
+    }
+    Ok(())
+}
+
+fn measure(
+    graph: &Graph,
+    batch: usize,
+    threads: usize,
+    window: Duration,
+    mode: &'static str,
+) -> Result<Measured, CliError> {
+    let options = JitOptions { threads, verify: false, ..JitOptions::default() };
+    let start = Instant::now();
+    let mut exe = jit::compile(graph, batch, &options).map_err(ExecError::from)?;
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    fill_leaves(graph, &mut exe, batch)?;
+    exe.run().map_err(ExecError::from)?;
+    let start = Instant::now();
+    let mut steps = 0u64;
+    while start.elapsed() < window {
+        exe.run().map_err(ExecError::from)?;
+        steps += 1;
+    }
+    let images_per_s = (steps as f64 * batch as f64) / start.elapsed().as_secs_f64();
+    let runs = ((steps / 4).clamp(3, 200)) as usize;
+    let flops: Vec<u64> = exe.program().kernels.iter().map(|k| k.flops).collect();
+    let kernels = exe.profile(runs).into_iter().zip(flops).map(|((name, t), f)| (name, t, f)).collect();
+    Ok(Measured { batch, mode, images_per_s, compile_ms, kernels })
+}
+
+/// PyTorch-initialised parameters, inputs in [-1, 1) and valid labels or targets.
+fn fill_leaves(graph: &Graph, exe: &mut Executable, batch: usize) -> Result<(), CliError> {
+    let forward_params = Model::init(graph.clone(), 0);
+    for (key, tensor) in forward_params.state_dict() {
+        if let Some(id) = graph.find(&key) {
+            exe.set(id, &tensor.data).map_err(ExecError::from)?;
+        }
+    }
+    let classes = graph.outputs.first().and_then(|&o| graph.node(o).shape.0.last()).map_or(1, |d| d.at_batch(batch));
+    for id in graph.node_ids() {
+        let node = graph.node(id);
+        let n = node.shape.numel_at(batch);
+        let data: Vec<f32> = match node.op {
+            Op::Input | Op::Target => (0..n).map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0).collect(),
+            Op::Labels => (0..n).map(|i| (i % classes) as f32).collect(),
+            _ => continue,
+        };
+        exe.set(id, &data).map_err(ExecError::from)?;
+    }
+    Ok(())
+}
+
+fn print_table(name: &str, threads: usize, results: &[Measured], peak: Option<f64>) {
+    println!("{name}: {threads} thread(s)");
+    match peak {
+        Some(p) => println!("measured 128-bit FMA peak: {p:.1} GFLOP/s"),
+        None => println!("measured 128-bit FMA peak: unavailable (no AVX+FMA)"),
+    }
+    println!("\n{:>6} {:>6} {:>14} {:>12}", "batch", "mode", "images/s", "compile ms");
+    for r in results {
+        println!("{:>6} {:>6} {:>14.0} {:>12.1}", r.batch, r.mode, r.images_per_s, r.compile_ms);
+    }
+    for r in results {
+        println!("\nkernels, batch {} {}:", r.batch, r.mode);
+        println!("  {:<44} {:>10} {:>9} {:>8}", "kernel", "us/run", "GFLOP/s", "% peak");
+        for (kernel, t, flops) in &r.kernels {
+            let gflops = *flops as f64 / t.as_secs_f64().max(1e-12) / 1e9;
+            let share = peak.map(|p| format!("{:.0}%", 100.0 * gflops / p)).unwrap_or_default();
+            println!("  {:<44} {:>10.1} {:>9.1} {:>8}", kernel, t.as_secs_f64() * 1e6, gflops, share);
+        }
+    }
+}
+
+fn print_json(results: &[Measured], peak: Option<f64>) {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "batch": r.batch, "mode": r.mode, "images_per_s": r.images_per_s, "compile_ms": r.compile_ms,
+            })
+        })
+        .collect();
+    let kernels: Vec<serde_json::Value> = results
+        .iter()
+        .flat_map(|r| {
+            r.kernels.iter().map(move |(name, t, flops)| {
+                serde_json::json!({
+                    "batch": r.batch, "mode": r.mode, "name": name, "us": t.as_secs_f64() * 1e6, "flops": flops,
+                    "gflops": *flops as f64 / t.as_secs_f64().max(1e-12) / 1e9,
+                })
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "results": rows, "kernels": kernels, "peak_gflops": peak });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
