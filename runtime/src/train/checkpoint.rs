@@ -67,6 +67,8 @@ impl Checkpoint {
             views.push((k.clone(), view));
         }
         let history: Vec<serde_json::Value> = self.history.iter().map(EpochRecord::to_json).collect();
+        // safetensors sorts tensors by name; keep the state_dict order here.
+        let order: Vec<serde_json::Value> = bytes.iter().map(|(k, _, _)| serde_json::Value::from(k.as_str())).collect();
         let meta: HashMap<String, String> = [
             ("format", FORMAT.to_string()),
             ("model", self.model.clone()),
@@ -77,6 +79,7 @@ impl Checkpoint {
             ("seed", self.seed.to_string()),
             ("batch_size", self.batch_size.to_string()),
             ("history", serde_json::Value::Array(history).to_string()),
+            ("order", serde_json::Value::Array(order).to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -118,13 +121,19 @@ impl Checkpoint {
         let meta = meta.metadata().clone().unwrap_or_default();
         let mut params = Vec::new();
         let mut optim_state = Vec::new();
-        // Keep the file's order (by offset), which is the order it was written in.
-        let mut names: Vec<(usize, String)> = st
-            .iter()
-            .map(|(name, view)| (view.data().as_ptr() as usize - bytes.as_ptr() as usize, name.to_string()))
-            .collect();
-        names.sort();
-        for (_, name) in names {
+        // The order the tensors were written in (state_dict order), when
+        // recorded; then any others by name.
+        let recorded: Vec<String> = meta
+            .get("order")
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+            .and_then(|v| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()))
+            .unwrap_or_default();
+        let mut names: Vec<String> = recorded.into_iter().filter(|n| st.names().contains(&n.as_str())).collect();
+        let mut rest: Vec<String> =
+            st.names().into_iter().filter(|n| !names.iter().any(|m| m == n)).map(String::from).collect();
+        rest.sort();
+        names.extend(rest);
+        for name in names {
             let view = st.tensor(&name).map_err(|e| bad(path, format!("tensor {name}: {e}")))?;
             if view.dtype() != Dtype::F32 {
                 return Err(bad(
