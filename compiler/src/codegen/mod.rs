@@ -190,6 +190,8 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) partials: HashMap<AccId, (Variable, RedOp)>,
     pub(crate) math: math::Funcs,
     pub(crate) fma: bool,
+    /// Use FMA in matrix-product tiles (see `mul_add`).
+    pub(crate) gemm_fma: bool,
     lo: Value,
     hi: Value,
 }
@@ -213,6 +215,18 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         }
         bufptr.insert(buf, p);
     }
+    // Pass the addresses through block parameters so Cranelift keeps them
+    // computed once instead of re-materialising them inside loops.
+    let start = b.create_block();
+    let mut order: Vec<BufId> = bufptr.keys().copied().collect();
+    order.sort();
+    let args: Vec<BlockArg> = order.iter().map(|k| BlockArg::Value(bufptr[k])).collect();
+    for &k in &order {
+        let p = b.append_block_param(start, I64);
+        bufptr.insert(k, p);
+    }
+    b.ins().jump(start, &args);
+    b.switch_to_block(start);
     let mut fx = Fx {
         b,
         bufptr,
@@ -224,6 +238,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         partials: HashMap::new(),
         math,
         fma,
+        gemm_fma: std::env::var_os("KILN_GEMM_FMA").is_some() && fma,
         lo,
         hi,
     };
@@ -342,6 +357,13 @@ impl Fx<'_, '_> {
                 let (a, b) = (self.idx(a, lane), self.idx(b, lane));
                 self.b.ins().smax(a, b)
             }
+            Idx::FloatTable(t, a) => {
+                let a = self.idx(a, lane);
+                let addr = self.addr(*t, a);
+                let flags = self.load_flags(*t);
+                let x = self.b.ins().load(F32, flags, addr, 0);
+                self.b.ins().fcvt_to_sint(I64, x)
+            }
             Idx::Table(t, a) => {
                 let a = self.idx(a, lane);
                 let addr = self.addr(*t, a);
@@ -349,6 +371,20 @@ impl Fx<'_, '_> {
                 self.b.ins().sload32(flags, addr, 0)
             }
         }
+    }
+
+    /// Address of element `i` of `buf` for lane `lane`: a pointer induction
+    /// variable when one is live, else computed.
+    pub(crate) fn elem_addr(&mut self, buf: BufId, i: &Idx, lane: i64) -> Value {
+        if let Some(mut a) = affine(i) {
+            a.buf = Some(buf);
+            if let Some(&p) = self.ivs.get(&a) {
+                let c = self.lane.map_or(0, |v| a.coefficient(v));
+                return if c != 0 && lane != 0 { self.b.ins().iadd_imm_s(p, 4 * c * lane) } else { p };
+            }
+        }
+        let ix = self.idx(i, lane);
+        self.addr(buf, ix)
     }
 
     /// Address of element `index` (an i64 value) of `buf`.
@@ -379,19 +415,16 @@ impl Fx<'_, '_> {
             Val::Load(buf, i) => {
                 let flags = self.load_flags(*buf);
                 if !vec || !self.uses_lane(i) {
-                    let ix = self.idx(i, 0);
-                    let a = self.addr(*buf, ix);
+                    let a = self.elem_addr(*buf, i, 0);
                     let x = self.b.ins().load(F32, flags, a, 0);
                     return if vec { self.splat(x) } else { x };
                 }
                 if i.coefficient(self.lane.unwrap()) == Some(1) {
-                    let ix = self.idx(i, 0);
-                    let a = self.addr(*buf, ix);
+                    let a = self.elem_addr(*buf, i, 0);
                     return self.b.ins().load(F32X4, flags, a, 0);
                 }
                 let lanes = [0, 1, 2, 3].map(|l| {
-                    let ix = self.idx(i, l);
-                    let a = self.addr(*buf, ix);
+                    let a = self.elem_addr(*buf, i, l);
                     self.b.ins().load(F32, flags, a, 0)
                 });
                 self.lanes_to_vector(lanes)
@@ -628,8 +661,7 @@ impl Fx<'_, '_> {
         let x = self.val(val, vec);
         let flags = MemFlagsData::new().with_notrap();
         if !vec {
-            let ix = self.idx(idx, 0);
-            let a = self.addr(buf, ix);
+            let a = self.elem_addr(buf, idx, 0);
             let x = if accumulate {
                 let old = self.b.ins().load(F32, flags, a, 0);
                 self.b.ins().fadd(old, x)
@@ -640,8 +672,7 @@ impl Fx<'_, '_> {
             return;
         }
         if self.uses_lane(idx) && idx.coefficient(self.lane.unwrap()) == Some(1) {
-            let ix = self.idx(idx, 0);
-            let a = self.addr(buf, ix);
+            let a = self.elem_addr(buf, idx, 0);
             let x = if accumulate {
                 let old = self.b.ins().load(F32X4, flags, a, 0);
                 self.b.ins().fadd(old, x)
@@ -653,8 +684,7 @@ impl Fx<'_, '_> {
         }
         for l in 0..4u8 {
             let xl = self.b.ins().extractlane(x, l);
-            let ix = self.idx(idx, l as i64);
-            let a = self.addr(buf, ix);
+            let a = self.elem_addr(buf, idx, l as i64);
             let xl = if accumulate {
                 let old = self.b.ins().load(F32, flags, a, 0);
                 self.b.ins().fadd(old, xl)
@@ -675,10 +705,12 @@ impl Fx<'_, '_> {
         forms.retain(|f| f.coefficient(l.var) != 0);
         let mut ivars = Vec::with_capacity(forms.len());
         for f in &forms {
-            let c = f.coefficient(l.var);
-            let base = match self.ivs.get(f) {
-                Some(&v) => v,
-                None => self.iconst(f.constant),
+            let scale = if f.buf.is_some() { 4 } else { 1 };
+            let c = f.coefficient(l.var) * scale;
+            let base = match (self.ivs.get(f), f.buf) {
+                (Some(&v), _) => v,
+                (None, None) => self.iconst(f.constant),
+                (None, Some(b)) => self.b.ins().iadd_imm_s(self.bufptr[&b], 4 * f.constant),
             };
             let init = match start_const {
                 Some(s0) => {
@@ -773,6 +805,9 @@ impl Fx<'_, '_> {
 /// An affine index `constant + sum(coefficient * var)`, terms sorted by variable.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Affine {
+    /// `Some(buf)`: the byte address of that element of `buf` (a pointer
+    /// induction variable); `None`: the index itself.
+    buf: Option<BufId>,
     constant: i64,
     terms: Vec<(VarId, i64)>,
 }
@@ -803,7 +838,7 @@ pub(crate) fn affine(i: &Idx) -> Option<Affine> {
             _ => false,
         }
     }
-    let mut out = Affine { constant: 0, terms: Vec::new() };
+    let mut out = Affine { buf: None, constant: 0, terms: Vec::new() };
     if !go(i, 1, &mut out) {
         return None;
     }
@@ -823,7 +858,7 @@ fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
             return;
         }
         match i {
-            Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) => idx(a, out),
+            Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) | Idx::FloatTable(_, a) => idx(a, out),
             Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
                 idx(a, out);
                 idx(b, out)
@@ -831,18 +866,27 @@ fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
             Idx::Const(_) | Idx::Var(_) => {}
         }
     }
-    fn val(v: &Val, out: &mut Vec<Affine>) {
-        v.visit(&mut |n| {
-            if let crate::kernel::Node::Idx(i) = n {
-                idx(i, out)
+    fn address(buf: BufId, i: &Idx, out: &mut Vec<Affine>) {
+        if let Some(mut a) = affine(i) {
+            a.buf = Some(buf);
+            if !a.terms.is_empty() && !out.contains(&a) {
+                out.push(a);
             }
+        }
+    }
+    fn val(v: &Val, out: &mut Vec<Affine>) {
+        v.visit(&mut |n| match n {
+            crate::kernel::Node::Idx(i) => idx(i, out),
+            crate::kernel::Node::Val(Val::Load(b, i)) => address(*b, i, out),
+            _ => {}
         });
     }
     for s in body {
         match s {
             Stmt::Loop(l) => collect_affine(&l.body, out),
-            Stmt::Store { idx: i, val: v, .. } => {
+            Stmt::Store { buf, idx: i, val: v, .. } => {
                 idx(i, out);
+                address(*buf, i, out);
                 val(v, out);
             }
             Stmt::Let { init: v, .. } | Stmt::Reduce { val: v, .. } | Stmt::Set { val: v, .. } => val(v, out),

@@ -50,6 +50,8 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
         value_buf: HashMap::new(),
         next_var: 0,
         next_acc: 0,
+        live: fusion.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect(),
+        argmax: HashMap::new(),
     };
     for group in &fusion.groups {
         match group.kind {
@@ -110,6 +112,11 @@ struct Builder<'g> {
     value_buf: HashMap<NodeId, BufId>,
     next_var: VarId,
     next_acc: AccId,
+    /// Nodes that are computed (not eliminated).
+    live: std::collections::HashSet<NodeId>,
+    /// Per max-pool `(input, attributes)` whose gradient is computed: the
+    /// buffer where the forward kernel records each window's first maximum.
+    argmax: HashMap<(NodeId, Pool2d), BufId>,
 }
 
 /// How the result of an anchored kernel is finished.
@@ -129,7 +136,7 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
     fn idx(i: &Idx, reads: &mut Vec<BufId>) {
         match i {
             Idx::Const(_) | Idx::Var(_) => {}
-            Idx::Table(t, a) => {
+            Idx::Table(t, a) | Idx::FloatTable(t, a) => {
                 reads.push(*t);
                 idx(a, reads)
             }
@@ -833,17 +840,34 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let padded = pl.padding != [0, 0];
         let divisor = (pl.kernel[0] * pl.kernel[1]) as f32;
+        let has_grad = is_max
+            && self.graph.node_ids().any(|n| {
+                self.live.contains(&n)
+                    && self.graph.node(n).op == Op::MaxPool2dGrad(*pl)
+                    && self.graph.node(n).inputs[0] == ins[0]
+            });
+        let argmax = has_grad.then(|| {
+            let len = yd.iter().product();
+            let buf = self.scratch(format!("{}.argmax", self.graph.node(id).name), len, false);
+            self.argmax.insert((ins[0], *pl), buf);
+            buf
+        });
         let body = self.loops(&[xd[0] * xd[1], oh, ow], |b, i| {
             let (nc, oy, ox) = (i[0].clone(), i[1].clone(), i[2].clone());
             let acc = b.acc();
+            let arg = b.acc();
             let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
             let mut s = vec![Stmt::Let { acc, init: Val::Const(init) }];
+            if argmax.is_some() {
+                s.push(Stmt::Let { acc: arg, init: Val::Const(0.0) });
+            }
             s.extend(b.loops(&[pl.kernel[0], pl.kernel[1]], |_, k| {
                 let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
                 let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
                 let plane = nc.clone() * (h * w);
+                let within = iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
                 let val = if padded {
-                    let at = plane + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                    let at = plane + within.clone();
                     Val::select(
                         Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, w)),
                         Val::load(x, at),
@@ -852,10 +876,19 @@ impl Builder<'_> {
                 } else {
                     Val::load(x, plane + iy * w + ix)
                 };
-                vec![Stmt::Reduce { acc, op: if is_max { RedOp::Max } else { RedOp::Add }, val }]
+                let mut s = Vec::new();
+                if argmax.is_some() {
+                    let wins = Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc));
+                    s.push(Stmt::Set { acc: arg, val: Val::select(wins, Val::FromIdx(within), Val::Acc(arg)) });
+                }
+                s.push(Stmt::Reduce { acc, op: if is_max { RedOp::Max } else { RedOp::Add }, val });
+                s
             }));
             let result = if is_max { Val::Acc(acc) } else { Val::Acc(acc).div(Val::Const(divisor)) };
             let at = (nc * oh + oy) * ow + ox;
+            if let Some(am) = argmax {
+                s.push(Stmt::store(am, at.clone(), Val::Acc(arg)));
+            }
             s.push(Stmt::store(out, at, result));
             s
         });
@@ -875,6 +908,21 @@ impl Builder<'_> {
         let (h, w) = (xd[2] as i64, xd[3] as i64);
         let (oh, ow) = (yd[2], yd[3]);
         let plane = (h * w) as usize;
+        if let Some(&am) = self.argmax.get(&(ins[0], *pl)) {
+            // The forward kernel recorded each window's first maximum.
+            let body = vec![self.loop_over(xd[0] * xd[1], |b, nc| {
+                let base = nc.clone() * plane;
+                let mut s = vec![b.zero_pass(out, base.clone(), plane)];
+                s.extend(b.loops(&[oh, ow], |_, i| {
+                    let w_at = (nc.clone() * oh + i[0].clone()) * ow + i[1].clone();
+                    let to = base.clone() + Idx::FloatTable(am, Box::new(w_at.clone()));
+                    vec![Stmt::store_add(out, to, Val::load(dy, w_at))]
+                }));
+                s.extend(b.mask_pass(finish, base, plane));
+                s
+            })];
+            return Ok((body, yd.iter().product::<usize>() as u64));
+        }
         let body = vec![self.loop_over(xd[0] * xd[1], |b, nc| {
             let base = nc.clone() * plane;
             let mut s = vec![b.zero_pass(out, base.clone(), plane)];

@@ -80,6 +80,9 @@ pub enum Idx {
     Max(Box<Idx>, Box<Idx>),
     /// Element of a [`BufferKind::ConstI32`] table.
     Table(BufId, Box<Idx>),
+    /// An `f32` element of a buffer, truncated to an integer (indices
+    /// recorded by an earlier kernel, such as a max-pool's argmax).
+    FloatTable(BufId, Box<Idx>),
 }
 
 impl Idx {
@@ -108,7 +111,7 @@ impl Idx {
         match self {
             Idx::Const(_) => false,
             Idx::Var(w) => *w == v,
-            Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) => a.uses(v),
+            Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) | Idx::FloatTable(_, a) => a.uses(v),
             Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => a.uses(v) || b.uses(v),
         }
     }

@@ -18,6 +18,7 @@ fn idx(i: &Idx) -> String {
         Idx::Min(a, b) => format!("min({}, {})", idx(a), idx(b)),
         Idx::Max(a, b) => format!("max({}, {})", idx(a), idx(b)),
         Idx::Table(t, a) => format!("t{t}[{}]", idx(a)),
+        Idx::FloatTable(t, a) => format!("int(b{t}[{}])", idx(a)),
     }
 }
 

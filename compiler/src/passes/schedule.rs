@@ -174,6 +174,7 @@ fn substitute_idx(i: Idx, v: VarId, with: &Idx) -> Idx {
         Idx::Min(a, b) => Idx::Min(s(a), s(b)),
         Idx::Max(a, b) => Idx::Max(s(a), s(b)),
         Idx::Table(t, a) => Idx::Table(t, s(a)),
+        Idx::FloatTable(t, a) => Idx::FloatTable(t, s(a)),
     }
 }
 
