@@ -77,14 +77,14 @@ fn expand(input: TokenStream) -> TokenStream {
     let (ret_ty, ret_expr) = if module.forward.tuple_output {
         let tys = (0..n_out).map(|_| quote!(::kiln::runtime::Tensor));
         let nexts = (0..n_out).map(|_| quote!(__it.next().ok_or_else(__missing)?));
-        (quote!((#(#tys,)*)), quote!({ let mut __it = __outs.into_iter(); (#(#nexts,)*) }))
+        (quote!((#(#tys,)*)), quote!({ let mut __it = __outs.into_iter(); ::core::result::Result::Ok((#(#nexts,)*)) }))
     } else {
-        (quote!(::kiln::runtime::Tensor), quote!(__outs.into_iter().next().ok_or_else(__missing)?))
+        (quote!(::kiln::runtime::Tensor), quote!(__outs.into_iter().next().ok_or_else(__missing)))
     };
     // The training step's own arguments, renamed if an input already uses the name.
     let free = |base: &str| {
         let mut n = base.to_string();
-        while input_names.iter().any(|i| *i == n) {
+        while input_names.contains(&n) {
             n.push('_');
         }
         format_ident!("{}", n)
@@ -236,7 +236,7 @@ fn expand(input: TokenStream) -> TokenStream {
                 let __outs = self.model.forward(&[#(#input_idents),*])?;
                 let __missing = || ::kiln::runtime::ModelError::Declaration(
                     ::std::format!("{} returned fewer outputs than declared", #name_str));
-                ::core::result::Result::Ok(#ret_expr)
+                #ret_expr
             }
 
             /// The loss and every parameter's gradient (state_dict order) at the current
