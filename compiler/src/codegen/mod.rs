@@ -751,8 +751,42 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// A short innermost loop, emitted once per iteration with constant
+    /// offsets from the enclosing induction variables.
+    fn unrolled_loop(&mut self, l: &Loop, vec: bool) {
+        let mut forms = Vec::new();
+        collect_affine(&l.body, &mut forms);
+        forms.retain(|f| f.coefficient(l.var) != 0);
+        let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
+        for it in 0..l.extent as i64 {
+            let i = self.iconst(it);
+            self.vars.insert(l.var, i);
+            for (f, old) in &saved {
+                let scale = if f.buf.is_some() { 4 } else { 1 };
+                let c = f.coefficient(l.var) * scale;
+                let base = match (old, f.buf) {
+                    (Some(v), _) => *v,
+                    (None, None) => self.iconst(f.constant),
+                    (None, Some(b)) => self.b.ins().iadd_imm_s(self.bufptr[&b], 4 * f.constant),
+                };
+                let v = if it == 0 { base } else { self.b.ins().iadd_imm_s(base, c * it) };
+                self.ivs.insert(f.clone(), v);
+            }
+            self.stmts(&l.body, vec);
+        }
+        for (f, v) in saved {
+            match v {
+                Some(v) => self.ivs.insert(f, v),
+                None => self.ivs.remove(&f),
+            };
+        }
+    }
+
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
         match l.mode {
+            LoopMode::Serial if l.extent <= 5 && !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) => {
+                self.unrolled_loop(l, vec)
+            }
             LoopMode::Serial => {
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
                 self.run_loop(l, start, Some(0), end, 1, vec);

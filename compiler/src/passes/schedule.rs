@@ -270,11 +270,17 @@ fn vectorizable(l: &Loop) -> bool {
     if reduced_outer.iter().any(|a| read_accs.contains(a)) {
         return false;
     }
-    // Accesses that move with v must be contiguous.
+    // Loads that move with v are contiguous, or strided (gathered lane by
+    // lane) when the stores are contiguous; at least one access must be
+    // contiguous for the vector form to pay.
     for (_, i) in &loads {
-        if !matches!(i.coefficient(v), Some(0) | Some(1)) {
+        if i.coefficient(v).is_none() {
             return false;
         }
+    }
+    let contiguous = loads.iter().any(|(_, i)| i.coefficient(v) == Some(1)) || !stores.is_empty();
+    if !contiguous {
+        return false;
     }
     for (buf, i, _) in &stores {
         if i.coefficient(v) != Some(1) {
