@@ -89,7 +89,7 @@ impl Fx<'_, '_> {
                     let (s, e) = (self.iconst(0), self.iconst(full as i64));
                     self.counted_loop(s, e, rows as i64, |fx, i0| fx.dot_cols(g, &ptrs, rows, cols, i0));
                 }
-                if g.m % rows > 0 {
+                if !g.m.is_multiple_of(rows) {
                     let i0 = self.iconst(full as i64);
                     self.dot_cols(g, &ptrs, g.m % rows, cols, i0);
                 }
@@ -104,7 +104,7 @@ impl Fx<'_, '_> {
             let (s, e) = (self.iconst(0), self.iconst(full as i64));
             self.counted_loop(s, e, rows as i64, |fx, i0| fx.outer_micro(g, p, rows, nv, unroll, i0, j0, lanes));
         }
-        if g.m % rows > 0 {
+        if !g.m.is_multiple_of(rows) {
             let i0 = self.iconst(full as i64);
             self.outer_micro(g, p, g.m % rows, nv, unroll, i0, j0, lanes);
         }
@@ -212,7 +212,7 @@ impl Fx<'_, '_> {
             let (s, e) = (self.iconst(0), self.iconst(full as i64));
             self.counted_loop(s, e, cols as i64, |fx, j0| fx.dot_micro(g, p, rows, cols, i0, j0));
         }
-        if g.n % cols > 0 {
+        if !g.n.is_multiple_of(cols) {
             let j0 = self.iconst(full as i64);
             self.dot_micro(g, p, rows, g.n % cols, i0, j0);
         }

@@ -5,7 +5,7 @@
 
 use cranelift_codegen::ir::{AbiParam, FuncRef, types::F32};
 use cranelift_jit::JITBuilder;
-use cranelift_module::{FuncId, Linkage, Module, ModuleResult};
+use cranelift_module::{FuncId, Linkage, Module};
 
 extern "C" fn kiln_expf(x: f32) -> f32 {
     x.exp()
@@ -49,13 +49,13 @@ pub struct Funcs {
 }
 
 /// Declares the math functions as imports of `module`.
-pub fn declare<M: Module>(module: &mut M) -> ModuleResult<Ids> {
+pub fn declare<M: Module>(module: &mut M) -> Result<Ids, Box<cranelift_module::ModuleError>> {
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(F32));
     sig.returns.push(AbiParam::new(F32));
     Ok(Ids {
-        exp: module.declare_function("kiln_expf", Linkage::Import, &sig)?,
-        ln: module.declare_function("kiln_lnf", Linkage::Import, &sig)?,
-        tanh: module.declare_function("kiln_tanhf", Linkage::Import, &sig)?,
+        exp: module.declare_function("kiln_expf", Linkage::Import, &sig).map_err(Box::new)?,
+        ln: module.declare_function("kiln_lnf", Linkage::Import, &sig).map_err(Box::new)?,
+        tanh: module.declare_function("kiln_tanhf", Linkage::Import, &sig).map_err(Box::new)?,
     })
 }

@@ -956,10 +956,8 @@ fn collect_outer_reductions(body: &[Stmt], declared: &mut HashSet<AccId>, out: &
             Stmt::Let { acc, .. } => {
                 declared.insert(*acc);
             }
-            Stmt::Reduce { acc, op, .. } => {
-                if !declared.contains(acc) && !out.iter().any(|(a, _)| a == acc) {
-                    out.push((*acc, *op));
-                }
+            Stmt::Reduce { acc, op, .. } if !declared.contains(acc) && !out.iter().any(|(a, _)| a == acc) => {
+                out.push((*acc, *op));
             }
             Stmt::Loop(l) => collect_outer_reductions(&l.body, declared, out),
             Stmt::If { then, otherwise, .. } => {

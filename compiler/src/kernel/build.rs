@@ -10,6 +10,7 @@ use crate::graph::{Graph, NodeId};
 use crate::ops::{Activation, BinaryOp, Conv2d, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
 use crate::passes::fuse::{Fusion, GroupKind};
 use std::collections::HashMap;
+use std::ops::{Add, Div, Mul, Sub};
 
 /// Why a graph could not be lowered to kernels.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -25,6 +26,13 @@ pub enum BuildError {
         reason: String,
     },
 }
+
+/// An iteration axis of an elementwise kernel after merging contiguous
+/// axes: `(length, stride of each operand, stride of the output)`.
+type CollapsedAxis = (usize, Vec<i64>, i64);
+
+/// A kernel's loop nest and its flop count.
+type KernelBody = (Vec<Stmt>, u64);
 
 /// The tile written by the builder; scheduling replaces it.
 const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
@@ -279,7 +287,7 @@ fn contiguous_strides(dims: &[usize]) -> Vec<i64> {
 
 /// The largest divisor of `n` that is at most `cap`.
 fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
-    (1..=cap.min(n).max(1)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=cap.min(n).max(1)).rev().find(|&d| n.is_multiple_of(d)).unwrap_or(1)
 }
 
 impl Builder<'_> {
@@ -374,7 +382,7 @@ impl Builder<'_> {
             collapsed.push(a);
         }
         let vars: Vec<VarId> = collapsed.iter().map(|_| self.var()).collect();
-        let index = |sel: &dyn Fn(&(usize, Vec<i64>, i64)) -> i64| {
+        let index = |sel: &dyn Fn(&CollapsedAxis) -> i64| {
             collapsed.iter().zip(&vars).fold(Idx::Const(0), |acc, (a, &v)| acc + Idx::var(v) * sel(a))
         };
         let mut value: HashMap<NodeId, Val> = HashMap::new();
@@ -572,13 +580,7 @@ impl Builder<'_> {
         })
     }
 
-    fn conv2d(
-        &mut self,
-        id: NodeId,
-        c: &Conv2d,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn conv2d(&mut self, id: NodeId, c: &Conv2d, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (xd, wd, yd) = (self.dims(ins[0]), self.dims(ins[1]), self.dims(id));
         let (x, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let bias = ins.get(2).map(|&b| self.buf(b)).transpose()?;
@@ -611,7 +613,7 @@ impl Builder<'_> {
         c: &Conv2d,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (yd, wd, xd) = (self.dims(ins[0]), self.dims(ins[1]), self.dims(id));
         let (dy, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
@@ -726,7 +728,7 @@ impl Builder<'_> {
         (d.iter().product::<usize>() / cols.max(1), cols)
     }
 
-    fn linear(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn linear(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (rows, inf) = self.rows_cols(ins[0]);
         let (_, outf) = self.rows_cols(id);
         let (x, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
@@ -746,12 +748,7 @@ impl Builder<'_> {
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
     }
 
-    fn linear_grad_input(
-        &mut self,
-        id: NodeId,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn linear_grad_input(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (rows, outf) = self.rows_cols(ins[0]);
         let (_, inf) = self.rows_cols(id);
         let (dy, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
@@ -772,12 +769,7 @@ impl Builder<'_> {
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
     }
 
-    fn linear_grad_weight(
-        &mut self,
-        _id: NodeId,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn linear_grad_weight(&mut self, _id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (rows, inf) = self.rows_cols(ins[0]);
         let (_, outf) = self.rows_cols(ins[1]);
         let (x, dy) = (self.buf(ins[0])?, self.buf(ins[1])?);
@@ -800,7 +792,7 @@ impl Builder<'_> {
         axis: usize,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let d = self.dims(ins[0]);
         let dy = self.buf(ins[0])?;
         let outer: usize = d[..axis].iter().product();
@@ -832,7 +824,7 @@ impl Builder<'_> {
         is_max: bool,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(id));
         let x = self.buf(ins[0])?;
         let out = finish.out;
@@ -901,7 +893,7 @@ impl Builder<'_> {
         pl: &Pool2d,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(ins[1]));
         let (x, dy) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let out = finish.out;
@@ -970,7 +962,7 @@ impl Builder<'_> {
         pl: &Pool2d,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (yd, xd) = (self.dims(ins[0]), self.dims(id));
         let dy = self.buf(ins[0])?;
         let out = finish.out;
@@ -1006,13 +998,7 @@ impl Builder<'_> {
         (0..out_len).map(|dst| resize_tap(r, axis, dst, in_len, out_len)).collect()
     }
 
-    fn resize(
-        &mut self,
-        id: NodeId,
-        r: &Resize,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn resize(&mut self, id: NodeId, r: &Resize, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(id));
         let x = self.buf(ins[0])?;
         let out = finish.out;
@@ -1075,7 +1061,7 @@ impl Builder<'_> {
         r: &Resize,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (yd, xd) = (self.dims(ins[0]), self.dims(id));
         let dy = self.buf(ins[0])?;
         let out = finish.out;
@@ -1118,7 +1104,7 @@ impl Builder<'_> {
         Ok((body, (yd.iter().product::<usize>() * 8) as u64))
     }
 
-    fn sum_to(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn sum_to(&mut self, id: NodeId, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(id));
         let x = self.buf(ins[0])?;
         let out = finish.out;
@@ -1135,13 +1121,7 @@ impl Builder<'_> {
         Ok((body, xd.iter().product::<usize>() as u64))
     }
 
-    fn concat(
-        &mut self,
-        id: NodeId,
-        axis: usize,
-        ins: &[NodeId],
-        finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn concat(&mut self, id: NodeId, axis: usize, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let yd = self.dims(id);
         let out = finish.out;
         let outer: usize = yd[..axis].iter().product();
@@ -1172,7 +1152,7 @@ impl Builder<'_> {
         start: usize,
         ins: &[NodeId],
         finish: &Finish,
-    ) -> Result<(Vec<Stmt>, u64), BuildError> {
+    ) -> Result<KernelBody, BuildError> {
         let (xd, yd) = (self.dims(ins[0]), self.dims(id));
         let x = self.buf(ins[0])?;
         let out = finish.out;
@@ -1190,7 +1170,7 @@ impl Builder<'_> {
         Ok((body, 0))
     }
 
-    fn loss(&mut self, loss: Loss, nodes: &[NodeId], ins: &[NodeId]) -> Result<(Vec<Stmt>, u64), BuildError> {
+    fn loss(&mut self, loss: Loss, nodes: &[NodeId], ins: &[NodeId]) -> Result<KernelBody, BuildError> {
         let graph = self.graph;
         let value_node = nodes.iter().copied().find(|&n| matches!(graph.node(n).op, Op::LossValue(_)));
         let grad_node = nodes.iter().copied().find(|&n| matches!(graph.node(n).op, Op::LossGrad(_)));

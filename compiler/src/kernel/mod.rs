@@ -20,7 +20,7 @@ pub(crate) use build::{activation_expr, activation_grad_expr};
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
-use std::ops::{Add, Mul, Sub};
+use std::ops::{Add, Div, Mul, Rem, Sub};
 
 /// Identifies a buffer of a [`Program`] (an index into [`Program::buffers`]).
 pub type BufId = usize;
@@ -94,16 +94,6 @@ impl Idx {
     /// `self` clamped to `[lo, hi]`.
     pub fn clamp(self, lo: i64, hi: i64) -> Idx {
         Idx::Min(Box::new(Idx::Max(Box::new(self), Box::new(Idx::Const(lo)))), Box::new(Idx::Const(hi)))
-    }
-
-    /// Floor division by a positive constant.
-    pub fn div(self, d: i64) -> Idx {
-        if d == 1 { self } else { Idx::Div(Box::new(self), d) }
-    }
-
-    /// Remainder by a positive constant.
-    pub fn rem(self, d: i64) -> Idx {
-        Idx::Rem(Box::new(self), d)
     }
 
     /// Whether the expression reads loop variable `v`.
@@ -183,6 +173,22 @@ impl Mul<i64> for Idx {
             (Idx::Const(a), k) => Idx::Const(a * k),
             (x, k) => Idx::Mul(Box::new(x), k),
         }
+    }
+}
+
+impl Div<i64> for Idx {
+    type Output = Idx;
+    /// Floor division by a positive constant.
+    fn div(self, d: i64) -> Idx {
+        if d == 1 { self } else { Idx::Div(Box::new(self), d) }
+    }
+}
+
+impl Rem<i64> for Idx {
+    type Output = Idx;
+    /// Remainder by a positive constant.
+    fn rem(self, d: i64) -> Idx {
+        Idx::Rem(Box::new(self), d)
     }
 }
 
@@ -311,26 +317,6 @@ impl Val {
         Val::Select(Box::new(cond), Box::new(a), Box::new(b))
     }
 
-    /// `self + b`.
-    pub fn add(self, b: Val) -> Val {
-        Val::bin(BinOp::Add, self, b)
-    }
-
-    /// `self - b`.
-    pub fn sub(self, b: Val) -> Val {
-        Val::bin(BinOp::Sub, self, b)
-    }
-
-    /// `self * b`.
-    pub fn mul(self, b: Val) -> Val {
-        Val::bin(BinOp::Mul, self, b)
-    }
-
-    /// `self / b`.
-    pub fn div(self, b: Val) -> Val {
-        Val::bin(BinOp::Div, self, b)
-    }
-
     /// Visits every sub-expression index, value and condition (pre-order).
     pub fn visit(&self, f: &mut dyn FnMut(Node<'_>)) {
         f(Node::Val(self));
@@ -369,6 +355,34 @@ impl Cond {
                 b.visit(f);
             }
         }
+    }
+}
+
+impl Add for Val {
+    type Output = Val;
+    fn add(self, b: Val) -> Val {
+        Val::bin(BinOp::Add, self, b)
+    }
+}
+
+impl Sub for Val {
+    type Output = Val;
+    fn sub(self, b: Val) -> Val {
+        Val::bin(BinOp::Sub, self, b)
+    }
+}
+
+impl Mul for Val {
+    type Output = Val;
+    fn mul(self, b: Val) -> Val {
+        Val::bin(BinOp::Mul, self, b)
+    }
+}
+
+impl Div for Val {
+    type Output = Val;
+    fn div(self, b: Val) -> Val {
+        Val::bin(BinOp::Div, self, b)
     }
 }
 

@@ -90,9 +90,9 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, size, first, last)
     let mut top = 0usize;
     // Persistent buffers first, one after another.
-    for b in 0..nb {
+    for (b, offset) in offsets.iter_mut().enumerate() {
         if persistent(b) {
-            offsets[b] = top;
+            *offset = top;
             top += size(b);
         }
     }

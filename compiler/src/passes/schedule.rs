@@ -64,10 +64,10 @@ fn parallelize(k: &mut Kernel, threads: usize) {
     if threads < 2 || work(k) < PARALLEL_MIN_WORK {
         return;
     }
-    if let [Stmt::Gemm(g)] = k.body.as_mut_slice() {
-        if let Some(split) = split_gemm(g, threads) {
-            k.body = vec![split];
-        }
+    if let [Stmt::Gemm(g)] = k.body.as_mut_slice()
+        && let Some(split) = split_gemm(g, threads)
+    {
+        k.body = vec![split];
     }
     let [Stmt::Loop(l)] = k.body.as_mut_slice() else {
         return;
@@ -120,8 +120,8 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
         GemmTile::Outer { rows, vectors, .. } => (rows, 4 * vectors),
         GemmTile::Dot { rows, cols } => (rows, cols),
     };
-    let by_cols = g.n % threads == 0 && g.n / threads >= cols_min && (g.n / threads) % 4 == 0;
-    let by_rows = g.m % threads == 0 && g.m / threads >= rows_min;
+    let by_cols = g.n.is_multiple_of(threads) && g.n / threads >= cols_min && (g.n / threads).is_multiple_of(4);
+    let by_rows = g.m.is_multiple_of(threads) && g.m / threads >= rows_min;
     let mut part = g.clone();
     if by_cols {
         let w = (g.n / threads) as i64;
