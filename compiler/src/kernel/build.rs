@@ -851,26 +851,27 @@ impl Builder<'_> {
             let init = if is_max { f32::NEG_INFINITY } else { 0.0 };
             let mut s = vec![Stmt::Let { acc, init: Val::Const(init) }];
             if argmax.is_some() {
-                s.push(Stmt::Let { acc: arg, init: Val::Const(0.0) });
+                s.push(Stmt::Let { acc: arg, init: Val::Const(-1.0) });
             }
             s.extend(b.loops(&[pl.kernel[0], pl.kernel[1]], |_, k| {
                 let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
                 let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
                 let plane = nc.clone() * (h * w);
                 let within = iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                let valid = Cond::in_range(iy.clone(), 0, h).and(Cond::in_range(ix.clone(), 0, w));
                 let val = if padded {
                     let at = plane + within.clone();
-                    Val::select(
-                        Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, w)),
-                        Val::load(x, at),
-                        Val::Const(init),
-                    )
+                    Val::select(valid.clone(), Val::load(x, at), Val::Const(init))
                 } else {
                     Val::load(x, plane + iy * w + ix)
                 };
                 let mut s = Vec::new();
                 if argmax.is_some() {
-                    let wins = Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc));
+                    // The first valid tap, then any strictly larger one
+                    // (PyTorch's first maximum; -1 while none is valid).
+                    let first = Cond::val(Cmp::Lt, Val::Acc(arg), Val::Const(0.0));
+                    let first = if padded { first.and(valid) } else { first };
+                    let wins = Cond::Or(Box::new(Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc))), Box::new(first));
                     s.push(Stmt::Set { acc: arg, val: Val::select(wins, Val::FromIdx(within), Val::Acc(arg)) });
                 }
                 s.push(Stmt::Reduce { acc, op: if is_max { RedOp::Max } else { RedOp::Add }, val });
@@ -908,7 +909,12 @@ impl Builder<'_> {
                 s.extend(b.loops(&[oh, ow], |_, i| {
                     let w_at = (nc.clone() * oh + i[0].clone()) * ow + i[1].clone();
                     let to = base.clone() + Idx::FloatTable(am, Box::new(w_at.clone()));
-                    vec![Stmt::store_add(out, to, Val::load(dy, w_at))]
+                    let recorded = Cond::val(Cmp::Ge, Val::load(am, w_at.clone()), Val::Const(0.0));
+                    vec![Stmt::If {
+                        cond: recorded,
+                        then: vec![Stmt::store_add(out, to, Val::load(dy, w_at))],
+                        otherwise: vec![],
+                    }]
                 }));
                 s.extend(b.mask_pass(finish, base, plane));
                 s

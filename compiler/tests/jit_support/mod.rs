@@ -189,7 +189,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     let mut worst = 0.0f32;
     for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
         let tol = rel * b.abs().max(scale) + 1e-30;
-        let err = (a - b).abs();
+        let err = if a == b { 0.0 } else { (a - b).abs() };
         worst = worst.max(err / tol);
         assert!(
             err <= tol || (a.is_nan() && b.is_nan()),
