@@ -289,3 +289,20 @@ fn the_chart_is_an_svg_with_both_panels() {
     assert!(render_chart("x", &[]).is_ok());
     assert!(Path::new(&path).exists());
 }
+
+#[test]
+fn the_diagnosis_replays_from_the_last_kept_state_deep_into_an_epoch() {
+    // Batch 1003 (1-based) is bad: the trainer replays from its copy at batch 1001.
+    let bad = 8 * 1002 + 5;
+    let ds: Arc<dyn Dataset> = Arc::new(Poisoned { inner: SyntheticImages::new(8 * 1010, 1), bad });
+    let mut cfg = config(8, 1, 2, sgd(0.01, 0.9));
+    cfg.shuffle = false;
+    let mut t = Trainer::new(&small_net(), cfg).unwrap();
+    let e = t.fit(ds, None, transforms(), &mut no_hook()).unwrap_err();
+    let TrainError::NonFinite { step, batch_in_epoch, node, .. } = &e else { panic!("expected NonFinite, got {e}") };
+    assert_eq!((*step, *batch_in_epoch), (1003, 1003), "{e}");
+    assert_eq!(node.as_deref(), Some("x"), "{e}");
+    // The trainer is left in the state before the failing step.
+    assert_eq!(t.steps(), 1002);
+    assert!(t.params().unwrap().iter().all(|(_, p)| p.data.iter().all(|v| v.is_finite())));
+}

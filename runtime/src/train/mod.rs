@@ -54,4 +54,4 @@ pub use error::TrainError;
 pub use metrics::{EpochRecord, EvalMetrics, LECTURE_CLASSES, display_class_names};
 pub use optim::{Adam, Optimizer};
 pub use source::{SYNTHETIC_SIZES, TrainData, lecture_transforms, open_training_data};
-pub use trainer::{OverheadReport, TrainConfig, Trainer};
+pub use trainer::{EpochTiming, OverheadReport, TrainConfig, Trainer};

@@ -42,8 +42,10 @@ pub struct TrainConfig {
     pub drop_last: bool,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
-    /// On a non-finite loss, find the first node that produced it (keeps a
-    /// copy of the parameters before each step).
+    /// On a non-finite loss, find the first node that produced it: the
+    /// trainer keeps a copy of the parameters and optimizer state every
+    /// 1,000 steps, and after a non-finite loss replays the steps since the
+    /// last copy to recover the parameters the failing step saw.
     pub diagnose_non_finite: bool,
 }
 
@@ -68,48 +70,76 @@ impl Default for TrainConfig {
     }
 }
 
-/// What [`Trainer::profile_overhead`] measured.
+/// Where the time of a training epoch went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochTiming {
+    /// The whole epoch.
+    pub total: Duration,
+    /// Waiting for the loader to hand over the next batch.
+    pub waiting_for_data: Duration,
+    /// Inside the training step (setting the batch, the compiled step,
+    /// the host-side optimizer, copying a remainder batch's state).
+    pub step: Duration,
+}
+
+/// What [`Trainer::profile_overhead`] measured: whole epochs with the real
+/// loader and as many bare steps on pre-made batches, alternated.
 #[derive(Clone, Debug)]
 pub struct OverheadReport {
-    /// Steps in the epoch.
+    /// Steps in an epoch.
     pub steps: usize,
-    /// Images in the epoch.
+    /// Images in an epoch.
     pub images: usize,
-    /// The epoch with the real loader, transforms, metrics and progress.
-    pub epoch: Duration,
-    /// The same number of bare steps on pre-made batches, measured before
-    /// and after the epoch.
-    pub bare: [Duration; 2],
+    /// Each epoch with the real loader, transforms, metrics and progress.
+    pub epochs: Vec<EpochTiming>,
+    /// Each run of the same number of bare steps (set input, set labels,
+    /// run, read the loss) on batches made beforehand.
+    pub bare: Vec<Duration>,
 }
 
 impl OverheadReport {
-    /// The loop's share of the epoch: `(epoch - bare) / epoch`, with `bare`
-    /// the mean of the two bare measurements.
+    /// The loop's share of an epoch, `(epoch - bare) / epoch`, from the
+    /// fastest epoch and the fastest bare run (the least disturbed by
+    /// anything else running on the machine).
     pub fn overhead(&self) -> f64 {
-        let bare = (self.bare[0].as_secs_f64() + self.bare[1].as_secs_f64()) / 2.0;
-        let e = self.epoch.as_secs_f64();
-        if e == 0.0 { 0.0 } else { (e - bare) / e }
+        let e = self.epochs.iter().map(|t| t.total).min().unwrap_or_default().as_secs_f64();
+        let b = self.bare.iter().min().copied().unwrap_or_default().as_secs_f64();
+        if e == 0.0 { 0.0 } else { (e - b) / e }
     }
 }
 
 impl std::fmt::Display for OverheadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per = |d: Duration| self.images as f64 / d.as_secs_f64().max(1e-9);
-        write!(
-            f,
-            "epoch with loader: {:.3} s ({:.0} images/s); bare steps on pre-made batches: {:.3} s / {:.3} s \
-             ({:.0} / {:.0} images/s); loop overhead {:.2} % of the epoch ({} steps, {} images)",
-            self.epoch.as_secs_f64(),
-            per(self.epoch),
-            self.bare[0].as_secs_f64(),
-            self.bare[1].as_secs_f64(),
-            per(self.bare[0]),
-            per(self.bare[1]),
-            100.0 * self.overhead(),
-            self.steps,
-            self.images
-        )
+        writeln!(f, "{} steps, {} images per epoch", self.steps, self.images)?;
+        for (i, (e, b)) in self.epochs.iter().zip(&self.bare).enumerate() {
+            writeln!(
+                f,
+                "round {}: bare steps {:.3} s ({:.0} images/s) | epoch with loader {:.3} s ({:.0} images/s): \
+                 in the step {:.3} s, waiting for data {:.3} s, rest of the loop {:.3} s",
+                i + 1,
+                b.as_secs_f64(),
+                per(*b),
+                e.total.as_secs_f64(),
+                per(e.total),
+                e.step.as_secs_f64(),
+                e.waiting_for_data.as_secs_f64(),
+                (e.total.saturating_sub(e.step + e.waiting_for_data)).as_secs_f64()
+            )?;
+        }
+        write!(f, "loop overhead (fastest epoch vs fastest bare run): {:.2} % of the epoch", 100.0 * self.overhead())
     }
+}
+
+/// Steps between the copies of the training state kept to diagnose a non-finite loss.
+const SNAPSHOT_EVERY: usize = 1000;
+
+/// The training state before batch `batch` of the current epoch.
+struct Snapshot {
+    batch: usize,
+    steps: u64,
+    leaves: Vec<Vec<f32>>,
+    adam: Option<AdamState>,
 }
 
 /// Trains a classifier: a forward graph with one input `[N, ...]` and
@@ -131,8 +161,11 @@ pub struct Trainer {
     epoch: u64,
     steps: u64,
     history: Vec<EpochRecord>,
-    snapshot: Vec<Vec<f32>>,
+    snapshot: Option<Snapshot>,
     labels_buf: Vec<f32>,
+    /// The input's shape without the batch axis.
+    sample_dims: Vec<usize>,
+    last_timing: EpochTiming,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -213,7 +246,6 @@ impl Trainer {
             }
             Optimizer::Sgd(_) => None,
         };
-        let snapshot = graph.params.iter().map(|&p| vec![0.0; graph.node(p).shape.numel_at(1)]).collect();
         Ok(Trainer {
             config,
             forward: forward.clone(),
@@ -230,8 +262,10 @@ impl Trainer {
             epoch: 0,
             steps: 0,
             history: Vec::new(),
-            snapshot,
+            snapshot: None,
             labels_buf: Vec::new(),
+            sample_dims: forward.node(input).shape.at_batch(1)[1..].to_vec(),
+            last_timing: EpochTiming::default(),
         })
     }
 
@@ -282,6 +316,11 @@ impl Trainer {
     /// Training steps completed.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Where the time of the last training epoch went.
+    pub fn last_epoch_timing(&self) -> EpochTiming {
+        self.last_timing
     }
 
     /// One record per completed epoch (including those of a resumed run).
@@ -422,13 +461,26 @@ impl Trainer {
         let mut loss_sum = 0.0f64;
         let mut seen = 0usize;
         let mut last_draw = Instant::now();
-        for (b, batch) in loader.epoch(self.epoch).enumerate() {
+        let mut timing = EpochTiming::default();
+        let mut batches = loader.epoch(self.epoch);
+        let mut b = 0;
+        loop {
+            let t0 = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            let t1 = Instant::now();
+            timing.waiting_for_data += t1 - t0;
             let batch = batch?;
+            if self.config.diagnose_non_finite && b % SNAPSHOT_EVERY == 0 {
+                self.take_snapshot(b)?;
+            }
             let loss = self.step_batch(&batch)?;
+            timing.step += t1.elapsed();
             if !loss.is_finite() {
                 bar.abandon();
-                return Err(self.non_finite(loss, b + 1, &batch));
+                drop(batches);
+                return Err(self.non_finite(loss, b, loader));
             }
+            b += 1;
             loss_sum += f64::from(loss) * batch.len() as f64;
             seen += batch.len();
             bar.inc(batch.len() as u64);
@@ -438,6 +490,8 @@ impl Trainer {
             }
         }
         let elapsed = start.elapsed();
+        timing.total = elapsed;
+        self.last_timing = timing;
         bar.finish_and_clear();
         self.epoch += 1;
         Ok((loss_sum / seen.max(1) as f64, seen, elapsed))
@@ -460,11 +514,12 @@ impl Trainer {
     /// One training step on `batch`; returns the loss.
     fn step_batch(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         let n = batch.len();
-        let want = self.graph.node(self.input).shape.at_batch(n);
-        if batch.images.shape != want {
+        let dims = &batch.images.shape;
+        if dims.first() != Some(&n) || dims[1..] != self.sample_dims {
+            let want = self.graph.node(self.input).shape.at_batch(n);
             return Err(TrainError::Config(format!(
-                "the data gives batches of shape {:?}, but model {} takes {want:?}",
-                batch.images.shape, self.forward.name
+                "the data gives batches of shape {dims:?}, but model {} takes {want:?}",
+                self.forward.name
             )));
         }
         self.labels_buf.clear();
@@ -492,11 +547,6 @@ impl Trainer {
             (true, Some(rem)) => rem,
             _ => &mut self.step_exec,
         };
-        if self.config.diagnose_non_finite {
-            for (buf, &p) in self.snapshot.iter_mut().zip(&self.graph.params) {
-                buf.copy_from_slice(exec.get(p)?);
-            }
-        }
         exec.set(self.input, &batch.images.data)?;
         exec.set(self.training.target, &self.labels_buf)?;
         exec.run()?;
@@ -513,26 +563,75 @@ impl Trainer {
         Ok(loss)
     }
 
-    /// The error for a non-finite loss: re-runs the batch through the
-    /// interpreter on the parameters before the step and names the first
-    /// node whose value is not finite.
-    fn non_finite(&self, loss: f32, batch_in_epoch: usize, batch: &Batch) -> TrainError {
-        let (node, origin) = if self.config.diagnose_non_finite {
-            self.first_non_finite(batch)
-        } else {
-            (None, "run with diagnose_non_finite to find the node that produced it".to_string())
+    fn take_snapshot(&mut self, batch: usize) -> Result<(), TrainError> {
+        let mut leaves = match self.snapshot.take() {
+            Some(s) => s.leaves,
+            None => self.leaves.iter().map(|_| Vec::new()).collect(),
         };
-        TrainError::NonFinite { loss, epoch: self.epoch + 1, step: self.steps, batch_in_epoch, node, origin }
+        for (buf, &l) in leaves.iter_mut().zip(&self.leaves) {
+            buf.clear();
+            buf.extend_from_slice(self.step_exec.get(l)?);
+        }
+        self.snapshot = Some(Snapshot { batch, steps: self.steps, leaves, adam: self.adam.clone() });
+        Ok(())
     }
 
-    fn first_non_finite(&self, batch: &Batch) -> (Option<String>, String) {
+    /// The error for a non-finite loss at batch `failed` (0-based) of the
+    /// current epoch: restores the last snapshot, replays the steps up to
+    /// the failing one (the loader and the step are deterministic), and
+    /// re-runs the failing batch through the interpreter on the parameters
+    /// it saw to name the first node whose value is not finite. Leaves the
+    /// trainer in the state before the failing step.
+    fn non_finite(&mut self, loss: f32, failed: usize, loader: &DataLoader) -> TrainError {
+        let step = self.steps;
+        let (node, origin) = if self.config.diagnose_non_finite {
+            match self.replay_and_find(failed, loader) {
+                Ok(found) => found,
+                Err(e) => (None, format!("replaying the steps to find its origin failed: {e}")),
+            }
+        } else {
+            (None, "enable diagnose_non_finite to find the node that produced it".to_string())
+        };
+        TrainError::NonFinite { loss, epoch: self.epoch + 1, step, batch_in_epoch: failed + 1, node, origin }
+    }
+
+    fn replay_and_find(&mut self, failed: usize, loader: &DataLoader) -> Result<(Option<String>, String), TrainError> {
+        let Some(snap) = self.snapshot.take() else {
+            return Ok((None, "no copy of the training state was kept".into()));
+        };
+        for (buf, &l) in snap.leaves.iter().zip(&self.leaves) {
+            self.step_exec.set(l, buf)?;
+        }
+        self.adam = snap.adam.clone();
+        self.steps = snap.steps;
+        for (j, batch) in loader.epoch(self.epoch).enumerate() {
+            if j < snap.batch {
+                continue;
+            }
+            let batch = batch?;
+            if j < failed {
+                self.step_batch(&batch)?;
+                continue;
+            }
+            let mut params = Vec::with_capacity(self.graph.params.len());
+            for &p in &self.graph.params {
+                params.push(self.step_exec.get(p)?.to_vec());
+            }
+            let labels: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
+            self.snapshot = Some(snap);
+            return Ok(self.first_non_finite(&batch, params, labels));
+        }
+        Ok((None, "the failing batch could not be loaded again".into()))
+    }
+
+    fn first_non_finite(&self, batch: &Batch, params: Vec<Vec<f32>>, labels: Vec<f32>) -> (Option<String>, String) {
         let n = batch.len();
         let mut feeds: HashMap<NodeId, Tensor> = HashMap::new();
-        for (&p, data) in self.graph.params.iter().zip(&self.snapshot) {
-            feeds.insert(p, Tensor { shape: self.graph.node(p).shape.at_batch(n), data: data.clone() });
+        for (&p, data) in self.graph.params.iter().zip(params) {
+            feeds.insert(p, Tensor { shape: self.graph.node(p).shape.at_batch(n), data });
         }
         feeds.insert(self.input, batch.images.clone());
-        feeds.insert(self.training.target, Tensor { shape: vec![n], data: self.labels_buf.clone() });
+        feeds.insert(self.training.target, Tensor { shape: vec![n], data: labels });
         let values = match interp::evaluate(&self.graph, n, &feeds) {
             Ok(v) => v,
             Err(e) => return (None, format!("re-running the batch in the interpreter failed: {e}")),
@@ -736,11 +835,12 @@ impl Trainer {
         Ok(())
     }
 
-    /// Measures what the loop around the compiled step costs: one epoch
-    /// over `dataset` with the real loader, transforms and progress,
-    /// against the same number of bare steps (set input, set labels, run,
-    /// read the loss) on batches made beforehand, timed before and after
-    /// the epoch. Trains the model while doing so.
+    /// Measures what the loop around the compiled step costs: `rounds`
+    /// times, the epoch's number of bare steps (set input, set labels, run,
+    /// read the loss) on batches made beforehand, then one epoch over
+    /// `dataset` with the real loader, transforms and progress. Alternating
+    /// keeps slow drifts of the machine out of the comparison. Trains the
+    /// model while doing so.
     ///
     /// # Errors
     /// As [`Trainer::fit`].
@@ -748,6 +848,7 @@ impl Trainer {
         &mut self,
         dataset: Arc<dyn Dataset>,
         transforms: Transforms,
+        rounds: usize,
     ) -> Result<OverheadReport, TrainError> {
         self.check_dataset(dataset.as_ref())?;
         let loader = self.loader(dataset, transforms)?;
@@ -784,9 +885,13 @@ impl Trainer {
         for b in premade.iter().take(8) {
             self.step_batch(b)?;
         }
-        let bare0 = bare(self)?;
-        let (_, images, epoch) = self.train_epoch(&loader)?;
-        let bare1 = bare(self)?;
-        Ok(OverheadReport { steps, images, epoch, bare: [bare0, bare1] })
+        let mut report = OverheadReport { steps, images: 0, epochs: Vec::new(), bare: Vec::new() };
+        for _ in 0..rounds.max(1) {
+            report.bare.push(bare(self)?);
+            let (_, images, _) = self.train_epoch(&loader)?;
+            report.images = images;
+            report.epochs.push(self.last_timing);
+        }
+        Ok(report)
     }
 }

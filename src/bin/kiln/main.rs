@@ -1,7 +1,7 @@
 //! `kiln`: inspect, check, train and benchmark networks declared in `.net` files.
 
-mod eval;
 mod bench;
+mod eval;
 mod grad;
 mod inspect;
 mod model;

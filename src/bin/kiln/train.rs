@@ -92,6 +92,9 @@ pub struct TrainArgs {
     /// bare compiled steps on pre-made batches, and print the loop's overhead.
     #[arg(long)]
     profile_overhead: bool,
+    /// Rounds (bare steps, then an epoch) of --profile-overhead.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    profile_rounds: u32,
 }
 
 fn err(e: TrainError) -> CliError {
@@ -153,7 +156,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     }
 
     if args.profile_overhead {
-        let report = trainer.profile_overhead(data.train, transforms).map_err(err)?;
+        let report = trainer.profile_overhead(data.train, transforms, args.profile_rounds as usize).map_err(err)?;
         println!("{report}");
         return Ok(());
     }
