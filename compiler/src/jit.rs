@@ -443,8 +443,16 @@ impl Pool {
             }
         }
         s.work(launch, 0);
+        let mut spins = 0u32;
         while s.finished.load(Ordering::Acquire) < extent {
-            std::hint::spin_loop();
+            // A worker still runs an iteration it claimed; if it was
+            // descheduled, give it the core back instead of spinning.
+            spins += 1;
+            if spins < 2_000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }

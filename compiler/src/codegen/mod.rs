@@ -754,11 +754,17 @@ impl Fx<'_, '_> {
     /// A short innermost loop, emitted once per iteration with constant
     /// offsets from the enclosing induction variables.
     fn unrolled_loop(&mut self, l: &Loop, vec: bool) {
+        self.unrolled_range(l, 0, l.extent as i64, 1, vec);
+    }
+
+    /// Iterations `first, first + step, ...` (`count` of them) of `l`, each
+    /// emitted inline.
+    fn unrolled_range(&mut self, l: &Loop, first: i64, count: i64, step: i64, vec: bool) {
         let mut forms = Vec::new();
         collect_affine(&l.body, &mut forms);
         forms.retain(|f| f.coefficient(l.var) != 0);
         let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
-        for it in 0..l.extent as i64 {
+        for it in (0..count).map(|k| first + k * step) {
             let i = self.iconst(it);
             self.vars.insert(l.var, i);
             for (f, old) in &saved {
@@ -810,8 +816,12 @@ impl Fx<'_, '_> {
                         }
                     }
                     let saved_lane = self.lane.replace(l.var);
-                    let (start, end) = (self.iconst(0), self.iconst(main));
-                    self.run_loop(l, start, Some(0), end, 4, true);
+                    if main <= 32 && !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) {
+                        self.unrolled_range(l, 0, main / 4, 4, true);
+                    } else {
+                        let (start, end) = (self.iconst(0), self.iconst(main));
+                        self.run_loop(l, start, Some(0), end, 4, true);
+                    }
                     self.lane = saved_lane;
                     let partials = std::mem::replace(&mut self.partials, saved_partials);
                     let mut order: Vec<_> = partials.into_iter().collect();
@@ -828,8 +838,12 @@ impl Fx<'_, '_> {
                     }
                 }
                 if (main as usize) < l.extent {
-                    let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
-                    self.run_loop(l, start, Some(main), end, 1, vec);
+                    if !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) {
+                        self.unrolled_range(l, main, l.extent as i64 - main, 1, vec);
+                    } else {
+                        let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
+                        self.run_loop(l, start, Some(main), end, 1, vec);
+                    }
                 }
             }
         }
