@@ -142,14 +142,20 @@ impl Fx<'_, '_> {
         let pa_var = self.b.declare_var(I64);
         let pb_var = self.b.declare_var(I64);
         self.b.def_var(pa_var, pa);
-        self.b.def_var(pb_var, pb);
+        // With a row table, `pb_var` walks the table and `pb` stays the base.
+        let (pb_walk, rows_table) = match g.b_rows {
+            Some(t) => (self.bufptr[&t], Some(pb)),
+            None => (pb, None),
+        };
+        self.b.def_var(pb_var, pb_walk);
+        let rs_walk = if rows_table.is_some() { 4 } else { rs_b };
         if steps > 0 {
             let (s, e) = (self.iconst(0), self.iconst(steps as i64));
             self.counted_loop(s, e, 1, |fx, _| {
                 let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
-                fx.outer_steps(pa, pb, ku, rows, nv, rs_a, cs_a, rs_b, &accs, pure_flags(), pure_flags());
+                fx.outer_steps(pa, pb, rows_table, ku, rows, nv, rs_a, cs_a, rs_b, &accs, pure_flags(), pure_flags());
                 let pa = fx.b.ins().iadd_imm_s(pa, ku as i64 * cs_a);
-                let pb = fx.b.ins().iadd_imm_s(pb, ku as i64 * rs_b);
+                let pb = fx.b.ins().iadd_imm_s(pb, ku as i64 * rs_walk);
                 fx.b.def_var(pa_var, pa);
                 fx.b.def_var(pb_var, pb);
             });
@@ -163,7 +169,7 @@ impl Fx<'_, '_> {
                 (self.load_flags(g.a.buf), self.load_flags(g.b.buf))
             };
             let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
-            self.outer_steps(pa, pb, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
+            self.outer_steps(pa, pb, rows_table, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
         }
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
@@ -181,6 +187,7 @@ impl Fx<'_, '_> {
         &mut self,
         pa: Value,
         pb: Value,
+        rows_base: Option<Value>,
         count: usize,
         rows: usize,
         nv: usize,
@@ -192,8 +199,18 @@ impl Fx<'_, '_> {
         fb: MemFlagsData,
     ) {
         for u in 0..count as i64 {
+            // Row `u` of B: at `pb + u * rs_b`, or through the row table
+            // (`pb` then walks the table, `rows_base` is B's origin).
+            let (row, row_off) = match rows_base {
+                Some(base) => {
+                    let off = self.b.ins().sload32(fb, pb, (4 * u) as i32);
+                    let off = self.b.ins().ishl_imm_s(off, 2);
+                    (self.b.ins().iadd(base, off), 0)
+                }
+                None => (pb, u * rs_b),
+            };
             let bv: Vec<Value> =
-                (0..nv).map(|v| self.b.ins().load(F32X4, fb, pb, (u * rs_b + 16 * v as i64) as i32)).collect();
+                (0..nv).map(|v| self.b.ins().load(F32X4, fb, row, (row_off + 16 * v as i64) as i32)).collect();
             for r in 0..rows {
                 let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
                 let a = self.splat(a);

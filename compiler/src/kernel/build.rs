@@ -191,6 +191,9 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
                     reads.push(m.buf);
                     idx(&m.offset, reads);
                 }
+                if let Some(t) = g.b_rows {
+                    reads.push(t);
+                }
                 writes.push(g.c.buf);
                 if g.epilogue.accumulate {
                     reads.push(g.c.buf);
@@ -585,9 +588,53 @@ impl Builder<'_> {
         let (x, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
         let bias = ins.get(2).map(|&b| self.buf(b)).transpose()?;
         let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
-        let col = self.scratch(format!("{}.im2col", self.graph.node(id).name), k * p, true);
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
+        if c.padding == [0, 0] && c.stride[1] == 1 {
+            // Implicit im2col: per output row, B's row (ci, ky, kx) is the
+            // input row it reads, found through a table of offsets.
+            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+            let (oh, ow) = (yd[2], yd[3]);
+            let [kh, kw] = c.kernel;
+            let mut rows = Vec::with_capacity(k);
+            for ci in 0..ch {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
+                    }
+                }
+            }
+            let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
+            let body = vec![self.loop_over(xd[0], |b, n| {
+                vec![b.loop_over(oh, |b, oy| {
+                    let cm = MatrixRef {
+                        buf: out,
+                        offset: n.clone() * (o * p) + oy.clone() * ow,
+                        row_stride: p as i64,
+                        col_stride: 1,
+                    };
+                    let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
+                    vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: ow,
+                        k,
+                        a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 },
+                        b: MatrixRef {
+                            buf: x,
+                            offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
+                            row_stride: 0,
+                            col_stride: 1,
+                        },
+                        c: cm,
+                        epilogue,
+                        b_rows: Some(table),
+                        tile: UNSCHEDULED_OUTER,
+                    }))]
+                })]
+            })];
+            return Ok((body, 2 * (xd[0] * o * k * p) as u64));
+        }
+        let col = self.scratch(format!("{}.im2col", self.graph.node(id).name), k * p, true);
         let body = vec![self.loop_over(xd[0], |b, n| {
             let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
             let cm = MatrixRef { buf: out, offset: n * (o * p), row_stride: p as i64, col_stride: 1 };
@@ -600,6 +647,7 @@ impl Builder<'_> {
                 b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
                 c: cm,
                 epilogue,
+                b_rows: None,
                 tile: UNSCHEDULED_OUTER,
             })));
             s
@@ -632,6 +680,7 @@ impl Builder<'_> {
                 b: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
                 c: MatrixRef { buf: dcol, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
                 epilogue: Epilogue::default(),
+                b_rows: None,
                 tile: UNSCHEDULED_OUTER,
             }))];
             let base = n.clone() * image;
@@ -697,6 +746,7 @@ impl Builder<'_> {
                     b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: 1, col_stride: p as i64 },
                     c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
                     epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                    b_rows: None,
                     tile: UNSCHEDULED_DOT,
                 })));
                 s
@@ -743,6 +793,7 @@ impl Builder<'_> {
             b: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: 1, col_stride: inf as i64 },
             c: cm,
             epilogue,
+            b_rows: None,
             tile: UNSCHEDULED_DOT,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -764,6 +815,7 @@ impl Builder<'_> {
                 grad_mask: finish.mask.map(|(a, x)| (a, MatrixRef { buf: x, ..cm })),
                 ..Epilogue::default()
             },
+            b_rows: None,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -781,6 +833,7 @@ impl Builder<'_> {
             b: MatrixRef { buf: x, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
             c: MatrixRef { buf: finish.out, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
             epilogue: Epilogue::default(),
+            b_rows: None,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))

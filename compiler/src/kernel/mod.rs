@@ -510,6 +510,11 @@ pub struct Gemm {
     pub a: MatrixRef,
     /// `B`, `k x n`.
     pub b: MatrixRef,
+    /// When set, row `p` of `B` starts at `b.offset + table[p]` (a
+    /// [`BufferKind::ConstI32`] table) instead of `b.offset + p *
+    /// b.row_stride`: an implicit im2col that reads a convolution's input in
+    /// place (outer-product tiles only).
+    pub b_rows: Option<BufId>,
     /// `C`, `m x n`.
     pub c: MatrixRef,
     /// What is applied before storing.

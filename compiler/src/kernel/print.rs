@@ -114,6 +114,9 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     matrix(&g.c),
                     if g.epilogue.accumulate { " (+=)" } else { "" }
                 );
+                if let Some(t) = g.b_rows {
+                    let _ = writeln!(out, "{pad}  B rows at offsets t{t}[p] (implicit im2col)");
+                }
                 let e = &g.epilogue;
                 if let Some(b) = &e.bias {
                     let _ = writeln!(out, "{pad}  bias {b:?}");
