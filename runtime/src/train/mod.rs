@@ -16,8 +16,8 @@
 //! use kiln_runtime::train::*;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let forward: kiln_compiler::Graph = unimplemented!();
-//! let train = Arc::new(SyntheticImages::new(2000, 1));
-//! let test = Arc::new(SyntheticImages::new(500, 2));
+//! let train: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(2000, 1));
+//! let test: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(500, 2));
 //! let config = TrainConfig { batch_size: 4, epochs: 2, ..TrainConfig::default() };
 //! let mut trainer = Trainer::new(&forward, config)?;
 //! let transforms = Transforms::normalized(&[0.5; 3], &[0.5; 3])?;
@@ -27,17 +27,28 @@
 //! ```
 //!
 //! Choices worth knowing:
+//! - Resume is bit-identical when the run continues with the same batch
+//!   size, backend and kernel threads: the loader's order and random
+//!   transforms are keyed by (seed, epoch, sample), never by the number of
+//!   loader workers, and checkpoints are taken at epoch boundaries.
+//! - A non-finite loss is traced without slowing every step: the trainer
+//!   keeps a copy of the parameters and optimizer state every 1,000 steps;
+//!   on a NaN or Inf loss it restores the copy, replays the steps since (the
+//!   loader and the compiled step are deterministic), and re-runs the
+//!   failing batch through the reference interpreter on the parameters that
+//!   step saw to find the first node with a non-finite value.
 //! - SGD (momentum, nesterov, weight decay) is compiled into the step: the
 //!   update and the momentum buffers are graph nodes and leaves.
 //! - Adam runs on the host after the compiled step: the graph is derived
 //!   with a plain SGD update of learning rate 0 (which leaves every
 //!   parameter as it is), the step's parameter gradients are read back and
 //!   Adam (PyTorch's formulas, L2 weight decay) writes the new parameters
-//!   in. The IR has no Adam op, and the JIT is another component's; for
-//!   LeNet's 62k parameters the host update costs well under a percent of a
-//!   step.
+//!   in. The IR has no Adam op and the JIT is another component's, so this
+//!   costs one host pass over the parameters per step instead of a fused
+//!   kernel; moving Adam into the graph later changes no API.
 //! - The compiled step has a fixed batch: a smaller last batch runs on a
-//!   second executor compiled for its size, with parameters and optimizer
+//!   second executor compiled for its size (ahead of the epoch's timer),
+//!   with parameters and optimizer
 //!   state copied in and out (PyTorch's `drop_last=False`).
 
 mod chart;

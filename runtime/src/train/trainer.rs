@@ -225,6 +225,9 @@ impl Trainer {
             )));
         }
         let classes = out_shape.at_batch(1)[1];
+        if classes == 0 {
+            return Err(TrainError::Config(format!("model {} outputs no logits", forward.name)));
+        }
         let graph = autodiff::derive_training(forward, Loss::CrossEntropy, config.optimizer.compiled_sgd())?;
         let training = graph.training.clone().ok_or_else(|| TrainError::Config("no training graph".into()))?;
         let mut leaves = graph.params.clone();
