@@ -361,6 +361,8 @@ struct Shared {
     arena: AtomicUsize,
     extent: AtomicUsize,
     quit: AtomicBool,
+    /// Workers that finished starting up.
+    started: AtomicUsize,
     sleepers: Mutex<usize>,
     wake: Condvar,
 }
@@ -411,6 +413,7 @@ impl Pool {
             arena: AtomicUsize::new(0),
             extent: AtomicUsize::new(0),
             quit: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
         });
@@ -423,6 +426,11 @@ impl Pool {
                     .expect("spawning a worker thread")
             })
             .collect();
+        // Wait for the workers' own start-up (thread-local set-up allocates),
+        // so that no allocation happens during later runs.
+        while shared.started.load(Ordering::Acquire) < threads - 1 {
+            std::thread::yield_now();
+        }
         Pool { shared, workers }
     }
 
@@ -472,6 +480,10 @@ impl Drop for Pool {
 
 fn worker(s: Arc<Shared>, t: usize) {
     let mut seen = 0u64;
+    // Touch everything the idle path uses once before reporting ready.
+    drop(s.sleepers.lock().unwrap_or_else(|e| e.into_inner()));
+    std::thread::yield_now();
+    s.started.fetch_add(1, Ordering::Release);
     loop {
         let mut spins = 0u32;
         let launch = loop {

@@ -235,9 +235,123 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// A dot tile whose reduction runs over strided segments (see
+    /// [`crate::kernel::KSplit`]), with B's columns found through a row
+    /// table when `b_rows` is set: a convolution's weight gradient read
+    /// straight from its input, without an im2col copy.
+    fn dot_micro_split(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value, j0: Value) {
+        let split = g.k_split.expect("split tile");
+        let inner = g.k / split.outer;
+        let (steps, rem) = (inner / 4, inner % 4);
+        let rs_a = g.a.row_stride * 4;
+        let off_a = self.b.ins().imul_imm_s(i0, rs_a);
+        let pa = self.b.ins().iadd(p.a, off_a);
+        // Column pointers of B (rows of B^T).
+        let pbc: Vec<Value> = (0..cols)
+            .map(|c| {
+                let j = self.b.ins().iadd_imm_s(j0, c as i64);
+                let off = match g.b_rows {
+                    Some(t) => {
+                        let ix = self.b.ins().ishl_imm_s(j, 2);
+                        let a = self.b.ins().iadd(self.bufptr[&t], ix);
+                        let o = self.b.ins().sload32(pure_flags(), a, 0);
+                        self.b.ins().ishl_imm_s(o, 2)
+                    }
+                    None => self.b.ins().imul_imm_s(j, g.b.col_stride * 4),
+                };
+                self.b.ins().iadd(p.b, off)
+            })
+            .collect();
+        let zero_v = self.fconst(0.0, true);
+        let zero_s = self.fconst(0.0, false);
+        let accs: Vec<Variable> = (0..rows * cols)
+            .map(|_| {
+                let v = self.b.declare_var(F32X4);
+                self.b.def_var(v, zero_v);
+                v
+            })
+            .collect();
+        let saccs: Vec<Variable> = (0..rows * cols)
+            .map(|_| {
+                let v = self.b.declare_var(F32);
+                self.b.def_var(v, zero_s);
+                v
+            })
+            .collect();
+        let (s0, e0) = (self.iconst(0), self.iconst(split.outer as i64));
+        self.counted_loop(s0, e0, 1, |fx, seg| {
+            let oa0 = fx.b.ins().imul_imm_s(seg, split.a_stride * 4);
+            let ob0 = fx.b.ins().imul_imm_s(seg, split.b_stride * 4);
+            let (oa_var, ob_var) = (fx.b.declare_var(I64), fx.b.declare_var(I64));
+            fx.b.def_var(oa_var, oa0);
+            fx.b.def_var(ob_var, ob0);
+            if steps > 0 {
+                let (s, e) = (fx.iconst(0), fx.iconst(steps as i64));
+                fx.counted_loop(s, e, 1, |fx, _| {
+                    let (oa, ob) = (fx.b.use_var(oa_var), fx.b.use_var(ob_var));
+                    let ra = fx.b.ins().iadd(pa, oa);
+                    let av: Vec<Value> =
+                        (0..rows).map(|r| fx.b.ins().load(F32X4, pure_flags(), ra, (r as i64 * rs_a) as i32)).collect();
+                    let bv: Vec<Value> = pbc
+                        .iter()
+                        .map(|&pc| {
+                            let a = fx.b.ins().iadd(pc, ob);
+                            fx.b.ins().load(F32X4, pure_flags(), a, 0)
+                        })
+                        .collect();
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            let acc = fx.b.use_var(accs[r * cols + c]);
+                            let acc = fx.mul_add(av[r], bv[c], acc);
+                            fx.b.def_var(accs[r * cols + c], acc);
+                        }
+                    }
+                    let oa = fx.b.ins().iadd_imm_s(oa, 16);
+                    let ob = fx.b.ins().iadd_imm_s(ob, 16);
+                    fx.b.def_var(oa_var, oa);
+                    fx.b.def_var(ob_var, ob);
+                });
+            }
+            if rem > 0 {
+                let (oa, ob) = (fx.b.use_var(oa_var), fx.b.use_var(ob_var));
+                let ra = fx.b.ins().iadd(pa, oa);
+                for c in 0..cols {
+                    let rb = fx.b.ins().iadd(pbc[c], ob);
+                    for t in 0..rem as i64 {
+                        let b = fx.b.ins().load(F32, pure_flags(), rb, (4 * t) as i32);
+                        for r in 0..rows {
+                            let a = fx.b.ins().load(F32, pure_flags(), ra, (r as i64 * rs_a + 4 * t) as i32);
+                            let s = fx.b.use_var(saccs[r * cols + c]);
+                            let prod = fx.b.ins().fmul(a, b);
+                            let s = fx.b.ins().fadd(s, prod);
+                            fx.b.def_var(saccs[r * cols + c], s);
+                        }
+                    }
+                }
+            }
+        });
+        for r in 0..rows {
+            let row = self.b.ins().iadd_imm_s(i0, r as i64);
+            for c in 0..cols {
+                let acc = self.b.use_var(accs[r * cols + c]);
+                let l: Vec<Value> = (0..4u8).map(|l| self.b.ins().extractlane(acc, l)).collect();
+                let s01 = self.b.ins().fadd(l[0], l[1]);
+                let s23 = self.b.ins().fadd(l[2], l[3]);
+                let s = self.b.ins().fadd(s01, s23);
+                let tail = self.b.use_var(saccs[r * cols + c]);
+                let s = self.b.ins().fadd(s, tail);
+                let col = self.b.ins().iadd_imm_s(j0, c as i64);
+                self.finish(g, p, s, false, row, col, 1);
+            }
+        }
+    }
+
     /// One `rows x cols` tile of the dot form: vector partial sums along `p`,
     /// reduced across lanes, then the `k % 4` tail.
     fn dot_micro(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value, j0: Value) {
+        if g.k_split.is_some() {
+            return self.dot_micro_split(g, p, rows, cols, i0, j0);
+        }
         let (rs_a, cs_b) = (g.a.row_stride * 4, g.b.col_stride * 4);
         let off_a = self.b.ins().imul_imm_s(i0, rs_a);
         let pa = self.b.ins().iadd(p.a, off_a);

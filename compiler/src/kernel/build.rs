@@ -628,6 +628,7 @@ impl Builder<'_> {
                         c: cm,
                         epilogue,
                         b_rows: Some(table),
+                        k_split: None,
                         tile: UNSCHEDULED_OUTER,
                     }))]
                 })]
@@ -648,6 +649,7 @@ impl Builder<'_> {
                 c: cm,
                 epilogue,
                 b_rows: None,
+                k_split: None,
                 tile: UNSCHEDULED_OUTER,
             })));
             s
@@ -681,6 +683,7 @@ impl Builder<'_> {
                 c: MatrixRef { buf: dcol, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
                 epilogue: Epilogue::default(),
                 b_rows: None,
+                k_split: None,
                 tile: UNSCHEDULED_OUTER,
             }))];
             let base = n.clone() * image;
@@ -728,7 +731,21 @@ impl Builder<'_> {
         let chunks = largest_divisor_at_most(batch, 8);
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
-        let col = self.scratch(format!("{node_name}.im2col"), k * p, true);
+        let implicit = c.padding == [0, 0] && c.stride[1] == 1;
+        let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
+        let table = implicit.then(|| {
+            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+            let mut rows = Vec::with_capacity(k);
+            for ci in 0..ch {
+                for ky in 0..c.kernel[0] {
+                    for kx in 0..c.kernel[1] {
+                        rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
+                    }
+                }
+            }
+            self.table_i32(format!("{node_name}.rows"), rows)
+        });
+        let (ch, h, w_in, oh, ow) = (xd[1], xd[2], xd[3], yd[2], yd[3]);
         let target =
             if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
@@ -737,6 +754,22 @@ impl Builder<'_> {
             let mut s = vec![b.zero_pass(target, base.clone(), o * k)];
             s.push(b.loop_over(per_chunk, |b, i| {
                 let n = q.clone() * per_chunk + i;
+                if let Some(table) = table {
+                    // dW[o, p] += sum over output rows and columns of
+                    // dy[o, oy, ox] * x[row p, oy * sh + ox], read in place.
+                    return vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: k,
+                        k: p,
+                        a: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
+                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 1, col_stride: 0 },
+                        c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
+                        epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                        b_rows: Some(table),
+                        k_split: Some(KSplit { outer: oh, a_stride: ow as i64, b_stride: (c.stride[0] * w_in) as i64 }),
+                        tile: UNSCHEDULED_DOT,
+                    }))];
+                }
                 let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
                 s.push(Stmt::Gemm(Box::new(Gemm {
                     m: o,
@@ -747,6 +780,7 @@ impl Builder<'_> {
                     c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
                     epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                     b_rows: None,
+                    k_split: None,
                     tile: UNSCHEDULED_DOT,
                 })));
                 s
@@ -794,6 +828,7 @@ impl Builder<'_> {
             c: cm,
             epilogue,
             b_rows: None,
+            k_split: None,
             tile: UNSCHEDULED_DOT,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -816,6 +851,7 @@ impl Builder<'_> {
                 ..Epilogue::default()
             },
             b_rows: None,
+            k_split: None,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -834,6 +870,7 @@ impl Builder<'_> {
             c: MatrixRef { buf: finish.out, offset: Idx::Const(0), row_stride: inf as i64, col_stride: 1 },
             epilogue: Epilogue::default(),
             b_rows: None,
+            k_split: None,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))

@@ -497,6 +497,17 @@ pub enum GemmTile {
     },
 }
 
+/// How a dot tile's reduction is split into strided segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KSplit {
+    /// Number of segments.
+    pub outer: usize,
+    /// Element distance between segments in A.
+    pub a_stride: i64,
+    /// Element distance between segments in B.
+    pub b_stride: i64,
+}
+
 /// `C[i, j] = epilogue(sum_p A[i, p] * B[p, j])` for `i < m`, `j < n`, `p < k`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
@@ -515,6 +526,12 @@ pub struct Gemm {
     /// b.row_stride`: an implicit im2col that reads a convolution's input in
     /// place (outer-product tiles only).
     pub b_rows: Option<BufId>,
+    /// Dot tiles only: the reduction runs as `outer` segments of
+    /// `k / outer` contiguous elements, segment `s` starting `s * a_stride`
+    /// into A's rows and `s * b_stride` into B's columns (a convolution's
+    /// output rows, read in place). With `b_rows`, column `j` of B starts at
+    /// `b.offset + table[j]`.
+    pub k_split: Option<KSplit>,
     /// `C`, `m x n`.
     pub c: MatrixRef,
     /// What is applied before storing.
