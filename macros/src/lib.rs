@@ -47,6 +47,15 @@ fn expand(input: TokenStream) -> TokenStream {
         Err(d) => return errors(&d),
     };
     let graph = &lowered.graph;
+    // The generated type implements Debug and Clone itself, and its fields are
+    // not the declared layers, so derives cannot apply.
+    if let Some(derive) = module.attrs.iter().find(|a| a.path().is_ident("derive")) {
+        return syn::Error::new_spanned(
+            derive,
+            "net! generates the struct's fields and implements Debug and Clone itself; remove this derive",
+        )
+        .to_compile_error();
+    }
 
     let attrs = &module.attrs;
     let vis = &module.vis;
