@@ -777,4 +777,43 @@ mod tests {
         let out = m.forward(&[&x]).unwrap();
         assert_eq!(out[0].shape, vec![2, 2]);
     }
+
+    /// Momentum and parameters stay consistent whether executors are kept
+    /// (lazy sync, switching batch sizes) or rebuilt before every step.
+    #[test]
+    fn momentum_follows_the_model_across_batch_sizes_and_rebuilds() {
+        for backend in [Backend::Interp, Backend::Jit] {
+            sync_matches_rebuild(backend);
+        }
+    }
+
+    fn sync_matches_rebuild(backend: Backend) {
+        let sgd = Sgd { lr: 0.05, momentum: 0.9, ..Sgd::default() };
+        let data = |n: usize, k: f32| {
+            let x = Tensor::new(vec![n, 3], (0..3 * n).map(|i| ((i as f32 + k) * 0.37).sin()).collect()).unwrap();
+            let y = Tensor::new(vec![n], (0..n).map(|i| (i % 2) as f32).collect()).unwrap();
+            (x, y)
+        };
+        let mut kept = Model::from_source(TINY, 5).unwrap();
+        let mut rebuilt = kept.clone();
+        kept.set_backend(backend);
+        rebuilt.set_backend(backend);
+        for (step, n) in [2, 3, 2, 3, 3, 2].into_iter().enumerate() {
+            let (x, y) = data(n, step as f32);
+            if step == 3 {
+                // An outside change between steps must reach every executor.
+                let w = Tensor::new(vec![2], vec![0.1, -0.2]).unwrap();
+                kept.set_param("fc2.bias", w.clone()).unwrap();
+                rebuilt.set_param("fc2.bias", w).unwrap();
+            }
+            let a = kept.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap();
+            // Dropping the executors forces the momentum home and a full re-upload.
+            rebuilt.set_threads(1 + step % 2 + 1);
+            let b = rebuilt.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap();
+            assert_eq!(a, b, "{backend}: step {step}");
+        }
+        assert_eq!(kept.state_dict(), rebuilt.state_dict());
+        assert_eq!(kept.momentum("fc1.weight"), rebuilt.momentum("fc1.weight"));
+        assert_eq!(kept.clone().momentum("fc1.weight"), kept.momentum("fc1.weight"));
+    }
 }
