@@ -731,7 +731,9 @@ impl Builder<'_> {
         let chunks = largest_divisor_at_most(batch, 8);
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
-        let implicit = c.padding == [0, 0] && c.stride[1] == 1;
+        // In place only when output rows are whole vectors: a scalar tail per
+        // row costs more than packing.
+        let implicit = c.padding == [0, 0] && c.stride[1] == 1 && yd[3].is_multiple_of(4);
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
         let table = implicit.then(|| {
             let (ch, h, w_in) = (xd[1], xd[2], xd[3]);

@@ -48,6 +48,7 @@ fn tile_for(g: &Gemm) -> GemmTile {
                 GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll: 2 }
             }
         }
+        GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3 },
         GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2) },
     }
 }
