@@ -103,3 +103,14 @@ fn dump_lenet_kernels() {
     std::fs::write("/tmp/lenet_asm.txt", exe.inspect(jit::Emit::Asm)).unwrap();
     std::fs::write("/tmp/lenet_memory.txt", exe.inspect(jit::Emit::Memory)).unwrap();
 }
+
+#[test]
+#[ignore]
+fn dump_lenet_training_plan() {
+    let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
+    let options = JitOptions { threads: 2, verify: true, keep_all: false, inspect: true, input_grads: false };
+    let exe = jit::compile(&g, 4, &options).unwrap();
+    std::fs::write("/tmp/train_kernels.txt", exe.inspect(jit::Emit::Kernels)).unwrap();
+    std::fs::write("/tmp/train_memory.txt", exe.inspect(jit::Emit::Memory)).unwrap();
+}

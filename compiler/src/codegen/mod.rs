@@ -6,7 +6,11 @@
 //! selects the per-thread copy of scratch buffers. Loops are tested at the
 //! top; loads of buffers the kernel never writes are marked `notrap`,
 //! `readonly` and `can_move`; matrix products become F32X4 register tiles
-//! with FMA (see `shared/design/CRANELIFT.md`).
+//! (see `shared/design/CRANELIFT.md`; the tiles use separate multiply and
+//! add, see `gemm.rs`, set `KILN_GEMM_FMA=1` to compare with FMA). Affine
+//! indices become induction variables (index and pointer), because
+//! Cranelift does not hoist loop-invariant arithmetic whose operands include
+//! a rematerialised constant.
 
 mod gemm;
 pub mod math;
