@@ -153,7 +153,21 @@ impl Fx<'_, '_> {
             let (s, e) = (self.iconst(0), self.iconst(steps as i64));
             self.counted_loop(s, e, 1, |fx, _| {
                 let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
-                fx.outer_steps(pa, pb, rows_table, ku, rows, nv, rs_a, cs_a, rs_b, &accs, pure_flags(), pure_flags());
+                fx.outer_steps(
+                    pa,
+                    pb,
+                    rows_table,
+                    g.a_splat,
+                    ku,
+                    rows,
+                    nv,
+                    rs_a,
+                    cs_a,
+                    rs_b,
+                    &accs,
+                    pure_flags(),
+                    pure_flags(),
+                );
                 let pa = fx.b.ins().iadd_imm_s(pa, ku as i64 * cs_a);
                 let pb = fx.b.ins().iadd_imm_s(pb, ku as i64 * rs_walk);
                 fx.b.def_var(pa_var, pa);
@@ -169,7 +183,7 @@ impl Fx<'_, '_> {
                 (self.load_flags(g.a.buf), self.load_flags(g.b.buf))
             };
             let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
-            self.outer_steps(pa, pb, rows_table, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
+            self.outer_steps(pa, pb, rows_table, g.a_splat, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
         }
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
@@ -188,6 +202,7 @@ impl Fx<'_, '_> {
         pa: Value,
         pb: Value,
         rows_base: Option<Value>,
+        a_splat: bool,
         count: usize,
         rows: usize,
         nv: usize,
@@ -212,8 +227,12 @@ impl Fx<'_, '_> {
             let bv: Vec<Value> =
                 (0..nv).map(|v| self.b.ins().load(F32X4, fb, row, (row_off + 16 * v as i64) as i32)).collect();
             for r in 0..rows {
-                let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
-                let a = self.splat(a);
+                let a = if a_splat {
+                    self.b.ins().load(F32X4, fa, pa, (r as i64 * rs_a + u * cs_a) as i32)
+                } else {
+                    let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + u * cs_a) as i32);
+                    self.splat(a)
+                };
                 for (v, &b) in bv.iter().enumerate() {
                     let acc = self.b.use_var(accs[r * nv + v]);
                     let acc = self.mul_add(a, b, acc);

@@ -60,6 +60,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
         next_acc: 0,
         live: fusion.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect(),
         argmax: HashMap::new(),
+        pre_kernels: Vec::new(),
     };
     for group in &fusion.groups {
         match group.kind {
@@ -122,6 +123,8 @@ struct Builder<'g> {
     next_acc: AccId,
     /// Nodes that are computed (not eliminated).
     live: std::collections::HashSet<NodeId>,
+    /// Kernels the group being built needs to run first (weight splats).
+    pre_kernels: Vec<Kernel>,
     /// Per max-pool `(input, attributes)` whose gradient is computed: the
     /// buffer where the forward kernel records each window's first maximum.
     argmax: HashMap<(NodeId, Pool2d), BufId>,
@@ -501,7 +504,9 @@ impl Builder<'_> {
             other => return Err(unsupported(graph, anchor, format!("no kernel for {other}"))),
         };
         let (body, flops) = body_and_flops;
-        Ok(vec![make_kernel(name, nodes.to_vec(), body, flops)])
+        let mut kernels = std::mem::take(&mut self.pre_kernels);
+        kernels.push(make_kernel(name, nodes.to_vec(), body, flops));
+        Ok(kernels)
     }
 
     /// A loop `for v in 0..n` over `body(v)`.
@@ -605,6 +610,13 @@ impl Builder<'_> {
                 }
             }
             let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
+            // The weights splatted to f32x4 once per run, in a kernel of their own.
+            let name = self.graph.node(id).name.clone();
+            let w4 = self.scratch(format!("{name}.weight_x4"), o * k * 4, false);
+            let splat = vec![self.loop_over(o * k, |b, e| {
+                vec![b.loop_over(4, |_, l| vec![Stmt::store(w4, e.clone() * 4i64 + l, Val::load(w, e.clone()))])]
+            })];
+            self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
             let body = vec![self.loop_over(xd[0], |b, n| {
                 vec![b.loop_over(oh, |b, oy| {
                     let cm = MatrixRef {
@@ -618,7 +630,7 @@ impl Builder<'_> {
                         m: o,
                         n: ow,
                         k,
-                        a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 },
+                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
                         b: MatrixRef {
                             buf: x,
                             offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
@@ -629,6 +641,7 @@ impl Builder<'_> {
                         epilogue,
                         b_rows: Some(table),
                         k_split: None,
+                        a_splat: true,
                         tile: UNSCHEDULED_OUTER,
                     }))]
                 })]
@@ -650,6 +663,7 @@ impl Builder<'_> {
                 epilogue,
                 b_rows: None,
                 k_split: None,
+                a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             })));
             s
@@ -684,6 +698,7 @@ impl Builder<'_> {
                 epilogue: Epilogue::default(),
                 b_rows: None,
                 k_split: None,
+                a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             }))];
             let base = n.clone() * image;
@@ -768,6 +783,7 @@ impl Builder<'_> {
                         c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
+                        a_splat: false,
                         k_split: Some(KSplit { outer: oh, a_stride: ow as i64, b_stride: (c.stride[0] * w_in) as i64 }),
                         tile: UNSCHEDULED_DOT,
                     }))];
@@ -783,6 +799,7 @@ impl Builder<'_> {
                     epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                     b_rows: None,
                     k_split: None,
+                    a_splat: false,
                     tile: UNSCHEDULED_DOT,
                 })));
                 s
@@ -831,6 +848,7 @@ impl Builder<'_> {
             epilogue,
             b_rows: None,
             k_split: None,
+            a_splat: false,
             tile: UNSCHEDULED_DOT,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -854,6 +872,7 @@ impl Builder<'_> {
             },
             b_rows: None,
             k_split: None,
+            a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))
@@ -873,6 +892,7 @@ impl Builder<'_> {
             epilogue: Epilogue::default(),
             b_rows: None,
             k_split: None,
+            a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };
         Ok((vec![Stmt::Gemm(Box::new(g))], 2 * (rows * inf * outf) as u64))

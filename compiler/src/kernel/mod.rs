@@ -532,6 +532,10 @@ pub struct Gemm {
     /// output rows, read in place). With `b_rows`, column `j` of B starts at
     /// `b.offset + table[j]`.
     pub k_split: Option<KSplit>,
+    /// Outer tiles only: A holds every element four times in a row (an
+    /// `f32x4` splat, laid out by `a`'s strides in elements), so the tile
+    /// loads vectors instead of broadcasting scalars.
+    pub a_splat: bool,
     /// `C`, `m x n`.
     pub c: MatrixRef,
     /// What is applied before storing.
