@@ -23,7 +23,7 @@ fn train_resume_and_eval_on_generated_data() {
     let net = lenet();
     let common = ["--synthetic-train", "200", "--synthetic-test", "100", "--batch", "8", "--lr", "0.01", "--quiet"];
     let mut args =
-        vec!["train", net.as_str(), "--epochs", "1", "--checkpoint", "ck.safetensors", "--metrics", "m.jsonl"];
+        vec!["train", net.as_str(), "--epochs", "1", "--checkpoint", "ck.safetensors", "--metrics", "out/m.jsonl"];
     args.extend(common);
     let o = kiln(&args, d);
     assert!(o.status.success(), "{}", text(&o));
@@ -33,13 +33,17 @@ fn train_resume_and_eval_on_generated_data() {
     assert!(d.join("ck.safetensors").is_file() && d.join("ck.svg").is_file());
 
     // Resume to 2 epochs: one more metrics line.
-    let mut args = vec!["train", net.as_str(), "--epochs", "2", "--resume", "ck.safetensors", "--metrics", "m.jsonl"];
+    let mut args =
+        vec!["train", net.as_str(), "--epochs", "2", "--resume", "ck.safetensors", "--metrics", "out/m.jsonl"];
     args.extend(common);
     let o = kiln(&args, d);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming"), "{}", text(&o));
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(d.join("m.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out/m.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["epoch"], 2);
     for key in ["epoch", "train_loss", "test_loss", "test_accuracy", "per_class_accuracy", "seconds", "images_per_s"] {

@@ -163,6 +163,20 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
 
     let checkpoint = args.checkpoint.clone().or(args.resume.clone());
     let chart = args.chart.clone().or_else(|| checkpoint.as_ref().map(|c| c.with_extension("svg")));
+    // Fail now, not after the first epoch, when an output cannot be written.
+    for path in [&checkpoint, &chart, &args.metrics].into_iter().flatten() {
+        let werr = |source| CliError::Write { path: path.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(werr)?;
+        }
+    }
+    if let Some(path) = &args.metrics {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| CliError::Write { path: path.clone(), source })?;
+    }
     let title = format!("{} ({})", forward.name, args.model.display());
     let mut on_epoch = |t: &Trainer, r: &kiln::runtime::train::EpochRecord| -> Result<(), TrainError> {
         let test = match (r.test_loss, r.test_accuracy) {
