@@ -180,7 +180,7 @@ impl<'m> Builder<'m> {
         };
         let args = self.bind(&ctor, decl, &signature)?;
         let mut ok = true;
-        let mut get = |b: &mut Self, arg: &str, f: &dyn Fn(&Expr) -> Result<Value2, String>| -> Option<Value2> {
+        let mut get = |b: &mut Self, arg: &str, f: ArgParser| -> Option<Value2> {
             let e = args.get(arg)?;
             match f(e) {
                 Ok(v) => Some(v),
@@ -198,16 +198,15 @@ impl<'m> Builder<'m> {
             }
         };
         let pair = |e: &Expr| eval_pair(e).map(Value2::Pair);
-        let pair_or =
-            |b: &mut Self,
-             get: &mut dyn FnMut(&mut Self, &str, &dyn Fn(&Expr) -> Result<Value2, String>) -> Option<Value2>,
-             arg: &str,
-             default: [usize; 2]| {
-                match get(b, arg, &pair) {
-                    Some(Value2::Pair(p)) => p,
-                    _ => default,
-                }
-            };
+        let pair_or = |b: &mut Self,
+                       get: &mut dyn FnMut(&mut Self, &str, ArgParser) -> Option<Value2>,
+                       arg: &str,
+                       default: [usize; 2]| {
+            match get(b, arg, &pair) {
+                Some(Value2::Pair(p)) => p,
+                _ => default,
+            }
+        };
         let kind = match ctor.as_str() {
             "Conv2d" => {
                 get(self, "in_channels", &positive);
@@ -527,7 +526,7 @@ impl<'m> Builder<'m> {
                     let args: Vec<&Expr> = call.args.iter().collect();
                     self.call_op(&name, &args, call, bind)
                 } else {
-                    let layers: Vec<String> = self.module.layers.iter().map(|l| l.name.to_string()).collect();
+                    let layers: Vec<String> = self.layers.iter().map(|l| l.decl.name.to_string()).collect();
                     self.error(
                         FrontendError::UnknownOp { name, layers: layers.join(", "), ops: FUNCTIONAL_OPS.join(", ") },
                         ident,
@@ -965,6 +964,9 @@ impl<'m> Builder<'m> {
         }
     }
 }
+
+/// Evaluates one argument expression, or says what was expected.
+type ArgParser<'a> = &'a dyn Fn(&Expr) -> Result<Value2, String>;
 
 /// Parsed argument values of a layer declaration.
 enum Value2 {
