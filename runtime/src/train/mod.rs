@@ -15,14 +15,18 @@
 //! use kiln_runtime::data::*;
 //! use kiln_runtime::train::*;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let forward: kiln_compiler::Graph = unimplemented!();
+//! let source = "struct Tiny { fc: Linear(3 * 32 * 32, 10) }
+//!               fn forward(x: [N, 3, 32, 32]) -> [N, 10] { fc(x.flatten(1)) }";
+//! let forward = kiln_compiler::frontend::compile_str(source)?.graph;
 //! let train: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(2000, 1));
 //! let test: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(500, 2));
 //! let config = TrainConfig { batch_size: 4, epochs: 2, ..TrainConfig::default() };
 //! let mut trainer = Trainer::new(&forward, config)?;
 //! let transforms = Transforms::normalized(&[0.5; 3], &[0.5; 3])?;
 //! let records = trainer.fit(train, Some(test), transforms, &mut |_, _| Ok(()))?;
-//! println!("{}", records.last().unwrap().test_accuracy.unwrap_or(0.0));
+//! if let Some(last) = records.last() {
+//!     println!("test accuracy {:?}", last.test_accuracy);
+//! }
 //! # Ok(()) }
 //! ```
 //!
