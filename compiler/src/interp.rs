@@ -771,46 +771,6 @@ fn check_resize(r: &Resize, x: Nchw, y: Nchw) -> Result<(), Fault> {
     })
 }
 
-/// PyTorch's source-per-destination step for one axis (`compute_scales_value`):
-/// the given inverse scale, else `in / out`.
-fn resize_step(r: &Resize, axis: usize, in_len: usize, out_len: usize) -> f32 {
-    match r.inverse_scale {
-        Some(s) if s[axis] > 0.0 => s[axis],
-        _ => in_len as f32 / out_len as f32,
-    }
-}
-
-/// PyTorch's `nearest` source index along one axis (`nearest_idx`).
-fn nearest_source(r: &Resize, axis: usize, dst: usize, in_len: usize, out_len: usize) -> usize {
-    if out_len == in_len {
-        dst
-    } else if out_len == 2 * in_len {
-        dst >> 1
-    } else {
-        let step = resize_step(r, axis, in_len, out_len);
-        ((dst as f32 * step).floor() as usize).min(in_len - 1)
-    }
-}
-
-/// PyTorch's bilinear taps along one axis (`compute_source_index_and_lambda`):
-/// `(i0, i1, lambda0, lambda1)`, read as `lambda0 * x[i0] + lambda1 * x[i1]`.
-fn linear_taps(r: &Resize, axis: usize, dst: usize, in_len: usize, out_len: usize) -> (usize, usize, f32, f32) {
-    if out_len == in_len {
-        return (dst, dst, 1.0, 0.0);
-    }
-    let src = if r.align_corners {
-        let step = if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 };
-        step * dst as f32
-    } else {
-        let step = resize_step(r, axis, in_len, out_len);
-        (step * (dst as f32 + 0.5) - 0.5).max(0.0)
-    };
-    let i0 = (src.floor() as usize).min(in_len - 1);
-    let lambda1 = (src - i0 as f32).clamp(0.0, 1.0);
-    let i1 = if i0 < in_len - 1 { i0 + 1 } else { i0 };
-    (i0, i1, 1.0 - lambda1, lambda1)
-}
-
 /// Nearest or bilinear resampling of NCHW `x` to `r.size`.
 fn resize(x: &Tensor, r: &Resize, out: &[usize]) -> OpResult {
     let (xs, ys) = (Nchw::of(&x.shape, "input")?, Nchw::of(out, "output")?);
@@ -825,13 +785,13 @@ fn resize(x: &Tensor, r: &Resize, out: &[usize]) -> OpResult {
                 for ox in 0..ys.w {
                     let v = match r.mode {
                         ResizeMode::Nearest => {
-                            let iy = nearest_source(r, 0, oy, xs.h, ys.h);
-                            let ix = nearest_source(r, 1, ox, xs.w, ys.w);
+                            let iy = r.nearest_source(0, oy, xs.h, ys.h);
+                            let ix = r.nearest_source(1, ox, xs.w, ys.w);
                             x.data[xs.at(n, c, iy, ix)]
                         }
                         ResizeMode::Bilinear => {
-                            let (y0, y1, hy0, hy1) = linear_taps(r, 0, oy, xs.h, ys.h);
-                            let (x0, x1, wx0, wx1) = linear_taps(r, 1, ox, xs.w, ys.w);
+                            let (y0, y1, hy0, hy1) = r.linear_taps(0, oy, xs.h, ys.h);
+                            let (x0, x1, wx0, wx1) = r.linear_taps(1, ox, xs.w, ys.w);
                             let at = |iy, ix| x.data[xs.at(n, c, iy, ix)];
                             hy0 * (wx0 * at(y0, x0) + wx1 * at(y0, x1)) + hy1 * (wx0 * at(y1, x0) + wx1 * at(y1, x1))
                         }
@@ -860,13 +820,13 @@ fn resize_grad(dy: &Tensor, r: &Resize, out: &[usize]) -> OpResult {
                     let g = dy.data[ys.at(n, c, oy, ox)];
                     match r.mode {
                         ResizeMode::Nearest => {
-                            let iy = nearest_source(r, 0, oy, xs.h, ys.h);
-                            let ix = nearest_source(r, 1, ox, xs.w, ys.w);
+                            let iy = r.nearest_source(0, oy, xs.h, ys.h);
+                            let ix = r.nearest_source(1, ox, xs.w, ys.w);
                             dx.data[xs.at(n, c, iy, ix)] += g;
                         }
                         ResizeMode::Bilinear => {
-                            let (y0, y1, hy0, hy1) = linear_taps(r, 0, oy, xs.h, ys.h);
-                            let (x0, x1, wx0, wx1) = linear_taps(r, 1, ox, xs.w, ys.w);
+                            let (y0, y1, hy0, hy1) = r.linear_taps(0, oy, xs.h, ys.h);
+                            let (x0, x1, wx0, wx1) = r.linear_taps(1, ox, xs.w, ys.w);
                             dx.data[xs.at(n, c, y0, x0)] += hy0 * wx0 * g;
                             dx.data[xs.at(n, c, y0, x1)] += hy0 * wx1 * g;
                             dx.data[xs.at(n, c, y1, x0)] += hy1 * wx0 * g;

@@ -69,6 +69,48 @@ pub struct Resize {
     pub inverse_scale: Option<[f32; 2]>,
 }
 
+impl Resize {
+    /// PyTorch's source-per-destination step for one axis (`compute_scales_value`):
+    /// the given inverse scale, else `in / out`.
+    fn step(&self, axis: usize, in_len: usize, out_len: usize) -> f32 {
+        match self.inverse_scale {
+            Some(s) if s[axis] > 0.0 => s[axis],
+            _ => in_len as f32 / out_len as f32,
+        }
+    }
+
+    /// PyTorch's `nearest` source index along one axis (`nearest_idx`).
+    pub fn nearest_source(&self, axis: usize, dst: usize, in_len: usize, out_len: usize) -> usize {
+        if out_len == in_len {
+            dst
+        } else if out_len == 2 * in_len {
+            dst >> 1
+        } else {
+            let step = self.step(axis, in_len, out_len);
+            ((dst as f32 * step).floor() as usize).min(in_len - 1)
+        }
+    }
+
+    /// PyTorch's bilinear taps along one axis (`compute_source_index_and_lambda`):
+    /// `(i0, i1, lambda0, lambda1)`, read as `lambda0 * x[i0] + lambda1 * x[i1]`.
+    pub fn linear_taps(&self, axis: usize, dst: usize, in_len: usize, out_len: usize) -> (usize, usize, f32, f32) {
+        if out_len == in_len {
+            return (dst, dst, 1.0, 0.0);
+        }
+        let src = if self.align_corners {
+            let step = if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 };
+            step * dst as f32
+        } else {
+            let step = self.step(axis, in_len, out_len);
+            (step * (dst as f32 + 0.5) - 0.5).max(0.0)
+        };
+        let i0 = (src.floor() as usize).min(in_len - 1);
+        let lambda1 = (src - i0 as f32).clamp(0.0, 1.0);
+        let i1 = if i0 < in_len - 1 { i0 + 1 } else { i0 };
+        (i0, i1, 1.0 - lambda1, lambda1)
+    }
+}
+
 /// A pointwise non-linearity.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Activation {

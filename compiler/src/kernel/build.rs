@@ -1393,44 +1393,15 @@ fn decayed_grad(p: Val, g: Val, s: &Sgd) -> Val {
     if s.weight_decay != 0.0 { g.add(Val::Const(s.weight_decay).mul(p)) } else { g }
 }
 
-/// PyTorch's source-per-destination step for one axis.
-fn resize_step(r: &Resize, axis: usize, in_len: usize, out_len: usize) -> f32 {
-    match r.inverse_scale {
-        Some(s) if s[axis] > 0.0 => s[axis],
-        _ => in_len as f32 / out_len as f32,
-    }
-}
-
 /// One destination position's taps along one axis: `(i0, i1, w0, w1)`
-/// (PyTorch's `nearest` index in `i0`, or its bilinear taps and weights).
+/// (PyTorch's `nearest` index in `i0`, or its bilinear taps and weights),
+/// computed by the same rules the interpreter uses.
 fn resize_tap(r: &Resize, axis: usize, dst: usize, in_len: usize, out_len: usize) -> (usize, usize, f32, f32) {
     match r.mode {
         ResizeMode::Nearest => {
-            let i = if out_len == in_len {
-                dst
-            } else if out_len == 2 * in_len {
-                dst >> 1
-            } else {
-                let step = resize_step(r, axis, in_len, out_len);
-                ((dst as f32 * step).floor() as usize).min(in_len - 1)
-            };
+            let i = r.nearest_source(axis, dst, in_len, out_len);
             (i, i, 1.0, 0.0)
         }
-        ResizeMode::Bilinear => {
-            if out_len == in_len {
-                return (dst, dst, 1.0, 0.0);
-            }
-            let src = if r.align_corners {
-                let step = if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 };
-                step * dst as f32
-            } else {
-                let step = resize_step(r, axis, in_len, out_len);
-                (step * (dst as f32 + 0.5) - 0.5).max(0.0)
-            };
-            let i0 = (src.floor() as usize).min(in_len - 1);
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            let i1 = if i0 < in_len - 1 { i0 + 1 } else { i0 };
-            (i0, i1, 1.0 - l1, l1)
-        }
+        ResizeMode::Bilinear => r.linear_taps(axis, dst, in_len, out_len),
     }
 }
