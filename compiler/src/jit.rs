@@ -185,8 +185,11 @@ pub fn compile(graph: &Graph, batch: usize, options: &JitOptions) -> Result<Exec
         .zip(&code.functions)
         .map(|(k, &f)| (f, k.parallel_extent().unwrap_or(0), k.threads))
         .collect();
-    let pool =
-        (program.threads > 1 && program.kernels.iter().any(|k| k.threads > 1)).then(|| Pool::new(program.threads));
+    let pool = if program.threads > 1 && program.kernels.iter().any(|k| k.threads > 1) {
+        Some(Pool::new(program.threads)?)
+    } else {
+        None
+    };
     Ok(Executable { graph: graph.clone(), batch, program, code, arena, observable, pool, plan })
 }
 
@@ -405,7 +408,7 @@ impl Shared {
 }
 
 impl Pool {
-    fn new(threads: usize) -> Pool {
+    fn new(threads: usize) -> Result<Pool, JitError> {
         let shared = Arc::new(Shared {
             claim: AtomicU64::new(0),
             finished: AtomicUsize::new(0),
@@ -417,21 +420,21 @@ impl Pool {
             sleepers: Mutex::new(0),
             wake: Condvar::new(),
         });
-        let workers = (1..threads)
-            .map(|t| {
-                let s = Arc::clone(&shared);
-                std::thread::Builder::new()
-                    .name(format!("kiln-worker-{t}"))
-                    .spawn(move || worker(s, t))
-                    .expect("spawning a worker thread")
-            })
-            .collect();
+        let mut pool = Pool { shared: Arc::clone(&shared), workers: Vec::with_capacity(threads - 1) };
+        for t in 1..threads {
+            let s = Arc::clone(&shared);
+            match std::thread::Builder::new().name(format!("kiln-worker-{t}")).spawn(move || worker(s, t)) {
+                Ok(handle) => pool.workers.push(handle),
+                // Dropping `pool` stops and joins the workers already started.
+                Err(e) => return Err(JitError::InvalidOptions(format!("cannot start {threads} threads: {e}"))),
+            }
+        }
         // Wait for the workers' own start-up (thread-local set-up allocates),
         // so that no allocation happens during later runs.
         while shared.started.load(Ordering::Acquire) < threads - 1 {
             std::thread::yield_now();
         }
-        Pool { shared, workers }
+        Ok(pool)
     }
 
     /// Runs iterations `0..extent` of `f`'s parallel loop on the caller and
