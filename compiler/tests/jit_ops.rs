@@ -111,7 +111,11 @@ fn perceptron_loss() {
 
 #[test]
 fn pooling_every_option() {
-    for (k, s, p, d) in [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), (2, 1, 0, 1), (3, 3, 1, 1)] {
+    // Disjoint windows (k <= s, d = 1) take the gather backward: exactly
+    // covered, with padding, with gaps and with uncovered edges.
+    for (k, s, p, d) in
+        [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), (2, 1, 0, 1), (3, 3, 1, 1), (2, 3, 0, 1), (2, 2, 1, 1)]
+    {
         for max in [true, false] {
             if !max && d != 1 {
                 continue;

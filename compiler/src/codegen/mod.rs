@@ -20,8 +20,10 @@ use crate::kernel::{
     AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I32X4, I64};
-use cranelift_codegen::ir::{AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I32, I32X4, I64};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, ConstantData, Endianness, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -402,6 +404,23 @@ impl Fx<'_, '_> {
         self.lane.is_some_and(|v| i.uses(v))
     }
 
+    /// Lanes `lanes` (0-3 from `a`, 4-7 from `b`) of two `f32x4` vectors.
+    pub(crate) fn shuffle_lanes(&mut self, a: Value, b: Value, lanes: [i64; 4]) -> Value {
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| (l * 4 + k) as u8)).collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let (a, b) = (self.b.ins().bitcast(I8X16, le, a), self.b.ins().bitcast(I8X16, le, b));
+        let r = self.b.ins().shuffle(a, b, mask);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
+
+    /// A constant `f32x4`.
+    pub(crate) fn f32x4_const(&mut self, lanes: [f32; 4]) -> Value {
+        let bytes: Vec<u8> = lanes.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let c = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+        self.b.ins().vconst(F32X4, c)
+    }
+
     /// Builds an F32X4 from four scalar values.
     pub(crate) fn lanes_to_vector(&mut self, lanes: [Value; 4]) -> Value {
         let mut v = self.b.ins().scalar_to_vector(F32X4, lanes[0]);
@@ -423,9 +442,27 @@ impl Fx<'_, '_> {
                     let x = self.b.ins().load(F32, flags, a, 0);
                     return if vec { self.splat(x) } else { x };
                 }
-                if i.coefficient(self.lane.unwrap()) == Some(1) {
-                    let a = self.elem_addr(*buf, i, 0);
-                    return self.b.ins().load(F32X4, flags, a, 0);
+                match i.lane_offsets(self.lane.unwrap()) {
+                    Some([0, 0, 0, 0]) => {
+                        let a = self.elem_addr(*buf, i, 0);
+                        let x = self.b.ins().load(F32, flags, a, 0);
+                        return self.splat(x);
+                    }
+                    Some([0, 1, 2, 3]) => {
+                        let a = self.elem_addr(*buf, i, 0);
+                        return self.b.ins().load(F32X4, flags, a, 0);
+                    }
+                    // A short constant pattern (stride 2, upsampling): one or
+                    // two vector loads and a shuffle instead of four scalar
+                    // loads. The extra lanes read at most 7 elements past
+                    // the last one used, which the arena's tail slack covers.
+                    Some(o) if o.iter().all(|l| (0..8).contains(l)) => {
+                        let a = self.elem_addr(*buf, i, 0);
+                        let lo = self.b.ins().load(F32X4, flags, a, 0);
+                        let hi = if o.iter().all(|&l| l < 4) { lo } else { self.b.ins().load(F32X4, flags, a, 16) };
+                        return self.shuffle_lanes(lo, hi, o);
+                    }
+                    _ => {}
                 }
                 let lanes = [0, 1, 2, 3].map(|l| {
                     let a = self.elem_addr(*buf, i, l);
@@ -464,16 +501,28 @@ impl Fx<'_, '_> {
                 }
             }
             Val::FromIdx(i) => {
-                if vec && self.uses_lane(i) {
-                    let lanes = [0, 1, 2, 3].map(|l| {
-                        let ix = self.idx(i, l);
-                        self.b.ins().fcvt_from_sint(F32, ix)
-                    });
-                    self.lanes_to_vector(lanes)
-                } else {
-                    let ix = self.idx(i, 0);
-                    let x = self.b.ins().fcvt_from_sint(F32, ix);
-                    if vec { self.splat(x) } else { x }
+                let ix = self.idx(i, 0);
+                let x = self.b.ins().fcvt_from_sint(F32, ix);
+                if !vec {
+                    return x;
+                }
+                let pattern = self.lane.filter(|_| self.uses_lane(i)).map(|v| i.lane_offsets(v));
+                match pattern {
+                    None => self.splat(x),
+                    // Lane 0 converted once, the other lanes a constant step away.
+                    Some(Some(o)) => {
+                        let x = self.splat(x);
+                        let steps = self.f32x4_const(o.map(|l| l as f32));
+                        self.b.ins().fadd(x, steps)
+                    }
+                    Some(None) => {
+                        let mut lanes = [x; 4];
+                        for (l, lane) in lanes.iter_mut().enumerate().skip(1) {
+                            let ix = self.idx(i, l as i64);
+                            *lane = self.b.ins().fcvt_from_sint(F32, ix);
+                        }
+                        self.lanes_to_vector(lanes)
+                    }
                 }
             }
         }
@@ -794,9 +843,7 @@ impl Fx<'_, '_> {
 
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
         match l.mode {
-            LoopMode::Serial if l.extent <= 5 && !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) => {
-                self.unrolled_loop(l, vec)
-            }
+            LoopMode::Serial if l.extent <= 5 && fits_unrolled(&l.body, l.extent) => self.unrolled_loop(l, vec),
             LoopMode::Serial => {
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
                 self.run_loop(l, start, Some(0), end, 1, vec);
@@ -820,7 +867,7 @@ impl Fx<'_, '_> {
                         }
                     }
                     let saved_lane = self.lane.replace(l.var);
-                    if main <= 32 && !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) {
+                    if main <= 32 && fits_unrolled(&l.body, main as usize / 4) {
                         self.unrolled_range(l, 0, main / 4, 4, true);
                     } else {
                         let (start, end) = (self.iconst(0), self.iconst(main));
@@ -842,7 +889,7 @@ impl Fx<'_, '_> {
                     }
                 }
                 if (main as usize) < l.extent {
-                    if !l.body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_))) {
+                    if fits_unrolled(&l.body, l.extent - main as usize) {
                         self.unrolled_range(l, main, l.extent as i64 - main, 1, vec);
                     } else {
                         let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
@@ -852,6 +899,28 @@ impl Fx<'_, '_> {
             }
         }
     }
+}
+
+/// Statements a loop body expands to when it and its short serial loops
+/// are unrolled; `None` when it holds a loop that is not unrolled.
+fn unrolled_size(body: &[Stmt]) -> Option<usize> {
+    body.iter().try_fold(0, |n, s| {
+        Some(
+            n + match s {
+                Stmt::Loop(l) if l.mode == LoopMode::Serial && l.extent <= 5 => l.extent * unrolled_size(&l.body)?,
+                Stmt::Loop(_) | Stmt::Gemm(_) => return None,
+                Stmt::If { then, otherwise, .. } => 1 + unrolled_size(then)? + unrolled_size(otherwise)?,
+                _ => 1,
+            },
+        )
+    })
+}
+
+/// Whether `copies` inline copies of `body` (and of its short inner loops)
+/// stay small: straight-line code lets every index be a constant offset
+/// from one induction variable, where a loop would keep one per index.
+fn fits_unrolled(body: &[Stmt], copies: usize) -> bool {
+    unrolled_size(body).is_some_and(|n| n * copies <= 48)
 }
 
 /// An affine index `constant + sum(coefficient * var)`, terms sorted by variable.

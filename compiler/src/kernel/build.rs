@@ -969,7 +969,14 @@ impl Builder<'_> {
                 let iy = Self::window_pos(&oy, &k[0], pl.stride[0], pl.dilation[0], pl.padding[0]);
                 let ix = Self::window_pos(&ox, &k[1], pl.stride[1], pl.dilation[1], pl.padding[1]);
                 let plane = nc.clone() * (h * w);
-                let within = iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                // Padded taps are clamped into the plane (and never win);
+                // unpadded ones are in range already, and their index stays
+                // affine so the vector form needs no per-lane conversion.
+                let within = if padded {
+                    iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1)
+                } else {
+                    iy.clone() * w + ix.clone()
+                };
                 let valid = Cond::in_range(iy.clone(), 0, h).and(Cond::in_range(ix.clone(), 0, w));
                 let val = if padded {
                     let at = plane + within.clone();
@@ -1013,6 +1020,36 @@ impl Builder<'_> {
         let (h, w) = (xd[2] as i64, xd[3] as i64);
         let (oh, ow) = (yd[2], yd[3]);
         let plane = (h * w) as usize;
+        let disjoint = (0..2).all(|a| pl.dilation[a] == 1 && pl.kernel[a] <= pl.stride[a]);
+        if let Some(&am) = self.argmax.get(&(ins[0], *pl))
+            && disjoint
+        {
+            // Windows do not overlap, so each input element belongs to at
+            // most one window: gather its gradient instead of scattering
+            // (one contiguous, vectorisable pass, no zeroing, no branches).
+            let covers = |a: usize, len: i64, out: usize| {
+                (len - 1 + pl.padding[a] as i64) / pl.stride[a] as i64 <= out as i64 - 1
+            };
+            let (full_y, full_x) = (covers(0, h, oh), covers(1, w, ow));
+            let body = self.loops(&[xd[0] * xd[1], h as usize, w as usize], |_, i| {
+                let (nc, y, xx) = (i[0].clone(), i[1].clone(), i[2].clone());
+                let window = |v: &Idx, a: usize, full: bool, out: usize| {
+                    let o = (v.clone() + pl.padding[a] as i64) / pl.stride[a] as i64;
+                    if full { o } else { o.clamp(0, out as i64 - 1) }
+                };
+                let w_at = (nc.clone() * oh + window(&y, 0, full_y, oh)) * ow + window(&xx, 1, full_x, ow);
+                let me = y.clone() * w + xx.clone();
+                let hit = Cond::val(Cmp::Eq, Val::load(am, w_at.clone()), Val::FromIdx(me.clone()));
+                let g = Val::select(hit, Val::load(dy, w_at), Val::Const(0.0));
+                let at = nc * plane + me;
+                let g = match finish.mask {
+                    Some((a, pre)) => activation_grad_expr(a, Val::load(pre, at.clone()), g),
+                    None => g,
+                };
+                vec![Stmt::store(out, at, g)]
+            });
+            return Ok((body, xd.iter().product::<usize>() as u64));
+        }
         if let Some(&am) = self.argmax.get(&(ins[0], *pl)) {
             // The forward kernel recorded each window's first maximum.
             let body = vec![self.loop_over(xd[0] * xd[1], |b, nc| {

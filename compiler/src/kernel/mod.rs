@@ -120,6 +120,103 @@ impl Idx {
     }
 }
 
+/// What is known of an index across the four lanes of a vector loop: lane
+/// `l` equals lane 0 plus `offsets[l]`, and lane 0 is congruent to
+/// `residue` modulo `modulus` (a modulus of 1 knows nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LaneForm {
+    offsets: [i64; 4],
+    modulus: i64,
+    residue: i64,
+}
+
+/// A modulus every constant is known exactly modulo (lcm of 1..=16), so
+/// constants keep divisibility facts through `Div` and `Rem`.
+const CONST_MODULUS: i64 = 720_720;
+
+impl LaneForm {
+    fn uniform(modulus: i64, residue: i64) -> LaneForm {
+        LaneForm { offsets: [0; 4], modulus, residue: residue.rem_euclid(modulus) }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
+impl Idx {
+    /// The lane pattern of this index in a vector loop over `v`: `Some(o)`
+    /// when lane `l` (the iteration `v + l`, with `v` a multiple of 4, as in
+    /// every vector loop) is lane 0 plus `o[l]`. `[0, 1, 2, 3]` is a
+    /// contiguous access, `[0; 4]` a uniform one, `[0, 2, 4, 6]` a stride-2
+    /// one and `[0, 0, 1, 1]` the index of a 2x upsampling. `None` when
+    /// the lanes do not differ by constants (a table lookup, a clamp of the
+    /// loop variable).
+    pub fn lane_offsets(&self, v: VarId) -> Option<[i64; 4]> {
+        self.lane_form(v).map(|f| f.offsets)
+    }
+
+    fn lane_form(&self, v: VarId) -> Option<LaneForm> {
+        // An expression that does not move with `v` is uniform even where
+        // its residue is unknown.
+        let uniform = || (!self.uses(v)).then(|| LaneForm::uniform(1, 0));
+        match self {
+            Idx::Const(c) => Some(LaneForm::uniform(CONST_MODULUS, *c)),
+            Idx::Var(w) if *w == v => Some(LaneForm { offsets: [0, 1, 2, 3], modulus: 4, residue: 0 }),
+            Idx::Var(_) => uniform(),
+            Idx::Add(a, b) => {
+                let (a, b) = (a.lane_form(v)?, b.lane_form(v)?);
+                let modulus = gcd(a.modulus, b.modulus).max(1);
+                Some(LaneForm {
+                    offsets: [0, 1, 2, 3].map(|l| a.offsets[l] + b.offsets[l]),
+                    modulus,
+                    residue: (a.residue + b.residue).rem_euclid(modulus),
+                })
+            }
+            Idx::Mul(a, k) => {
+                let a = a.lane_form(v)?;
+                if *k == 0 {
+                    return Some(LaneForm::uniform(CONST_MODULUS, 0));
+                }
+                // An overflowing modulus only forgets what is known.
+                let modulus = a.modulus.checked_mul(k.abs()).unwrap_or(1);
+                Some(LaneForm {
+                    offsets: a.offsets.map(|o| o * k),
+                    modulus,
+                    residue: (a.residue * k).rem_euclid(modulus),
+                })
+            }
+            // Lane 0 is `k * q + r` with `r` known, so lane `l` divides to
+            // `q + (r + o[l]) / k` (operands are non-negative).
+            Idx::Div(a, k) => {
+                let a = a.lane_form(v)?;
+                if a.modulus % k != 0 || a.offsets.iter().any(|&o| a.residue % k + o < 0) {
+                    return uniform();
+                }
+                let r = a.residue % k;
+                let modulus = (a.modulus / k).max(1);
+                Some(LaneForm {
+                    offsets: a.offsets.map(|o| (r + o) / k),
+                    modulus,
+                    residue: ((a.residue - r) / k).rem_euclid(modulus),
+                })
+            }
+            Idx::Rem(a, k) => {
+                let a = a.lane_form(v)?;
+                if a.modulus % k != 0 {
+                    return uniform();
+                }
+                let r = a.residue % k;
+                if a.offsets.iter().any(|&o| r + o < 0 || r + o >= *k) {
+                    return uniform();
+                }
+                Some(LaneForm { offsets: a.offsets, modulus: *k, residue: r })
+            }
+            Idx::Min(..) | Idx::Max(..) | Idx::Table(..) | Idx::FloatTable(..) => uniform(),
+        }
+    }
+}
+
 impl From<i64> for Idx {
     fn from(c: i64) -> Idx {
         Idx::Const(c)
@@ -687,3 +784,27 @@ impl Program {
 }
 
 pub use print::{describe_kernels, describe_memory};
+
+#[cfg(test)]
+mod tests {
+    use super::Idx;
+
+    #[test]
+    fn lane_offsets_follow_divisibility() {
+        let (v, w) = (Idx::var(0), Idx::var(1));
+        assert_eq!(v.lane_offsets(0), Some([0, 1, 2, 3]));
+        assert_eq!(w.lane_offsets(0), Some([0, 0, 0, 0]));
+        assert_eq!((v.clone() * 2i64 + 1i64).lane_offsets(0), Some([0, 2, 4, 6]));
+        assert_eq!((v.clone() / 2).lane_offsets(0), Some([0, 0, 1, 1]));
+        assert_eq!(((v.clone() + 1i64) / 2).lane_offsets(0), Some([0, 1, 1, 2]));
+        assert_eq!((v.clone() * 3i64 / 2).lane_offsets(0), Some([0, 1, 3, 4]));
+        assert_eq!(((w.clone() * 28i64 + v.clone()) / 2).lane_offsets(0), Some([0, 0, 1, 1]));
+        // Unknown residues: w + v may be odd, v is not a multiple of 3.
+        assert_eq!(((w.clone() + v.clone()) / 2).lane_offsets(0), None);
+        assert_eq!((v.clone() / 3).lane_offsets(0), None);
+        // Lanes wrap around the remainder.
+        assert_eq!((v.clone() % 2).lane_offsets(0), None);
+        assert_eq!((v.clone() % 4).lane_offsets(0), Some([0, 1, 2, 3]));
+        assert_eq!(v.clamp(0, 9).lane_offsets(0), None);
+    }
+}

@@ -271,11 +271,12 @@ fn vectorizable(l: &Loop) -> bool {
     if reduced_outer.iter().any(|a| read_accs.contains(a)) {
         return false;
     }
-    // Loads that move with v are contiguous, or strided (gathered lane by
-    // lane) when the stores are contiguous; at least one access must be
+    // Loads that move with v are contiguous, strided or another constant
+    // lane pattern (shuffled, or gathered lane by lane) when the stores are
+    // contiguous; at least one access must be
     // contiguous for the vector form to pay.
     for (_, i) in &loads {
-        if i.coefficient(v).is_none() {
+        if i.lane_offsets(v).is_none() && i.coefficient(v).is_none() {
             return false;
         }
     }
