@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 
 use crate::graph::{Graph, NodeId, Stage, Training};
-use crate::ops::{BinaryOp, Loss, Op, Sgd};
+use crate::ops::{Activation, BinaryOp, Loss, Op, Sgd};
 use crate::shape::Shape;
 
 /// Why a training graph could not be derived.
@@ -347,7 +347,11 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         }
         Op::Activate(a) => {
             let [x] = *ins else { return Err(bad_arity()) };
-            b.emit(x, u, Op::ActivateGrad(*a), vec![x, dy]);
+            // ReLU's derivative at x is [x > 0] = [relu(x) > 0], so its
+            // backward reads the output, which is stored anyway; the
+            // pre-activation then need not be stored at all.
+            let at = if *a == Activation::Relu { u } else { x };
+            b.emit(x, u, Op::ActivateGrad(*a), vec![at, dy]);
         }
         Op::Binary(op) => {
             let [lhs, rhs] = *ins else {
