@@ -297,49 +297,52 @@ impl Fx<'_, '_> {
                 v
             })
             .collect();
+        // Segment pointers advance by constants (no multiply per segment).
+        // The segment stays a loop: unrolled, Cranelift elaborates the pure
+        // loads accumulator by accumulator and spills the B vectors.
+        let (seg_a, seg_b) = (self.b.declare_var(I64), self.b.declare_var(I64));
+        self.b.def_var(seg_a, pa);
+        let zero_off = self.iconst(0);
+        self.b.def_var(seg_b, zero_off);
         let (s0, e0) = (self.iconst(0), self.iconst(split.outer as i64));
-        self.counted_loop(s0, e0, 1, |fx, seg| {
-            let oa0 = fx.b.ins().imul_imm_s(seg, split.a_stride * 4);
-            let ob0 = fx.b.ins().imul_imm_s(seg, split.b_stride * 4);
-            let (oa_var, ob_var) = (fx.b.declare_var(I64), fx.b.declare_var(I64));
-            fx.b.def_var(oa_var, oa0);
-            fx.b.def_var(ob_var, ob0);
+        self.counted_loop(s0, e0, 1, |fx, _| {
+            let ra = fx.b.use_var(seg_a);
+            let ob = fx.b.use_var(seg_b);
+            let rb: Vec<Value> = pbc.iter().map(|&pc| fx.b.ins().iadd(pc, ob)).collect();
+            let step = |fx: &mut Self, ra: Value, rb: &[Value], at: i64| {
+                let av: Vec<Value> = (0..rows)
+                    .map(|r| fx.b.ins().load(F32X4, pure_flags(), ra, (r as i64 * rs_a + at) as i32))
+                    .collect();
+                let bv: Vec<Value> = rb.iter().map(|&pc| fx.b.ins().load(F32X4, pure_flags(), pc, at as i32)).collect();
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let acc = fx.b.use_var(accs[r * cols + c]);
+                        let acc = fx.mul_add(av[r], bv[c], acc);
+                        fx.b.def_var(accs[r * cols + c], acc);
+                    }
+                }
+            };
             if steps > 0 {
+                let off = fx.b.declare_var(I64);
+                let z = fx.iconst(0);
+                fx.b.def_var(off, z);
                 let (s, e) = (fx.iconst(0), fx.iconst(steps as i64));
                 fx.counted_loop(s, e, 1, |fx, _| {
-                    let (oa, ob) = (fx.b.use_var(oa_var), fx.b.use_var(ob_var));
-                    let ra = fx.b.ins().iadd(pa, oa);
-                    let av: Vec<Value> =
-                        (0..rows).map(|r| fx.b.ins().load(F32X4, pure_flags(), ra, (r as i64 * rs_a) as i32)).collect();
-                    let bv: Vec<Value> = pbc
-                        .iter()
-                        .map(|&pc| {
-                            let a = fx.b.ins().iadd(pc, ob);
-                            fx.b.ins().load(F32X4, pure_flags(), a, 0)
-                        })
-                        .collect();
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            let acc = fx.b.use_var(accs[r * cols + c]);
-                            let acc = fx.mul_add(av[r], bv[c], acc);
-                            fx.b.def_var(accs[r * cols + c], acc);
-                        }
-                    }
-                    let oa = fx.b.ins().iadd_imm_s(oa, 16);
-                    let ob = fx.b.ins().iadd_imm_s(ob, 16);
-                    fx.b.def_var(oa_var, oa);
-                    fx.b.def_var(ob_var, ob);
+                    let o = fx.b.use_var(off);
+                    let ra_t = fx.b.ins().iadd(ra, o);
+                    let rb_t: Vec<Value> = rb.iter().map(|&pc| fx.b.ins().iadd(pc, o)).collect();
+                    step(fx, ra_t, &rb_t, 0);
+                    let o = fx.b.ins().iadd_imm_s(o, 16);
+                    fx.b.def_var(off, o);
                 });
             }
             if rem > 0 {
-                let (oa, ob) = (fx.b.use_var(oa_var), fx.b.use_var(ob_var));
-                let ra = fx.b.ins().iadd(pa, oa);
+                let at = 16 * steps as i64;
                 for c in 0..cols {
-                    let rb = fx.b.ins().iadd(pbc[c], ob);
                     for t in 0..rem as i64 {
-                        let b = fx.b.ins().load(F32, pure_flags(), rb, (4 * t) as i32);
+                        let b = fx.b.ins().load(F32, pure_flags(), rb[c], (at + 4 * t) as i32);
                         for r in 0..rows {
-                            let a = fx.b.ins().load(F32, pure_flags(), ra, (r as i64 * rs_a + 4 * t) as i32);
+                            let a = fx.b.ins().load(F32, pure_flags(), ra, (r as i64 * rs_a + at + 4 * t) as i32);
                             let s = fx.b.use_var(saccs[r * cols + c]);
                             let prod = fx.b.ins().fmul(a, b);
                             let s = fx.b.ins().fadd(s, prod);
@@ -348,6 +351,10 @@ impl Fx<'_, '_> {
                     }
                 }
             }
+            let ra = fx.b.ins().iadd_imm_s(ra, split.a_stride * 4);
+            let ob = fx.b.ins().iadd_imm_s(ob, split.b_stride * 4);
+            fx.b.def_var(seg_a, ra);
+            fx.b.def_var(seg_b, ob);
         });
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
