@@ -323,17 +323,25 @@ impl Fx<'_, '_> {
                 }
             };
             if steps > 0 {
-                let off = fx.b.declare_var(I64);
-                let z = fx.iconst(0);
-                fx.b.def_var(off, z);
+                // Every pointer is its own loop-carried variable: a pointer
+                // kept as `base + offset` would be rematerialised (with the
+                // spilled pieces of `base`) inside the loop.
+                let ptrs: Vec<Variable> = std::iter::once(ra)
+                    .chain(rb.iter().copied())
+                    .map(|x| {
+                        let v = fx.b.declare_var(I64);
+                        fx.b.def_var(v, x);
+                        v
+                    })
+                    .collect();
                 let (s, e) = (fx.iconst(0), fx.iconst(steps as i64));
                 fx.counted_loop(s, e, 1, |fx, _| {
-                    let o = fx.b.use_var(off);
-                    let ra_t = fx.b.ins().iadd(ra, o);
-                    let rb_t: Vec<Value> = rb.iter().map(|&pc| fx.b.ins().iadd(pc, o)).collect();
-                    step(fx, ra_t, &rb_t, 0);
-                    let o = fx.b.ins().iadd_imm_s(o, 16);
-                    fx.b.def_var(off, o);
+                    let cur: Vec<Value> = ptrs.iter().map(|&v| fx.b.use_var(v)).collect();
+                    step(fx, cur[0], &cur[1..], 0);
+                    for (&v, &x) in ptrs.iter().zip(&cur) {
+                        let next = fx.b.ins().iadd_imm_s(x, 16);
+                        fx.b.def_var(v, next);
+                    }
                 });
             }
             if rem > 0 {
