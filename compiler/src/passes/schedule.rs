@@ -47,7 +47,12 @@ fn tile_for(g: &Gemm) -> GemmTile {
         // forwarding on its dependency chain; 6x4 unroll 3 ran conv1 ~25%
         // faster than 6x8 unroll 1, and 8x4 unroll 3 matched or beat
         // 8x4 unroll 2 on conv2 and its input gradient).
-        GemmTile::Outer { .. } => GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll: 3 },
+        // A reduction of a multiple of 4 (and not of 3) unrolls by 4, so no
+        // remainder step runs after the loop (conv2's input gradient: k = 16).
+        GemmTile::Outer { .. } => {
+            let unroll = if g.k % 3 != 0 && g.k.is_multiple_of(4) { 4 } else { 3 };
+            GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll }
+        }
         GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3 },
         GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2) },
     }
