@@ -297,3 +297,38 @@ fn synthetic_is_deterministic_balanced_and_learnable() {
     assert!(acc > 0.3, "nearest-mean accuracy {acc}");
     eprintln!("synthetic nearest-mean accuracy: {acc}");
 }
+
+/// Every sample of a batch equals the pipeline applied to it on its own,
+/// whether the loader writes it straight into the batch (ToTensor followed
+/// by in-place steps) or copies a finished tensor (a step after Normalize
+/// that cannot run in place).
+#[test]
+fn batches_equal_the_pipeline_applied_sample_by_sample() {
+    let ds = synthetic(12);
+    let pipelines = [
+        Transforms::normalized(&[0.5; 3], &[0.5; 3]).unwrap(),
+        Transforms::augmented(32, 4, &CIFAR10_MEAN, &CIFAR10_STD).unwrap(),
+        Transforms::normalized(&CIFAR10_MEAN, &CIFAR10_STD).unwrap().then(RandomHorizontalFlip::new(0.5).unwrap()),
+        Transforms::new(),
+    ];
+    for (p, transforms) in pipelines.into_iter().enumerate() {
+        let config = LoaderConfig {
+            batch_size: 5,
+            shuffle: true,
+            seed: 9,
+            transforms: transforms.clone(),
+            ..Default::default()
+        };
+        let l = loader(Arc::clone(&ds), config);
+        for b in collect(&l, 1) {
+            for (k, &i) in b.indices.iter().enumerate() {
+                let mut rng = SampleRng::for_sample(9, 1, i as u64);
+                let want = match transforms.apply(Item::Image(ds.get(i).unwrap().image), &mut rng).unwrap() {
+                    Item::Tensor(t) => t.data,
+                    Item::Image(im) => im.to_chw_tensor().data,
+                };
+                assert_eq!(&b.images.data[k * 3072..(k + 1) * 3072], &want[..], "pipeline {p}, sample {i}");
+            }
+        }
+    }
+}

@@ -232,3 +232,15 @@ fn a_simulated_crash_before_the_rename_keeps_the_old_file() {
     assert!(e.to_string().contains("cannot write"), "{e}");
     assert_eq!(Checkpoint::load(&path).unwrap(), ck);
 }
+
+#[test]
+fn history_floats_round_trip_exactly() {
+    // serde_json's default float parser is off by an ulp for some values
+    // (this one came from a real run); the checkpoint must not be.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, mut ck) = trained_checkpoint(dir.path());
+    ck.history[0].images_per_s = 12094.773130403199;
+    ck.history[0].seconds = 0.002645771;
+    ck.save(&path).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap().history, ck.history);
+}

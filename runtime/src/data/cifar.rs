@@ -217,9 +217,9 @@ impl Dataset for Cifar10 {
         let chw = &self.pixels[index * Self::IMAGE_LEN..(index + 1) * Self::IMAGE_LEN];
         let (r, rest) = chw.split_at(PLANE);
         let (g, b) = rest.split_at(PLANE);
-        let mut hwc = Vec::with_capacity(Self::IMAGE_LEN);
-        for p in 0..PLANE {
-            hwc.extend_from_slice(&[r[p], g[p], b[p]]);
+        let mut hwc = vec![0u8; Self::IMAGE_LEN];
+        for (((px, &r), &g), &b) in hwc.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+            px.copy_from_slice(&[r, g, b]);
         }
         let image = Image::from_u8(Self::SIDE, Self::SIDE, 3, hwc)
             .ok_or_else(|| DataError::Config("internal: CIFAR image size".into()))?;

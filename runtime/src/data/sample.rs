@@ -133,6 +133,9 @@ impl Image {
         let (h, w, ch) = (self.height, self.width, self.channels);
         assert_eq!(out.len(), h * w * ch, "write_chw: output length does not match the image");
         let plane = h * w;
+        if plane == 0 {
+            return;
+        }
         match &self.pixels {
             Pixels::U8(v) => {
                 let lut = &U8_TO_UNIT;
@@ -142,16 +145,17 @@ impl Image {
                     }
                     return;
                 }
-                for (p, px) in v.chunks_exact(ch).enumerate() {
-                    for (c, &val) in px.iter().enumerate() {
-                        out[c * plane + p] = lut[usize::from(val)];
+                // One output plane at a time: sequential writes, no bounds checks.
+                for (c, dst) in out.chunks_exact_mut(plane).enumerate() {
+                    for (o, px) in dst.iter_mut().zip(v.chunks_exact(ch)) {
+                        *o = lut[usize::from(px[c])];
                     }
                 }
             }
             Pixels::F32(v) => {
-                for (p, px) in v.chunks_exact(ch).enumerate() {
-                    for (c, &val) in px.iter().enumerate() {
-                        out[c * plane + p] = val;
+                for (c, dst) in out.chunks_exact_mut(plane).enumerate() {
+                    for (o, px) in dst.iter_mut().zip(v.chunks_exact(ch)) {
+                        *o = px[c];
                     }
                 }
             }

@@ -37,6 +37,40 @@ pub trait Transform: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the input is not something this transform takes.
     fn apply(&self, item: Item, rng: &mut SampleRng) -> Result<Item, TransformError>;
+
+    /// Whether this step turns an image into its `[C, H, W]` tensor exactly
+    /// as the loader batches a left-over image ([`ToTensor`]), so the loader
+    /// may write the image straight into its batch slot instead.
+    fn is_to_tensor(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Transform::apply_in_place`] does this step's work: a
+    /// deterministic step that keeps a tensor's shape (like [`Normalize`]).
+    fn works_in_place(&self) -> bool {
+        false
+    }
+
+    /// This step on a `[C, H, W]` tensor already written into its batch
+    /// slot; only called when [`Transform::works_in_place`] says so. Saves
+    /// a per-sample tensor and its copy into the batch.
+    ///
+    /// # Errors
+    /// As [`Transform::apply`] on the same tensor.
+    fn apply_in_place(&self, _shape: &[usize], _data: &mut [f32]) -> Result<(), TransformError> {
+        Err(TransformError(format!("{} cannot run in place", self.name())))
+    }
+}
+
+/// A sample after the steps that need their own storage: an image whose
+/// remaining steps run in place once it is written into its batch slot, or
+/// a finished tensor.
+#[derive(Debug)]
+pub(crate) enum Staged<'a> {
+    /// Write with [`Image::write_chw`], then run these steps in place.
+    Image(Image, &'a [Arc<dyn Transform>]),
+    /// Copy as it is.
+    Tensor(Tensor),
 }
 
 /// A chain of transforms applied in order, like torchvision's `Compose`.
@@ -112,6 +146,29 @@ impl Transforms {
         }
         Ok(item)
     }
+
+    /// Runs the chain up to the point from which the rest can run in the
+    /// batch slot: a `ToTensor` of an image followed only by in-place steps
+    /// (the lecture's `ToTensor, Normalize`). The result equals
+    /// [`Transforms::apply`]'s once the remaining steps have run.
+    ///
+    /// # Errors
+    /// As [`Transforms::apply`].
+    pub(crate) fn stage(&self, mut item: Item, rng: &mut SampleRng) -> Result<Staged<'_>, (String, TransformError)> {
+        for (i, t) in self.steps.iter().enumerate() {
+            let rest = &self.steps[i + 1..];
+            if t.is_to_tensor() && rest.iter().all(|r| r.works_in_place()) {
+                if let Item::Image(im) = item {
+                    return Ok(Staged::Image(im, rest));
+                }
+            }
+            item = t.apply(item, rng).map_err(|e| (t.name(), e))?;
+        }
+        Ok(match item {
+            Item::Image(im) => Staged::Image(im, &[]),
+            Item::Tensor(t) => Staged::Tensor(t),
+        })
+    }
 }
 
 /// HWC image to `[C, H, W]` `f32` tensor; bytes are divided by 255 (so land
@@ -132,6 +189,10 @@ impl Transform for ToTensor {
                 Err(TransformError("input is already a tensor; ToTensor appears twice in the pipeline".into()))
             }
         }
+    }
+
+    fn is_to_tensor(&self) -> bool {
+        true
     }
 }
 
@@ -193,8 +254,17 @@ impl Transform for Normalize {
                 ));
             }
         };
-        let [c, h, w] = t.shape[..] else {
-            return Err(TransformError(format!("expected a [C, H, W] tensor, got {:?}", t.shape)));
+        self.apply_in_place(&t.shape, &mut t.data)?;
+        Ok(Item::Tensor(t))
+    }
+
+    fn works_in_place(&self) -> bool {
+        true
+    }
+
+    fn apply_in_place(&self, shape: &[usize], data: &mut [f32]) -> Result<(), TransformError> {
+        let [c, h, w] = shape[..] else {
+            return Err(TransformError(format!("expected a [C, H, W] tensor, got {shape:?}")));
         };
         if self.mean.len() != 1 && self.mean.len() != c {
             return Err(TransformError(format!(
@@ -204,7 +274,7 @@ impl Transform for Normalize {
         }
         let plane = h * w;
         if plane > 0 {
-            for (ch, values) in t.data.chunks_exact_mut(plane).enumerate() {
+            for (ch, values) in data.chunks_exact_mut(plane).enumerate() {
                 let k = if self.mean.len() == 1 { 0 } else { ch };
                 let (m, s) = (self.mean[k], self.inv_std[k]);
                 for v in values {
@@ -212,7 +282,7 @@ impl Transform for Normalize {
                 }
             }
         }
-        Ok(Item::Tensor(t))
+        Ok(())
     }
 }
 
