@@ -1027,9 +1027,8 @@ impl Builder<'_> {
             // Windows do not overlap, so each input element belongs to at
             // most one window: gather its gradient instead of scattering
             // (one contiguous, vectorisable pass, no zeroing, no branches).
-            let covers = |a: usize, len: i64, out: usize| {
-                (len - 1 + pl.padding[a] as i64) / pl.stride[a] as i64 <= out as i64 - 1
-            };
+            let covers =
+                |a: usize, len: i64, out: usize| (len - 1 + pl.padding[a] as i64) / (pl.stride[a] as i64) < out as i64;
             let (full_y, full_x) = (covers(0, h, oh), covers(1, w, ow));
             let body = self.loops(&[xd[0] * xd[1], h as usize, w as usize], |_, i| {
                 let (nc, y, xx) = (i[0].clone(), i[1].clone(), i[2].clone());

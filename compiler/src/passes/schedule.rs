@@ -50,7 +50,7 @@ fn tile_for(g: &Gemm) -> GemmTile {
         // A reduction of a multiple of 4 (and not of 3) unrolls by 4, so no
         // remainder step runs after the loop (conv2's input gradient: k = 16).
         GemmTile::Outer { .. } => {
-            let unroll = if g.k % 3 != 0 && g.k.is_multiple_of(4) { 4 } else { 3 };
+            let unroll = if !g.k.is_multiple_of(3) && g.k.is_multiple_of(4) { 4 } else { 3 };
             GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll }
         }
         GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3 },

@@ -157,10 +157,11 @@ impl Transforms {
     pub(crate) fn stage(&self, mut item: Item, rng: &mut SampleRng) -> Result<Staged<'_>, (String, TransformError)> {
         for (i, t) in self.steps.iter().enumerate() {
             let rest = &self.steps[i + 1..];
-            if t.is_to_tensor() && rest.iter().all(|r| r.works_in_place()) {
-                if let Item::Image(im) = item {
-                    return Ok(Staged::Image(im, rest));
-                }
+            if t.is_to_tensor()
+                && rest.iter().all(|r| r.works_in_place())
+                && let Item::Image(im) = item
+            {
+                return Ok(Staged::Image(im, rest));
             }
             item = t.apply(item, rng).map_err(|e| (t.name(), e))?;
         }
