@@ -133,7 +133,14 @@ impl Activation {
     /// The function's value at `x`.
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Activation::Relu => x.max(0.0),
+            // Not `x.max(0.0)`: PyTorch's ReLU keeps a NaN.
+            Activation::Relu => {
+                if x <= 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
             Activation::LeakyRelu(a) => {

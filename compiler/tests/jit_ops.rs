@@ -242,3 +242,64 @@ fn value_used_twice_and_residual() {
     g.outputs.push(y);
     check(g, Loss::Mse, 2);
 }
+
+/// PyTorch's ReLU keeps a NaN (and so does its max-free select form in the
+/// JIT), both as a standalone kernel and as a linear layer's epilogue, in
+/// vector lanes and in the scalar tail.
+#[test]
+fn relu_keeps_nan_like_pytorch() {
+    let mut g = Graph::new("relu_nan");
+    let x = input(&mut g, "x", &[6]);
+    let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), x);
+    let y = linear(&mut g, "fc", r, 5, true);
+    let z = same_shape(&mut g, "relu2", Op::Activate(Activation::Relu), y);
+    g.outputs.push(z);
+    let mut feeds = random_feeds(&g, 1, 3);
+    let data = [f32::NAN, -1.0, 2.0, f32::NAN, 0.0, f32::NAN];
+    feeds.insert(x, kiln_compiler::Tensor::new(vec![1, 6], data.to_vec()).unwrap());
+    let mut exe = compile_with(&g, 1, &feeds, &debug_options());
+    exe.run().unwrap();
+    let relu: Vec<f32> = exe.get(r).unwrap().to_vec();
+    assert!(relu[0].is_nan() && relu[3].is_nan() && relu[5].is_nan(), "{relu:?}");
+    assert_eq!([relu[1], relu[2], relu[4]], [0.0, 2.0, 0.0]);
+    // A NaN input reaches every output of the linear layer and its ReLU.
+    assert!(exe.get(z).unwrap().iter().all(|v| v.is_nan()));
+    for x in [f32::NAN, -3.0, 0.0, 4.0] {
+        let want = if x.is_nan() { f32::NAN } else { x.max(0.0) };
+        assert_eq!(Activation::Relu.apply(x).to_bits(), want.to_bits());
+    }
+}
+
+/// Max-pooling lets a NaN win, as PyTorch (and the interpreter) do: the
+/// window's output is NaN and its gradient goes to the NaN's position.
+#[test]
+fn max_pool_lets_nan_win_like_pytorch() {
+    for (k, s) in [(2, 2), (3, 2)] {
+        let mut g = Graph::new("pool_nan");
+        let x = input(&mut g, "x", &[1, 6, 6]);
+        let p = pool(&mut g, "pool", x, pool_attrs(k, s, 0, 1), true);
+        let f = flatten(&mut g, "flat", p);
+        let y = linear(&mut g, "fc", f, 3, true);
+        g.outputs.push(y);
+        let train = derive_training(&g, Loss::CrossEntropy, sgd()).expect("autodiff");
+        let mut feeds = random_feeds(&train, 1, 5);
+        let mut data: Vec<f32> = (0..36).map(|i| (i % 7) as f32).collect();
+        data[7] = f32::NAN; // row 1, column 1: inside the first window
+        feeds.insert(x, kiln_compiler::Tensor::new(vec![1, 1, 6, 6], data).unwrap());
+        let mut exe = compile_with(&train, 1, &feeds, &debug_options());
+        exe.run().unwrap();
+        let pooled = exe.get(p).unwrap();
+        assert!(pooled[0].is_nan(), "k {k}: {pooled:?}");
+        assert!(pooled.iter().skip(1).any(|v| !v.is_nan()), "k {k}: {pooled:?}");
+        // Every value the interpreter computes, NaN where it has NaN.
+        let want = kiln_compiler::interp::evaluate(&train, 1, &feeds).unwrap();
+        for id in train.node_ids().filter(|&n| !train.node(n).op.is_leaf()) {
+            let got = exe.get(id).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want[id.index()].data).enumerate() {
+                let name = &train.node(id).name;
+                assert_eq!(a.is_nan(), b.is_nan(), "k {k}: {name}[{i}] {a} vs {b}");
+                assert!(a.is_nan() || (a - b).abs() <= 1e-5 * b.abs().max(1.0), "k {k}: {name}[{i}] {a} vs {b}");
+            }
+        }
+    }
+}

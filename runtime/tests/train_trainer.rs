@@ -184,11 +184,11 @@ fn remainder_batches_train_every_sample_and_evaluation_counts_every_sample() {
     assert_eq!(t.steps(), 2);
 }
 
-/// The synthetic set with an infinite pixel in one sample. (A NaN pixel
-/// would not do: kiln's ReLU, like `f32::max`, maps NaN to 0.)
+/// The synthetic set with a non-finite pixel (infinite or NaN) in one sample.
 struct Poisoned {
     inner: SyntheticImages,
     bad: usize,
+    value: f32,
 }
 
 impl Dataset for Poisoned {
@@ -204,7 +204,7 @@ impl Dataset for Poisoned {
             Pixels::U8(v) => v.iter().map(|&b| f32::from(b) / 255.0).collect(),
             Pixels::F32(v) => v.clone(),
         };
-        px[100] = f32::INFINITY;
+        px[100] = self.value;
         Ok(Sample { image: Image::from_f32(32, 32, 3, px).unwrap(), label: s.label })
     }
     fn class_names(&self) -> &[String] {
@@ -213,20 +213,24 @@ impl Dataset for Poisoned {
 }
 
 #[test]
-fn an_inf_in_the_data_stops_training_at_its_step_naming_the_input() {
-    let ds: Arc<dyn Dataset> = Arc::new(Poisoned { inner: SyntheticImages::new(64, 1), bad: 21 });
-    let mut cfg = config(8, 1, 0, sgd(0.01, 0.9));
-    cfg.shuffle = false;
-    let mut t = Trainer::new(&small_net(), cfg).unwrap();
-    let e = t.fit(ds, None, transforms(), &mut no_hook()).unwrap_err();
-    match &e {
-        TrainError::NonFinite { epoch, step, batch_in_epoch, node, .. } => {
-            assert_eq!((*epoch, *step, *batch_in_epoch), (1, 3, 3), "{e}");
-            assert_eq!(node.as_deref(), Some("x"), "{e}");
+fn an_inf_or_nan_in_the_data_stops_training_at_its_step_naming_the_input() {
+    // A NaN passes ReLU (as in PyTorch) and max-pooling's comparisons only
+    // when it wins, so it is caught at the loss like an infinity.
+    for value in [f32::INFINITY, f32::NAN] {
+        let ds: Arc<dyn Dataset> = Arc::new(Poisoned { inner: SyntheticImages::new(64, 1), bad: 21, value });
+        let mut cfg = config(8, 1, 0, sgd(0.01, 0.9));
+        cfg.shuffle = false;
+        let mut t = Trainer::new(&small_net(), cfg).unwrap();
+        let e = t.fit(ds, None, transforms(), &mut no_hook()).unwrap_err();
+        match &e {
+            TrainError::NonFinite { epoch, step, batch_in_epoch, node, .. } => {
+                assert_eq!((*epoch, *step, *batch_in_epoch), (1, 3, 3), "{value}: {e}");
+                assert_eq!(node.as_deref(), Some("x"), "{value}: {e}");
+            }
+            other => panic!("{value}: expected NonFinite, got {other}"),
         }
-        other => panic!("expected NonFinite, got {other}"),
+        assert!(e.to_string().contains("step 3"), "{e}");
     }
-    assert!(e.to_string().contains("step 3"), "{e}");
 }
 
 #[test]
@@ -294,7 +298,8 @@ fn the_chart_is_an_svg_with_both_panels() {
 fn the_diagnosis_replays_from_the_last_kept_state_deep_into_an_epoch() {
     // Batch 1003 (1-based) is bad: the trainer replays from its copy at batch 1001.
     let bad = 8 * 1002 + 5;
-    let ds: Arc<dyn Dataset> = Arc::new(Poisoned { inner: SyntheticImages::new(8 * 1010, 1), bad });
+    let ds: Arc<dyn Dataset> =
+        Arc::new(Poisoned { inner: SyntheticImages::new(8 * 1010, 1), bad, value: f32::INFINITY });
     let mut cfg = config(8, 1, 2, sgd(0.01, 0.9));
     cfg.shuffle = false;
     let mut t = Trainer::new(&small_net(), cfg).unwrap();

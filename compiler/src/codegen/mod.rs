@@ -545,20 +545,14 @@ impl Fx<'_, '_> {
         match op {
             UnOp::Neg => self.b.ins().fneg(x),
             UnOp::Relu => {
+                // `x <= 0 ? 0 : x`: a NaN stays NaN, as in PyTorch. Done on
+                // vectors even for a scalar (a float `select` would branch).
                 let zero = self.fconst(0.0, vec);
-                if vec {
-                    // `0 < x ? x : 0` as one `maxps`-friendly bitselect.
-                    let m = self.b.ins().fcmp(FloatCC::LessThan, zero, x);
-                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                    self.b.ins().bitselect(m, x, zero)
-                } else {
-                    let v = self.b.ins().scalar_to_vector(F32X4, x);
-                    let z = self.splat(zero);
-                    let m = self.b.ins().fcmp(FloatCC::LessThan, z, v);
-                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                    let r = self.b.ins().bitselect(m, v, z);
-                    self.b.ins().extractlane(r, 0)
-                }
+                let (v, z) = if vec { (x, zero) } else { (self.b.ins().scalar_to_vector(F32X4, x), self.splat(zero)) };
+                let m = self.b.ins().fcmp(FloatCC::LessThanOrEqual, v, z);
+                let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                let r = self.b.ins().bitselect(m, z, v);
+                if vec { r } else { self.b.ins().extractlane(r, 0) }
             }
             UnOp::Exp => self.call_math(self.math.exp, x, vec),
             UnOp::Ln => self.call_math(self.math.ln, x, vec),
@@ -576,6 +570,10 @@ impl Fx<'_, '_> {
             Cond::Value(op, a, b) => {
                 let (a, b) = (self.val(a, false), self.val(b, false));
                 self.b.ins().fcmp(float_cc(*op), a, b)
+            }
+            Cond::IsNan(a) => {
+                let a = self.val(a, false);
+                self.b.ins().fcmp(FloatCC::Unordered, a, a)
             }
             Cond::And(a, b) => {
                 let (a, b) = (self.cond(a), self.cond(b));
@@ -613,6 +611,10 @@ impl Fx<'_, '_> {
                 let (a, b) = (self.val(a, true), self.val(b, true));
                 self.b.ins().fcmp(float_cc(*op), a, b)
             }
+            Cond::IsNan(a) => {
+                let a = self.val(a, true);
+                self.b.ins().fcmp(FloatCC::Unordered, a, a)
+            }
             Cond::And(a, b) => {
                 let (a, b) = (self.mask(a), self.mask(b));
                 self.b.ins().band(a, b)
@@ -640,17 +642,19 @@ impl Fx<'_, '_> {
         match op {
             RedOp::Add => self.b.ins().fadd(acc, x),
             RedOp::Max => {
-                if vec {
-                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, x, acc);
-                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
-                    self.b.ins().bitselect(m, x, acc)
+                // `x > acc || isnan(x) ? x : acc` on vectors (also for a
+                // scalar: a float `select` would branch).
+                let (xv, av) = if vec {
+                    (x, acc)
                 } else {
-                    let (xv, av) = (self.b.ins().scalar_to_vector(F32X4, x), self.b.ins().scalar_to_vector(F32X4, acc));
-                    let c = self.b.ins().fcmp(FloatCC::GreaterThan, xv, av);
-                    let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
-                    let r = self.b.ins().bitselect(m, xv, av);
-                    self.b.ins().extractlane(r, 0)
-                }
+                    (self.b.ins().scalar_to_vector(F32X4, x), self.b.ins().scalar_to_vector(F32X4, acc))
+                };
+                let gt = self.b.ins().fcmp(FloatCC::GreaterThan, xv, av);
+                let nan = self.b.ins().fcmp(FloatCC::Unordered, xv, xv);
+                let c = self.b.ins().bor(gt, nan);
+                let m = self.b.ins().bitcast(F32X4, MemFlagsData::new(), c);
+                let r = self.b.ins().bitselect(m, xv, av);
+                if vec { r } else { self.b.ins().extractlane(r, 0) }
             }
         }
     }

@@ -986,11 +986,15 @@ impl Builder<'_> {
                 };
                 let mut s = Vec::new();
                 if argmax.is_some() {
-                    // The first valid tap, then any strictly larger one
-                    // (PyTorch's first maximum; -1 while none is valid).
+                    // The first valid tap, then any strictly larger one or
+                    // a NaN (PyTorch's first maximum, where a NaN wins; -1
+                    // while no tap is valid).
                     let first = Cond::val(Cmp::Lt, Val::Acc(arg), Val::Const(0.0));
-                    let first = if padded { first.and(valid) } else { first };
-                    let wins = Cond::Or(Box::new(Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc))), Box::new(first));
+                    let first = if padded { first.and(valid.clone()) } else { first };
+                    let nan = Cond::IsNan(Box::new(val.clone()));
+                    let nan = if padded { nan.and(valid) } else { nan };
+                    let larger = Cond::Or(Box::new(Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc))), Box::new(nan));
+                    let wins = Cond::Or(Box::new(larger), Box::new(first));
                     s.push(Stmt::Set { acc: arg, val: Val::select(wins, Val::FromIdx(within), Val::Acc(arg)) });
                 }
                 s.push(Stmt::Reduce { acc, op: if is_max { RedOp::Max } else { RedOp::Add }, val });
@@ -1091,11 +1095,12 @@ impl Builder<'_> {
                 let g = Val::load(dy, (nc.clone() * oh + oy.clone()) * ow + ox.clone());
                 s.extend(b.loops(&pl.kernel, |_, k| {
                     let (valid, at) = tap(k);
-                    let hit = valid.and(Cond::val(Cmp::Eq, Val::load(x, at.clone()), Val::Acc(m))).and(Cond::val(
-                        Cmp::Eq,
-                        Val::Acc(found),
-                        Val::Const(0.0),
-                    ));
+                    // The maximum, or a NaN (which is the maximum then).
+                    let is_max = Cond::Or(
+                        Box::new(Cond::val(Cmp::Eq, Val::load(x, at.clone()), Val::Acc(m))),
+                        Box::new(Cond::IsNan(Box::new(Val::load(x, at.clone())))),
+                    );
+                    let hit = valid.and(is_max).and(Cond::val(Cmp::Eq, Val::Acc(found), Val::Const(0.0)));
                     vec![Stmt::If {
                         cond: hit,
                         then: vec![Stmt::store_add(out, at, g.clone()), Stmt::Set { acc: found, val: Val::Const(1.0) }],

@@ -307,7 +307,7 @@ pub enum UnOp {
     Ln,
     /// `tanh x` (Rust's `f32::tanh`).
     Tanh,
-    /// `max(x, 0)`, returning `0` for NaN-free negative inputs.
+    /// `x <= 0 ? 0 : x` (a NaN stays NaN, as in PyTorch).
     Relu,
 }
 
@@ -346,6 +346,8 @@ pub enum Cond {
     Index(Cmp, Idx, Idx),
     /// Float comparison (ordered: false when either side is NaN).
     Value(Cmp, Box<Val>, Box<Val>),
+    /// The value is a NaN.
+    IsNan(Box<Val>),
     /// Both hold.
     And(Box<Cond>, Box<Cond>),
     /// Either holds.
@@ -447,6 +449,7 @@ impl Cond {
                 a.visit(f);
                 b.visit(f);
             }
+            Cond::IsNan(a) => a.visit(f),
             Cond::And(a, b) | Cond::Or(a, b) => {
                 a.visit(f);
                 b.visit(f);
@@ -499,7 +502,7 @@ pub enum Node<'a> {
 pub enum RedOp {
     /// `acc + v`.
     Add,
-    /// `v > acc ? v : acc`.
+    /// `v > acc || v is NaN ? v : acc` (PyTorch's max: a NaN wins).
     Max,
 }
 

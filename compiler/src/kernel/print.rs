@@ -36,6 +36,7 @@ fn cond(c: &Cond) -> String {
     match c {
         Cond::Index(o, a, b) => format!("{} {} {}", idx(a), cmp(*o), idx(b)),
         Cond::Value(o, a, b) => format!("{} {} {}", val(a), cmp(*o), val(b)),
+        Cond::IsNan(a) => format!("isnan({})", val(a)),
         Cond::And(a, b) => format!("({}) && ({})", cond(a), cond(b)),
         Cond::Or(a, b) => format!("({}) || ({})", cond(a), cond(b)),
     }

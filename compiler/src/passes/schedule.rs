@@ -190,6 +190,7 @@ fn substitute_cond(c: Cond, v: VarId, with: &Idx) -> Cond {
         Cond::Value(o, a, b) => {
             Cond::Value(o, Box::new(substitute_val(*a, v, with)), Box::new(substitute_val(*b, v, with)))
         }
+        Cond::IsNan(a) => Cond::IsNan(Box::new(substitute_val(*a, v, with))),
         Cond::And(a, b) => Cond::And(Box::new(substitute_cond(*a, v, with)), Box::new(substitute_cond(*b, v, with))),
         Cond::Or(a, b) => Cond::Or(Box::new(substitute_cond(*a, v, with)), Box::new(substitute_cond(*b, v, with))),
     }
