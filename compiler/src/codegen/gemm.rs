@@ -3,7 +3,7 @@
 use super::Fx;
 use crate::kernel::{AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::Variable;
 
 /// Scratch accumulator ids used to feed epilogue values to expression lowering.
@@ -28,6 +28,18 @@ impl Fx<'_, '_> {
     fn matrix_base(&mut self, m: &MatrixRef) -> Value {
         let off = self.idx(&m.offset, 0);
         self.addr(m.buf, off)
+    }
+
+    /// A new variable of type `ty` holding `init` for each of `inits`.
+    fn vars_holding(&mut self, ty: Type, inits: impl IntoIterator<Item = Value>) -> Vec<Variable> {
+        inits
+            .into_iter()
+            .map(|x| {
+                let v = self.b.declare_var(ty);
+                self.b.def_var(v, x);
+                v
+            })
+            .collect()
     }
 
     /// `acc + a * b` in a register tile. Separate `vmulps`/`vaddps` rather
@@ -132,13 +144,7 @@ impl Fx<'_, '_> {
         let steps = g.k / ku;
         let rem = g.k % ku;
         let zero = self.fconst(0.0, true);
-        let accs: Vec<Variable> = (0..rows * nv)
-            .map(|_| {
-                let v = self.b.declare_var(F32X4);
-                self.b.def_var(v, zero);
-                v
-            })
-            .collect();
+        let accs = self.vars_holding(F32X4, vec![zero; rows * nv]);
         let pa_var = self.b.declare_var(I64);
         let pb_var = self.b.declare_var(I64);
         self.b.def_var(pa_var, pa);
@@ -283,20 +289,8 @@ impl Fx<'_, '_> {
             .collect();
         let zero_v = self.fconst(0.0, true);
         let zero_s = self.fconst(0.0, false);
-        let accs: Vec<Variable> = (0..rows * cols)
-            .map(|_| {
-                let v = self.b.declare_var(F32X4);
-                self.b.def_var(v, zero_v);
-                v
-            })
-            .collect();
-        let saccs: Vec<Variable> = (0..rows * cols)
-            .map(|_| {
-                let v = self.b.declare_var(F32);
-                self.b.def_var(v, zero_s);
-                v
-            })
-            .collect();
+        let accs = self.vars_holding(F32X4, vec![zero_v; rows * cols]);
+        let saccs = self.vars_holding(F32, vec![zero_s; rows * cols]);
         // Segment pointers advance by constants (no multiply per segment).
         // The segment stays a loop: unrolled, Cranelift elaborates the pure
         // loads accumulator by accumulator and spills the B vectors.
@@ -326,14 +320,7 @@ impl Fx<'_, '_> {
                 // Every pointer is its own loop-carried variable: a pointer
                 // kept as `base + offset` would be rematerialised (with the
                 // spilled pieces of `base`) inside the loop.
-                let ptrs: Vec<Variable> = std::iter::once(ra)
-                    .chain(rb.iter().copied())
-                    .map(|x| {
-                        let v = fx.b.declare_var(I64);
-                        fx.b.def_var(v, x);
-                        v
-                    })
-                    .collect();
+                let ptrs = fx.vars_holding(I64, std::iter::once(ra).chain(rb.iter().copied()));
                 let (s, e) = (fx.iconst(0), fx.iconst(steps as i64));
                 fx.counted_loop(s, e, 1, |fx, _| {
                     let cur: Vec<Value> = ptrs.iter().map(|&v| fx.b.use_var(v)).collect();
@@ -394,13 +381,7 @@ impl Fx<'_, '_> {
         let steps = g.k / 4;
         let rem = g.k % 4;
         let zero = self.fconst(0.0, true);
-        let accs: Vec<Variable> = (0..rows * cols)
-            .map(|_| {
-                let v = self.b.declare_var(F32X4);
-                self.b.def_var(v, zero);
-                v
-            })
-            .collect();
+        let accs = self.vars_holding(F32X4, vec![zero; rows * cols]);
         let pa_var = self.b.declare_var(I64);
         let pb_var = self.b.declare_var(I64);
         self.b.def_var(pa_var, pa);
