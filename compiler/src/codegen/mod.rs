@@ -6,8 +6,9 @@
 //! selects the per-thread copy of scratch buffers. Loops are tested at the
 //! top; loads of buffers the kernel never writes are marked `notrap`,
 //! `readonly` and `can_move`; matrix products become F32X4 register tiles
-//! (see `shared/design/CRANELIFT.md`; the tiles use separate multiply and
-//! add, see `gemm.rs`, set `KILN_GEMM_FMA=1` to compare with FMA). Affine
+//! (see `shared/design/CRANELIFT.md`; outer-product tiles use FMA, dot
+//! tiles a separate multiply and add, see `gemm.rs`; `KILN_GEMM_FMA=1`
+//! fuses dot tiles too, to compare). Affine
 //! indices become induction variables (index and pointer), because
 //! Cranelift does not hoist loop-invariant arithmetic whose operands include
 //! a rematerialised constant.
@@ -202,7 +203,7 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) done_lanes: usize,
     pub(crate) math: math::Funcs,
     pub(crate) fma: bool,
-    /// Use FMA in matrix-product tiles (see `mul_add`).
+    /// Use FMA in dot tiles too (see `mul_add`; `KILN_GEMM_FMA=1`).
     pub(crate) gemm_fma: bool,
     lo: Value,
     hi: Value,
