@@ -42,6 +42,15 @@ impl Fx<'_, '_> {
             .collect()
     }
 
+    /// The sum of an `f32x4`'s lanes, as `(l0 + l1) + (l2 + l3)` (a fixed
+    /// order, so results do not depend on anything but the data).
+    fn lane_sum(&mut self, v: Value) -> Value {
+        let l: Vec<Value> = (0..4u8).map(|l| self.b.ins().extractlane(v, l)).collect();
+        let s01 = self.b.ins().fadd(l[0], l[1]);
+        let s23 = self.b.ins().fadd(l[2], l[3]);
+        self.b.ins().fadd(s01, s23)
+    }
+
     /// `acc + a * b` in a register tile, as one FMA when `fused` (and the
     /// ISA has it), else a separate `vmulps` and `vaddps`. Cranelift ties an
     /// FMA's result to a multiplicand, so each FMA costs a register copy;
@@ -358,10 +367,7 @@ impl Fx<'_, '_> {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
             for c in 0..cols {
                 let acc = self.b.use_var(accs[r * cols + c]);
-                let l: Vec<Value> = (0..4u8).map(|l| self.b.ins().extractlane(acc, l)).collect();
-                let s01 = self.b.ins().fadd(l[0], l[1]);
-                let s23 = self.b.ins().fadd(l[2], l[3]);
-                let s = self.b.ins().fadd(s01, s23);
+                let s = self.lane_sum(acc);
                 let tail = self.b.use_var(saccs[r * cols + c]);
                 let s = self.b.ins().fadd(s, tail);
                 let col = self.b.ins().iadd_imm_s(j0, c as i64);
@@ -417,10 +423,7 @@ impl Fx<'_, '_> {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
             for c in 0..cols {
                 let acc = self.b.use_var(accs[r * cols + c]);
-                let l: Vec<Value> = (0..4u8).map(|l| self.b.ins().extractlane(acc, l)).collect();
-                let s01 = self.b.ins().fadd(l[0], l[1]);
-                let s23 = self.b.ins().fadd(l[2], l[3]);
-                let mut s = self.b.ins().fadd(s01, s23);
+                let mut s = self.lane_sum(acc);
                 for t in 0..rem as i64 {
                     let a = self.b.ins().load(F32, fa, pa, (r as i64 * rs_a + 4 * t) as i32);
                     let b = self.b.ins().load(F32, fb, pb, (c as i64 * cs_b + 4 * t) as i32);
