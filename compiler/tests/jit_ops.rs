@@ -112,10 +112,19 @@ fn perceptron_loss() {
 #[test]
 fn pooling_every_option() {
     // Disjoint windows (k <= s, d = 1) take the gather backward: exactly
-    // covered, with padding, with gaps and with uncovered edges.
-    for (k, s, p, d) in
-        [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), (2, 1, 0, 1), (3, 3, 1, 1), (2, 3, 0, 1), (2, 2, 1, 1)]
-    {
+    // covered, with padding, with gaps and with uncovered edges. Unpadded
+    // max pools have their taps written out (overlapping and dilated too).
+    for (k, s, p, d) in [
+        (2, 2, 0, 1),
+        (3, 2, 1, 1),
+        (3, 1, 1, 2),
+        (2, 1, 0, 1),
+        (3, 3, 1, 1),
+        (2, 3, 0, 1),
+        (2, 2, 1, 1),
+        (2, 1, 0, 2),
+        (3, 2, 0, 1),
+    ] {
         for max in [true, false] {
             if !max && d != 1 {
                 continue;

@@ -23,7 +23,7 @@ use crate::kernel::{
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, ConstantData, Endianness, FuncRef, InstBuilder, MemFlagsData, UserFuncName, Value,
+    AbiParam, BlockArg, ConstantData, Endianness, FuncRef, Immediate, InstBuilder, MemFlagsData, UserFuncName, Value,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -193,6 +193,10 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) ivs: HashMap<Affine, Value>,
     /// The loop variable being vectorised, if any.
     pub(crate) lane: Option<VarId>,
+    /// Shuffle masks made so far, so equal shuffles share one immediate
+    /// (Cranelift merges identical instructions only when their immediates
+    /// are the same handle).
+    pub(crate) shuffle_masks: HashMap<Vec<u8>, Immediate>,
     /// Each live accumulator and whether it holds a vector.
     pub(crate) accs: HashMap<AccId, (Variable, bool)>,
     /// Lane partials of outer accumulators reduced inside the vector loop.
@@ -263,6 +267,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         vars: HashMap::new(),
         ivs: HashMap::new(),
         lane: None,
+        shuffle_masks: HashMap::new(),
         accs: HashMap::new(),
         partials: HashMap::new(),
         done_lanes: 0,
@@ -407,10 +412,15 @@ impl Fx<'_, '_> {
     /// variable when one is live, else computed.
     pub(crate) fn elem_addr(&mut self, buf: BufId, i: &Idx, lane: i64) -> Value {
         if let Some(mut a) = affine(i) {
+            // Pointer induction variables are kept per form without its
+            // constant (see `collect_affine`); the constant becomes an
+            // immediate offset that the load or store folds in.
             a.buf = Some(buf);
+            let constant = std::mem::take(&mut a.constant);
             if let Some(&p) = self.ivs.get(&a) {
                 let c = self.lane.map_or(0, |v| a.coefficient(v));
-                return if c != 0 && lane != 0 { self.b.ins().iadd_imm_s(p, 4 * c * lane) } else { p };
+                let off = 4 * (constant + c * lane);
+                return if off != 0 { self.b.ins().iadd_imm_s(p, off) } else { p };
             }
         }
         let ix = self.idx(i, lane);
@@ -444,7 +454,14 @@ impl Fx<'_, '_> {
     /// Lanes `lanes` (0-3 from `a`, 4-7 from `b`) of two `f32x4` vectors.
     pub(crate) fn shuffle_lanes(&mut self, a: Value, b: Value, lanes: [i64; 4]) -> Value {
         let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| (l * 4 + k) as u8)).collect();
-        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let mask = match self.shuffle_masks.get(&bytes) {
+            Some(&m) => m,
+            None => {
+                let m = self.b.func.dfg.immediates.push(ConstantData::from(bytes.clone()));
+                self.shuffle_masks.insert(bytes, m);
+                m
+            }
+        };
         let le = MemFlagsData::new().with_endianness(Endianness::Little);
         let (a, b) = (self.b.ins().bitcast(I8X16, le, a), self.b.ins().bitcast(I8X16, le, b));
         let r = self.b.ins().shuffle(a, b, mask);
@@ -1104,9 +1121,13 @@ fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
             Idx::Const(_) | Idx::Var(_) => {}
         }
     }
+    // One pointer per address form up to a constant: the taps of a window
+    // or a stencil share it (fewer loop-carried pointers to keep in
+    // registers) and differ only in the immediate offset of their access.
     fn address(buf: BufId, i: &Idx, out: &mut Vec<Affine>) {
         if let Some(mut a) = affine(i) {
             a.buf = Some(buf);
+            a.constant = 0;
             if !a.terms.is_empty() && !out.contains(&a) {
                 out.push(a);
             }

@@ -34,6 +34,10 @@ type CollapsedAxis = (usize, Vec<i64>, i64);
 /// A kernel's loop nest and its flop count.
 type KernelBody = (Vec<Stmt>, u64);
 
+/// Max pools with at most this many taps per window have them written out
+/// (see `max_pool_unrolled`); larger windows keep their loops.
+const MAX_UNROLLED_TAPS: usize = 16;
+
 /// The tile written by the builder; scheduling replaces it.
 const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
 const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1 };
@@ -956,6 +960,9 @@ impl Builder<'_> {
             self.argmax.insert((ins[0], *pl), buf);
             buf
         });
+        if is_max && !padded && pl.kernel[0] * pl.kernel[1] <= MAX_UNROLLED_TAPS {
+            return Ok(self.max_pool_unrolled(x, pl, [h, w], [xd[0] * xd[1], oh, ow], argmax, out));
+        }
         let body = self.loops(&[xd[0] * xd[1], oh, ow], |b, i| {
             let (nc, oy, ox) = (i[0].clone(), i[1].clone(), i[2].clone());
             let acc = b.acc();
@@ -1009,6 +1016,59 @@ impl Builder<'_> {
             s
         });
         Ok((body, (yd.iter().product::<usize>() * pl.kernel[0] * pl.kernel[1]) as u64))
+    }
+
+    /// An unpadded max pool with a small window, its taps written out: the
+    /// first tap initialises the maximum, each later one wins when it is
+    /// larger or a NaN (PyTorch's first maximum, where a NaN wins), and the
+    /// value and the argmax are selected with that one condition. The
+    /// argmax is tracked as the winning tap's constant offset from the
+    /// window's origin and converted to a plane index once, at the store.
+    /// With no inner loop left, the vector loop over `ox` can end with an
+    /// overlapping iteration instead of a scalar tail.
+    fn max_pool_unrolled(
+        &mut self,
+        x: BufId,
+        pl: &Pool2d,
+        [h, w]: [i64; 2],
+        [planes, oh, ow]: [usize; 3],
+        argmax: Option<BufId>,
+        out: BufId,
+    ) -> KernelBody {
+        let body = self.loops(&[planes, oh, ow], |b, i| {
+            let (nc, oy, ox) = (i[0].clone(), i[1].clone(), i[2].clone());
+            let (acc, arg) = (b.acc(), b.acc());
+            let origin = oy.clone() * pl.stride[0] * w + ox.clone() * pl.stride[1];
+            let mut s = Vec::new();
+            for ky in 0..pl.kernel[0] {
+                for kx in 0..pl.kernel[1] {
+                    let off = (ky * pl.dilation[0]) as i64 * w + (kx * pl.dilation[1]) as i64;
+                    let val = Val::load(x, nc.clone() * (h * w) + origin.clone() + off);
+                    if ky == 0 && kx == 0 {
+                        s.push(Stmt::Let { acc, init: val });
+                        if argmax.is_some() {
+                            s.push(Stmt::Let { acc: arg, init: Val::Const(off as f32) });
+                        }
+                        continue;
+                    }
+                    let larger = Cond::val(Cmp::Gt, val.clone(), Val::Acc(acc));
+                    let wins = Cond::Or(Box::new(larger), Box::new(Cond::IsNan(Box::new(val.clone()))));
+                    if argmax.is_some() {
+                        let pick = Val::select(wins.clone(), Val::Const(off as f32), Val::Acc(arg));
+                        s.push(Stmt::Set { acc: arg, val: pick });
+                    }
+                    s.push(Stmt::Set { acc, val: Val::select(wins, val, Val::Acc(acc)) });
+                }
+            }
+            let at = (nc * oh + oy) * ow + ox;
+            if let Some(am) = argmax {
+                let index = Val::bin(BinOp::Add, Val::FromIdx(origin), Val::Acc(arg));
+                s.push(Stmt::store(am, at.clone(), index));
+            }
+            s.push(Stmt::store(out, at, Val::Acc(acc)));
+            s
+        });
+        (body, (planes * oh * ow * pl.kernel[0] * pl.kernel[1]) as u64)
     }
 
     fn max_pool_grad(
