@@ -6,6 +6,11 @@ use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::Variable;
 
+/// Segments of a split dot tile with at most this many vector steps are
+/// written out instead of looped (kernels holding a product keep their
+/// emitted order, so the operands of one step stay next to its products).
+const MAX_UNROLLED_DOT_STEPS: usize = 8;
+
 /// Scratch accumulator ids used to feed epilogue values to expression lowering.
 const EPILOGUE_X: AccId = u32::MAX - 1;
 const EPILOGUE_MASK: AccId = u32::MAX - 2;
@@ -328,7 +333,12 @@ impl Fx<'_, '_> {
                     }
                 }
             };
-            if steps > 0 {
+            if steps <= MAX_UNROLLED_DOT_STEPS {
+                // A short segment is written out: no pointer updates at all.
+                for t in 0..steps as i64 {
+                    step(fx, ra, &rb, 16 * t);
+                }
+            } else {
                 // Every pointer is its own loop-carried variable: a pointer
                 // kept as `base + offset` would be rematerialised (with the
                 // spilled pieces of `base`) inside the loop.

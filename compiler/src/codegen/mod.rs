@@ -28,7 +28,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::{Linkage, Module, ModuleReloc};
 use std::collections::{HashMap, HashSet};
 
 /// The machine-level signature of every compiled kernel.
@@ -98,11 +98,12 @@ impl Drop for CompiledProgram {
     }
 }
 
-/// Builds the host ISA: native feature detection, `opt_level=speed`.
-pub(crate) fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+/// Builds the host ISA: native feature detection, `opt_level` as given
+/// (`speed`, or `none` for kernels whose emitted order is their schedule).
+pub(crate) fn host_isa(verify: bool, opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()));
-    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "opt_level", opt_level)?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
@@ -112,7 +113,8 @@ pub(crate) fn host_isa(verify: bool) -> Result<cranelift_codegen::isa::OwnedTarg
 
 /// Compiles every kernel of `program` to native code.
 pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<CompiledProgram, CodegenError> {
-    let isa = host_isa(options.verify)?;
+    let isa = host_isa(options.verify, "speed")?;
+    let in_order_isa = host_isa(options.verify, "none")?;
     let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
     let fma = flag("has_avx") && flag("has_fma");
     let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
@@ -151,7 +153,20 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
             clif.push(ctx.func.display().to_string());
         }
         ctx.want_disasm = false;
-        module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
+        if keeps_emitted_order(kernel) {
+            // Without the e-graph pass Cranelift keeps the order in which the
+            // tile was emitted; with it, pure loads and products are
+            // re-elaborated accumulator by accumulator, which stretches the
+            // operands' live ranges until they spill.
+            let compiled = ctx.compile(&*in_order_isa, &mut Default::default()).map_err(|e| err(format!("{e:?}")))?;
+            let (alignment, bytes) = (u64::from(compiled.buffer.alignment), compiled.code_buffer().to_vec());
+            let mach_relocs = compiled.buffer.relocs().to_vec();
+            let relocs: Vec<ModuleReloc> =
+                mach_relocs.iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+            module.define_function_bytes(id, alignment, &bytes, &relocs).map_err(|e| err(e.to_string()))?;
+        } else {
+            module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
+        }
         if std::env::var_os("KILN_DUMP_OPT").is_some() {
             let _ = std::fs::write(format!("/tmp/opt_kernel{i}.clif"), ctx.func.display().to_string());
         }
@@ -173,6 +188,24 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
         })
         .collect();
     Ok(CompiledProgram { module: Some(module), functions, clif, code, fma })
+}
+
+/// Whether `kernel` is compiled in the order its instructions were emitted
+/// (`opt_level=none`): kernels holding a register-tiled product, whose
+/// emitted order is the schedule (loads next to the products that use
+/// them). Everything else gets Cranelift's optimiser, whose value
+/// numbering merges the repeated index and load arithmetic of elementwise
+/// bodies.
+fn keeps_emitted_order(kernel: &Kernel) -> bool {
+    fn any_gemm(body: &[Stmt]) -> bool {
+        body.iter().any(|s| match s {
+            Stmt::Gemm(_) => true,
+            Stmt::Loop(l) => any_gemm(&l.body),
+            Stmt::If { then, otherwise, .. } => any_gemm(then) || any_gemm(otherwise),
+            _ => false,
+        })
+    }
+    any_gemm(&kernel.body)
 }
 
 /// The state of lowering one kernel.

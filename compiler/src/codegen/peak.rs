@@ -21,7 +21,7 @@ type PeakFn = unsafe extern "C" fn(i64, i64);
 /// Measures FMA throughput with `threads` threads for about `duration`;
 /// returns GFLOP/s summed over the threads.
 pub fn measure_fma_peak(threads: usize, duration: Duration) -> Result<f64, CodegenError> {
-    let isa = host_isa(false)?;
+    let isa = host_isa(false, "speed")?;
     let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
     if !(flag("has_avx") && flag("has_fma")) {
         return Err(CodegenError::Isa("the host has no AVX+FMA, so there is no FMA peak to measure".into()));
