@@ -11,6 +11,9 @@ use cranelift_frontend::Variable;
 /// emitted order, so the operands of one step stay next to its products).
 const MAX_UNROLLED_DOT_STEPS: usize = 8;
 
+/// Vector steps per iteration of an unsplit dot tile's loop, at most.
+const MAX_DOT_UNROLL: usize = 5;
+
 /// Scratch accumulator ids used to feed epilogue values to expression lowering.
 const EPILOGUE_X: AccId = u32::MAX - 1;
 const EPILOGUE_MASK: AccId = u32::MAX - 2;
@@ -405,23 +408,31 @@ impl Fx<'_, '_> {
         let pb_var = self.b.declare_var(I64);
         self.b.def_var(pa_var, pa);
         self.b.def_var(pb_var, pb);
+        // Several vector steps per iteration (the largest divisor of `steps`
+        // up to `MAX_DOT_UNROLL`, so no remainder loop): fewer pointer
+        // updates per product.
+        let unroll = (1..=MAX_DOT_UNROLL).rev().find(|u| steps.is_multiple_of(*u)).unwrap_or(1);
         if steps > 0 {
-            let (s, e) = (self.iconst(0), self.iconst(steps as i64));
+            let (s, e) = (self.iconst(0), self.iconst((steps / unroll) as i64));
             self.counted_loop(s, e, 1, |fx, _| {
                 let (pa, pb) = (fx.b.use_var(pa_var), fx.b.use_var(pb_var));
-                let av: Vec<Value> =
-                    (0..rows).map(|r| fx.b.ins().load(F32X4, pure_flags(), pa, (r as i64 * rs_a) as i32)).collect();
-                let bv: Vec<Value> =
-                    (0..cols).map(|c| fx.b.ins().load(F32X4, pure_flags(), pb, (c as i64 * cs_b) as i32)).collect();
-                for r in 0..rows {
-                    for c in 0..cols {
-                        let acc = fx.b.use_var(accs[r * cols + c]);
-                        let acc = fx.mul_add(av[r], bv[c], acc, fx.gemm_fma);
-                        fx.b.def_var(accs[r * cols + c], acc);
+                for t in 0..unroll as i64 {
+                    let av: Vec<Value> = (0..rows)
+                        .map(|r| fx.b.ins().load(F32X4, pure_flags(), pa, (r as i64 * rs_a + 16 * t) as i32))
+                        .collect();
+                    let bv: Vec<Value> = (0..cols)
+                        .map(|c| fx.b.ins().load(F32X4, pure_flags(), pb, (c as i64 * cs_b + 16 * t) as i32))
+                        .collect();
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            let acc = fx.b.use_var(accs[r * cols + c]);
+                            let acc = fx.mul_add(av[r], bv[c], acc, fx.gemm_fma);
+                            fx.b.def_var(accs[r * cols + c], acc);
+                        }
                     }
                 }
-                let pa = fx.b.ins().iadd_imm_s(pa, 16);
-                let pb = fx.b.ins().iadd_imm_s(pb, 16);
+                let pa = fx.b.ins().iadd_imm_s(pa, 16 * unroll as i64);
+                let pb = fx.b.ins().iadd_imm_s(pb, 16 * unroll as i64);
                 fx.b.def_var(pa_var, pa);
                 fx.b.def_var(pb_var, pb);
             });
