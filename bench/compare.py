@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kiln against PyTorch on the same model, batches and threads, interleaved:
-each round runs `kiln bench --json` and then `bench/pytorch_lenet.py --json`,
-and the ratio of the two is taken within the round. On a shared machine whose
+each round runs `kiln bench --json` and `bench/pytorch_lenet.py --json` (the
+order alternating from round to round), and the ratio of the two is taken within the round. On a shared machine whose
 speed drifts within minutes, the median of per-round ratios is the figure to
 quote; the spread of the rounds says how much to trust it.
 
@@ -40,8 +40,14 @@ def main():
     kiln_rates, torch_rates, ratios = {}, {}, {}
     peaks, kernel_share = [], {}
     for r in range(args.rounds):
-        k = run_json([args.kiln, "bench", args.model] + common)
-        p = run_json([args.python, os.path.join(HERE, "pytorch_lenet.py")] + common)
+        # Alternate which runs first: on these machines the first of two
+        # back-to-back processes is sometimes consistently slower.
+        kiln_cmd = [args.kiln, "bench", args.model] + common
+        torch_cmd = [args.python, os.path.join(HERE, "pytorch_lenet.py")] + common
+        if r % 2 == 0:
+            k, p = run_json(kiln_cmd), run_json(torch_cmd)
+        else:
+            p, k = run_json(torch_cmd), run_json(kiln_cmd)
         theirs = {(x["batch"], x["mode"]): x["images_per_s"] for x in p["results"]}
         peaks.append(k["peak_gflops"])
         for x in k["results"]:

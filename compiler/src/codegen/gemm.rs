@@ -39,7 +39,7 @@ impl Fx<'_, '_> {
     }
 
     /// A new variable of type `ty` holding `init` for each of `inits`.
-    fn vars_holding(&mut self, ty: Type, inits: impl IntoIterator<Item = Value>) -> Vec<Variable> {
+    pub(crate) fn vars_holding(&mut self, ty: Type, inits: impl IntoIterator<Item = Value>) -> Vec<Variable> {
         inits
             .into_iter()
             .map(|x| {

@@ -232,8 +232,11 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) shuffle_masks: HashMap<Vec<u8>, Immediate>,
     /// Each live accumulator and whether it holds a vector.
     pub(crate) accs: HashMap<AccId, (Variable, bool)>,
-    /// Lane partials of outer accumulators reduced inside the vector loop.
-    pub(crate) partials: HashMap<AccId, (Variable, RedOp)>,
+    /// Lane partials of outer accumulators reduced inside the vector loop:
+    /// [`REDUCTION_CHAINS`] independent vectors each.
+    pub(crate) partials: HashMap<AccId, (Vec<Variable>, RedOp)>,
+    /// Which of the partial vectors the vector body being emitted adds into.
+    pub(crate) chain: usize,
     /// In the overlapped last iteration of a vector loop (see
     /// `overlap_tail_ok`): how many of its first lanes the iteration before
     /// already did; they contribute nothing to outer reductions.
@@ -303,6 +306,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         shuffle_masks: HashMap::new(),
         accs: HashMap::new(),
         partials: HashMap::new(),
+        chain: 0,
         done_lanes: 0,
         math,
         fma,
@@ -769,7 +773,8 @@ impl Fx<'_, '_> {
             }
             Stmt::Reduce { acc, op, val } => {
                 let x = self.val(val, vec);
-                if vec && let Some(&(pvar, _)) = self.partials.get(acc) {
+                if vec && let Some((pvars, _)) = self.partials.get(acc) {
+                    let pvar = pvars[self.chain % pvars.len()];
                     let x = self.without_done_lanes(x, if *op == RedOp::Max { f32::NEG_INFINITY } else { 0.0 });
                     let p = self.b.use_var(pvar);
                     let r = self.combine(*op, p, x, true);
@@ -845,6 +850,29 @@ impl Fx<'_, '_> {
     /// with the loop variable (`ivs` maps each form to its value with the
     /// variables of loops not yet entered at zero).
     fn run_loop(&mut self, l: &Loop, start: Value, start_const: Option<i64>, end: Value, step: i64, vec_body: bool) {
+        self.run_loop_copies(l, start, start_const, end, step, vec_body, 1);
+    }
+
+    /// A vector loop from `start` (a multiple of `4 * copies` from zero) to
+    /// `end` whose body is emitted `copies` times per iteration, copy `c`
+    /// adding into reduction chain `c`.
+    fn run_loop_chained(&mut self, l: &Loop, start: Value, end: Value, copies: usize) {
+        self.run_loop_copies(l, start, Some(0), end, 4, true, copies);
+    }
+
+    /// [`Self::run_loop`] with the body emitted `copies` times per iteration
+    /// (consecutive steps; copy `c` uses reduction chain `c`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_loop_copies(
+        &mut self,
+        l: &Loop,
+        start: Value,
+        start_const: Option<i64>,
+        end: Value,
+        step: i64,
+        vec_body: bool,
+        copies: usize,
+    ) {
         let mut forms = Vec::new();
         collect_affine(&l.body, &mut forms);
         forms.retain(|f| f.coefficient(l.var) != 0);
@@ -875,16 +903,22 @@ impl Fx<'_, '_> {
             ivars.push((f.clone(), var, c));
         }
         let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
-        self.counted_loop(start, end, step, |fx, i| {
-            fx.vars.insert(l.var, i);
-            for (f, var, _) in &ivars {
-                let v = fx.b.use_var(*var);
-                fx.ivs.insert(f.clone(), v);
+        let copies_i = copies as i64;
+        self.counted_loop(start, end, step * copies_i, |fx, i| {
+            let cur: Vec<Value> = ivars.iter().map(|(_, var, _)| fx.b.use_var(*var)).collect();
+            for copy in 0..copies_i {
+                let iv = if copy == 0 { i } else { fx.b.ins().iadd_imm_s(i, copy * step) };
+                fx.vars.insert(l.var, iv);
+                for ((f, _, c), &v) in ivars.iter().zip(&cur) {
+                    let v = if copy == 0 { v } else { fx.b.ins().iadd_imm_s(v, c * step * copy) };
+                    fx.ivs.insert(f.clone(), v);
+                }
+                fx.chain = copy as usize;
+                fx.stmts(&l.body, vec_body);
             }
-            fx.stmts(&l.body, vec_body);
-            for (_, var, c) in &ivars {
-                let cur = fx.b.use_var(*var);
-                let next = fx.b.ins().iadd_imm_s(cur, c * step);
+            fx.chain = 0;
+            for ((_, var, c), &v) in ivars.iter().zip(&cur) {
+                let next = fx.b.ins().iadd_imm_s(v, c * step * copies_i);
                 fx.b.def_var(*var, next);
             }
         });
@@ -933,16 +967,71 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// Starts lane partials for the accumulators that `body` only adds
+    /// into from its vector loops (declared outside it, never read or set
+    /// inside it), so those loops keep one vector partial across all of
+    /// `body` instead of reducing it across lanes on every exit: a
+    /// per-channel sum over the batch (a bias gradient) then runs at the
+    /// speed of its loads, not of a horizontal sum per image.
+    fn hoist_partials(&mut self, body: &[Stmt]) -> Vec<AccId> {
+        let mut reduced = Vec::new();
+        collect_vector_reductions(body, false, &mut reduced);
+        let mut started = Vec::new();
+        for (acc, op) in reduced {
+            let untouched = !reads_or_sets(body, acc);
+            if untouched && self.accs.get(&acc).is_some_and(|&(_, v)| !v) && !self.partials.contains_key(&acc) {
+                self.start_partial(acc, op);
+                started.push(acc);
+            }
+        }
+        started
+    }
+
+    fn start_partial(&mut self, acc: AccId, op: RedOp) {
+        let init = self.fconst(if op == RedOp::Max { f32::NEG_INFINITY } else { 0.0 }, true);
+        let vars = self.vars_holding(F32X4, vec![init; REDUCTION_CHAINS]);
+        self.partials.insert(acc, (vars, op));
+    }
+
+    /// Adds the lanes of the partials of `accs` into their accumulators
+    /// (in a fixed order) and ends them.
+    fn flush_partials(&mut self, mut accs: Vec<AccId>) {
+        accs.sort();
+        for acc in accs {
+            let Some((pvars, op)) = self.partials.remove(&acc) else { continue };
+            // The chains pairwise, then the lanes, in a fixed order.
+            let mut chains: Vec<Value> = pvars.iter().map(|&v| self.b.use_var(v)).collect();
+            while chains.len() > 1 {
+                chains = chains
+                    .chunks(2)
+                    .map(|c| if c.len() == 2 { self.combine(op, c[0], c[1], true) } else { c[0] })
+                    .collect();
+            }
+            let p = chains[0];
+            let (var, _) = self.accs[&acc];
+            let mut a = self.b.use_var(var);
+            for lane in 0..4u8 {
+                let x = self.b.ins().extractlane(p, lane);
+                a = self.combine(op, a, x, false);
+            }
+            self.b.def_var(var, a);
+        }
+    }
+
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
         match l.mode {
             LoopMode::Serial if l.extent <= 5 && fits_unrolled(&l.body, l.extent) => self.unrolled_loop(l, vec),
             LoopMode::Serial => {
+                let hoisted = self.hoist_partials(&l.body);
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
                 self.run_loop(l, start, Some(0), end, 1, vec);
+                self.flush_partials(hoisted);
             }
             LoopMode::Parallel => {
+                let hoisted = self.hoist_partials(&l.body);
                 let (start, end) = (self.lo, self.hi);
                 self.run_loop(l, start, None, end, 1, vec);
+                self.flush_partials(hoisted);
             }
             LoopMode::Vector => {
                 let main = (l.extent / 4 * 4) as i64;
@@ -950,18 +1039,27 @@ impl Fx<'_, '_> {
                 if main > 0 {
                     let mut outer = Vec::new();
                     collect_outer_reductions(&l.body, &mut HashSet::new(), &mut outer);
-                    let saved_partials = std::mem::take(&mut self.partials);
+                    let mut started = Vec::new();
                     for &(acc, op) in &outer {
                         if self.accs.contains_key(&acc) && !self.partials.contains_key(&acc) {
-                            let init = self.fconst(if op == RedOp::Max { f32::NEG_INFINITY } else { 0.0 }, true);
-                            let var = self.b.declare_var(F32X4);
-                            self.b.def_var(var, init);
-                            self.partials.insert(acc, (var, op));
+                            self.start_partial(acc, op);
+                            started.push(acc);
                         }
                     }
                     let saved_lane = self.lane.replace(l.var);
+                    let reduces = outer.iter().any(|(a, _)| self.partials.contains_key(a));
                     if main <= 32 && fits_unrolled(&l.body, main as usize / 4) {
                         self.unrolled_range(l, 0, main / 4, 4, true);
+                    } else if reduces && main / 4 >= 2 * REDUCTION_CHAINS as i64 {
+                        // One vector per chain each iteration: the adds into
+                        // a partial no longer wait on each other.
+                        let per = 4 * REDUCTION_CHAINS as i64;
+                        let body_end = main / per * per;
+                        let (start, end) = (self.iconst(0), self.iconst(body_end));
+                        self.run_loop_chained(l, start, end, REDUCTION_CHAINS);
+                        if body_end < main {
+                            self.unrolled_range(l, body_end, (main - body_end) / 4, 4, true);
+                        }
                     } else {
                         let (start, end) = (self.iconst(0), self.iconst(main));
                         self.run_loop(l, start, Some(0), end, 4, true);
@@ -974,19 +1072,7 @@ impl Fx<'_, '_> {
                         self.done_lanes = 0;
                     }
                     self.lane = saved_lane;
-                    let partials = std::mem::replace(&mut self.partials, saved_partials);
-                    let mut order: Vec<_> = partials.into_iter().collect();
-                    order.sort_by_key(|(a, _)| *a);
-                    for (acc, (pvar, op)) in order {
-                        let p = self.b.use_var(pvar);
-                        let (var, _) = self.accs[&acc];
-                        let mut a = self.b.use_var(var);
-                        for lane in 0..4u8 {
-                            let x = self.b.ins().extractlane(p, lane);
-                            a = self.combine(op, a, x, false);
-                        }
-                        self.b.def_var(var, a);
-                    }
+                    self.flush_partials(started);
                 }
                 if (main as usize) < l.extent && !overlap {
                     if fits_unrolled(&l.body, l.extent - main as usize) {
@@ -1205,6 +1291,70 @@ fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
             }
         }
     }
+}
+
+/// Independent partial vectors per outer reduction of a vector loop (the
+/// FADD latency is 3 cycles; 4 chains keep adds issuing every cycle).
+const REDUCTION_CHAINS: usize = 4;
+
+/// Accumulators reduced inside the vector loops of `body` (`in_vector`:
+/// `body` is itself inside one) and not declared in `body`.
+fn collect_vector_reductions(body: &[Stmt], in_vector: bool, out: &mut Vec<(AccId, RedOp)>) {
+    let mut declared = HashSet::new();
+    let mut found = Vec::new();
+    fn walk(body: &[Stmt], in_vector: bool, declared: &mut HashSet<AccId>, found: &mut Vec<(AccId, RedOp)>) {
+        for s in body {
+            match s {
+                Stmt::Let { acc, .. } => {
+                    declared.insert(*acc);
+                }
+                Stmt::Reduce { acc, op, .. } if in_vector && !found.iter().any(|(a, _)| a == acc) => {
+                    found.push((*acc, *op));
+                }
+                Stmt::Loop(l) => walk(&l.body, in_vector || l.mode == LoopMode::Vector, declared, found),
+                Stmt::If { then, otherwise, .. } => {
+                    walk(then, in_vector, declared, found);
+                    walk(otherwise, in_vector, declared, found);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(body, in_vector, &mut declared, &mut found);
+    out.extend(found.into_iter().filter(|(a, _)| !declared.contains(a)));
+}
+
+/// Whether `body` reads accumulator `acc` (as a value) or sets it.
+fn reads_or_sets(body: &[Stmt], acc: AccId) -> bool {
+    let reads = |v: &Val| {
+        let mut hit = false;
+        v.visit(&mut |n| {
+            if let crate::kernel::Node::Val(Val::Acc(a)) = n {
+                hit |= *a == acc;
+            }
+        });
+        hit
+    };
+    let cond_reads = |c: &Cond| {
+        let mut hit = false;
+        c.visit(&mut |n| {
+            if let crate::kernel::Node::Val(Val::Acc(a)) = n {
+                hit |= *a == acc;
+            }
+        });
+        hit
+    };
+    body.iter().any(|s| match s {
+        Stmt::Loop(l) => reads_or_sets(&l.body, acc),
+        Stmt::Store { val, .. } => reads(val),
+        Stmt::Let { init, .. } => reads(init),
+        Stmt::Reduce { val, .. } => reads(val),
+        Stmt::Set { acc: a, val } => *a == acc || reads(val),
+        Stmt::If { cond, then, otherwise } => {
+            cond_reads(cond) || reads_or_sets(then, acc) || reads_or_sets(otherwise, acc)
+        }
+        Stmt::Gemm(_) => false,
+    })
 }
 
 /// Accumulators reduced in `body` but declared outside it.
