@@ -1020,7 +1020,9 @@ impl Fx<'_, '_> {
 
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
         match l.mode {
-            LoopMode::Serial if l.extent <= 5 && fits_unrolled(&l.body, l.extent) => self.unrolled_loop(l, vec),
+            LoopMode::Serial if l.extent <= MAX_UNROLLED_EXTENT && fits_unrolled(&l.body, l.extent) => {
+                self.unrolled_loop(l, vec)
+            }
             LoopMode::Serial => {
                 let hoisted = self.hoist_partials(&l.body);
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
@@ -1160,7 +1162,14 @@ fn unrolled_size(body: &[Stmt]) -> Option<usize> {
     body.iter().try_fold(0, |n, s| {
         Some(
             n + match s {
-                Stmt::Loop(l) if l.mode == LoopMode::Serial && l.extent <= 5 => l.extent * unrolled_size(&l.body)?,
+                Stmt::Loop(l) if l.mode == LoopMode::Serial && l.extent <= MAX_UNROLLED_EXTENT => {
+                    l.extent * unrolled_size(&l.body)?
+                }
+                // A short vector loop is written out too: its full vectors
+                // and one (overlapping or scalar) tail.
+                Stmt::Loop(l) if l.mode == LoopMode::Vector && l.extent <= 32 => {
+                    (l.extent / 4 + usize::from(!l.extent.is_multiple_of(4))) * unrolled_size(&l.body)?
+                }
                 Stmt::Loop(_) | Stmt::Gemm(_) => return None,
                 Stmt::If { then, otherwise, .. } => 1 + unrolled_size(then)? + unrolled_size(otherwise)?,
                 _ => 1,
@@ -1168,6 +1177,10 @@ fn unrolled_size(body: &[Stmt]) -> Option<usize> {
         )
     })
 }
+
+/// Serial loops up to this extent are written out when their copies stay
+/// small (see [`fits_unrolled`]).
+const MAX_UNROLLED_EXTENT: usize = 16;
 
 /// Whether `copies` inline copies of `body` (and of its short inner loops)
 /// stay small: straight-line code lets every index be a constant offset
