@@ -224,6 +224,10 @@ pub(crate) struct Fx<'a, 'f> {
     /// iteration instead of the multiplications, which Cranelift would not
     /// hoist out of inner loops).
     pub(crate) ivs: HashMap<Affine, Value>,
+    /// In written-out loop copies, each index form's value as the value
+    /// before the copies plus a constant, so that converting it to `f32`
+    /// is one conversion shared by all copies plus a constant.
+    pub(crate) iv_split: HashMap<Affine, (Value, i64)>,
     /// The loop variable being vectorised, if any.
     pub(crate) lane: Option<VarId>,
     /// Shuffle masks made so far, so equal shuffles share one immediate
@@ -302,6 +306,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         written: kernel.writes.iter().copied().collect(),
         vars: HashMap::new(),
         ivs: HashMap::new(),
+        iv_split: HashMap::new(),
         lane: None,
         shuffle_masks: HashMap::new(),
         accs: HashMap::new(),
@@ -592,21 +597,42 @@ impl Fx<'_, '_> {
                 }
             }
             Val::FromIdx(i) => {
-                let ix = self.idx(i, 0);
-                let x = self.b.ins().fcvt_from_sint(F32, ix);
+                // In a written-out loop, convert the value before the copies
+                // (shared) and add this copy's constant offset.
+                let split = affine(i).and_then(|a| self.iv_split.get(&a).copied());
+                let (ix, off) = match split {
+                    Some((base, off)) => (base, off),
+                    None => (self.idx(i, 0), 0),
+                };
+                let root = self.b.ins().fcvt_from_sint(F32, ix);
+                let with_offset = |fx: &mut Self| {
+                    if off == 0 {
+                        root
+                    } else {
+                        let c = fx.b.ins().f32const(off as f32);
+                        fx.b.ins().fadd(root, c)
+                    }
+                };
                 if !vec {
-                    return x;
+                    return with_offset(self);
                 }
                 let pattern = self.lane.filter(|_| self.uses_lane(i)).map(|v| i.lane_offsets(v));
                 match pattern {
-                    None => self.splat(x),
-                    // Lane 0 converted once, the other lanes a constant step away.
+                    None if off == 0 => self.splat(root),
+                    None => {
+                        let x = self.splat(root);
+                        let steps = self.f32x4_const([off as f32; 4]);
+                        self.b.ins().fadd(x, steps)
+                    }
+                    // Lane 0 converted once, the other lanes (and this
+                    // copy's offset) a constant step away.
                     Some(Some(o)) => {
-                        let x = self.splat(x);
-                        let steps = self.f32x4_const(o.map(|l| l as f32));
+                        let x = self.splat(root);
+                        let steps = self.f32x4_const(o.map(|l| (l + off) as f32));
                         self.b.ins().fadd(x, steps)
                     }
                     Some(None) => {
+                        let x = with_offset(self);
                         let mut lanes = [x; 4];
                         for (l, lane) in lanes.iter_mut().enumerate().skip(1) {
                             let ix = self.idx(i, l as i64);
@@ -903,6 +929,10 @@ impl Fx<'_, '_> {
             ivars.push((f.clone(), var, c));
         }
         let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
+        // These forms become loop-carried values: any split from an
+        // enclosing written-out copy no longer describes them.
+        let saved_split: Vec<(Affine, Option<(Value, i64)>)> =
+            forms.iter().map(|f| (f.clone(), self.iv_split.remove(f))).collect();
         let copies_i = copies as i64;
         self.counted_loop(start, end, step * copies_i, |fx, i| {
             let cur: Vec<Value> = ivars.iter().map(|(_, var, _)| fx.b.use_var(*var)).collect();
@@ -928,6 +958,11 @@ impl Fx<'_, '_> {
                 None => self.ivs.remove(&f),
             };
         }
+        for (f, v) in saved_split {
+            if let Some(v) = v {
+                self.iv_split.insert(f, v);
+            }
+        }
     }
 
     /// A short innermost loop, emitted once per iteration with constant
@@ -943,10 +978,12 @@ impl Fx<'_, '_> {
         collect_affine(&l.body, &mut forms);
         forms.retain(|f| f.coefficient(l.var) != 0);
         let saved: Vec<(Affine, Option<Value>)> = forms.iter().map(|f| (f.clone(), self.ivs.get(f).copied())).collect();
+        let saved_split: Vec<(Affine, Option<(Value, i64)>)> =
+            forms.iter().map(|f| (f.clone(), self.iv_split.get(f).copied())).collect();
         for it in (0..count).map(|k| first + k * step) {
             let i = self.iconst(it);
             self.vars.insert(l.var, i);
-            for (f, old) in &saved {
+            for ((f, old), (_, old_split)) in saved.iter().zip(&saved_split) {
                 let scale = if f.buf.is_some() { 4 } else { 1 };
                 let c = f.coefficient(l.var) * scale;
                 let base = match (old, f.buf) {
@@ -956,6 +993,12 @@ impl Fx<'_, '_> {
                 };
                 let v = if it == 0 { base } else { self.b.ins().iadd_imm_s(base, c * it) };
                 self.ivs.insert(f.clone(), v);
+                if f.buf.is_none() {
+                    // Inside an enclosing written-out copy, `base` is itself
+                    // that copy's root plus a constant.
+                    let (root, off) = old_split.unwrap_or((base, 0));
+                    self.iv_split.insert(f.clone(), (root, off + c * it));
+                }
             }
             self.stmts(&l.body, vec);
         }
@@ -963,6 +1006,12 @@ impl Fx<'_, '_> {
             match v {
                 Some(v) => self.ivs.insert(f, v),
                 None => self.ivs.remove(&f),
+            };
+        }
+        for (f, v) in saved_split {
+            match v {
+                Some(v) => self.iv_split.insert(f, v),
+                None => self.iv_split.remove(&f),
             };
         }
     }
