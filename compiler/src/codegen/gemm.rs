@@ -59,23 +59,6 @@ impl Fx<'_, '_> {
         self.b.ins().fadd(s01, s23)
     }
 
-    /// `acc + a * b` in a register tile, as one FMA when `fused` (and the
-    /// ISA has it), else a separate `vmulps` and `vaddps`. Cranelift ties an
-    /// FMA's result to a multiplicand, so each FMA costs a register copy;
-    /// the three-operand multiply and add keep an accumulator in place, and
-    /// Zen 4 issues two of each per cycle, the same peak. Measured on LeNet
-    /// (one thread, best of 6, interleaved): outer tiles are as fast or
-    /// faster fused (conv2's input gradient 10 % faster, the forward convs
-    /// equal); dot tiles are slower fused (conv1's weight gradient 25 %), as
-    /// each of their operands feeds several products and must be copied.
-    fn mul_add(&mut self, a: Value, b: Value, acc: Value, fused: bool) -> Value {
-        if fused && self.fma {
-            return self.fma(a, b, acc);
-        }
-        let p = self.b.ins().fmul(a, b);
-        self.b.ins().fadd(acc, p)
-    }
-
     /// Lowers a [`Gemm`] statement.
     pub(crate) fn gemm(&mut self, g: &Gemm) {
         let bias = match &g.epilogue.bias {
@@ -261,7 +244,7 @@ impl Fx<'_, '_> {
                 };
                 for (v, &b) in bv.iter().enumerate() {
                     let acc = self.b.use_var(accs[r * nv + v]);
-                    let acc = self.mul_add(a, b, acc, true);
+                    let acc = self.fma(a, b, acc);
                     self.b.def_var(accs[r * nv + v], acc);
                 }
             }
@@ -331,7 +314,7 @@ impl Fx<'_, '_> {
                 for r in 0..rows {
                     for c in 0..cols {
                         let acc = fx.b.use_var(accs[r * cols + c]);
-                        let acc = fx.mul_add(av[r], bv[c], acc, fx.gemm_fma);
+                        let acc = fx.fma(av[r], bv[c], acc);
                         fx.b.def_var(accs[r * cols + c], acc);
                     }
                 }
@@ -426,7 +409,7 @@ impl Fx<'_, '_> {
                     for r in 0..rows {
                         for c in 0..cols {
                             let acc = fx.b.use_var(accs[r * cols + c]);
-                            let acc = fx.mul_add(av[r], bv[c], acc, fx.gemm_fma);
+                            let acc = fx.fma(av[r], bv[c], acc);
                             fx.b.def_var(accs[r * cols + c], acc);
                         }
                     }

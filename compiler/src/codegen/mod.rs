@@ -247,8 +247,6 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) done_lanes: usize,
     pub(crate) math: math::Funcs,
     pub(crate) fma: bool,
-    /// Use FMA in dot tiles too (see `mul_add`; `KILN_GEMM_FMA=1`).
-    pub(crate) gemm_fma: bool,
     lo: Value,
     hi: Value,
 }
@@ -315,7 +313,6 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         done_lanes: 0,
         math,
         fma,
-        gemm_fma: std::env::var_os("KILN_GEMM_FMA").is_some() && fma,
         lo,
         hi,
     };
