@@ -54,6 +54,23 @@ fn conv2d_every_option() {
     }
 }
 
+/// Output rows that are not whole vectors but whose positions together
+/// are: the weight gradient reads its input in place, with vector steps
+/// running across output rows (rows of 6, 5 and 6 with dilation 2).
+#[test]
+fn conv2d_weight_gradient_across_rows() {
+    for (h, w, k, d) in [(8, 8, 3, 1), (6, 7, 3, 1), (10, 10, 3, 2)] {
+        let mut g = Graph::new("conv_rows");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c = conv(&mut g, "conv", x, 3, conv_attrs(k, 1, 0, d, PaddingMode::Zeros), true);
+        let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
+        let f = flatten(&mut g, "flat", r);
+        let y = linear(&mut g, "fc", f, 3, true);
+        g.outputs.push(y);
+        check(g, Loss::CrossEntropy, 3);
+    }
+}
+
 #[test]
 fn conv2d_with_activation_epilogues() {
     for act in activations() {

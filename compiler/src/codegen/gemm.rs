@@ -290,6 +290,9 @@ impl Fx<'_, '_> {
                 self.b.ins().iadd(p.b, off)
             })
             .collect();
+        if split.wraps(g.k) {
+            return self.dot_micro_wrapped(g, p, [rows, cols], [i0, j0], pa, &pbc);
+        }
         let zero_v = self.fconst(0.0, true);
         let zero_s = self.fconst(0.0, false);
         let accs = self.vars_holding(F32X4, vec![zero_v; rows * cols]);
@@ -366,6 +369,64 @@ impl Fx<'_, '_> {
                 let s = self.lane_sum(acc);
                 let tail = self.b.use_var(saccs[r * cols + c]);
                 let s = self.b.ins().fadd(s, tail);
+                let col = self.b.ins().iadd_imm_s(j0, c as i64);
+                self.finish(g, p, s, false, row, col, 1);
+            }
+        }
+    }
+
+    /// A split dot tile whose segments are not whole vectors but whose `A`
+    /// is dense across them (a convolution's weight gradient with output
+    /// rows of, say, 10): every vector step of `p` is written out, and a
+    /// step that straddles two segments takes its lanes of `B` from two
+    /// loads and one shuffle. No im2col copy, no scalar tail.
+    fn dot_micro_wrapped(
+        &mut self,
+        g: &Gemm,
+        p: &Ptrs,
+        [rows, cols]: [usize; 2],
+        [i0, j0]: [Value; 2],
+        pa: Value,
+        pbc: &[Value],
+    ) {
+        let split = g.k_split.expect("split tile");
+        let inner = g.k / split.outer;
+        let rs_a = g.a.row_stride * 4;
+        let zero = self.fconst(0.0, true);
+        let accs = self.vars_holding(F32X4, vec![zero; rows * cols]);
+        for p0 in (0..g.k).step_by(4) {
+            let (seg, within) = ((p0 / inner) as i64, p0 % inner);
+            let first = 4 * (seg * split.b_stride + within as i64);
+            let av: Vec<Value> = (0..rows)
+                .map(|r| self.b.ins().load(F32X4, pure_flags(), pa, (r as i64 * rs_a + 4 * p0 as i64) as i32))
+                .collect();
+            let bv: Vec<Value> = pbc
+                .iter()
+                .map(|&pc| {
+                    let lo = self.b.ins().load(F32X4, pure_flags(), pc, first as i32);
+                    let taken = inner - within;
+                    if taken >= 4 {
+                        return lo;
+                    }
+                    let next = 4 * (seg + 1) * split.b_stride;
+                    let hi = self.b.ins().load(F32X4, pure_flags(), pc, next as i32);
+                    let lanes = std::array::from_fn(|l| if l < taken { l as i64 } else { (4 + l - taken) as i64 });
+                    self.shuffle_lanes(lo, hi, lanes)
+                })
+                .collect();
+            for r in 0..rows {
+                for c in 0..cols {
+                    let acc = self.b.use_var(accs[r * cols + c]);
+                    let acc = self.fma(av[r], bv[c], acc);
+                    self.b.def_var(accs[r * cols + c], acc);
+                }
+            }
+        }
+        for r in 0..rows {
+            let row = self.b.ins().iadd_imm_s(i0, r as i64);
+            for c in 0..cols {
+                let acc = self.b.use_var(accs[r * cols + c]);
+                let s = self.lane_sum(acc);
                 let col = self.b.ins().iadd_imm_s(j0, c as i64);
                 self.finish(g, p, s, false, row, col, 1);
             }

@@ -750,9 +750,11 @@ impl Builder<'_> {
         let chunks = largest_divisor_at_most(batch, 8);
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
-        // In place only when output rows are whole vectors: a scalar tail per
-        // row costs more than packing.
-        let implicit = c.padding == [0, 0] && c.stride[1] == 1 && yd[3].is_multiple_of(4);
+        // In place when output rows are whole vectors, or when the tile can
+        // run its vector steps across rows (see `KSplit::wraps`); otherwise
+        // a scalar tail per row costs more than packing.
+        let split = KSplit { outer: yd[2], a_stride: yd[3] as i64, b_stride: (c.stride[0] * xd[3]) as i64 };
+        let implicit = c.padding == [0, 0] && c.stride[1] == 1 && (yd[3].is_multiple_of(4) || split.wraps(p));
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
         let table = implicit.then(|| {
             let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
@@ -766,7 +768,7 @@ impl Builder<'_> {
             }
             self.table_i32(format!("{node_name}.rows"), rows)
         });
-        let (ch, h, w_in, oh, ow) = (xd[1], xd[2], xd[3], yd[2], yd[3]);
+        let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
         let target =
             if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
@@ -788,7 +790,7 @@ impl Builder<'_> {
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
                         a_splat: false,
-                        k_split: Some(KSplit { outer: oh, a_stride: ow as i64, b_stride: (c.stride[0] * w_in) as i64 }),
+                        k_split: Some(split),
                         tile: UNSCHEDULED_DOT,
                     }))];
                 }

@@ -608,6 +608,26 @@ pub struct KSplit {
     pub b_stride: i64,
 }
 
+/// Vector steps of `p` a wrapped split dot tile writes out, at most.
+pub const MAX_WRAPPED_STEPS: usize = 64;
+
+impl KSplit {
+    /// Whether a dot tile over these segments (`k` elements in all) runs
+    /// its vector steps across segment boundaries: segments of at least a
+    /// vector that are not whole vectors, `A` dense across them, `k` whole
+    /// vectors and at most [`MAX_WRAPPED_STEPS`] of them. The backend then
+    /// writes every step out, taking a straddling step's lanes of `B` from
+    /// two places.
+    pub fn wraps(&self, k: usize) -> bool {
+        let inner = k / self.outer.max(1);
+        inner >= 4
+            && !inner.is_multiple_of(4)
+            && self.a_stride == inner as i64
+            && k.is_multiple_of(4)
+            && k / 4 <= MAX_WRAPPED_STEPS
+    }
+}
+
 /// `C[i, j] = epilogue(sum_p A[i, p] * B[p, j])` for `i < m`, `j < n`, `p < k`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
