@@ -18,6 +18,21 @@ const MAX_DOT_UNROLL: usize = 5;
 const EPILOGUE_X: AccId = u32::MAX - 1;
 const EPILOGUE_MASK: AccId = u32::MAX - 2;
 
+/// Where an outer tile's B vector starts when B's columns wrap: element
+/// offset `at` from B's origin, and for a vector straddling two rows the
+/// lanes `taken` from the first and the element distance to the second.
+#[derive(Clone, Copy)]
+pub(crate) struct BColumn {
+    at: Value,
+    straddle: Option<(usize, i64)>,
+}
+
+/// Shuffle lanes of a vector that straddles two rows: the first `taken`
+/// lanes of the first load, then the first lanes of the second.
+fn straddle_lanes(taken: usize) -> [i64; 4] {
+    std::array::from_fn(|l| if l < taken { l as i64 } else { (4 + l - taken) as i64 })
+}
+
 /// Base addresses of a product's matrices.
 struct Ptrs {
     a: Value,
@@ -80,6 +95,9 @@ impl Fx<'_, '_> {
             return;
         }
         match g.tile {
+            GemmTile::Outer { rows, unroll, .. } if g.b_wrap.is_some_and(|w| w.fits(g.n)) => {
+                self.outer_wrapped(g, &ptrs, rows.clamp(1, g.m), unroll.max(1));
+            }
             GemmTile::Outer { rows, vectors, unroll } => {
                 let (rows, vectors, unroll) = (rows.clamp(1, g.m), vectors.max(1), unroll.max(1));
                 let width = 4 * vectors;
@@ -112,6 +130,32 @@ impl Fx<'_, '_> {
         }
     }
 
+    /// An outer-product product whose B columns wrap (see
+    /// [`crate::kernel::ColumnWrap`]): a loop over blocks of `lcm(4, row)`
+    /// columns, each block's vectors written out with their B offsets and
+    /// straddles known at compile time.
+    fn outer_wrapped(&mut self, g: &Gemm, ptrs: &Ptrs, rows: usize, unroll: usize) {
+        let w = g.b_wrap.expect("wrapped product");
+        let block = w.block();
+        let rows_per_block = (block / w.row) as i64;
+        let (s, e) = (self.iconst(0), self.iconst((g.n / block) as i64));
+        self.counted_loop(s, e, 1, |fx, blk| {
+            let j_blk = fx.b.ins().imul_imm_s(blk, block as i64);
+            let b_blk = fx.b.ins().imul_imm_s(blk, rows_per_block * w.stride);
+            for v in 0..block / 4 {
+                let (r0, c0) = ((4 * v / w.row) as i64, 4 * v % w.row);
+                let first = r0 * w.stride + c0 as i64;
+                let taken = w.row - c0;
+                let straddle = (taken < 4).then(|| (taken, (r0 + 1) * w.stride - first));
+                let j0 = fx.b.ins().iadd_imm_s(j_blk, 4 * v as i64);
+                let at = fx.b.ins().iadd_imm_s(b_blk, first);
+                fx.b_column = Some(BColumn { at, straddle });
+                fx.outer_rows(g, ptrs, rows, 1, unroll, j0, 4);
+                fx.b_column = None;
+            }
+        });
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn outer_rows(&mut self, g: &Gemm, p: &Ptrs, rows: usize, nv: usize, unroll: usize, j0: Value, lanes: usize) {
         let full = g.m / rows * rows;
@@ -141,7 +185,8 @@ impl Fx<'_, '_> {
         let (rs_a, cs_a, rs_b) = (g.a.row_stride * 4, g.a.col_stride * 4, g.b.row_stride * 4);
         let off_a = self.b.ins().imul_imm_s(i0, rs_a);
         let pa = self.b.ins().iadd(p.a, off_a);
-        let off_b = self.b.ins().ishl_imm_s(j0, 2);
+        // B's column: `j0`, or where a wrapped layout puts this vector.
+        let off_b = self.b.ins().ishl_imm_s(self.b_column.map_or(j0, |c| c.at), 2);
         let pb = self.b.ins().iadd(p.b, off_b);
         let ku = unroll.min(g.k).max(1);
         let steps = g.k / ku;
@@ -233,8 +278,21 @@ impl Fx<'_, '_> {
                 }
                 None => (pb, u * rs_b),
             };
-            let bv: Vec<Value> =
-                (0..nv).map(|v| self.b.ins().load(F32X4, fb, row, (row_off + 16 * v as i64) as i32)).collect();
+            let straddle = self.b_column.and_then(|c| c.straddle);
+            let bv: Vec<Value> = (0..nv)
+                .map(|v| {
+                    let lo = self.b.ins().load(F32X4, fb, row, (row_off + 16 * v as i64) as i32);
+                    match straddle {
+                        // The first `taken` lanes end a row; the rest start
+                        // the next one, `next` elements further on.
+                        Some((taken, next)) => {
+                            let hi = self.b.ins().load(F32X4, fb, row, (row_off + 4 * next) as i32);
+                            self.shuffle_lanes(lo, hi, straddle_lanes(taken))
+                        }
+                        None => lo,
+                    }
+                })
+                .collect();
             for r in 0..rows {
                 let a = if a_splat {
                     self.b.ins().load(F32X4, fa, pa, (r as i64 * rs_a + u * cs_a) as i32)
@@ -410,8 +468,7 @@ impl Fx<'_, '_> {
                     }
                     let next = 4 * (seg + 1) * split.b_stride;
                     let hi = self.b.ins().load(F32X4, pure_flags(), pc, next as i32);
-                    let lanes = std::array::from_fn(|l| if l < taken { l as i64 } else { (4 + l - taken) as i64 });
-                    self.shuffle_lanes(lo, hi, lanes)
+                    self.shuffle_lanes(lo, hi, straddle_lanes(taken))
                 })
                 .collect();
             for r in 0..rows {

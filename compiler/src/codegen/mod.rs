@@ -241,6 +241,8 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) partials: HashMap<AccId, (Vec<Variable>, RedOp)>,
     /// Which of the partial vectors the vector body being emitted adds into.
     pub(crate) chain: usize,
+    /// In an outer tile over wrapped B columns: this vector's B column.
+    pub(crate) b_column: Option<gemm::BColumn>,
     /// In the overlapped last iteration of a vector loop (see
     /// `overlap_tail_ok`): how many of its first lanes the iteration before
     /// already did; they contribute nothing to outer reductions.
@@ -310,6 +312,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         accs: HashMap::new(),
         partials: HashMap::new(),
         chain: 0,
+        b_column: None,
         done_lanes: 0,
         math,
         fma,

@@ -621,6 +621,31 @@ impl Builder<'_> {
                 vec![b.loop_over(4, |_, l| vec![Stmt::store(w4, e.clone() * 4i64 + l, Val::load(w, e.clone()))])]
             })];
             self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
+            // Output rows that are not whole vectors: one product per image
+            // whose columns (output positions) wrap from input row to input
+            // row, so no lanes are wasted at the end of each row.
+            let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
+            if !ow.is_multiple_of(4) && wrap.fits(p) {
+                let body = vec![self.loop_over(xd[0], |b, n| {
+                    let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
+                    let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
+                    vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: p,
+                        k,
+                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
+                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 0, col_stride: 1 },
+                        c: cm,
+                        epilogue,
+                        b_rows: Some(table),
+                        k_split: None,
+                        b_wrap: Some(wrap),
+                        a_splat: true,
+                        tile: UNSCHEDULED_OUTER,
+                    }))]
+                })];
+                return Ok((body, 2 * (xd[0] * o * k * p) as u64));
+            }
             let body = vec![self.loop_over(xd[0], |b, n| {
                 vec![b.loop_over(oh, |b, oy| {
                     let cm = MatrixRef {
@@ -645,6 +670,7 @@ impl Builder<'_> {
                         epilogue,
                         b_rows: Some(table),
                         k_split: None,
+                        b_wrap: None,
                         a_splat: true,
                         tile: UNSCHEDULED_OUTER,
                     }))]
@@ -667,6 +693,7 @@ impl Builder<'_> {
                 epilogue,
                 b_rows: None,
                 k_split: None,
+                b_wrap: None,
                 a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             })));
@@ -702,6 +729,7 @@ impl Builder<'_> {
                 epilogue: Epilogue::default(),
                 b_rows: None,
                 k_split: None,
+                b_wrap: None,
                 a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             }))];
@@ -791,6 +819,7 @@ impl Builder<'_> {
                         b_rows: Some(table),
                         a_splat: false,
                         k_split: Some(split),
+                        b_wrap: None,
                         tile: UNSCHEDULED_DOT,
                     }))];
                 }
@@ -805,6 +834,7 @@ impl Builder<'_> {
                     epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                     b_rows: None,
                     k_split: None,
+                    b_wrap: None,
                     a_splat: false,
                     tile: UNSCHEDULED_DOT,
                 })));
@@ -854,6 +884,7 @@ impl Builder<'_> {
             epilogue,
             b_rows: None,
             k_split: None,
+            b_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_DOT,
         };
@@ -878,6 +909,7 @@ impl Builder<'_> {
             },
             b_rows: None,
             k_split: None,
+            b_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };
@@ -898,6 +930,7 @@ impl Builder<'_> {
             epilogue: Epilogue::default(),
             b_rows: None,
             k_split: None,
+            b_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };

@@ -608,6 +608,34 @@ pub struct KSplit {
     pub b_stride: i64,
 }
 
+/// Columns of `B` that run along rows of `row` elements placed `stride`
+/// elements apart (a convolution's output positions read from its input,
+/// whose rows are wider): column `j` is at `(j / row) * stride + j % row`.
+/// `C` stays dense. The backend walks blocks of `lcm(4, row)` columns, each
+/// a fixed pattern of vectors, and assembles a vector that straddles two
+/// rows from two loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnWrap {
+    /// Columns per row.
+    pub row: usize,
+    /// Element distance between rows in `B`.
+    pub stride: i64,
+}
+
+impl ColumnWrap {
+    /// Columns per block (`lcm(4, row)`).
+    pub fn block(&self) -> usize {
+        let g = gcd(4, self.row as i64) as usize;
+        4 / g * self.row
+    }
+
+    /// Whether `n` columns are whole blocks of at most 8 vectors (so each
+    /// block is written out).
+    pub fn fits(&self, n: usize) -> bool {
+        self.row >= 4 && n.is_multiple_of(self.block()) && self.block() / 4 <= 8
+    }
+}
+
 /// Vector steps of `p` a wrapped split dot tile writes out, at most.
 pub const MAX_WRAPPED_STEPS: usize = 64;
 
@@ -652,6 +680,9 @@ pub struct Gemm {
     /// output rows, read in place). With `b_rows`, column `j` of B starts at
     /// `b.offset + table[j]`.
     pub k_split: Option<KSplit>,
+    /// Columns of `B` laid out in rows with gaps between them (outer form
+    /// with a row table only): see [`ColumnWrap`].
+    pub b_wrap: Option<ColumnWrap>,
     /// Outer tiles only: A holds every element four times in a row (an
     /// `f32x4` splat, laid out by `a`'s strides in elements), so the tile
     /// loads vectors instead of broadcasting scalars.

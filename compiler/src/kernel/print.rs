@@ -118,6 +118,17 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 if let Some(t) = g.b_rows {
                     let _ = writeln!(out, "{pad}  B rows at offsets t{t}[p] (implicit im2col)");
                 }
+                if let Some(w) = g.b_wrap {
+                    let _ = writeln!(out, "{pad}  B columns wrap: rows of {} placed {} apart", w.row, w.stride);
+                }
+                if let Some(k) = g.k_split {
+                    let wraps = if k.wraps(g.k) { ", vector steps across segments" } else { "" };
+                    let _ = writeln!(
+                        out,
+                        "{pad}  p in {} segments, {} apart in A and {} in B{wraps}",
+                        k.outer, k.a_stride, k.b_stride
+                    );
+                }
                 let e = &g.epilogue;
                 if let Some(b) = &e.bias {
                     let _ = writeln!(out, "{pad}  bias {b:?}");

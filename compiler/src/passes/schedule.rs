@@ -126,7 +126,11 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
         GemmTile::Outer { rows, vectors, .. } => (rows, 4 * vectors),
         GemmTile::Dot { rows, cols } => (rows, cols),
     };
-    let by_cols = g.n.is_multiple_of(threads) && g.n / threads >= cols_min && (g.n / threads).is_multiple_of(4);
+    // Wrapped columns come in whole blocks: split such a product by rows.
+    let by_cols = g.b_wrap.is_none()
+        && g.n.is_multiple_of(threads)
+        && g.n / threads >= cols_min
+        && (g.n / threads).is_multiple_of(4);
     let by_rows = g.m.is_multiple_of(threads) && g.m / threads >= rows_min;
     let mut part = g.clone();
     if by_cols {
