@@ -333,3 +333,24 @@ fn inspect_emits_json_text_shapes_and_dot_that_graphviz_renders() {
     assert!(svg.status.success(), "dot failed: {}", String::from_utf8_lossy(&svg.stderr));
     assert!(String::from_utf8_lossy(&svg.stdout).contains("<svg"));
 }
+
+/// A reader that closes the pipe early (`kiln inspect ... | head`) ends
+/// kiln quietly: no panic, success.
+#[test]
+fn closed_stdout_ends_output_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(KILN)
+        .args(["inspect", LENET, "--train", "--batch", "64", "--emit", "asm"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln runs");
+    let mut first = [0u8; 64];
+    child.stdout.take().expect("piped").read_exact(&mut first).expect("some output");
+    // The read end is dropped here, with most of the listing unread.
+    let out = child.wait_with_output().expect("kiln exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}, stderr: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -60,8 +60,8 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
     let start = std::time::Instant::now();
     let metrics = trainer.evaluate(test, transforms).map_err(err)?;
     let secs = start.elapsed().as_secs_f64();
-    println!("{metrics}");
-    println!("Confusion matrix:\n{}", metrics.confusion_table());
+    outln!("{metrics}");
+    outln!("Confusion matrix:\n{}", metrics.confusion_table());
     eprintln!(
         "evaluated {} images in {secs:.2} s ({:.0} images/s)",
         metrics.total,

@@ -72,7 +72,7 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
             exe.inspect(what)
         }
     };
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }
 

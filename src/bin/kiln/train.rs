@@ -157,7 +157,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
 
     if args.profile_overhead {
         let report = trainer.profile_overhead(data.train, transforms, args.profile_rounds as usize).map_err(err)?;
-        println!("{report}");
+        outln!("{report}");
         return Ok(());
     }
 
@@ -211,8 +211,8 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     trainer.fit(data.train, data.test.clone(), transforms.clone(), &mut on_epoch).map_err(err)?;
     if let Some(test) = data.test {
         let metrics = trainer.evaluate(test, transforms).map_err(err)?;
-        println!("{metrics}");
-        println!("Confusion matrix:\n{}", metrics.confusion_table());
+        outln!("{metrics}");
+        outln!("Confusion matrix:\n{}", metrics.confusion_table());
     }
     if let Some(path) = &checkpoint {
         eprintln!("checkpoint: {}", path.display());
