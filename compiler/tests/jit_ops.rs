@@ -71,6 +71,25 @@ fn conv2d_weight_gradient_across_rows() {
     }
 }
 
+/// A second convolution (unit stride, no padding) whose input gradient is
+/// added into the image straight from the product (col2im fused), with
+/// output rows of 6, 5 and 6 (dilation 2) that wrap into the wider rows.
+#[test]
+fn conv2d_input_gradient_scattered() {
+    for (h, w, d) in [(8, 8, 1), (6, 7, 1), (10, 10, 2)] {
+        let mut g = Graph::new("conv_scatter");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c1 = conv(&mut g, "conv1", x, 3, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let r1 = same_shape(&mut g, "relu1", Op::Activate(Activation::Relu), c1);
+        let c2 = conv(&mut g, "conv2", r1, 4, conv_attrs(3, 1, 0, d, PaddingMode::Zeros), true);
+        let r2 = same_shape(&mut g, "relu2", Op::Activate(Activation::Relu), c2);
+        let f = flatten(&mut g, "flat", r2);
+        let y = linear(&mut g, "fc", f, 3, true);
+        g.outputs.push(y);
+        check(g, Loss::CrossEntropy, 3);
+    }
+}
+
 #[test]
 fn conv2d_with_activation_epilogues() {
     for act in activations() {

@@ -18,9 +18,10 @@ const MAX_DOT_UNROLL: usize = 5;
 const EPILOGUE_X: AccId = u32::MAX - 1;
 const EPILOGUE_MASK: AccId = u32::MAX - 2;
 
-/// Where an outer tile's B vector starts when B's columns wrap: element
-/// offset `at` from B's origin, and for a vector straddling two rows the
-/// lanes `taken` from the first and the element distance to the second.
+/// Where an outer tile's B vector (or scattered C vector) starts when its
+/// columns wrap: element offset `at` from the matrix's origin, and for a
+/// vector straddling two rows the lanes `taken` from the first and the
+/// element distance to the second.
 #[derive(Clone, Copy)]
 pub(crate) struct BColumn {
     at: Value,
@@ -95,7 +96,7 @@ impl Fx<'_, '_> {
             return;
         }
         match g.tile {
-            GemmTile::Outer { rows, unroll, .. } if g.b_wrap.is_some_and(|w| w.fits(g.n)) => {
+            GemmTile::Outer { rows, unroll, .. } if g.b_wrap.or(g.c_wrap).is_some_and(|w| w.fits(g.n)) => {
                 self.outer_wrapped(g, &ptrs, rows.clamp(1, g.m), unroll.max(1));
             }
             GemmTile::Outer { rows, vectors, unroll } => {
@@ -130,12 +131,15 @@ impl Fx<'_, '_> {
         }
     }
 
-    /// An outer-product product whose B columns wrap (see
-    /// [`crate::kernel::ColumnWrap`]): a loop over blocks of `lcm(4, row)`
-    /// columns, each block's vectors written out with their B offsets and
-    /// straddles known at compile time.
+    /// An outer-product product whose B columns, or scattered C columns,
+    /// wrap (see [`crate::kernel::ColumnWrap`]): a loop over blocks of
+    /// `lcm(4, row)` columns, each block's vectors written out with their
+    /// offsets and straddles known at compile time.
     fn outer_wrapped(&mut self, g: &Gemm, ptrs: &Ptrs, rows: usize, unroll: usize) {
-        let w = g.b_wrap.expect("wrapped product");
+        let (w, of_c) = match (g.b_wrap, g.c_wrap) {
+            (Some(w), _) => (w, false),
+            (None, w) => (w.expect("wrapped product"), true),
+        };
         let block = w.block();
         let rows_per_block = (block / w.row) as i64;
         let (s, e) = (self.iconst(0), self.iconst((g.n / block) as i64));
@@ -149,9 +153,14 @@ impl Fx<'_, '_> {
                 let straddle = (taken < 4).then(|| (taken, (r0 + 1) * w.stride - first));
                 let j0 = fx.b.ins().iadd_imm_s(j_blk, 4 * v as i64);
                 let at = fx.b.ins().iadd_imm_s(b_blk, first);
-                fx.b_column = Some(BColumn { at, straddle });
+                let column = Some(BColumn { at, straddle });
+                if of_c {
+                    fx.c_column = column;
+                } else {
+                    fx.b_column = column;
+                }
                 fx.outer_rows(g, ptrs, rows, 1, unroll, j0, 4);
-                fx.b_column = None;
+                (fx.b_column, fx.c_column) = (None, None);
             }
         });
     }
@@ -584,7 +593,43 @@ impl Fx<'_, '_> {
     fn finish(&mut self, g: &Gemm, p: &Ptrs, mut x: Value, vec: bool, row: Value, col: Value, lanes: usize) {
         let e = &g.epilogue;
         let ty = if vec { F32X4 } else { F32 };
-        let c_addr = self.element_addr(p.c, &g.c, row, col);
+        let c_addr = match (g.c_rows, self.c_column) {
+            // Scattered C: the row's offset from the table, the column's
+            // from the wrapped layout.
+            (Some(t), Some(column)) => {
+                let ix = self.b.ins().ishl_imm_s(row, 2);
+                let at = self.b.ins().iadd(self.bufptr[&t], ix);
+                let off = self.b.ins().sload32(pure_flags(), at, 0);
+                let off = self.b.ins().iadd(off, column.at);
+                let off = self.b.ins().ishl_imm_s(off, 2);
+                self.b.ins().iadd(p.c, off)
+            }
+            _ => self.element_addr(p.c, &g.c, row, col),
+        };
+        if let (Some(_), Some(BColumn { straddle: Some((taken, next)), .. })) = (g.c_rows, self.c_column) {
+            // A vector straddling two rows of a scattered C: its first
+            // `taken` lanes are added at the end of one row, the rest at the
+            // start of the next, each as a whole-vector add with zeros in
+            // the other lanes. Those lanes are elements of the same image
+            // (a straddling vector is never in the last output row), written
+            // back unchanged between this add's own load and store. Only
+            // sums scatter.
+            debug_assert!(e.accumulate && vec && lanes == 4 && e.bias.is_none() && e.activation.is_none());
+            let zero = self.fconst(0.0, true);
+            let low = self.shuffle_lanes(x, zero, std::array::from_fn(|l| if l < taken { l as i64 } else { 4 }));
+            let high = self.shuffle_lanes(
+                x,
+                zero,
+                std::array::from_fn(|l| if l + taken < 4 { (l + taken) as i64 } else { 4 }),
+            );
+            let flags = MemFlagsData::new().with_notrap();
+            for (part, off) in [(low, 0), (high, 4 * next)] {
+                let old = self.b.ins().load(F32X4, flags, c_addr, off as i32);
+                let sum = self.b.ins().fadd(old, part);
+                self.b.ins().store(flags, sum, c_addr, off as i32);
+            }
+            return;
+        }
         if e.accumulate {
             let old = self.b.ins().load(ty, MemFlagsData::new().with_notrap(), c_addr, 0);
             x = self.b.ins().fadd(old, x);

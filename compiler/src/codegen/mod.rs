@@ -243,6 +243,8 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) chain: usize,
     /// In an outer tile over wrapped B columns: this vector's B column.
     pub(crate) b_column: Option<gemm::BColumn>,
+    /// In an outer tile scattering into wrapped C columns: this vector's.
+    pub(crate) c_column: Option<gemm::BColumn>,
     /// In the overlapped last iteration of a vector loop (see
     /// `overlap_tail_ok`): how many of its first lanes the iteration before
     /// already did; they contribute nothing to outer reductions.
@@ -313,6 +315,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         partials: HashMap::new(),
         chain: 0,
         b_column: None,
+        c_column: None,
         done_lanes: 0,
         math,
         fma,

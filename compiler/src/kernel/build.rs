@@ -198,9 +198,7 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
                     reads.push(m.buf);
                     idx(&m.offset, reads);
                 }
-                if let Some(t) = g.b_rows {
-                    reads.push(t);
-                }
+                reads.extend(g.b_rows.iter().chain(&g.c_rows).copied());
                 writes.push(g.c.buf);
                 if g.epilogue.accumulate {
                     reads.push(g.c.buf);
@@ -640,6 +638,8 @@ impl Builder<'_> {
                         b_rows: Some(table),
                         k_split: None,
                         b_wrap: Some(wrap),
+                        c_rows: None,
+                        c_wrap: None,
                         a_splat: true,
                         tile: UNSCHEDULED_OUTER,
                     }))]
@@ -671,6 +671,8 @@ impl Builder<'_> {
                         b_rows: Some(table),
                         k_split: None,
                         b_wrap: None,
+                        c_rows: None,
+                        c_wrap: None,
                         a_splat: true,
                         tile: UNSCHEDULED_OUTER,
                     }))]
@@ -694,12 +696,81 @@ impl Builder<'_> {
                 b_rows: None,
                 k_split: None,
                 b_wrap: None,
+                c_rows: None,
+                c_wrap: None,
                 a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             })));
             s
         })];
         Ok((body, 2 * (xd[0] * o * k * p) as u64))
+    }
+
+    /// A convolution's input gradient (unit stride, no padding) with col2im
+    /// fused into the product: row `r` of `W^T dY` is a kernel tap, whose
+    /// products are added straight into the image at that tap's offset
+    /// (`c_rows`), the output positions wrapping into the image's wider rows
+    /// (`c_wrap`). Taps are ordered by kernel column first, so the rows of one
+    /// register tile land on different image rows: no add reads a vector that
+    /// the previous add just half-wrote. The weights are transposed into that
+    /// order and splatted to `f32x4` once per run, in a kernel of their own.
+    fn conv2d_grad_input_scattered(
+        &mut self,
+        id: NodeId,
+        c: &Conv2d,
+        [batch, o, ch, h, wi, p]: [usize; 6],
+        wrap: ColumnWrap,
+        [dy, w]: [BufId; 2],
+        finish: &Finish,
+    ) -> KernelBody {
+        let [kh, kw] = c.kernel;
+        let k = ch * kh * kw;
+        let name = self.graph.node(id).name.clone();
+        // Row r = (kx, ci, ky), kernel column first.
+        let mut offsets = Vec::with_capacity(k);
+        for kx in 0..kw {
+            for ci in 0..ch {
+                for ky in 0..kh {
+                    offsets.push((ci * h * wi + ky * c.dilation[0] * wi + kx * c.dilation[1]) as i32);
+                }
+            }
+        }
+        let table = self.table_i32(format!("{name}.taps"), offsets);
+        let wt4 = self.scratch(format!("{name}.weight_t4"), k * o * 4, false);
+        // wt4[((kx * ch + ci) * kh + ky) * o + co][lane] = w[co][ci][ky][kx]
+        let prep = self.loops(&[kw, ch, kh, o, 4], |_, i| {
+            let (kx, ci, ky, co, l) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
+            let r = (kx.clone() * ch as i64 + ci.clone()) * kh as i64 + ky.clone();
+            let at = (r * o as i64 + co.clone()) * 4i64 + l.clone();
+            let from = co.clone() * k as i64 + (ci.clone() * kh as i64 + ky.clone()) * kw as i64 + kx.clone();
+            vec![Stmt::store(wt4, at, Val::load(w, from))]
+        });
+        self.pre_kernels.push(make_kernel(format!("{name}.transpose_weight"), vec![id], prep, 0));
+        let out = finish.out;
+        let image = ch * h * wi;
+        let body = vec![self.loop_over(batch, |b, n| {
+            let base = n.clone() * image;
+            let mut s = vec![b.zero_pass(out, base.clone(), image)];
+            s.push(Stmt::Gemm(Box::new(Gemm {
+                m: k,
+                n: p,
+                k: o,
+                a: MatrixRef { buf: wt4, offset: Idx::Const(0), row_stride: 4 * o as i64, col_stride: 4 },
+                b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
+                c: MatrixRef { buf: out, offset: base.clone(), row_stride: 0, col_stride: 1 },
+                epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                b_rows: None,
+                k_split: None,
+                b_wrap: None,
+                c_rows: Some(table),
+                c_wrap: Some(wrap),
+                a_splat: true,
+                tile: UNSCHEDULED_OUTER,
+            })));
+            s.extend(b.mask_pass(finish, base, image));
+            s
+        })];
+        (body, 2 * (batch * o * k * p) as u64)
     }
 
     fn conv2d_grad_input(
@@ -715,9 +786,14 @@ impl Builder<'_> {
         let (ch, h, wi) = (xd[1], xd[2] as i64, xd[3] as i64);
         let [kh, kw] = c.kernel;
         let (oh, ow) = (yd[2], yd[3]);
-        let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
         let out = finish.out;
         let image = ch * (h * wi) as usize;
+        let wrap = ColumnWrap { row: ow, stride: c.stride[0] as i64 * wi };
+        if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p) {
+            let dims = [xd[0], o, ch, h as usize, wi as usize, p];
+            return Ok(self.conv2d_grad_input_scattered(id, c, dims, wrap, [dy, w], finish));
+        }
+        let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
         let body = vec![self.loop_over(xd[0], |b, n| {
             let mut s = vec![Stmt::Gemm(Box::new(Gemm {
                 m: k,
@@ -730,6 +806,8 @@ impl Builder<'_> {
                 b_rows: None,
                 k_split: None,
                 b_wrap: None,
+                c_rows: None,
+                c_wrap: None,
                 a_splat: false,
                 tile: UNSCHEDULED_OUTER,
             }))];
@@ -820,6 +898,8 @@ impl Builder<'_> {
                         a_splat: false,
                         k_split: Some(split),
                         b_wrap: None,
+                        c_rows: None,
+                        c_wrap: None,
                         tile: UNSCHEDULED_DOT,
                     }))];
                 }
@@ -835,6 +915,8 @@ impl Builder<'_> {
                     b_rows: None,
                     k_split: None,
                     b_wrap: None,
+                    c_rows: None,
+                    c_wrap: None,
                     a_splat: false,
                     tile: UNSCHEDULED_DOT,
                 })));
@@ -885,6 +967,8 @@ impl Builder<'_> {
             b_rows: None,
             k_split: None,
             b_wrap: None,
+            c_rows: None,
+            c_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_DOT,
         };
@@ -910,6 +994,8 @@ impl Builder<'_> {
             b_rows: None,
             k_split: None,
             b_wrap: None,
+            c_rows: None,
+            c_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };
@@ -931,6 +1017,8 @@ impl Builder<'_> {
             b_rows: None,
             k_split: None,
             b_wrap: None,
+            c_rows: None,
+            c_wrap: None,
             a_splat: false,
             tile: UNSCHEDULED_OUTER,
         };

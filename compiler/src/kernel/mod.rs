@@ -683,6 +683,13 @@ pub struct Gemm {
     /// Columns of `B` laid out in rows with gaps between them (outer form
     /// with a row table only): see [`ColumnWrap`].
     pub b_wrap: Option<ColumnWrap>,
+    /// `C` scattered: row `i` of `C` starts at element `table[i]` from `C`'s
+    /// offset (a [`BufferKind::ConstI32`] table), its columns placed by
+    /// `c_wrap`. With `epilogue.accumulate`, a convolution's input gradient
+    /// adds each product row straight into the image (col2im fused).
+    pub c_rows: Option<BufId>,
+    /// Column layout of a scattered `C` (see [`ColumnWrap`]).
+    pub c_wrap: Option<ColumnWrap>,
     /// Outer tiles only: A holds every element four times in a row (an
     /// `f32x4` splat, laid out by `a`'s strides in elements), so the tile
     /// loads vectors instead of broadcasting scalars.

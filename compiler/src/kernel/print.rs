@@ -121,6 +121,13 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                 if let Some(w) = g.b_wrap {
                     let _ = writeln!(out, "{pad}  B columns wrap: rows of {} placed {} apart", w.row, w.stride);
                 }
+                if let (Some(t), Some(w)) = (g.c_rows, g.c_wrap) {
+                    let _ = writeln!(
+                        out,
+                        "{pad}  C rows at offsets t{t}[i], columns in rows of {} placed {} apart (col2im fused)",
+                        w.row, w.stride
+                    );
+                }
                 if let Some(k) = g.k_split {
                     let wraps = if k.wraps(g.k) { ", vector steps across segments" } else { "" };
                     let _ = writeln!(

@@ -128,6 +128,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
     };
     // Wrapped columns come in whole blocks: split such a product by rows.
     let by_cols = g.b_wrap.is_none()
+        && g.c_wrap.is_none()
         && g.n.is_multiple_of(threads)
         && g.n / threads >= cols_min
         && (g.n / threads).is_multiple_of(4);
