@@ -167,9 +167,6 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
         } else {
             module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
         }
-        if std::env::var_os("KILN_DUMP_OPT").is_some() {
-            let _ = std::fs::write(format!("/tmp/opt_kernel{i}.clif"), ctx.func.display().to_string());
-        }
         if options.keep_code {
             code.push(ctx.compiled_code().map(|c| c.code_buffer().to_vec()).unwrap_or_default());
         }
