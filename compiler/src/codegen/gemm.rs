@@ -248,8 +248,18 @@ impl Fx<'_, '_> {
             let (pa, pb) = (self.b.use_var(pa_var), self.b.use_var(pb_var));
             self.outer_steps(pa, pb, rows_table, g.a_splat, rem, rows, nv, rs_a, cs_a, rs_b, &accs, fa, fb);
         }
+        // A scattered C's row offsets: the tile's slice of the table, read
+        // with immediate offsets.
+        let c_table = match (g.c_rows, self.c_column) {
+            (Some(t), Some(_)) => {
+                let ix = self.b.ins().ishl_imm_s(i0, 2);
+                Some(self.b.ins().iadd(self.bufptr[&t], ix))
+            }
+            _ => None,
+        };
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
+            self.c_row_offset = c_table.map(|t| self.b.ins().sload32(pure_flags(), t, 4 * r as i32));
             for v in 0..nv {
                 let x = self.b.use_var(accs[r * nv + v]);
                 let col = self.b.ins().iadd_imm_s(j0, 4 * v as i64);
@@ -257,6 +267,7 @@ impl Fx<'_, '_> {
                 self.finish(g, p, x, true, row, col, l);
             }
         }
+        self.c_row_offset = None;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -597,9 +608,14 @@ impl Fx<'_, '_> {
             // Scattered C: the row's offset from the table, the column's
             // from the wrapped layout.
             (Some(t), Some(column)) => {
-                let ix = self.b.ins().ishl_imm_s(row, 2);
-                let at = self.b.ins().iadd(self.bufptr[&t], ix);
-                let off = self.b.ins().sload32(pure_flags(), at, 0);
+                let off = match self.c_row_offset {
+                    Some(off) => off,
+                    None => {
+                        let ix = self.b.ins().ishl_imm_s(row, 2);
+                        let at = self.b.ins().iadd(self.bufptr[&t], ix);
+                        self.b.ins().sload32(pure_flags(), at, 0)
+                    }
+                };
                 let off = self.b.ins().iadd(off, column.at);
                 let off = self.b.ins().ishl_imm_s(off, 2);
                 self.b.ins().iadd(p.c, off)

@@ -242,6 +242,9 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) b_column: Option<gemm::BColumn>,
     /// In an outer tile scattering into wrapped C columns: this vector's.
     pub(crate) c_column: Option<gemm::BColumn>,
+    /// The table offset of the scattered C row being finished, when the
+    /// tile has read it already.
+    pub(crate) c_row_offset: Option<Value>,
     /// In the overlapped last iteration of a vector loop (see
     /// `overlap_tail_ok`): how many of its first lanes the iteration before
     /// already did; they contribute nothing to outer reductions.
@@ -313,6 +316,7 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
         chain: 0,
         b_column: None,
         c_column: None,
+        c_row_offset: None,
         done_lanes: 0,
         math,
         fma,
