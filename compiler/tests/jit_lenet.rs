@@ -17,7 +17,7 @@ fn lenet_forward_matches_interpreter() {
 fn lenet_training_step_matches_interpreter() {
     let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
-    differential(&g, 4, 11, 1e-4);
+    differential(&g, 4, 11, 1e-5);
 }
 
 #[test]
