@@ -348,3 +348,50 @@ fn max_pool_lets_nan_win_like_pytorch() {
         }
     }
 }
+
+/// Units in the last place between two finite floats of the same sign.
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+/// The JIT's inline `exp` and `tanh` (behind sigmoid, tanh and ELU) stay
+/// within a few ulp of Rust's `f32::exp` and `f32::tanh`, which the
+/// interpreter uses, over the whole range — denormal results, overflow and
+/// the special values included.
+#[test]
+fn sigmoid_tanh_elu_match_libm_within_a_few_ulp() {
+    let mut values: Vec<f32> = (-2200..=2200).map(|i| i as f32 * 0.05).collect();
+    values.extend([1e-30, -1e-30, 1e-6, -3e-4, 0.2499, 0.2501, 87.0, 88.9, 89.5, -87.5, -100.0, -103.0, -110.0]);
+    values.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN]);
+    let n = values.len();
+    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Elu(1.0)] {
+        let mut g = Graph::new("act_accuracy");
+        let x = input(&mut g, "x", &[n]);
+        let y = same_shape(&mut g, "act", Op::Activate(act), x);
+        g.outputs.push(y);
+        let mut feeds = random_feeds(&g, 1, 3);
+        feeds.insert(x, kiln_compiler::Tensor::new(vec![1, n], values.clone()).unwrap());
+        let mut exe = compile_with(&g, 1, &feeds, &debug_options());
+        exe.run().unwrap();
+        let got = exe.get(y).unwrap();
+        for (&v, &a) in values.iter().zip(got) {
+            let want = act.apply(v);
+            if want.is_nan() || !want.is_finite() || want == 0.0 {
+                assert!(
+                    a.to_bits() == want.to_bits() || (a.is_nan() && want.is_nan()),
+                    "{act:?}({v}) = {a}, want {want}"
+                );
+                continue;
+            }
+            // ELU's e^x - 1 loses relative precision near 0 in both; judge
+            // it against e^x's own scale there.
+            let tol =
+                if matches!(act, Activation::Elu(_)) && v.abs() < 1.0 { (1.0f32 + want.abs()) * 4e-7 } else { 0.0 };
+            assert!(
+                ulps(a, want) <= 4 || (a - want).abs() <= tol,
+                "{act:?}({v}) = {a}, want {want} ({} ulp)",
+                ulps(a, want)
+            );
+        }
+    }
+}

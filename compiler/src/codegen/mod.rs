@@ -140,11 +140,7 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let funcs = math::Funcs {
-                exp: module.declare_func_in_func(math_ids.exp, b.func),
-                ln: module.declare_func_in_func(math_ids.ln, b.func),
-                tanh: module.declare_func_in_func(math_ids.tanh, b.func),
-            };
+            let funcs = math::Funcs { ln: module.declare_func_in_func(math_ids.ln, b.func) };
             emit_kernel(&mut b, program, kernel, funcs, fma);
             b.seal_all_blocks();
             b.finalize(module.target_config());
@@ -675,9 +671,11 @@ impl Fx<'_, '_> {
                 let r = self.b.ins().bitselect(m, z, v);
                 if vec { r } else { self.b.ins().extractlane(r, 0) }
             }
-            UnOp::Exp => self.call_math(self.math.exp, x, vec),
+            UnOp::Exp if vec => self.exp_f32x4(x),
+            UnOp::Exp => self.via_f32x4(x, Self::exp_f32x4),
+            UnOp::Tanh if vec => self.tanh_f32x4(x),
+            UnOp::Tanh => self.via_f32x4(x, Self::tanh_f32x4),
             UnOp::Ln => self.call_math(self.math.ln, x, vec),
-            UnOp::Tanh => self.call_math(self.math.tanh, x, vec),
         }
     }
 
