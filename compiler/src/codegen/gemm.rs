@@ -75,6 +75,18 @@ impl Fx<'_, '_> {
         self.b.ins().fadd(s01, s23)
     }
 
+    /// One vector step of a dot tile: `accs[r][c] += av[r] * bv[c]`.
+    fn dot_update(&mut self, accs: &[Variable], av: &[Value], bv: &[Value]) {
+        for (r, &a) in av.iter().enumerate() {
+            for (c, &b) in bv.iter().enumerate() {
+                let var = accs[r * bv.len() + c];
+                let acc = self.b.use_var(var);
+                let acc = self.fma(a, b, acc);
+                self.b.def_var(var, acc);
+            }
+        }
+    }
+
     /// Lowers a [`Gemm`] statement.
     pub(crate) fn gemm(&mut self, g: &Gemm) {
         let bias = match &g.epilogue.bias {
@@ -392,13 +404,7 @@ impl Fx<'_, '_> {
                     .map(|r| fx.b.ins().load(F32X4, pure_flags(), ra, (r as i64 * rs_a + at) as i32))
                     .collect();
                 let bv: Vec<Value> = rb.iter().map(|&pc| fx.b.ins().load(F32X4, pure_flags(), pc, at as i32)).collect();
-                for r in 0..rows {
-                    for c in 0..cols {
-                        let acc = fx.b.use_var(accs[r * cols + c]);
-                        let acc = fx.fma(av[r], bv[c], acc);
-                        fx.b.def_var(accs[r * cols + c], acc);
-                    }
-                }
+                fx.dot_update(&accs, &av, &bv);
             };
             if steps <= MAX_UNROLLED_DOT_STEPS {
                 // A short segment is written out: no pointer updates at all.
@@ -491,13 +497,7 @@ impl Fx<'_, '_> {
                     self.shuffle_lanes(lo, hi, straddle_lanes(taken))
                 })
                 .collect();
-            for r in 0..rows {
-                for c in 0..cols {
-                    let acc = self.b.use_var(accs[r * cols + c]);
-                    let acc = self.fma(av[r], bv[c], acc);
-                    self.b.def_var(accs[r * cols + c], acc);
-                }
-            }
+            self.dot_update(&accs, &av, &bv);
         }
         for r in 0..rows {
             let row = self.b.ins().iadd_imm_s(i0, r as i64);
@@ -544,13 +544,7 @@ impl Fx<'_, '_> {
                     let bv: Vec<Value> = (0..cols)
                         .map(|c| fx.b.ins().load(F32X4, pure_flags(), pb, (c as i64 * cs_b + 16 * t) as i32))
                         .collect();
-                    for r in 0..rows {
-                        for c in 0..cols {
-                            let acc = fx.b.use_var(accs[r * cols + c]);
-                            let acc = fx.fma(av[r], bv[c], acc);
-                            fx.b.def_var(accs[r * cols + c], acc);
-                        }
-                    }
+                    fx.dot_update(&accs, &av, &bv);
                 }
                 let pa = fx.b.ins().iadd_imm_s(pa, 16 * unroll as i64);
                 let pb = fx.b.ins().iadd_imm_s(pb, 16 * unroll as i64);

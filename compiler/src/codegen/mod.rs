@@ -1390,24 +1390,18 @@ fn collect_vector_reductions(body: &[Stmt], in_vector: bool, out: &mut Vec<(AccI
 
 /// Whether `body` reads accumulator `acc` (as a value) or sets it.
 fn reads_or_sets(body: &[Stmt], acc: AccId) -> bool {
-    let reads = |v: &Val| {
+    // Whether an expression walked by `visit` mentions the accumulator.
+    let mentions = |visit: &dyn Fn(&mut dyn FnMut(crate::kernel::Node<'_>))| {
         let mut hit = false;
-        v.visit(&mut |n| {
+        visit(&mut |n| {
             if let crate::kernel::Node::Val(Val::Acc(a)) = n {
                 hit |= *a == acc;
             }
         });
         hit
     };
-    let cond_reads = |c: &Cond| {
-        let mut hit = false;
-        c.visit(&mut |n| {
-            if let crate::kernel::Node::Val(Val::Acc(a)) = n {
-                hit |= *a == acc;
-            }
-        });
-        hit
-    };
+    let reads = |v: &Val| mentions(&|f| v.visit(f));
+    let cond_reads = |c: &Cond| mentions(&|f| c.visit(f));
     body.iter().any(|s| match s {
         Stmt::Loop(l) => reads_or_sets(&l.body, acc),
         Stmt::Store { val, .. } => reads(val),
