@@ -1391,7 +1391,8 @@ fn collect_vector_reductions(body: &[Stmt], in_vector: bool, out: &mut Vec<(AccI
 /// Whether `body` reads accumulator `acc` (as a value) or sets it.
 fn reads_or_sets(body: &[Stmt], acc: AccId) -> bool {
     // Whether an expression walked by `visit` mentions the accumulator.
-    let mentions = |visit: &dyn Fn(&mut dyn FnMut(crate::kernel::Node<'_>))| {
+    type Walk<'a> = &'a dyn Fn(&mut dyn FnMut(crate::kernel::Node<'_>));
+    let mentions = |visit: Walk<'_>| {
         let mut hit = false;
         visit(&mut |n| {
             if let crate::kernel::Node::Val(Val::Acc(a)) = n {
