@@ -64,11 +64,17 @@ fn conv2d_weight_gradient_across_rows() {
         let x = input(&mut g, "x", &[2, h, w]);
         let c = conv(&mut g, "conv", x, 3, conv_attrs(k, 1, 0, d, PaddingMode::Zeros), true);
         let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
-        let f = flatten(&mut g, "flat", r);
-        let y = linear(&mut g, "fc", f, 3, true);
-        g.outputs.push(y);
-        check(g, Loss::CrossEntropy, 3);
+        check_classifier(g, r);
     }
+}
+
+/// `features` flattened into a 3-class linear head, trained with
+/// cross-entropy and checked against the interpreter.
+fn check_classifier(mut g: Graph, features: NodeId) {
+    let f = flatten(&mut g, "flat", features);
+    let y = linear(&mut g, "fc", f, 3, true);
+    g.outputs.push(y);
+    check(g, Loss::CrossEntropy, 3);
 }
 
 /// A second convolution (unit stride, no padding) whose input gradient is
@@ -83,10 +89,7 @@ fn conv2d_input_gradient_scattered() {
         let r1 = same_shape(&mut g, "relu1", Op::Activate(Activation::Relu), c1);
         let c2 = conv(&mut g, "conv2", r1, 4, conv_attrs(3, 1, 0, d, PaddingMode::Zeros), true);
         let r2 = same_shape(&mut g, "relu2", Op::Activate(Activation::Relu), c2);
-        let f = flatten(&mut g, "flat", r2);
-        let y = linear(&mut g, "fc", f, 3, true);
-        g.outputs.push(y);
-        check(g, Loss::CrossEntropy, 3);
+        check_classifier(g, r2);
     }
 }
 

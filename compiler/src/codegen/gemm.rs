@@ -23,7 +23,7 @@ const EPILOGUE_MASK: AccId = u32::MAX - 2;
 /// vector straddling two rows the lanes `taken` from the first and the
 /// element distance to the second.
 #[derive(Clone, Copy)]
-pub(crate) struct BColumn {
+pub(crate) struct WrappedColumn {
     at: Value,
     straddle: Option<(usize, i64)>,
 }
@@ -165,7 +165,7 @@ impl Fx<'_, '_> {
                 let straddle = (taken < 4).then(|| (taken, (r0 + 1) * w.stride - first));
                 let j0 = fx.b.ins().iadd_imm_s(j_blk, 4 * v as i64);
                 let at = fx.b.ins().iadd_imm_s(b_blk, first);
-                let column = Some(BColumn { at, straddle });
+                let column = Some(WrappedColumn { at, straddle });
                 if of_c {
                     fx.c_column = column;
                 } else {
@@ -616,7 +616,7 @@ impl Fx<'_, '_> {
             }
             _ => self.element_addr(p.c, &g.c, row, col),
         };
-        if let (Some(_), Some(BColumn { straddle: Some((taken, next)), .. })) = (g.c_rows, self.c_column) {
+        if let (Some(_), Some(WrappedColumn { straddle: Some((taken, next)), .. })) = (g.c_rows, self.c_column) {
             // A vector straddling two rows of a scattered C: its first
             // `taken` lanes are added at the end of one row, the rest at the
             // start of the next, each as a whole-vector add with zeros in

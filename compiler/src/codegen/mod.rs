@@ -235,9 +235,9 @@ pub(crate) struct Fx<'a, 'f> {
     /// Which of the partial vectors the vector body being emitted adds into.
     pub(crate) chain: usize,
     /// In an outer tile over wrapped B columns: this vector's B column.
-    pub(crate) b_column: Option<gemm::BColumn>,
+    pub(crate) b_column: Option<gemm::WrappedColumn>,
     /// In an outer tile scattering into wrapped C columns: this vector's.
-    pub(crate) c_column: Option<gemm::BColumn>,
+    pub(crate) c_column: Option<gemm::WrappedColumn>,
     /// The table offset of the scattered C row being finished, when the
     /// tile has read it already.
     pub(crate) c_row_offset: Option<Value>,
@@ -881,13 +881,6 @@ impl Fx<'_, '_> {
         self.run_loop_copies(l, start, start_const, end, step, vec_body, 1);
     }
 
-    /// A vector loop from `start` (a multiple of `4 * copies` from zero) to
-    /// `end` whose body is emitted `copies` times per iteration, copy `c`
-    /// adding into reduction chain `c`.
-    fn run_loop_chained(&mut self, l: &Loop, start: Value, end: Value, copies: usize) {
-        self.run_loop_copies(l, start, Some(0), end, 4, true, copies);
-    }
-
     /// [`Self::run_loop`] with the body emitted `copies` times per iteration
     /// (consecutive steps; copy `c` uses reduction chain `c`).
     #[allow(clippy::too_many_arguments)]
@@ -1109,7 +1102,7 @@ impl Fx<'_, '_> {
                         let per = 4 * REDUCTION_CHAINS as i64;
                         let body_end = main / per * per;
                         let (start, end) = (self.iconst(0), self.iconst(body_end));
-                        self.run_loop_chained(l, start, end, REDUCTION_CHAINS);
+                        self.run_loop_copies(l, start, Some(0), end, 4, true, REDUCTION_CHAINS);
                         if body_end < main {
                             self.unrolled_range(l, body_end, (main - body_end) / 4, 4, true);
                         }
