@@ -175,9 +175,9 @@ impl Backward {
 
     /// Gives node `id` a unique name derived from `base`.
     fn rename(&mut self, id: NodeId, base: &str) {
-        self.g.dag[id].name = PENDING.to_string();
+        self.g.rename(id, PENDING);
         let name = self.g.fresh_name(base);
-        self.g.dag[id].name = name;
+        self.g.rename(id, name);
     }
 }
 

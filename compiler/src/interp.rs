@@ -130,7 +130,7 @@ pub fn step(graph: &Graph, batch: usize, leaves: &mut HashMap<NodeId, Tensor>) -
     let values = evaluate(graph, batch, leaves)?;
     // Check every update before writing any, so an error leaves `leaves` intact.
     for &(leaf, new) in &training.updates {
-        let Some(node) = graph.dag.node_weight(leaf) else {
+        let Some(node) = graph.get(leaf) else {
             return Err(InterpError::Malformed {
                 name: format!("#{}", leaf.index()),
                 op: "update".into(),

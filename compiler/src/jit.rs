@@ -12,6 +12,7 @@
 //! leaves) without allocating, and [`Executable::get`] borrows any
 //! observable value.
 
+use crate::budget::{OutOfMemory, available_memory, check_fits, largest_buffers};
 use crate::codegen::{CodegenError, CodegenOptions, CompiledProgram, KernelFn, lower_to_clif};
 use crate::graph::{Graph, NodeId};
 use crate::kernel::{BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory};
@@ -82,6 +83,9 @@ pub enum JitError {
     /// The options make no sense.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// The program needs more memory than the machine has.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 /// What [`Executable::inspect`] prints.
@@ -162,11 +166,20 @@ pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Progra
 /// Compiles `graph` for batch size `batch`.
 pub fn compile(graph: &Graph, batch: usize, options: &JitOptions) -> Result<Executable, JitError> {
     let (program, observable) = plan(graph, batch, options)?;
+    check_fits(&program, available_memory())?;
     let code = lower_to_clif(
         &program,
         &CodegenOptions { verify: options.verify, keep_clif: options.inspect, keep_code: options.inspect },
     )?;
-    let mut arena = vec![0.0f32; program.arena_len];
+    // MemAvailable is an estimate: should the allocation still fail, report
+    // it rather than abort.
+    let mut arena = Vec::new();
+    arena.try_reserve_exact(program.arena_len).map_err(|_| OutOfMemory {
+        needed: crate::budget::arena_bytes(&program),
+        available: available_memory(),
+        largest: largest_buffers(&program, 3),
+    })?;
+    arena.resize(program.arena_len, 0.0f32);
     for (b, buf) in program.buffers.iter().enumerate() {
         let at = program.offsets[b];
         match &buf.kind {
@@ -330,6 +343,7 @@ impl Executable {
 
 /// x86-64 machine code as Intel-syntax text (iced-x86: a pure-Rust decoder,
 /// no C toolchain needed, unlike capstone).
+#[cfg(feature = "disasm")]
 fn disassemble(bytes: &[u8]) -> String {
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
     let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
@@ -340,6 +354,18 @@ fn disassemble(bytes: &[u8]) -> String {
         text.clear();
         formatter.format(&instr, &mut text);
         let _ = writeln!(out, "  {:6x}  {text}", instr.ip());
+    }
+    out
+}
+
+/// Without the disassembler (the `disasm` feature, which the CLI enables),
+/// the machine code as hex bytes.
+#[cfg(not(feature = "disasm"))]
+fn disassemble(bytes: &[u8]) -> String {
+    let mut out = String::from("  ; built without the `disasm` feature: raw bytes\n");
+    for (i, row) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(out, "  {:6x}  {}", i * 16, hex.join(" "));
     }
     out
 }

@@ -1,7 +1,7 @@
 //! The `net!` procedural macro; use it as `kiln::net!` (the facade crate
 //! re-exports it and documents it with a runnable example).
 //!
-//! The macro runs kiln's one front end (`kiln_compiler::frontend`) on its
+//! The macro runs kiln's one front end (`kiln_frontend`) on its
 //! input unchanged: it parses and lowers the declaration, and turns every
 //! error into a rustc error at the tokens that caused it (all of them at
 //! once, combined with `syn::Error::combine`). Only when the declaration is
@@ -10,7 +10,7 @@
 //! # How the generated code builds its graph
 //!
 //! The generated type embeds the declaration text (the macro input,
-//! re-serialised) and rebuilds the [`Graph`](kiln_compiler::Graph) at run
+//! re-serialised) and rebuilds the [`Graph`](kiln_frontend::Graph) at run
 //! time through the same front end, once per type (cached in a `OnceLock`).
 //! The alternative, emitting graph construction code node by node, would
 //! duplicate the lowering logic in a second form that must stay in step with
@@ -25,8 +25,7 @@
 //! emitted by a proc macro on stable Rust, so the macro drops them; the
 //! `kiln inspect` command shows them for the same declaration in a `.net` file.
 
-use kiln_compiler::frontend::{lower_module, parse_tokens};
-use kiln_compiler::{Dim, Graph, Shape};
+use kiln_frontend::{Dim, Graph, Shape, lower_module, parse_tokens};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 
@@ -277,7 +276,7 @@ fn expand(input: TokenStream) -> TokenStream {
 }
 
 /// All errors of a declaration as `compile_error!`s at their tokens.
-fn errors(d: &kiln_compiler::frontend::Diagnostics) -> TokenStream {
+fn errors(d: &kiln_frontend::Diagnostics) -> TokenStream {
     match d.to_syn_error() {
         Some(e) => e.to_compile_error(),
         None => quote!(::core::compile_error!("kiln::net!: the declaration was rejected");),

@@ -158,8 +158,7 @@ impl Executor {
 
     /// Sets a leaf (input, parameter, labels, target, optimizer state).
     pub fn set(&mut self, node: NodeId, data: &[f32]) -> Result<(), ExecError> {
-        let shape =
-            self.graph.dag.node_weight(node).ok_or(ExecError::UnknownNode(node.index()))?.shape.at_batch(self.batch);
+        let shape = self.graph.get(node).ok_or(ExecError::UnknownNode(node.index()))?.shape.at_batch(self.batch);
         match &mut self.engine {
             Engine::Jit(e) => Ok(e.set(node, data)?),
             Engine::Interp { leaves, .. } => {
@@ -194,7 +193,7 @@ impl Executor {
     /// The current value of `node`: a leaf's value (updated by the last
     /// training step) or a computed node's value from the last run.
     pub fn get(&self, node: NodeId) -> Result<&[f32], ExecError> {
-        let n = self.graph.dag.node_weight(node).ok_or(ExecError::UnknownNode(node.index()))?;
+        let n = self.graph.get(node).ok_or(ExecError::UnknownNode(node.index()))?;
         match &self.engine {
             Engine::Jit(e) => Ok(e.get(node)?),
             Engine::Interp { leaves, values } => {

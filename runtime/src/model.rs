@@ -15,6 +15,7 @@
 use crate::executor::{Backend, ExecError, Executor};
 use crate::npy::{self, NpyError};
 use kiln_compiler::autodiff::{self, AutodiffError};
+use kiln_compiler::budget::{OutOfMemory, available_memory, check_parameters};
 use kiln_compiler::{Graph, Loss, NodeId, Op, Sgd, Shape, Tensor};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -127,6 +128,9 @@ pub enum ModelError {
     /// The declaration text did not compile.
     #[error("the declaration does not compile:\n{0}")]
     Declaration(String),
+    /// The model does not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
     /// Building the training graph failed.
     #[error(transparent)]
     Autodiff(#[from] AutodiffError),
@@ -229,6 +233,21 @@ impl Model {
         }
     }
 
+    /// [`Model::new`], refused before allocating when the parameters need
+    /// more memory than the machine has available.
+    pub fn try_new(graph: Graph) -> Result<Model, ModelError> {
+        check_parameters(&graph, available_memory())?;
+        Ok(Model::new(graph))
+    }
+
+    /// [`Model::init`], refused before allocating when the parameters need
+    /// more memory than the machine has available.
+    pub fn try_init(graph: Graph, seed: u64) -> Result<Model, ModelError> {
+        let mut model = Model::try_new(graph)?;
+        model.reinit(seed);
+        Ok(model)
+    }
+
     /// A model of `graph` with PyTorch's default initialisation: every weight
     /// and bias drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (what
     /// `kaiming_uniform_(a=sqrt(5))` gives for weights), from a ChaCha8
@@ -244,7 +263,7 @@ impl Model {
     pub fn from_source(source: &str, seed: u64) -> Result<Model, ModelError> {
         let lowered = kiln_compiler::frontend::compile_str(source)
             .map_err(|d| ModelError::Declaration(d.render("<declaration>", source)))?;
-        Ok(Model::init(lowered.graph, seed))
+        Model::try_init(lowered.graph, seed)
     }
 
     /// Redraws every parameter as [`Model::init`] does and clears momentum.

@@ -2,7 +2,8 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::ops::{Loss, Op};
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 /// What kind of kernel a group becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,10 +202,14 @@ fn depends_on(graph: &Graph, groups: &[Group], group_of: &HashMap<NodeId, usize>
     if from == to {
         return true;
     }
+    // Edges run from lower to higher node ids, so a group whose nodes all
+    // precede `to`'s first node cannot lie on a path from `to`: the search
+    // stays near `to` instead of walking the whole graph behind `from`.
+    let earliest = groups[to].nodes[0];
     let mut stack = vec![from];
     let mut seen = HashSet::new();
     while let Some(g) = stack.pop() {
-        if !seen.insert(g) {
+        if !seen.insert(g) || groups[g].nodes.last().is_some_and(|&last| last < earliest) {
             continue;
         }
         for &n in &groups[g].nodes {
@@ -237,15 +242,27 @@ fn topo_order(graph: &Graph, groups: &[Group], group_of: &HashMap<NodeId, usize>
             }
         }
     }
-    let mut done = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    while order.len() < n {
-        let next = (0..n)
-            .filter(|&g| !done[g] && preds[g].iter().all(|&p| done[p]))
-            .min_by_key(|&g| groups[g].nodes[0])
-            .expect("fusion produced a cycle");
-        done[next] = true;
-        order.push(next);
+    // Kahn's algorithm, always taking the ready group with the earliest
+    // first node.
+    let mut waiting: Vec<usize> = preds.iter().map(HashSet::len).collect();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (g, ps) in preds.iter().enumerate() {
+        for &p in ps {
+            succs[p].push(g);
+        }
     }
+    let mut ready: BinaryHeap<Reverse<(NodeId, usize)>> =
+        (0..n).filter(|&g| waiting[g] == 0).map(|g| Reverse((groups[g].nodes[0], g))).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse((_, g))) = ready.pop() {
+        order.push(g);
+        for &s in &succs[g] {
+            waiting[s] -= 1;
+            if waiting[s] == 0 {
+                ready.push(Reverse((groups[s].nodes[0], s)));
+            }
+        }
+    }
+    assert_eq!(order.len(), n, "fusion produced a cycle");
     order
 }

@@ -125,19 +125,7 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
             continue;
         }
         let sz = size(b);
-        let mut candidates: Vec<usize> = vec![persistent_end];
-        candidates.extend(placed.iter().map(|p| p.0 + p.1));
-        candidates.sort();
-        let offset = candidates
-            .into_iter()
-            .find(|&o| {
-                placed.iter().all(|&(po, ps, pf, pl)| {
-                    let time_overlap = !(pl < first[b] || last[b] < pf);
-                    let space_overlap = o < po + ps && po < o + sz;
-                    !(time_overlap && space_overlap)
-                })
-            })
-            .expect("the top of the arena is always free");
+        let offset = lowest_free_offset(persistent_end, sz, &placed, first[b], last[b]);
         offsets[b] = offset;
         placed.push((offset, sz, first[b], last[b]));
         slot_of[b] = Some(placed.len() - 1);
@@ -152,4 +140,32 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
     program.offsets = offsets;
     program.arena_len = top + ARENA_SLACK;
     program
+}
+
+/// The lowest offset at or above `floor` where `size` elements fit beside
+/// every placed block `(offset, size, first, last)` alive during
+/// `[first, last]`. Only blocks alive at the same time are looked at, in
+/// offset order: a sweep that skips past each block that collides, so
+/// planning costs O(live log live) per buffer rather than O(placed²).
+fn lowest_free_offset(
+    floor: usize,
+    size: usize,
+    placed: &[(usize, usize, usize, usize)],
+    first: usize,
+    last: usize,
+) -> usize {
+    let mut live: Vec<(usize, usize)> = placed
+        .iter()
+        .filter(|&&(_, _, pf, pl)| !(pl < first || last < pf))
+        .map(|&(po, ps, _, _)| (po, po + ps))
+        .collect();
+    live.sort_unstable();
+    let mut offset = floor;
+    for (start, end) in live {
+        if start >= offset + size {
+            break;
+        }
+        offset = offset.max(end);
+    }
+    offset
 }

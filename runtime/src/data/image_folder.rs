@@ -233,6 +233,16 @@ fn has_image_extension(path: &Path) -> bool {
 }
 
 /// Reads and decodes one image file (format found from its content).
+#[cfg(not(feature = "images"))]
+pub fn decode(path: &Path, _color: ColorMode) -> Result<Image, DataError> {
+    Err(DataError::Decode {
+        path: path.to_path_buf(),
+        message: "kiln-runtime was built without its `images` feature, so it cannot decode PNG or JPEG files".into(),
+    })
+}
+
+/// Reads and decodes one image file (format found from its content).
+#[cfg(feature = "images")]
 pub fn decode(path: &Path, color: ColorMode) -> Result<Image, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "expected an image file", e))?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))

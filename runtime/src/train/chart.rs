@@ -2,14 +2,23 @@
 
 use std::path::Path;
 
+#[cfg(feature = "charts")]
 use plotters::prelude::*;
 
 use super::checkpoint::write_atomic;
 use super::error::TrainError;
 use super::metrics::EpochRecord;
 
+/// Renders the curves of `records` as an SVG document (needs the `charts`
+/// feature).
+#[cfg(not(feature = "charts"))]
+pub fn render_chart(_title: &str, _records: &[EpochRecord]) -> Result<String, String> {
+    Err("kiln-runtime was built without its `charts` feature".into())
+}
+
 /// Renders the curves of `records` as an SVG document: on the left the
 /// training and test loss per epoch, on the right the test accuracy.
+#[cfg(feature = "charts")]
 pub fn render_chart(title: &str, records: &[EpochRecord]) -> Result<String, String> {
     let mut svg = String::new();
     {

@@ -145,11 +145,16 @@ impl<'m> Builder<'m> {
         let (weight_shape, out, fan_in) = if ctor == "Conv2d" {
             let k = args.get("kernel_size").and_then(|e| eval_pair(e).ok()).unwrap_or([1, 1]);
             let (i, o) = (int("in_channels"), int("out_channels"));
-            (vec![o, i, k[0], k[1]], o, i * k[0] * k[1])
+            (vec![o, i, k[0], k[1]], o, i.saturating_mul(k[0]).saturating_mul(k[1]))
         } else {
             let (i, o) = (int("in_features"), int("out_features"));
             (vec![o, i], o, i)
         };
+        if elements_per_sample(&Shape::fixed(&weight_shape)).is_none() {
+            let problem = format!("`{name}.weight` of shape {weight_shape:?} would hold more than 2^56 elements");
+            self.error(FrontendError::Syntax(problem), &decl.call);
+            return Vec::new();
+        }
         let mut params = vec![self.graph.add(
             format!("{name}.weight"),
             Op::Param { fan_in },
@@ -600,6 +605,11 @@ impl<'m> Builder<'m> {
     ) -> Value {
         let shapes: Vec<&Shape> = inputs.iter().map(|&i| &self.graph.node(i).shape).collect();
         match infer_shape(&op, &shapes) {
+            Ok(shape) if elements_per_sample(&shape).is_none() => {
+                let problem = format!("`{name}` would have shape {shape}, more than 2^56 elements per sample");
+                self.error(FrontendError::Syntax(problem), at);
+                None
+            }
             Ok(shape) => {
                 let unique = self.graph.fresh_name(name);
                 let id = self.graph.add(unique, op, shape, inputs, Stage::Forward);
@@ -1027,7 +1037,24 @@ fn layer_signature(ctor: &str) -> Option<LayerSignature> {
 /// Evaluates an integer expression such as `16 * 5 * 5`.
 pub fn eval_usize(e: &Expr) -> Result<usize, String> {
     let v = eval_i64(e)?;
-    usize::try_from(v).map_err(|_| format!("must not be negative, got {v}"))
+    let v = usize::try_from(v).map_err(|_| format!("must not be negative, got {v}"))?;
+    check_length(v)
+}
+
+/// The longest axis a declaration may give (kernels index with 32-bit tables).
+pub const MAX_LENGTH: usize = i32::MAX as usize;
+/// The most elements one value may hold per sample: far beyond any machine,
+/// but small enough that byte counts of whole batches stay exact in `u64`.
+pub const MAX_ELEMENTS: u64 = 1 << 56;
+
+fn check_length(v: usize) -> Result<usize, String> {
+    if v > MAX_LENGTH { Err(format!("must be at most {MAX_LENGTH} (2^31 - 1), got {v}")) } else { Ok(v) }
+}
+
+/// Elements per sample of `shape` (the batch axis counted once), or `None`
+/// past [`MAX_ELEMENTS`].
+fn elements_per_sample(shape: &Shape) -> Option<u64> {
+    shape.0.iter().try_fold(1u64, |n, d| n.checked_mul(d.factor as u64).filter(|&n| n <= MAX_ELEMENTS))
 }
 
 fn eval_i64(e: &Expr) -> Result<i64, String> {
@@ -1122,7 +1149,7 @@ fn eval_dim(e: &Expr) -> Result<Option<Dim>, String> {
     }
     match eval_i64(e)? {
         -1 => Ok(None),
-        v if v >= 0 => Ok(Some(Dim::fixed(v as usize))),
+        v if v >= 0 => Ok(Some(Dim::fixed(check_length(v as usize)?))),
         v => Err(format!("a length must not be negative, got {v}")),
     }
 }

@@ -2,6 +2,7 @@
 
 use super::ast::{Forward, InputDecl, LayerDecl, Module};
 use super::diagnostic::{Diagnostic, Diagnostics, FrontendError};
+use super::limits::check_limits;
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::parse::{Parse, ParseStream};
@@ -10,6 +11,7 @@ use syn::{Attribute, Expr, Ident, Token, Visibility, braced, parenthesized};
 
 /// Parses a declaration from tokens (the `net!` macro's input).
 pub fn parse_tokens(tokens: TokenStream) -> Result<Module, Diagnostics> {
+    check_limits(&tokens)?;
     syn::parse2::<Module>(tokens).map_err(syn_to_diagnostics)
 }
 

@@ -9,7 +9,7 @@ fn kiln(args: &[&str], dir: &Path) -> Output {
 }
 
 fn lenet() -> String {
-    format!("{}/examples/lenet.net", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/../examples/lenet.net", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn text(o: &Output) -> String {

@@ -1,5 +1,6 @@
 //! Loading a `.net` file and building the graph a command needs.
 
+use kiln::compiler::budget::{available_memory, check_parameters};
 use kiln::compiler::frontend::compile_str;
 use kiln::compiler::{Graph, Loss, Sgd, autodiff};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ pub enum CliError {
     /// An argument or file did not fit the model.
     #[error("{0}")]
     Usage(String),
+    /// The model does not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] kiln::compiler::budget::OutOfMemory),
     /// Writing results failed.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -60,6 +64,8 @@ pub fn load(path: &Path) -> Result<Graph, CliError> {
             if !lowered.warnings.0.is_empty() {
                 eprintln!("{}", lowered.warnings.render(&file, &source));
             }
+            // Every command allocates the parameters at least once.
+            check_parameters(&lowered.graph, available_memory())?;
             Ok(lowered.graph)
         }
         Err(d) => Err(CliError::Declaration {

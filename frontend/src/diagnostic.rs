@@ -179,18 +179,47 @@ impl Diagnostic {
         let mut out = format!("{kind}: {}\n  --> {file}:{}:{}\n", self.error, start.line, start.column + 1);
         if let Some(line) = source.lines().nth(start.line.saturating_sub(1)) {
             let width = if end.line == start.line && end.column > start.column { end.column - start.column } else { 1 };
+            let (excerpt, column, width) = excerpt(line, start.column, width);
             let gutter = start.line.to_string().len();
             out += &format!(
-                "{:gutter$} |\n{} | {line}\n{:gutter$} | {}{}\n",
+                "{:gutter$} |\n{} | {excerpt}\n{:gutter$} | {}{}\n",
                 "",
                 start.line,
                 "",
-                " ".repeat(start.column),
+                " ".repeat(column),
                 "^".repeat(width)
             );
         }
         out
     }
+}
+
+/// Characters of context shown on each side of the marked range of a long line.
+const EXCERPT_CONTEXT: usize = 40;
+
+/// The part of `line` shown under a diagnostic: all of it when short, else
+/// the marked range (at char `column`, `width` chars, cut to a screen) with
+/// some context and `...` where text was cut. Returns the excerpt and the
+/// marker's column and width within it.
+fn excerpt(line: &str, column: usize, width: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let width = width.min(2 * EXCERPT_CONTEXT);
+    if chars.len() <= 3 * EXCERPT_CONTEXT {
+        return (line.to_string(), column, width);
+    }
+    let from = column.saturating_sub(EXCERPT_CONTEXT);
+    let to = (column + width + EXCERPT_CONTEXT).min(chars.len());
+    let mut text = String::new();
+    let mut marker = column - from;
+    if from > 0 {
+        text += "...";
+        marker += 3;
+    }
+    text.extend(&chars[from..to]);
+    if to < chars.len() {
+        text += "...";
+    }
+    (text, marker, width)
 }
 
 /// Every diagnostic a declaration produced (errors first, then warnings).

@@ -7,6 +7,7 @@
 use crate::ops::{Loss, Op};
 use crate::shape::Shape;
 use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::HashMap;
 
 /// Identifies a node of a [`Graph`].
 pub type NodeId = NodeIndex<u32>;
@@ -61,12 +62,22 @@ pub struct Training {
 }
 
 /// A network as a DAG of ops.
+///
+/// Architecture invariant: building a graph costs time linear in its size.
+/// Names are indexed (`find` and `fresh_name` are hash lookups, and a base
+/// name remembers the next suffix to try), so a declaration of thousands of
+/// `let x = x + x;` lines lowers and differentiates in milliseconds. Node
+/// names therefore change only through [`Graph::rename`].
 #[derive(Clone, Debug)]
 pub struct Graph {
     /// The declared network name (`LeNet`).
     pub name: String,
     /// The DAG; an edge `a -> b` with weight `i` means `a` is operand `i` of `b`.
-    pub dag: DiGraph<Node, usize>,
+    dag: DiGraph<Node, usize>,
+    /// The nodes carrying each name, in id order.
+    by_name: HashMap<String, Vec<NodeId>>,
+    /// For each base given to [`Graph::fresh_name`], the next suffix to try.
+    next_suffix: HashMap<String, usize>,
     /// Forward arguments, in declaration order.
     pub inputs: Vec<NodeId>,
     /// Forward results, in declaration order.
@@ -83,6 +94,8 @@ impl Graph {
         Graph {
             name: name.into(),
             dag: DiGraph::new(),
+            by_name: HashMap::new(),
+            next_suffix: HashMap::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
             params: Vec::new(),
@@ -92,7 +105,10 @@ impl Graph {
 
     /// Appends a node whose operands already exist; returns its id.
     pub fn add(&mut self, name: impl Into<String>, op: Op, shape: Shape, inputs: Vec<NodeId>, stage: Stage) -> NodeId {
-        let id = self.dag.add_node(Node { name: name.into(), op, shape, inputs: inputs.clone(), stage });
+        let name = name.into();
+        let id = self.dag.add_node(Node { name: name.clone(), op, shape, inputs: inputs.clone(), stage });
+        // Ids only grow, so appending keeps each list in id order.
+        self.by_name.entry(name).or_default().push(id);
         for (i, &src) in inputs.iter().enumerate() {
             debug_assert!(src < id, "operands must precede their user");
             self.dag.add_edge(src, id, i);
@@ -103,6 +119,32 @@ impl Graph {
     /// The node `id`.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.dag[id]
+    }
+
+    /// The node `id`, or `None` when the graph has no such node.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.dag.node_weight(id)
+    }
+
+    /// The underlying DAG (read-only: nodes are added with [`Graph::add`]).
+    pub fn dag(&self) -> &DiGraph<Node, usize> {
+        &self.dag
+    }
+
+    /// Gives node `id` the name `name` (which may be shared, as a
+    /// placeholder is).
+    pub fn rename(&mut self, id: NodeId, name: impl Into<String>) {
+        let name = name.into();
+        let old = std::mem::replace(&mut self.dag[id].name, name.clone());
+        if let Some(ids) = self.by_name.get_mut(&old) {
+            ids.retain(|&n| n != id);
+            if ids.is_empty() {
+                self.by_name.remove(&old);
+            }
+        }
+        let ids = self.by_name.entry(name).or_default();
+        let at = ids.partition_point(|&n| n < id);
+        ids.insert(at, id);
     }
 
     /// All node ids in topological (insertion) order.
@@ -122,7 +164,7 @@ impl Graph {
 
     /// The node called `name`, if any.
     pub fn find(&self, name: &str) -> Option<NodeId> {
-        self.node_ids().find(|&id| self.dag[id].name == name)
+        self.by_name.get(name).and_then(|ids| ids.first().copied())
     }
 
     /// Ids of the nodes that use `id` as an operand.
@@ -133,11 +175,22 @@ impl Graph {
         users
     }
 
-    /// A name not yet used in the graph, derived from `base`.
-    pub fn fresh_name(&self, base: &str) -> String {
+    /// A name not yet used in the graph, derived from `base`: `base` itself
+    /// or the first free `base_i`. Suffixes already handed out for `base` are
+    /// not tried again, so asking for the same base `k` times costs O(k).
+    pub fn fresh_name(&mut self, base: &str) -> String {
         if self.find(base).is_none() {
             return base.to_string();
         }
-        (1..).map(|i| format!("{base}_{i}")).find(|n| self.find(n).is_none()).expect("unbounded")
+        let mut i = self.next_suffix.get(base).copied().unwrap_or(1);
+        let name = loop {
+            let candidate = format!("{base}_{i}");
+            i += 1;
+            if self.find(&candidate).is_none() {
+                break candidate;
+            }
+        };
+        self.next_suffix.insert(base.to_string(), i);
+        name
     }
 }

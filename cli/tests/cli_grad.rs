@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-const LENET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lenet.net");
+const LENET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lenet.net");
 
 fn kiln(args: &[&str]) -> Output {
     Command::new(KILN).args(args).output().expect("the kiln binary runs")
@@ -47,7 +47,7 @@ const KEYS: [&str; 10] = [
 
 #[test]
 fn grad_reproduces_pytorch_on_the_lecture_net() {
-    let parity = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/parity/lenet");
+    let parity = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/parity/lenet");
     if !parity.join("input.npy").exists() {
         eprintln!("skipped: {} is absent (it ships beside the project, not in it)", parity.display());
         return;
