@@ -185,10 +185,8 @@ fn program(kernels: Vec<Kernel>) -> Program {
 fn every_expression() -> Vec<Stmt> {
     let (v0, v1) = (Idx::Var(0), Idx::Var(1));
     let idx_left = Idx::Add(b(v0.clone()), b(Idx::Add(b(Idx::Const(-3)), b(Idx::Mul(b(v1.clone()), -2)))));
-    let idx_nested = Idx::Rem(
-        b(Idx::Div(b(Idx::Mul(b(Idx::Add(b(v0.clone()), b(Idx::Const(i64::MIN)))), i64::MAX)), 7)),
-        3,
-    );
+    let idx_nested =
+        Idx::Rem(b(Idx::Div(b(Idx::Mul(b(Idx::Add(b(v0.clone()), b(Idx::Const(i64::MIN)))), i64::MAX)), 7)), 3);
     let idx_calls = Idx::Min(
         b(Idx::Max(b(Idx::Table(4, b(v1.clone()))), b(Idx::FloatTable(1, b(idx_nested.clone()))))),
         b(Idx::Mul(b(Idx::Const(5)), 4)),
@@ -201,7 +199,11 @@ fn every_expression() -> Vec<Stmt> {
         val(Val::Bin(
             BinOp::Sub,
             val(Val::Acc(0)),
-            val(Val::Bin(BinOp::Div, val(Val::Const(2.5)), val(Val::Bin(BinOp::Mul, val(Val::Acc(1)), val(load.clone()))))),
+            val(Val::Bin(
+                BinOp::Div,
+                val(Val::Const(2.5)),
+                val(Val::Bin(BinOp::Mul, val(Val::Acc(1)), val(load.clone()))),
+            )),
         )),
     );
     let unaries = [UnOp::Neg, UnOp::Exp, UnOp::Ln, UnOp::Tanh, UnOp::Relu]
@@ -350,7 +352,8 @@ fn gemm_variants() -> Vec<Gemm> {
 fn every_gemm_field_round_trips() {
     let variants = gemm_variants();
     let count = variants.len();
-    let body = vec![Stmt::lp(0, 4, LoopMode::Parallel, variants.into_iter().map(|g| Stmt::Gemm(Box::new(g))).collect())];
+    let body =
+        vec![Stmt::lp(0, 4, LoopMode::Parallel, variants.into_iter().map(|g| Stmt::Gemm(Box::new(g))).collect())];
     let p = program(vec![kernel("gemms", body)]);
     let text = assert_round_trip(&p, "gemm variants");
     assert_eq!(text.matches("gemm m 6 n 16 k 25 {").count(), count);
@@ -377,10 +380,8 @@ fn every_gemm_field_round_trips() {
 #[test]
 fn nan_constants_keep_their_bits() {
     let nans = [f32::NAN, -f32::NAN, f32::from_bits(0x7f80_0001), f32::from_bits(0xffc0_1234)];
-    let mut p = program(vec![kernel(
-        "nan",
-        vec![Stmt::store(4, Idx::Const(0), Val::Const(f32::from_bits(0x7fa0_0000)))],
-    )]);
+    let mut p =
+        program(vec![kernel("nan", vec![Stmt::store(4, Idx::Const(0), Val::Const(f32::from_bits(0x7fa0_0000)))])]);
     p.buffers[3].kind = BufferKind::ConstF32(nans.to_vec());
     let text = write_program(&p);
     assert!(text.contains("[nan(0x7fc00000), nan(0xffc00000), nan(0x7f800001), nan(0xffc01234)]"), "{text}");

@@ -69,8 +69,11 @@ mod tests;
 pub use parse::parse_program;
 pub use write::write_program;
 
-/// How deeply expressions and statements may nest in parsed text.
-pub const MAX_NESTING: usize = 200;
+/// How deeply expressions and statements may nest in parsed text. Kiln's
+/// own programs nest loops up to 8 deep and expressions up to 11; the limit
+/// keeps the parser's recursion well inside a 2 MiB thread stack even in
+/// debug builds.
+pub const MAX_NESTING: usize = 64;
 
 /// A position in the text: 1-based line and column (in characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

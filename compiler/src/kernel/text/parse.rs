@@ -294,7 +294,8 @@ impl Parser {
     fn i32(&mut self) -> PResult<i32> {
         let at = self.pos();
         let v = self.i64()?;
-        i32::try_from(v).map_err(|_| ParseError::new(at, ParseErrorKind::IntegerOverflow { text: v.to_string(), ty: "i32" }))
+        i32::try_from(v)
+            .map_err(|_| ParseError::new(at, ParseErrorKind::IntegerOverflow { text: v.to_string(), ty: "i32" }))
     }
 
     /// `kernel N "name" threads T flops F { nodes [..] reads [..] writes [..] in_place [..] body }`.
@@ -345,24 +346,11 @@ impl Parser {
         self.statements()
     }
 
+    /// One statement, told apart by its first token. Each form has its own
+    /// function so that the frames on the recursive path stay small.
     fn statement(&mut self) -> PResult<Stmt> {
         if self.eat_word("for") {
-            let var = self.expect_numbered('v', "a loop variable `vN`")?;
-            self.expect_word("in")?;
-            if !matches!(self.peek(), Tok::Int(s) if s.bytes().all(|b| b == b'0')) {
-                return self.expected("`0` (loops start at 0)");
-            }
-            self.next();
-            self.expect_punct("..")?;
-            let extent = self.usize()?;
-            let mode = if self.eat_word("vector") {
-                LoopMode::Vector
-            } else if self.eat_word("parallel") {
-                LoopMode::Parallel
-            } else {
-                LoopMode::Serial
-            };
-            return Ok(Stmt::Loop(Loop { var, extent, mode, body: self.block()? }));
+            return self.loop_statement();
         }
         if self.eat_word("let") {
             let acc = self.expect_numbered('a', "an accumulator `aN`")?;
@@ -370,41 +358,76 @@ impl Parser {
             return Ok(Stmt::Let { acc, init: self.val()? });
         }
         if self.eat_word("if") {
-            let cond = self.cond()?;
-            let then = self.block()?;
-            let otherwise = if self.eat_word("else") { self.block()? } else { Vec::new() };
-            return Ok(Stmt::If { cond, then, otherwise });
+            return self.if_statement();
         }
         if self.eat_word("gemm") {
             return Ok(Stmt::Gemm(Box::new(self.gemm()?)));
         }
         if let Tok::Buf(_) = self.peek() {
-            let buf = self.buf()?;
-            self.expect_punct("[")?;
-            let idx = self.idx()?;
-            self.expect_punct("]")?;
-            let accumulate = if self.eat_punct("+=") {
-                true
-            } else if self.eat_punct("=") {
-                false
-            } else {
-                return self.expected("`=` or `+=`");
-            };
-            return Ok(Stmt::Store { buf, idx, val: self.val()?, accumulate });
+            return self.store();
         }
         if let Some(acc) = self.numbered('a')? {
-            if self.eat_punct("+=") {
-                return Ok(Stmt::Reduce { acc, op: RedOp::Add, val: self.val()? });
-            }
-            if self.eat_word("max") {
-                self.expect_punct("=")?;
-                return Ok(Stmt::Reduce { acc, op: RedOp::Max, val: self.val()? });
-            }
-            if self.eat_punct("=") {
-                return Ok(Stmt::Set { acc, val: self.val()? });
-            }
-            return self.expected("`=`, `+=` or `max=`");
+            return self.accumulator_update(acc);
         }
         self.expected("a statement (`for`, `let`, `if`, `gemm`, `%N[...]` or `aN`) or `}`")
+    }
+
+    /// `vN in 0..EXTENT [vector|parallel] { ... }` after `for`.
+    fn loop_statement(&mut self) -> PResult<Stmt> {
+        let var = self.expect_numbered('v', "a loop variable `vN`")?;
+        self.expect_word("in")?;
+        if !matches!(self.peek(), Tok::Int(s) if s.bytes().all(|b| b == b'0')) {
+            return self.expected("`0` (loops start at 0)");
+        }
+        self.next();
+        self.expect_punct("..")?;
+        let extent = self.usize()?;
+        let mode = if self.eat_word("vector") {
+            LoopMode::Vector
+        } else if self.eat_word("parallel") {
+            LoopMode::Parallel
+        } else {
+            LoopMode::Serial
+        };
+        Ok(Stmt::Loop(Loop { var, extent, mode, body: self.block()? }))
+    }
+
+    /// `COND { ... } [else { ... }]` after `if`.
+    fn if_statement(&mut self) -> PResult<Stmt> {
+        let cond = self.cond()?;
+        let then = self.block()?;
+        let otherwise = if self.eat_word("else") { self.block()? } else { Vec::new() };
+        Ok(Stmt::If { cond, then, otherwise })
+    }
+
+    /// `%N[INDEX] = VALUE` or `%N[INDEX] += VALUE`.
+    fn store(&mut self) -> PResult<Stmt> {
+        let buf = self.buf()?;
+        self.expect_punct("[")?;
+        let idx = self.idx()?;
+        self.expect_punct("]")?;
+        let accumulate = if self.eat_punct("+=") {
+            true
+        } else if self.eat_punct("=") {
+            false
+        } else {
+            return self.expected("`=` or `+=`");
+        };
+        Ok(Stmt::Store { buf, idx, val: self.val()?, accumulate })
+    }
+
+    /// `= VALUE`, `+= VALUE` or `max= VALUE` after `aN`.
+    fn accumulator_update(&mut self, acc: AccId) -> PResult<Stmt> {
+        if self.eat_punct("+=") {
+            return Ok(Stmt::Reduce { acc, op: RedOp::Add, val: self.val()? });
+        }
+        if self.eat_word("max") {
+            self.expect_punct("=")?;
+            return Ok(Stmt::Reduce { acc, op: RedOp::Max, val: self.val()? });
+        }
+        if self.eat_punct("=") {
+            return Ok(Stmt::Set { acc, val: self.val()? });
+        }
+        self.expected("`=`, `+=` or `max=`")
     }
 }

@@ -4,13 +4,16 @@
 //! is held to [`super::MAX_NESTING`] as well as nested parentheses are:
 //! nothing built here is too deep to print, compare or drop.
 
-use super::{ParseError, ParseErrorKind};
 use super::lex::Tok;
 use super::parse::{PResult, Parser};
+use super::{ParseError, ParseErrorKind};
 use crate::kernel::*;
 use crate::ops::Activation;
 
 type Tall<T> = (T, usize);
+
+/// Builds `Idx::Mul`, `Idx::Div` or `Idx::Rem` from an operand and a constant.
+type ByConstant = fn(Box<Idx>, i64) -> Idx;
 
 impl Parser {
     /// An index expression.
@@ -44,7 +47,7 @@ impl Parser {
     fn idx_product(&mut self) -> PResult<Tall<Idx>> {
         let (mut product, mut height) = self.idx_primary()?;
         loop {
-            let (make, divides): (fn(Box<Idx>, i64) -> Idx, bool) = if self.eat_punct("*") {
+            let (make, divides): (ByConstant, bool) = if self.eat_punct("*") {
                 (Idx::Mul, false)
             } else if self.eat_punct("/") {
                 (Idx::Div, true)
@@ -57,7 +60,8 @@ impl Parser {
             let k = self.i64()?;
             // Index analysis divides by it: zero would be a crash later.
             if divides && k <= 0 {
-                let kind = ParseErrorKind::Expected { expected: "a positive divisor".to_string(), found: k.to_string() };
+                let kind =
+                    ParseErrorKind::Expected { expected: "a positive divisor".to_string(), found: k.to_string() };
                 return Err(ParseError::new(at, kind));
             }
             height = self.taller(height)?;
@@ -156,7 +160,8 @@ impl Parser {
         if let Some(a) = self.numbered('a')? {
             return Ok((Val::Acc(a), 1));
         }
-        let unary = [("neg", UnOp::Neg), ("exp", UnOp::Exp), ("ln", UnOp::Ln), ("tanh", UnOp::Tanh), ("relu", UnOp::Relu)];
+        let unary =
+            [("neg", UnOp::Neg), ("exp", UnOp::Exp), ("ln", UnOp::Ln), ("tanh", UnOp::Tanh), ("relu", UnOp::Relu)];
         for (word, op) in unary {
             if self.eat_word(word) {
                 self.expect_punct("(")?;
@@ -188,7 +193,9 @@ impl Parser {
     }
 
     fn starts_f32(&self) -> bool {
-        matches!(self.peek(), Tok::Int(_) | Tok::Float(_) | Tok::Punct("-")) || self.is_word("inf") || self.is_word("nan")
+        matches!(self.peek(), Tok::Int(_) | Tok::Float(_) | Tok::Punct("-"))
+            || self.is_word("inf")
+            || self.is_word("nan")
     }
 
     /// A decimal (`1.5`, `-0.0`, `1e-7`), `inf`, `-inf` or `nan(0xBITS)`.
@@ -196,9 +203,8 @@ impl Parser {
         if self.eat_word("nan") {
             self.expect_punct("(")?;
             let Tok::Hex(digits) = self.peek().clone() else { return self.expected("the NaN's bits `0x...`") };
-            let bits = u32::from_str_radix(&digits, 16).map_err(|_| {
-                self.error(ParseErrorKind::IntegerOverflow { text: format!("0x{digits}"), ty: "u32" })
-            })?;
+            let bits = u32::from_str_radix(&digits, 16)
+                .map_err(|_| self.error(ParseErrorKind::IntegerOverflow { text: format!("0x{digits}"), ty: "u32" }))?;
             let x = f32::from_bits(bits);
             if !x.is_nan() {
                 return self.expected("the bits of a NaN");

@@ -1,8 +1,8 @@
 //! A matrix product's block: `gemm m M n N k K { field... }`, one field per
 //! line in any order, each at most once; `tile`, `a`, `b` and `c` required.
 
-use super::parse::{PResult, Parser};
 use super::lex::Tok;
+use super::parse::{PResult, Parser};
 use super::{ParseError, ParseErrorKind, Pos};
 use crate::kernel::*;
 
@@ -75,7 +75,22 @@ impl Parser {
         let c = c.ok_or_else(|| missing(self, "c"))?;
         self.next();
         let epilogue = Epilogue { accumulate: accumulate.is_some(), bias, activation, pre_activation, grad_mask };
-        Ok(Gemm { m, n, k, a, b, b_rows, k_split, b_wrap, c_rows, c_wrap, a_splat: a_splat.is_some(), c, epilogue, tile })
+        Ok(Gemm {
+            m,
+            n,
+            k,
+            a,
+            b,
+            b_rows,
+            k_split,
+            b_wrap,
+            c_rows,
+            c_wrap,
+            a_splat: a_splat.is_some(),
+            c,
+            epilogue,
+            tile,
+        })
     }
 
     /// `outer rows R vectors V unroll U` or `dot rows R cols C`.

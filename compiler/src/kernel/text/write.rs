@@ -66,13 +66,8 @@ fn write_buffer(out: &mut String, id: usize, buffer: &Buffer, offset: Option<usi
 }
 
 fn write_kernel(out: &mut String, index: usize, kernel: &Kernel) {
-    let _ = writeln!(
-        out,
-        "kernel {index} {} threads {} flops {} {{",
-        quote(&kernel.name),
-        kernel.threads,
-        kernel.flops
-    );
+    let _ =
+        writeln!(out, "kernel {index} {} threads {} flops {} {{", quote(&kernel.name), kernel.threads, kernel.flops);
     let _ = writeln!(out, "  nodes {}", list(&kernel.nodes, |&n| node_ref(n)));
     let _ = writeln!(out, "  reads {}", list(&kernel.reads, |b| format!("%{b}")));
     let _ = writeln!(out, "  writes {}", list(&kernel.writes, |b| format!("%{b}")));
@@ -137,7 +132,9 @@ fn write_gemm(out: &mut String, g: &Gemm, pad: &str) {
         let _ = writeln!(out, "{pad}  {text}");
     };
     line(match g.tile {
-        GemmTile::Outer { rows, vectors, unroll } => format!("tile outer rows {rows} vectors {vectors} unroll {unroll}"),
+        GemmTile::Outer { rows, vectors, unroll } => {
+            format!("tile outer rows {rows} vectors {vectors} unroll {unroll}")
+        }
         GemmTile::Dot { rows, cols } => format!("tile dot rows {rows} cols {cols}"),
     });
     line(format!("a {}", matrix(&g.a)));
