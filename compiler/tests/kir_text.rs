@@ -417,3 +417,13 @@ fn empty_program_round_trips() {
     };
     assert_eq!(assert_round_trip(&p, "empty program"), "program threads 1 arena 0\n");
 }
+
+#[test]
+fn inspect_emits_the_compiled_program_as_kir() {
+    let graph = forward_graph(include_str!("../../examples/lenet.net"));
+    let options = JitOptions { threads: 1, ..JitOptions::default() };
+    let exe = jit::compile(&graph, 2, &options).expect("compile");
+    let text = exe.inspect(jit::Emit::Kir);
+    assert!(parse_program(&text).expect("inspect's text parses") == *exe.program());
+    assert_eq!(text, write_program(exe.program()));
+}

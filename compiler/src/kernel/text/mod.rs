@@ -4,8 +4,10 @@
 //! `parse_program(&write_program(p)) == Ok(p)` for every program without NaN
 //! constants (NaN is never equal to itself; its bits still round-trip).
 //!
-//! ```text
-//! ; comments run from `;` to the end of the line
+//! ```
+//! use kiln_compiler::kernel::{parse_program, write_program};
+//!
+//! let text = r#"; comments run from `;` to the end of the line
 //! program threads 2 arena 9216
 //!
 //! %0 = leaf n0 "x" len 3072 @ 0
@@ -15,11 +17,12 @@
 //! %4 = const_i32 "taps" len 3 @ 7842 [0, 1, 32]
 //!
 //! value n0 -> %0
-//! update %5 <- %9
+//! value n3 -> %1
+//! update %0 = %1
 //!
 //! kernel 0 "conv1+relu" threads 2 flops 1234 {
 //!   nodes [n1, n3]
-//!   reads [%0, %3]
+//!   reads [%0, %3, %4]
 //!   writes [%1]
 //!   in_place [%0 -> %1]
 //!   for v0 in 0..4 parallel {
@@ -29,11 +32,26 @@
 //!       if icmp v1 >= 1 && (icmp v1 < 27 || fcmp a0 > 0.0) {
 //!         %1[v0 * 28 + v1] = relu(a0)
 //!       } else {
-//!         %1[v0 * 28 + v1] += select(isnan(a0), nan(0x7fc00000), float(%4[v1]))
+//!         %1[v0 * 28 + v1] += select(isnan(a0), nan(0x7fc00000), float(%4[v1 % 3]))
 //!       }
+//!     }
+//!     gemm m 6 n 28 k 75 {
+//!       tile outer rows 6 vectors 1 unroll 3
+//!       a %2[0] stride 75 1
+//!       b %0[v0 * 3072] stride 32 1
+//!       b_rows %4
+//!       c %1[v0 * 4704] stride 28 1
+//!       bias per_row %3[0]
+//!       activation leaky_relu(0.01)
 //!     }
 //!   }
 //! }
+//! "#;
+//! let program = parse_program(text)?;
+//! assert_eq!(program.kernels[0].name, "conv1+relu");
+//! // Printing drops the comment and gives back the rest byte for byte.
+//! assert_eq!(write_program(&program), text.split_once('\n').unwrap().1);
+//! # Ok::<(), kiln_compiler::kernel::ParseError>(())
 //! ```
 //!
 //! Buffers are `%N`, loop variables `vN`, accumulators `aN`, graph nodes
@@ -41,6 +59,7 @@
 //! order, and every `%N` must name a declared buffer. In index context
 //! `%N[i]` is a table lookup ([`Idx::Table`]) and `int(%N[i])` reads an
 //! `f32` index ([`Idx::FloatTable`]); in value context `%N[i]` is a load.
+//! A matrix of a product is `%N[offset] stride ROW COL`.
 //! Comparisons say whether they compare indices (`icmp`) or values
 //! (`fcmp`), so a parenthesis after `if` always groups conditions.
 //!

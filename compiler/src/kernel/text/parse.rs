@@ -259,8 +259,10 @@ impl Parser {
     /// `%N = kind "name" len L [per_thread] [@ offset] [data]`.
     fn buffer(&mut self, id: usize) -> PResult<(Buffer, Option<usize>)> {
         let Tok::Buf(digits) = self.peek().clone() else { return self.expected("a buffer declaration `%N = ...`") };
-        if digits.parse::<u64>().ok() != Some(id as u64) {
-            let found = digits.parse::<u64>().unwrap_or(u64::MAX);
+        let Ok(found) = digits.parse::<u64>() else {
+            return Err(self.error(ParseErrorKind::IntegerOverflow { text: digits, ty: "u64" }));
+        };
+        if found != id as u64 {
             return Err(self.error(ParseErrorKind::OutOfOrder { what: "buffer", expected: id, found }));
         }
         self.next();
@@ -301,12 +303,11 @@ impl Parser {
     /// `kernel N "name" threads T flops F { nodes [..] reads [..] writes [..] in_place [..] body }`.
     fn kernel(&mut self, index: usize) -> PResult<Kernel> {
         self.expect_word("kernel")?;
+        let number_at = self.pos();
         let number: u64 = self.unsigned("u64", "the kernel's number")?;
         if number != index as u64 {
-            return Err(ParseError::new(
-                self.toks[self.at - 1].1,
-                ParseErrorKind::OutOfOrder { what: "kernel", expected: index, found: number },
-            ));
+            let kind = ParseErrorKind::OutOfOrder { what: "kernel", expected: index, found: number };
+            return Err(ParseError::new(number_at, kind));
         }
         let name = self.string()?;
         self.expect_word("threads")?;
