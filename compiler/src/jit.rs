@@ -15,7 +15,9 @@
 use crate::budget::{OutOfMemory, available_memory, check_fits, largest_buffers};
 use crate::codegen::{CodegenError, CodegenOptions, CompiledProgram, KernelFn, lower_to_clif};
 use crate::graph::{Graph, NodeId};
-use crate::kernel::{BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory};
+use crate::kernel::{
+    BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory, write_program,
+};
 use crate::passes::{fuse, plan_memory, schedule};
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -99,6 +101,9 @@ pub enum Emit {
     Clif,
     /// Each kernel's machine code, disassembled.
     Asm,
+    /// The whole kernel program as text that `kernel::parse_program` reads
+    /// back exactly.
+    Kir,
 }
 
 /// A graph compiled to native code for one batch size.
@@ -315,6 +320,7 @@ impl Executable {
         match what {
             Emit::Kernels => describe_kernels(&self.program, &self.graph),
             Emit::Memory => describe_memory(&self.program),
+            Emit::Kir => write_program(&self.program),
             Emit::Clif => {
                 let mut out = String::new();
                 if self.code.clif.is_empty() {

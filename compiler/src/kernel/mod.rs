@@ -14,6 +14,7 @@
 
 mod build;
 mod print;
+pub mod text;
 
 pub use build::{BuildError, build_program};
 pub(crate) use build::{activation_expr, activation_grad_expr};
@@ -845,6 +846,7 @@ impl Program {
 }
 
 pub use print::{describe_kernels, describe_memory};
+pub use text::{ParseError, parse_program, write_program};
 
 #[cfg(test)]
 mod tests {
