@@ -3,6 +3,7 @@
 
 use crate::model::{CliError, LossArg, build};
 use kiln::compiler::jit::{self, Emit, JitOptions};
+use kiln::compiler::kernel::write_program;
 use kiln::compiler::{Graph, Sgd, emit};
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ pub enum EmitArg {
     Kernels,
     /// The JIT's arena layout and peak bytes.
     Memory,
+    /// The whole scheduled, memory-planned kernel-IR program as text (read back by `kiln kir`).
+    Kir,
     /// Each kernel's Cranelift IR.
     Clif,
     /// Each kernel's machine code.
@@ -49,6 +52,9 @@ pub struct InspectArgs {
     /// What to print.
     #[arg(long, value_enum, default_value = "text")]
     emit: EmitArg,
+    /// Threads the kernels are scheduled for (kernels, kir, memory, clif, asm).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
 }
 
 pub fn run(args: InspectArgs) -> Result<(), CliError> {
@@ -60,6 +66,11 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
         EmitArg::Dot => emit::to_dot(&graph, batch),
         EmitArg::Shapes => emit::to_shapes(&graph, batch),
         EmitArg::Json => to_json(&graph, batch),
+        EmitArg::Kir => {
+            let options = JitOptions { threads: args.threads as usize, ..JitOptions::default() };
+            let (program, _) = jit::plan(&graph, batch, &options).map_err(kiln::runtime::ExecError::from)?;
+            write_program(&program)
+        }
         EmitArg::Kernels | EmitArg::Memory | EmitArg::Clif | EmitArg::Asm => {
             let what = match args.emit {
                 EmitArg::Kernels => Emit::Kernels,
@@ -67,7 +78,7 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
                 EmitArg::Clif => Emit::Clif,
                 _ => Emit::Asm,
             };
-            let options = JitOptions { inspect: true, threads: 1, ..JitOptions::default() };
+            let options = JitOptions { inspect: true, threads: args.threads as usize, ..JitOptions::default() };
             let exe = jit::compile(&graph, batch, &options).map_err(kiln::runtime::ExecError::from)?;
             exe.inspect(what)
         }

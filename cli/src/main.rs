@@ -25,6 +25,7 @@ mod bench;
 mod eval;
 mod grad;
 mod inspect;
+mod kir;
 mod model;
 mod train;
 
@@ -49,6 +50,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate trained weights: test accuracy overall and per class, confusion matrix.
     Eval(eval::EvalArgs),
+    /// Parse and check a kernel-IR program (`inspect --emit kir`) and print it back.
+    Kir(kir::KirArgs),
     /// Benchmark the JIT: compile time, training and inference images/s, per-kernel GFLOP/s.
     Bench(bench::BenchArgs),
 }
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Kir(args) => kir::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,9 @@ pub enum CliError {
     /// The model does not fit in memory.
     #[error(transparent)]
     OutOfMemory(#[from] kiln::compiler::budget::OutOfMemory),
+    /// A kernel-IR file is malformed or fails verification (`line:column: what`).
+    #[error("{}:{message}", path.display())]
+    Kir { path: PathBuf, message: String },
     /// Writing results failed.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },

@@ -92,7 +92,7 @@ pub use write::write_program;
 /// own programs nest loops up to 8 deep and expressions up to 11; the limit
 /// keeps the parser's recursion well inside a 2 MiB thread stack even in
 /// debug builds.
-pub const MAX_NESTING: usize = 64;
+pub const MAX_NESTING: usize = 256;
 
 /// A position in the text: 1-based line and column (in characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
