@@ -150,7 +150,7 @@ impl Ranges<'_> {
             return Err(Unbounded::Invalid);
         };
         if int && !matches!(buf.kind, BufferKind::ConstI32(_)) {
-            let (role, buffer) = ("index".into(), label(self.program, t));
+            let (role, buffer) = ("Idx::Table".into(), label(self.program, t));
             problems.push(Problem::NotATable { role, buffer, kind: kind_name(&buf.kind) });
             return Err(Unbounded::Invalid);
         }

@@ -168,7 +168,7 @@ impl Walker<'_, '_> {
                 self.stmts(otherwise, &child(path, "else"));
                 self.guards -= 1;
             }
-            Stmt::Gemm(g) => self.gemm(g, &child(path, "gemm")),
+            Stmt::Gemm(g) => self.gemm(g, path),
         }
     }
 
