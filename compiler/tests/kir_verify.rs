@@ -64,7 +64,12 @@ fn forward_programs_verify() {
         let graph = forward_graph(file, source);
         for batch in BATCHES {
             for threads in [1, 4] {
-                verify_every_pass(&format!("{file} forward, {threads} threads"), &graph, batch, &options(threads, false));
+                verify_every_pass(
+                    &format!("{file} forward, {threads} threads"),
+                    &graph,
+                    batch,
+                    &options(threads, false),
+                );
             }
         }
     }

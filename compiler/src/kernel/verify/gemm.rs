@@ -44,7 +44,9 @@ pub enum GemmRule {
         k: usize,
     },
     /// Wrapped columns are walked in whole blocks of at most 8 vectors.
-    #[error("{flag} with rows of {row} (blocks of {block} columns) does not fit n = {n}; expected row >= 4, n a multiple of the block and at most 8 vectors per block")]
+    #[error(
+        "{flag} with rows of {row} (blocks of {block} columns) does not fit n = {n}; expected row >= 4, n a multiple of the block and at most 8 vectors per block"
+    )]
     WrapDoesNotFit {
         /// `b_wrap` or `c_wrap`.
         flag: &'static str,
@@ -66,7 +68,9 @@ pub enum GemmRule {
         stride: i64,
     },
     /// A straddling vector of a scattered C is added as two whole vectors.
-    #[error("scattered C with vectors straddling rows of {row} only adds sums; expected an accumulating epilogue without bias, activation, pre_activation or grad_mask")]
+    #[error(
+        "scattered C with vectors straddling rows of {row} only adds sums; expected an accumulating epilogue without bias, activation, pre_activation or grad_mask"
+    )]
     ScatterEpilogue {
         /// Columns per row.
         row: usize,
@@ -211,8 +215,9 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
     let mut problems: Vec<Problem> = out.into_iter().map(Problem::Gemm).collect();
     // Tables: constant i32 data, as long as what indexes them.
     let b_rows_index = if is_outer(g) { ("p", g.k) } else { ("j", g.n) };
-    for (flag, table, (indexed_by, needed)) in
-        [("b_rows", g.b_rows, b_rows_index), ("c_rows", g.c_rows, ("i", g.m))].into_iter().filter_map(|(f, t, n)| Some((f, t?, n)))
+    for (flag, table, (indexed_by, needed)) in [("b_rows", g.b_rows, b_rows_index), ("c_rows", g.c_rows, ("i", g.m))]
+        .into_iter()
+        .filter_map(|(f, t, n)| Some((f, t?, n)))
     {
         let buf = &program.buffers[table];
         if !matches!(buf.kind, BufferKind::ConstI32(_)) {

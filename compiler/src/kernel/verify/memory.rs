@@ -76,8 +76,7 @@ pub(super) fn check_arena(sink: &mut Sink<'_>) {
             let share_memory = sa < eb && sb < ea;
             if both_live && share_memory && !intended_sharing(program, a, b, &lives) {
                 let (a, b) = (label(program, a), label(program, b));
-                let problem =
-                    Problem::Overlap { a, a_start: sa, a_end: ea, b, b_start: sb, b_end: eb, from, to };
+                let problem = Problem::Overlap { a, a_start: sa, a_end: ea, b, b_start: sb, b_end: eb, from, to };
                 sink.program_error(problem);
             }
         }

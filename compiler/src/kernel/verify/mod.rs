@@ -57,8 +57,8 @@ mod tests;
 use super::{BufId, BufferKind, Program};
 use crate::passes::memory::ARENA_SLACK;
 pub use gemm::GemmRule;
-pub use vector::VectorRule;
 use std::fmt;
+pub use vector::VectorRule;
 
 /// Elements a vector load may read past the last element it uses (a lane
 /// pattern spanning two vectors, or a vector straddling two rows).
@@ -182,7 +182,9 @@ pub enum Problem {
     },
     /// Division or remainder with a non-positive divisor or a possibly
     /// negative operand (the code generator uses unsigned division).
-    #[error("{op} by {divisor} of an operand in [{low}, {high}]: expected a positive divisor and a non-negative operand")]
+    #[error(
+        "{op} by {divisor} of an operand in [{low}, {high}]: expected a positive divisor and a non-negative operand"
+    )]
     BadDivision {
         /// `/` or `%`.
         op: &'static str,
@@ -294,7 +296,9 @@ pub enum Problem {
         buffers: usize,
     },
     /// A buffer that leaves the arena (or its read slack).
-    #[error("{buffer} occupies elements [{start}, {end}) but only [0, {limit}) is usable (arena of {arena} less {ARENA_SLACK} elements of read slack)")]
+    #[error(
+        "{buffer} occupies elements [{start}, {end}) but only [0, {limit}) is usable (arena of {arena} less {ARENA_SLACK} elements of read slack)"
+    )]
     OutsideArena {
         /// The buffer.
         buffer: String,
@@ -308,7 +312,9 @@ pub enum Problem {
         arena: usize,
     },
     /// Two buffers live at the same time in the same memory.
-    #[error("{a} at [{a_start}, {a_end}) and {b} at [{b_start}, {b_end}) overlap while both are live (kernels {from}..={to})")]
+    #[error(
+        "{a} at [{a_start}, {a_end}) and {b} at [{b_start}, {b_end}) overlap while both are live (kernels {from}..={to})"
+    )]
     Overlap {
         /// One buffer.
         a: String,

@@ -175,10 +175,7 @@ fn accumulators_are_declared_before_use_and_in_scope() {
     let p = program(vec![scratch("out", 1)], vec![kernel(after_its_loop)]);
     assert_eq!(
         problems(&p, AfterPass::Build),
-        vec![
-            Problem::AccUndeclared { usage: "read of", acc: 1 },
-            Problem::AccUndeclared { usage: "set of", acc: 2 }
-        ]
+        vec![Problem::AccUndeclared { usage: "read of", acc: 1 }, Problem::AccUndeclared { usage: "set of", acc: 2 }]
     );
 }
 
@@ -188,7 +185,10 @@ fn parallel_loops_only_alone_at_the_top() {
     let nested = vec![lp(0, 2, vec![Stmt::lp(1, 2, LoopMode::Parallel, vec![store.clone()])])];
     let p = program(vec![scratch("out", 4)], vec![kernel(nested)]);
     assert_eq!(problems(&p, AfterPass::Build), vec![Problem::ParallelNotOutermost { var: 1 }]);
-    let beside = vec![Stmt::lp(0, 2, LoopMode::Parallel, vec![lp(1, 2, vec![store])]), Stmt::Let { acc: 0, init: Val::Const(0.0) }];
+    let beside = vec![
+        Stmt::lp(0, 2, LoopMode::Parallel, vec![lp(1, 2, vec![store])]),
+        Stmt::Let { acc: 0, init: Val::Const(0.0) },
+    ];
     let p = program(vec![scratch("out", 4)], vec![kernel(beside)]);
     assert_eq!(problems(&p, AfterPass::Build), vec![Problem::ParallelNotOutermost { var: 0 }]);
 }
@@ -231,7 +231,12 @@ fn vector_loops_hold_only_what_lowers_lane_parallel() {
     let cases: Vec<(Vec<Stmt>, VectorRule)> = vec![
         (vec![vector(vec![Stmt::Gemm(Box::new(small_gemm(OUTER)))])], GemmInside),
         (
-            vec![vector(vec![Stmt::lp(1, 4, LoopMode::Vector, vec![Stmt::store(4, v(0) * 4i64 + v(1), Val::Const(0.0))])])],
+            vec![vector(vec![Stmt::lp(
+                1,
+                4,
+                LoopMode::Vector,
+                vec![Stmt::store(4, v(0) * 4i64 + v(1), Val::Const(0.0))],
+            )])],
             InnerNotSerial { inner: 1, mode: LoopMode::Vector },
         ),
         (
@@ -243,7 +248,10 @@ fn vector_loops_hold_only_what_lowers_lane_parallel() {
             LaneDependentCondition,
         ),
         (
-            vec![Stmt::Let { acc: 0, init: Val::Const(0.0) }, vector(vec![Stmt::Set { acc: 0, val: Val::load(4, v(0)) }])],
+            vec![
+                Stmt::Let { acc: 0, init: Val::Const(0.0) },
+                vector(vec![Stmt::Set { acc: 0, val: Val::load(4, v(0)) }]),
+            ],
             SetOfOuterAccumulator { acc: 0 },
         ),
         (
@@ -316,7 +324,13 @@ fn products_agree_with_their_tile_form() {
             vec![
                 Problem::Gemm(WrapDoesNotFit { flag: "b_wrap", row: 6, block: 12, n: 6 }),
                 Problem::Gemm(WrapOverlaps { flag: "b_wrap", row: 6, stride: 4 }),
-                Problem::Gemm(TableTooShort { flag: "b_rows", table: "%3 'rows'".into(), len: 2, indexed_by: "p", needed: 4 }),
+                Problem::Gemm(TableTooShort {
+                    flag: "b_rows",
+                    table: "%3 'rows'".into(),
+                    len: 2,
+                    indexed_by: "p",
+                    needed: 4,
+                }),
                 Problem::PastEnd { access: "matrix C in".into(), buffer: "%2 'c'".into(), reach: 17, len: 16 },
             ],
         ),
@@ -518,6 +532,9 @@ fn a_shrunk_value_buffer_of_lenet_is_caught() {
     p.buffers[out].len -= 1;
     let len = p.buffers[out].len;
     let err = verify(&p, AfterPass::PlanMemory).expect_err("shrunk buffer");
-    let expected = format!("kernel '{kernel}' at 0.0.0: matrix C in {} index reaches {len}, buffer has {len} elements", label(&p, out));
+    let expected = format!(
+        "kernel '{kernel}' at 0.0.0: matrix C in {} index reaches {len}, buffer has {len} elements",
+        label(&p, out)
+    );
     assert!(err.errors.iter().any(|e| e.to_string() == expected), "expected `{expected}` in {err}");
 }

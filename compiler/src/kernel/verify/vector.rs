@@ -38,7 +38,9 @@ pub enum VectorRule {
     },
     /// Four iterations run at once, so a buffer read at another index than
     /// it is written sees the wrong iteration's value.
-    #[error("stores %{buf} and loads it at a different index; expected loads of a stored buffer at the stored index only")]
+    #[error(
+        "stores %{buf} and loads it at a different index; expected loads of a stored buffer at the stored index only"
+    )]
     StoredBufferLoadedElsewhere {
         /// The buffer.
         buf: BufId,

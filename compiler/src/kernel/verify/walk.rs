@@ -60,6 +60,7 @@ pub(super) fn check_kernel<'p>(sink: &mut Sink<'p>, kernel: &'p Kernel, pass: Af
         bound: HashSet::new(),
         accs: vec![Vec::new()],
         guards: 0,
+        depth: 0,
         reachable: true,
     };
     walker.stmts(&kernel.body, "");
@@ -79,6 +80,8 @@ struct Walker<'s, 'p> {
     accs: Vec<Vec<AccId>>,
     /// Enclosing `if`s.
     guards: usize,
+    /// Statement lists entered (1 for the kernel's top level).
+    depth: usize,
     /// False inside a loop that never runs (extent 0): no bounds to check.
     reachable: bool,
 }
@@ -98,9 +101,11 @@ impl Walker<'_, '_> {
 
     fn stmts(&mut self, body: &[Stmt], path: &str) {
         self.accs.push(Vec::new());
+        self.depth += 1;
         for (i, s) in body.iter().enumerate() {
             self.stmt(s, &child(path, i));
         }
+        self.depth -= 1;
         self.accs.pop();
     }
 
@@ -120,7 +125,7 @@ impl Walker<'_, '_> {
                 if !self.bound.insert(l.var) {
                     self.report(path, Problem::LoopVarReused { var: l.var });
                 }
-                let alone_at_top = self.kernel.body.len() == 1 && !path.contains('.');
+                let alone_at_top = self.depth == 1 && self.kernel.body.len() == 1;
                 if l.mode == LoopMode::Parallel && !alone_at_top {
                     self.report(path, Problem::ParallelNotOutermost { var: l.var });
                 }
