@@ -3,13 +3,28 @@
 //! byte for byte, so the text is a complete record of what the compiler built.
 
 use crate::model::CliError;
-use kiln::compiler::kernel::{parse_program, write_program};
+use kiln::compiler::kernel::{AfterPass, parse_program, verify, write_program};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct KirArgs {
     /// The kernel-IR text (`-` or `/dev/stdin` reads standard input).
     file: PathBuf,
+    /// The last pass the program went through, which sets what the verifier
+    /// checks (`inspect --emit kir` prints programs after plan-memory).
+    #[arg(long, value_enum, default_value = "plan-memory")]
+    after: PassArg,
+}
+
+/// The passes a program can be verified after.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PassArg {
+    /// Kernels built, nothing scheduled.
+    Build,
+    /// Threads, vector loops and tiles chosen.
+    Schedule,
+    /// Arena offsets assigned.
+    PlanMemory,
 }
 
 pub fn run(args: KirArgs) -> Result<(), CliError> {
@@ -19,7 +34,14 @@ pub fn run(args: KirArgs) -> Result<(), CliError> {
     } else {
         std::fs::read_to_string(&args.file).map_err(|source| CliError::Read { path: args.file.clone(), source })?
     };
-    let program = parse_program(&text).map_err(|e| CliError::Kir { path: args.file.clone(), message: e.to_string() })?;
+    let program =
+        parse_program(&text).map_err(|e| CliError::Kir { path: args.file.clone(), message: e.to_string() })?;
+    let pass = match args.after {
+        PassArg::Build => AfterPass::Build,
+        PassArg::Schedule => AfterPass::Schedule,
+        PassArg::PlanMemory => AfterPass::PlanMemory,
+    };
+    verify(&program, pass).map_err(|e| CliError::Kir { path: args.file.clone(), message: format!(" {e}") })?;
     out!("{}", write_program(&program));
     Ok(())
 }

@@ -16,7 +16,8 @@ use crate::budget::{OutOfMemory, available_memory, check_fits, largest_buffers};
 use crate::codegen::{CodegenError, CodegenOptions, CompiledProgram, KernelFn, lower_to_clif};
 use crate::graph::{Graph, NodeId};
 use crate::kernel::{
-    BufId, BufferKind, BuildError, Program, build_program, describe_kernels, describe_memory, write_program,
+    AfterPass, BufId, BufferKind, BuildError, Program, VerifyErrors, build_program, describe_kernels, describe_memory,
+    verify, write_program,
 };
 use crate::passes::{fuse, plan_memory, schedule};
 use std::collections::HashSet;
@@ -63,6 +64,10 @@ pub enum JitError {
     /// Cranelift failed.
     #[error(transparent)]
     Codegen(#[from] CodegenError),
+    /// A pass produced invalid kernel IR (a compiler bug; checked in debug
+    /// builds after every pass).
+    #[error("internal compiler error: {0}")]
+    InvalidKernelIr(#[from] VerifyErrors),
     /// The node id is not part of the compiled graph.
     #[error("node #{0} is not in the compiled graph")]
     UnknownNode(usize),
@@ -162,10 +167,18 @@ pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Progra
     let observable = observable_nodes(graph, options.keep_all, options.input_grads);
     let fusion = fuse(graph, &observable);
     let program = build_program(graph, &fusion, batch)?;
+    verify_in_debug(&program, AfterPass::Build)?;
     let program = schedule(program, options.threads);
+    verify_in_debug(&program, AfterPass::Schedule)?;
     let keep: HashSet<BufId> = observable.iter().filter_map(|&n| program.value_buffer(n)).collect();
     let program = plan_memory(program, &keep);
+    verify_in_debug(&program, AfterPass::PlanMemory)?;
     Ok((program, observable))
+}
+
+/// Runs the kernel-IR verifier in debug builds (release builds trust the passes).
+fn verify_in_debug(program: &Program, pass: AfterPass) -> Result<(), VerifyErrors> {
+    if cfg!(debug_assertions) { verify(program, pass) } else { Ok(()) }
 }
 
 /// Compiles `graph` for batch size `batch`.

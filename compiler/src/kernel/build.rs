@@ -442,9 +442,12 @@ impl Builder<'_> {
             body = vec![Stmt::lp(v, a.0, LoopMode::Serial, body)];
         }
         let mut k = make_kernel(self.name_of(nodes), nodes.to_vec(), body, flops);
-        // Same-index operands may share storage with outputs.
+        // Same-index operands may share storage with outputs; an operand
+        // the expressions never load (a step's derivative is `0 * dy`) is
+        // not an input of the kernel at all.
         for (i, &o) in operands.iter().enumerate() {
-            if strides[i] == contiguous_strides(&domain) && self.dims(o).iter().product::<usize>() == numel {
+            let loaded = k.reads.contains(&self.buf(o)?);
+            if loaded && strides[i] == contiguous_strides(&domain) && self.dims(o).iter().product::<usize>() == numel {
                 for &n in nodes {
                     if let Some(&out) = self.value_buf.get(&n) {
                         k.in_place.push((self.buf(o)?, out));

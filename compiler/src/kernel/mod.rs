@@ -15,9 +15,11 @@
 mod build;
 mod print;
 pub mod text;
+mod verify;
 
 pub use build::{BuildError, build_program};
 pub(crate) use build::{activation_expr, activation_grad_expr};
+pub use verify::{AfterPass, GemmRule, Problem, READ_SLACK, VectorRule, VerifyError, VerifyErrors, verify};
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
