@@ -13,9 +13,11 @@
 //! are `f32`. Buffers are flat arrays addressed by element index.
 
 mod build;
+pub mod eval;
 mod print;
 
 pub use build::{BuildError, build_program};
+pub use eval::{EvalError, Fault, KernelInterpreter};
 pub(crate) use build::{activation_expr, activation_grad_expr};
 
 use crate::graph::NodeId;
