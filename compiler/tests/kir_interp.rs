@@ -163,20 +163,13 @@ fn convolutions_every_option() {
 fn convolutions_wrapping_rows() {
     let forms =
         run_checks([cases::conv2d_weight_gradient_across_rows(), cases::conv2d_input_gradient_scattered()].concat());
-    forms.assert_has(&[
-        "b_rows as column table",
-        "k_split wrapping",
-        "b_wrap",
-        "c_rows + c_wrap",
-        "accumulate",
-    ]);
+    forms.assert_has(&["b_rows as column table", "k_split wrapping", "b_wrap", "c_rows + c_wrap", "accumulate"]);
 }
 
 #[test]
 fn dense_layers_losses_and_optimizers() {
-    let forms = run_checks(
-        [cases::mlp_every_activation_and_loss(), cases::perceptron_loss(), cases::sgd_variants()].concat(),
-    );
+    let forms =
+        run_checks([cases::mlp_every_activation_and_loss(), cases::perceptron_loss(), cases::sgd_variants()].concat());
     forms.assert_has(&["bias per column", "activation", "pre_activation", "grad_mask"]);
 }
 

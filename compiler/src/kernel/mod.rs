@@ -17,8 +17,8 @@ pub mod eval;
 mod print;
 
 pub use build::{BuildError, build_program};
-pub use eval::{EvalError, Fault, KernelInterpreter};
 pub(crate) use build::{activation_expr, activation_grad_expr};
+pub use eval::{EvalError, Fault, KernelInterpreter};
 
 use crate::graph::NodeId;
 use crate::ops::Activation;

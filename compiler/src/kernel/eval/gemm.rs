@@ -87,7 +87,9 @@ impl Layout {
                 let inner = g.k / split.outer;
                 // `p` is position `p % inner` of segment `p / inner`.
                 let segmented = |segment: i64, element: i64| -> Result<Vec<i64>, Fault> {
-                    (0..g.k).map(|p| add(mul((p / inner) as i64, segment)?, mul((p % inner) as i64, element)?)).collect()
+                    (0..g.k)
+                        .map(|p| add(mul((p / inner) as i64, segment)?, mul((p % inner) as i64, element)?))
+                        .collect()
                 };
                 (segmented(split.a_stride, g.a.col_stride)?, segmented(split.b_stride, g.b.row_stride)?)
             }
@@ -193,4 +195,3 @@ pub(super) fn run(g: &Gemm, arena: &mut Arena, frame: &Frame) -> Result<(), Faul
     }
     Ok(())
 }
-

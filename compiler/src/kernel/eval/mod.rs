@@ -20,6 +20,8 @@ mod expr;
 mod gemm;
 mod memory;
 mod stmt;
+#[cfg(test)]
+mod tests;
 
 use crate::graph::NodeId;
 use crate::kernel::{AccId, BufId, BufferKind, Program, VarId};
@@ -206,7 +208,10 @@ impl KernelInterpreter {
                 _ => None,
             };
             if constant_len.is_some_and(|n| n > buf.len) {
-                return Err(EvalError::NotPlanned(format!("constant buffer `{}` holds more than its length", buf.name)));
+                return Err(EvalError::NotPlanned(format!(
+                    "constant buffer `{}` holds more than its length",
+                    buf.name
+                )));
             }
         }
         let arena = Arena::new(&program);
