@@ -13,12 +13,14 @@
 //! are `f32`. Buffers are flat arrays addressed by element index.
 
 mod build;
+pub mod eval;
 mod print;
 pub mod text;
 mod verify;
 
 pub use build::{BuildError, build_program};
 pub(crate) use build::{activation_expr, activation_grad_expr};
+pub use eval::{EvalError, Fault, KernelInterpreter};
 pub use verify::{AfterPass, GemmRule, Problem, READ_SLACK, VectorRule, VerifyError, VerifyErrors, verify};
 
 use crate::graph::NodeId;

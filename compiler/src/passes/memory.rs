@@ -117,6 +117,9 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
             })
         });
         if let Some(i) = reuse {
+            // One output per freed input: a second output of the same
+            // kernel taking this slot too would overwrite the first.
+            done.remove(&i);
             let slot = slot_of[i].expect("placed");
             offsets[b] = offsets[i];
             placed[slot].3 = placed[slot].3.max(last[b]);

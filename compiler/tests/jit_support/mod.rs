@@ -2,6 +2,9 @@
 //! and the differential comparison against the reference interpreter.
 #![allow(dead_code)]
 
+pub mod cases;
+pub mod random_net;
+
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::interp;
 use kiln_compiler::jit::{self, Executable, JitOptions};
@@ -182,8 +185,9 @@ pub fn debug_options() -> JitOptions {
 /// Asserts `got` matches `want` within `rel` relative error, measured
 /// against the larger of the element and the tensor's largest magnitude (an
 /// element that cancels to near zero carries the rounding error of its
-/// terms, which are on the tensor's scale).
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+/// terms, which are on the tensor's scale). Returns the worst error as a
+/// fraction of its tolerance.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let mut worst = 0.0f32;
@@ -202,6 +206,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     if std::env::var_os("KILN_TEST_VERBOSE").is_some() {
         eprintln!("{what}: worst error {worst:.3} of tolerance");
     }
+    worst
 }
 
 /// Runs `graph` once through the JIT and the interpreter (a training step

@@ -1,0 +1,337 @@
+//! The op x option table of the differential tests, as data: each check is
+//! a graph (a forward pass, or a whole training step), a batch size and a
+//! seed for its random leaves. `jit_ops` runs every check JIT against the
+//! graph interpreter; `kir_interp` runs the same checks through the
+//! kernel-IR interpreter.
+
+use super::*;
+use kiln_compiler::autodiff::derive_training;
+use kiln_compiler::graph::{Graph, NodeId, Stage};
+use kiln_compiler::ops::{Activation, BinaryOp, Loss, Op, PaddingMode, Resize, ResizeMode, Sgd};
+use kiln_compiler::shape::Shape;
+
+/// One differential check.
+#[derive(Clone)]
+pub struct Check {
+    /// What is checked, for failure messages.
+    pub name: String,
+    /// A forward graph or a training graph.
+    pub graph: Graph,
+    /// The batch size.
+    pub batch: usize,
+    /// The seed of the random leaves.
+    pub seed: u64,
+}
+
+/// The optimizer of the training checks.
+pub fn sgd() -> Sgd {
+    Sgd { lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0 }
+}
+
+/// The forward pass, then a training step with `loss`.
+fn forward_and_training(name: String, forward: Graph, loss: Loss, batch: usize) -> [Check; 2] {
+    let train = derive_training(&forward, loss, sgd()).expect("autodiff");
+    [
+        Check { name: format!("{name} forward"), graph: forward, batch, seed: 17 },
+        Check { name: format!("{name} training"), graph: train, batch, seed: 23 },
+    ]
+}
+
+/// `x -> conv -> flatten -> linear(3)` so every conv option meets a
+/// cross-entropy head.
+fn conv_net(k: usize, stride: usize, padding: usize, dilation: usize, mode: PaddingMode, bias: bool) -> Graph {
+    let mut g = Graph::new("conv");
+    let x = input(&mut g, "x", &[3, 9, 8]);
+    let c = conv(&mut g, "conv", x, 5, conv_attrs(k, stride, padding, dilation, mode), bias);
+    let f = flatten(&mut g, "flat", c);
+    let y = linear(&mut g, "fc", f, 3, true);
+    g.outputs.push(y);
+    g
+}
+
+pub fn conv2d_every_option() -> Vec<Check> {
+    use PaddingMode::{Replicate, Zeros};
+    let mut checks = Vec::new();
+    for (k, s, p, d, mode, bias) in [
+        (3, 1, 0, 1, Zeros, true),
+        (3, 2, 1, 1, Zeros, false),
+        (3, 1, 1, 1, Replicate, true),
+        (3, 1, 2, 2, Zeros, true),
+        (2, 2, 1, 2, Replicate, false),
+        (5, 1, 0, 1, Zeros, true),
+        (1, 1, 0, 1, Zeros, true),
+        (3, 3, 2, 1, Replicate, true),
+    ] {
+        let name = format!("conv k{k} s{s} p{p} d{d} {mode:?} bias {bias}");
+        checks.extend(forward_and_training(name, conv_net(k, s, p, d, mode, bias), Loss::CrossEntropy, 3));
+    }
+    checks
+}
+
+/// Output rows that are not whole vectors but whose positions together
+/// are: the weight gradient reads its input in place, with vector steps
+/// running across output rows (rows of 6, 5 and 6 with dilation 2).
+pub fn conv2d_weight_gradient_across_rows() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (h, w, k, d) in [(8, 8, 3, 1), (6, 7, 3, 1), (10, 10, 3, 2)] {
+        let mut g = Graph::new("conv_rows");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c = conv(&mut g, "conv", x, 3, conv_attrs(k, 1, 0, d, PaddingMode::Zeros), true);
+        let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
+        checks.extend(classifier(format!("conv rows {h}x{w} k{k} d{d}"), g, r));
+    }
+    checks
+}
+
+/// `features` flattened into a 3-class linear head, trained with
+/// cross-entropy.
+fn classifier(name: String, mut g: Graph, features: NodeId) -> [Check; 2] {
+    let f = flatten(&mut g, "flat", features);
+    let y = linear(&mut g, "fc", f, 3, true);
+    g.outputs.push(y);
+    forward_and_training(name, g, Loss::CrossEntropy, 3)
+}
+
+/// A second convolution (unit stride, no padding) whose input gradient is
+/// added into the image straight from the product (col2im fused), with
+/// output rows of 6, 5 and 6 (dilation 2) that wrap into the wider rows.
+pub fn conv2d_input_gradient_scattered() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (h, w, d) in [(8, 8, 1), (6, 7, 1), (10, 10, 2)] {
+        let mut g = Graph::new("conv_scatter");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c1 = conv(&mut g, "conv1", x, 3, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let r1 = same_shape(&mut g, "relu1", Op::Activate(Activation::Relu), c1);
+        let c2 = conv(&mut g, "conv2", r1, 4, conv_attrs(3, 1, 0, d, PaddingMode::Zeros), true);
+        let r2 = same_shape(&mut g, "relu2", Op::Activate(Activation::Relu), c2);
+        checks.extend(classifier(format!("conv scatter {h}x{w} d{d}"), g, r2));
+    }
+    checks
+}
+
+pub fn conv2d_with_activation_epilogues() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for act in activations() {
+        let mut g = Graph::new("conv_act");
+        let x = input(&mut g, "x", &[2, 7, 7]);
+        let c = conv(&mut g, "conv", x, 4, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let a = same_shape(&mut g, "act", Op::Activate(act), c);
+        let c2 = conv(&mut g, "conv2", a, 3, conv_attrs(3, 2, 0, 1, PaddingMode::Zeros), true);
+        let a2 = same_shape(&mut g, "act2", Op::Activate(act), c2);
+        let f = flatten(&mut g, "flat", a2);
+        let y = linear(&mut g, "fc", f, 4, true);
+        g.outputs.push(y);
+        checks.extend(forward_and_training(format!("conv {act:?}"), g, Loss::CrossEntropy, 2));
+    }
+    checks
+}
+
+pub fn activations() -> Vec<Activation> {
+    vec![
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::LeakyRelu(0.1),
+        Activation::Elu(0.7),
+        Activation::Step,
+    ]
+}
+
+pub fn mlp_every_activation_and_loss() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for act in activations() {
+        for loss in [Loss::CrossEntropy, Loss::Mse] {
+            for bias in [true, false] {
+                let mut g = Graph::new("mlp");
+                let x = input(&mut g, "x", &[13]);
+                let h = linear(&mut g, "fc1", x, 9, bias);
+                let a = same_shape(&mut g, "act", Op::Activate(act), h);
+                let h2 = linear(&mut g, "fc2", a, 6, bias);
+                let a2 = same_shape(&mut g, "act2", Op::Activate(act), h2);
+                let y = linear(&mut g, "fc3", a2, 5, true);
+                g.outputs.push(y);
+                checks.extend(forward_and_training(format!("mlp {act:?} {loss:?} bias {bias}"), g, loss, 5));
+            }
+        }
+    }
+    checks
+}
+
+pub fn perceptron_loss() -> Vec<Check> {
+    let mut g = Graph::new("perceptron");
+    let x = input(&mut g, "x", &[4]);
+    let y = linear(&mut g, "fc", x, 1, true);
+    g.outputs.push(y);
+    forward_and_training("perceptron".into(), g, Loss::Perceptron, 6).into()
+}
+
+pub fn pooling_every_option() -> Vec<Check> {
+    // Disjoint windows (k <= s, d = 1) take the gather backward: exactly
+    // covered, with padding, with gaps and with uncovered edges. Unpadded
+    // max pools have their taps written out (overlapping and dilated too).
+    let mut checks = Vec::new();
+    for (k, s, p, d) in [
+        (2, 2, 0, 1),
+        (3, 2, 1, 1),
+        (3, 1, 1, 2),
+        (2, 1, 0, 1),
+        (3, 3, 1, 1),
+        (2, 3, 0, 1),
+        (2, 2, 1, 1),
+        (2, 1, 0, 2),
+        (3, 2, 0, 1),
+    ] {
+        for max in [true, false] {
+            if !max && d != 1 {
+                continue;
+            }
+            let mut g = Graph::new("pool");
+            let x = input(&mut g, "x", &[2, 9, 8]);
+            let c = conv(&mut g, "conv", x, 3, conv_attrs(1, 1, 0, 1, PaddingMode::Zeros), true);
+            let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
+            let pl = pool(&mut g, "pool", r, pool_attrs(k, s, p, d), max);
+            let f = flatten(&mut g, "flat", pl);
+            let y = linear(&mut g, "fc", f, 4, true);
+            g.outputs.push(y);
+            let name = format!("{} pool k{k} s{s} p{p} d{d}", if max { "max" } else { "avg" });
+            checks.extend(forward_and_training(name, g, Loss::CrossEntropy, 3));
+        }
+    }
+    checks
+}
+
+fn resize_net(size: [usize; 2], mode: ResizeMode, align_corners: bool, inverse_scale: Option<[f32; 2]>) -> Graph {
+    let mut g = Graph::new("resize");
+    let x = input(&mut g, "x", &[2, 5, 6]);
+    let c = conv(&mut g, "conv", x, 2, conv_attrs(1, 1, 0, 1, PaddingMode::Zeros), true);
+    let r = Resize { size, mode, align_corners, inverse_scale };
+    let rs = g.add("resize", Op::Resize(r), batched(&[2, size[0], size[1]]), vec![c], Stage::Forward);
+    let f = flatten(&mut g, "flat", rs);
+    let y = linear(&mut g, "fc", f, 3, true);
+    g.outputs.push(y);
+    g
+}
+
+pub fn resize_nearest_and_bilinear() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+        for (size, align, scale) in [
+            ([10, 12], false, None),
+            ([7, 4], false, None),
+            ([9, 11], true, None),
+            ([5, 6], false, None),
+            ([15, 9], false, Some([1.0 / 3.0, 1.0 / 1.5])),
+        ] {
+            if align && mode == ResizeMode::Nearest {
+                continue;
+            }
+            let name = format!("resize {mode:?} {size:?} align {align} scale {scale:?}");
+            checks.extend(forward_and_training(name, resize_net(size, mode, align, scale), Loss::CrossEntropy, 2));
+        }
+    }
+    checks
+}
+
+fn leaf(g: &mut Graph, name: &str, shape: Shape) -> NodeId {
+    let id = g.add(name, Op::Param { fan_in: 4 }, shape, vec![], Stage::Forward);
+    g.params.push(id);
+    id
+}
+
+pub fn binary_broadcast_neg_and_sum_to() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul] {
+        let mut g = Graph::new("binary");
+        let x = input(&mut g, "x", &[3, 4]);
+        let b = leaf(&mut g, "b", Shape::fixed(&[4]));
+        let c = leaf(&mut g, "c", Shape::fixed(&[3, 1]));
+        let s = batched(&[3, 4]);
+        let y1 = g.add("y1", Op::Binary(op), s.clone(), vec![x, b], Stage::Forward);
+        let y2 = g.add("y2", Op::Binary(op), s.clone(), vec![c, y1], Stage::Forward);
+        let y3 = g.add("y3", Op::Neg, s, vec![y2], Stage::Forward);
+        let y4 = g.add("y4", Op::Binary(op), batched(&[3, 4]), vec![y3, x], Stage::Forward);
+        let f = flatten(&mut g, "flat", y4);
+        let y = linear(&mut g, "fc", f, 3, true);
+        g.outputs.push(y);
+        checks.extend(forward_and_training(format!("binary {op:?}"), g, Loss::CrossEntropy, 4));
+    }
+    checks
+}
+
+pub fn concat_and_slice() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for with_slice in [false, true] {
+        let mut g = Graph::new("layout");
+        let x = input(&mut g, "x", &[2, 4, 5]);
+        let a = conv(&mut g, "a", x, 3, conv_attrs(1, 1, 0, 1, PaddingMode::Zeros), true);
+        let b = conv(&mut g, "b", x, 2, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), false);
+        let cat = g.add("cat", Op::Concat { axis: 1 }, batched(&[7, 4, 5]), vec![a, b, x], Stage::Forward);
+        let mut last = g.add("cat2", Op::Concat { axis: 3 }, batched(&[7, 4, 10]), vec![cat, cat], Stage::Forward);
+        if with_slice {
+            last = g.add("slice", Op::Slice { axis: 2, start: 1 }, batched(&[7, 2, 10]), vec![last], Stage::Forward);
+        }
+        let f = flatten(&mut g, "flat", last);
+        let y = linear(&mut g, "fc", f, 3, true);
+        g.outputs.push(y);
+        if with_slice {
+            // The IR has no gradient for a slice: forward only.
+            checks.push(Check { name: "concat + slice forward".into(), graph: g, batch: 3, seed: 5 });
+        } else {
+            checks.extend(forward_and_training("concat".into(), g, Loss::CrossEntropy, 3));
+        }
+    }
+    checks
+}
+
+pub fn sgd_variants() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (momentum, nesterov, wd) in
+        [(0.0, false, 0.0), (0.9, false, 0.0), (0.9, true, 0.01), (0.0, false, 0.1), (0.5, false, 0.05)]
+    {
+        let s = Sgd { lr: 0.1, momentum, nesterov, weight_decay: wd };
+        let mut g = Graph::new("sgd");
+        let x = input(&mut g, "x", &[6]);
+        let h = linear(&mut g, "fc1", x, 5, true);
+        let a = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), h);
+        let y = linear(&mut g, "fc2", a, 3, true);
+        g.outputs.push(y);
+        let train = derive_training(&g, Loss::CrossEntropy, s).unwrap();
+        let name = format!("sgd momentum {momentum} nesterov {nesterov} decay {wd}");
+        checks.push(Check { name, graph: train, batch: 4, seed: 31 });
+    }
+    checks
+}
+
+pub fn value_used_twice_and_residual() -> Vec<Check> {
+    let mut g = Graph::new("dag");
+    let x = input(&mut g, "x", &[3, 6, 6]);
+    let c = conv(&mut g, "c", x, 3, conv_attrs(3, 1, 1, 1, PaddingMode::Replicate), true);
+    let r = same_shape(&mut g, "r", Op::Activate(Activation::Tanh), c);
+    let s = g.add("sum", Op::Binary(BinaryOp::Add), batched(&[3, 6, 6]), vec![r, x], Stage::Forward);
+    let m = g.add("prod", Op::Binary(BinaryOp::Mul), batched(&[3, 6, 6]), vec![s, r], Stage::Forward);
+    let f = flatten(&mut g, "flat", m);
+    let y = linear(&mut g, "fc", f, 4, false);
+    g.outputs.push(y);
+    forward_and_training("residual".into(), g, Loss::Mse, 2).into()
+}
+
+/// Every check of the table.
+pub fn all() -> Vec<Check> {
+    [
+        conv2d_every_option(),
+        conv2d_weight_gradient_across_rows(),
+        conv2d_input_gradient_scattered(),
+        conv2d_with_activation_epilogues(),
+        mlp_every_activation_and_loss(),
+        perceptron_loss(),
+        pooling_every_option(),
+        resize_nearest_and_bilinear(),
+        binary_broadcast_neg_and_sum_to(),
+        concat_and_slice(),
+        sgd_variants(),
+        value_used_twice_and_residual(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
