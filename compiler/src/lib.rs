@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod autodiff;
+pub mod backend;
 pub mod budget;
 pub mod codegen;
 pub mod emit;

@@ -17,6 +17,7 @@ mod gemm;
 pub mod math;
 pub mod peak;
 
+use crate::backend::{Backend, BackendError, BackendOptions, NativeCode};
 use crate::kernel::{
     AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
 };
@@ -31,88 +32,61 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, ModuleReloc};
 use std::collections::{HashMap, HashSet};
 
-/// The machine-level signature of every compiled kernel.
-///
-/// Contract: `arena` points to the program's arena of `Program::arena_len`
-/// `f32`s, exclusively borrowed for the call except for disjoint writes by
-/// other threads running other iterations of the same parallel loop;
-/// `lo <= hi <= extent` of the kernel's parallel loop (ignored without one);
-/// `thread < Program::threads` and unique among concurrent callers.
-pub type KernelFn = unsafe extern "C" fn(arena: *mut f32, lo: i64, hi: i64, thread: i64);
+pub use crate::backend::KernelFn;
 
-/// Options of [`lower_to_clif`].
-#[derive(Clone, Debug, Default)]
-pub struct CodegenOptions {
-    /// Run Cranelift's IR verifier on every function.
-    pub verify: bool,
-    /// Keep each function's Cranelift IR as text.
-    pub keep_clif: bool,
-    /// Keep each function's machine code bytes.
-    pub keep_code: bool,
-}
+/// The Cranelift JIT backend: x86-64 (or any host Cranelift supports) with
+/// 128-bit vectors, code in executable memory of this process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CraneliftJit;
 
-/// Why code generation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CodegenError {
-    /// The host ISA could not be set up.
-    #[error("cannot target this machine: {0}")]
-    Isa(String),
-    /// Cranelift rejected a function (verifier or lowering error).
-    #[error("kernel `{kernel}`: {message}")]
-    Compile {
-        /// The kernel's name.
-        kernel: String,
-        /// Cranelift's message.
-        message: String,
-    },
-}
+impl Backend for CraneliftJit {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
 
-/// The native code of a program, owning the JIT memory it lives in.
-pub struct CompiledProgram {
-    /// Keeps the code alive; freed when dropped.
-    module: Option<JITModule>,
-    /// One entry point per kernel, in program order.
-    pub functions: Vec<KernelFn>,
-    /// Cranelift IR text per kernel (when requested).
-    pub clif: Vec<String>,
-    /// Machine code per kernel (when requested).
-    pub code: Vec<Vec<u8>>,
-    /// Whether FMA instructions were used.
-    pub fma: bool,
-}
-
-impl std::fmt::Debug for CompiledProgram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledProgram").field("functions", &self.functions.len()).field("fma", &self.fma).finish()
+    fn compile(&self, program: &Program, options: &BackendOptions) -> Result<NativeCode, BackendError> {
+        lower_to_clif(program, options)
     }
 }
 
-impl Drop for CompiledProgram {
+const BACKEND: &str = "cranelift-jit";
+
+/// Why code generation failed (the backend-neutral error).
+pub type CodegenError = BackendError;
+
+/// The JIT module's memory: freed when the [`NativeCode`] owning it drops.
+struct JitMemory(Option<JITModule>);
+
+impl Drop for JitMemory {
     fn drop(&mut self) {
-        if let Some(module) = self.module.take() {
-            // SAFETY: the function pointers in `self.functions` are dropped
-            // with `self` and were never handed out beyond the owner
-            // (`Executable` keeps this value alive while it calls them).
+        if let Some(module) = self.0.take() {
+            // SAFETY: the function pointers into this memory live in the same
+            // `NativeCode` (dropped before its owner field) and are only
+            // called while the `Executable` holding it is alive.
             unsafe { module.free_memory() };
         }
     }
 }
 
+fn isa_error(message: impl ToString) -> BackendError {
+    BackendError::Target { backend: BACKEND, message: message.to_string() }
+}
+
 /// Builds the host ISA: native feature detection, `opt_level` as given
 /// (`speed`, or `none` for kernels whose emitted order is their schedule).
-pub(crate) fn host_isa(verify: bool, opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, CodegenError> {
+pub(crate) fn host_isa(verify: bool, opt_level: &str) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError::Isa(e.to_string()));
+    let set = |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(isa_error);
     set(&mut flags, "opt_level", opt_level)?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
-    let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
-    isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError::Isa(e.to_string()))
+    let isa = cranelift_native::builder().map_err(isa_error)?;
+    isa.finish(settings::Flags::new(flags)).map_err(isa_error)
 }
 
 /// Compiles every kernel of `program` to native code.
-pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<CompiledProgram, CodegenError> {
+pub fn lower_to_clif(program: &Program, options: &BackendOptions) -> Result<NativeCode, BackendError> {
     let isa = host_isa(options.verify, "speed")?;
     let in_order_isa = host_isa(options.verify, "none")?;
     let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
@@ -125,7 +99,7 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
     for _ in 0..4 {
         sig.params.push(AbiParam::new(I64));
     }
-    let math_ids = math::declare(&mut module).map_err(|e| CodegenError::Isa(e.to_string()))?;
+    let math_ids = math::declare(&mut module).map_err(isa_error)?;
 
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
@@ -133,7 +107,7 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
     let mut clif = Vec::new();
     let mut code = Vec::new();
     for (i, kernel) in program.kernels.iter().enumerate() {
-        let err = |message: String| CodegenError::Compile { kernel: kernel.name.clone(), message };
+        let err = |message: String| BackendError::Kernel { backend: BACKEND, kernel: kernel.name.clone(), message };
         let id =
             module.declare_function(&format!("kernel{i}"), Linkage::Local, &sig).map_err(|e| err(e.to_string()))?;
         ctx.func.signature = sig.clone();
@@ -145,7 +119,7 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
             b.seal_all_blocks();
             b.finalize(module.target_config());
         }
-        if options.keep_clif {
+        if options.keep_ir_text {
             clif.push(ctx.func.display().to_string());
         }
         ctx.want_disasm = false;
@@ -163,13 +137,13 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
         } else {
             module.define_function(id, &mut ctx).map_err(|e| err(format!("{e:?}")))?;
         }
-        if options.keep_code {
+        if options.keep_machine_code {
             code.push(ctx.compiled_code().map(|c| c.code_buffer().to_vec()).unwrap_or_default());
         }
         module.clear_context(&mut ctx);
         ids.push(id);
     }
-    module.finalize_definitions().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    module.finalize_definitions().map_err(isa_error)?;
     let functions = ids
         .into_iter()
         .map(|id| {
@@ -180,7 +154,7 @@ pub fn lower_to_clif(program: &Program, options: &CodegenOptions) -> Result<Comp
             unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) }
         })
         .collect();
-    Ok(CompiledProgram { module: Some(module), functions, clif, code, fma })
+    Ok(NativeCode { functions, ir_text: clif, machine_code: code, owner: Box::new(JitMemory(Some(module))) })
 }
 
 /// Whether `kernel` is compiled in the order its instructions were emitted

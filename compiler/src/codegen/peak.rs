@@ -24,13 +24,16 @@ pub fn measure_fma_peak(threads: usize, duration: Duration) -> Result<f64, Codeg
     let isa = host_isa(false, "speed")?;
     let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
     if !(flag("has_avx") && flag("has_fma")) {
-        return Err(CodegenError::Isa("the host has no AVX+FMA, so there is no FMA peak to measure".into()));
+        return Err(CodegenError::Target {
+            backend: "fma-peak",
+            message: "the host has no AVX+FMA, so there is no FMA peak to measure".into(),
+        });
     }
     let mut module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
     let mut ctx = module.make_context();
     ctx.func.signature.params.push(AbiParam::new(I64));
     ctx.func.signature.params.push(AbiParam::new(I64));
-    let err = |e: String| CodegenError::Compile { kernel: "fma_peak".into(), message: e };
+    let err = |e: String| CodegenError::Kernel { backend: "fma-peak", kernel: "fma_peak".into(), message: e };
     let id =
         module.declare_function("fma_peak", Linkage::Local, &ctx.func.signature).map_err(|e| err(e.to_string()))?;
     ctx.func.name = UserFuncName::user(0, id.as_u32());
