@@ -1,0 +1,407 @@
+//! Convolutions as matrix products: the forward pass (implicit im2col through
+//! a row table, columns wrapping across rows, or an explicit im2col buffer),
+//! the input gradient (col2im fused into the product's stores, or a `dcol`
+//! buffer scattered back) and the weight gradient (per-chunk partial sums
+//! combined in a fixed order).
+
+use super::{Builder, Finish, KernelBody, UNSCHEDULED_DOT, UNSCHEDULED_OUTER, make_kernel};
+use crate::graph::NodeId;
+use crate::kernel::*;
+use crate::ops::{Conv2d, PaddingMode};
+
+impl Builder<'_> {
+    /// Writes image `n`'s im2col matrix `[C*KH*KW, OH*OW]` into `col`.
+    fn im2col(&mut self, c: &Conv2d, xd: &[usize], yd: &[usize], x: BufId, n: Idx, col: BufId) -> Vec<Stmt> {
+        let (ch, h, w) = (xd[1], xd[2] as i64, xd[3] as i64);
+        let (oh, ow) = (yd[2], yd[3]);
+        let [kh, kw] = c.kernel;
+        let p_len = (oh * ow) as i64;
+        let x_off = n * (ch as i64 * h * w);
+        let padded = c.padding != [0, 0];
+        self.loops(&[ch, kh, kw, oh, ow], |_, i| {
+            let (ci, ky, kx, oy, ox) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
+            let iy = oy.clone() * c.stride[0] + ky.clone() * c.dilation[0] - c.padding[0] as i64;
+            let ix = ox.clone() * c.stride[1] + kx.clone() * c.dilation[1] - c.padding[1] as i64;
+            let p = (ci.clone() * kh + ky.clone()) * kw + kx.clone();
+            let dst = p * p_len + oy.clone() * ow + ox.clone();
+            let base = x_off.clone() + ci.clone() * (h * w);
+            let val = if !padded {
+                Val::load(x, base + iy * w + ix)
+            } else {
+                let at = base + iy.clone().clamp(0, h - 1) * w + ix.clone().clamp(0, w - 1);
+                match c.padding_mode {
+                    PaddingMode::Replicate => Val::load(x, at),
+                    PaddingMode::Zeros => Val::select(
+                        Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, w)),
+                        Val::load(x, at),
+                        Val::Const(0.0),
+                    ),
+                }
+            };
+            vec![Stmt::store(col, dst, val)]
+        })
+    }
+
+    pub(super) fn conv2d(
+        &mut self,
+        id: NodeId,
+        c: &Conv2d,
+        ins: &[NodeId],
+        finish: &Finish,
+    ) -> Result<KernelBody, BuildError> {
+        let (xd, wd, yd) = (self.dims(ins[0]), self.dims(ins[1]), self.dims(id));
+        let (x, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
+        let bias = ins.get(2).map(|&b| self.buf(b)).transpose()?;
+        let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
+        let out = finish.out;
+        let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
+        if c.padding == [0, 0] && c.stride[1] == 1 {
+            // Implicit im2col: per output row, B's row (ci, ky, kx) is the
+            // input row it reads, found through a table of offsets.
+            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+            let (oh, ow) = (yd[2], yd[3]);
+            let [kh, kw] = c.kernel;
+            let mut rows = Vec::with_capacity(k);
+            for ci in 0..ch {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
+                    }
+                }
+            }
+            let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
+            // The weights splatted to f32x4 once per run, in a kernel of their own.
+            let name = self.graph.node(id).name.clone();
+            let w4 = self.scratch(format!("{name}.weight_x4"), o * k * 4, false);
+            let splat = vec![self.loop_over(o * k, |b, e| {
+                vec![b.loop_over(4, |_, l| vec![Stmt::store(w4, e.clone() * 4i64 + l, Val::load(w, e.clone()))])]
+            })];
+            self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
+            // Output rows that are not whole vectors: one product per image
+            // whose columns (output positions) wrap from input row to input
+            // row, so no lanes are wasted at the end of each row.
+            let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
+            if !ow.is_multiple_of(4) && wrap.fits(p) {
+                let body = vec![self.loop_over(xd[0], |b, n| {
+                    let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
+                    let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
+                    vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: p,
+                        k,
+                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
+                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 0, col_stride: 1 },
+                        c: cm,
+                        epilogue,
+                        b_rows: Some(table),
+                        k_split: None,
+                        b_wrap: Some(wrap),
+                        c_rows: None,
+                        c_wrap: None,
+                        a_splat: true,
+                        tile: UNSCHEDULED_OUTER,
+                    }))]
+                })];
+                return Ok((body, 2 * (xd[0] * o * k * p) as u64));
+            }
+            let body = vec![self.loop_over(xd[0], |b, n| {
+                vec![b.loop_over(oh, |b, oy| {
+                    let cm = MatrixRef {
+                        buf: out,
+                        offset: n.clone() * (o * p) + oy.clone() * ow,
+                        row_stride: p as i64,
+                        col_stride: 1,
+                    };
+                    let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
+                    vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: ow,
+                        k,
+                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
+                        b: MatrixRef {
+                            buf: x,
+                            offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
+                            row_stride: 0,
+                            col_stride: 1,
+                        },
+                        c: cm,
+                        epilogue,
+                        b_rows: Some(table),
+                        k_split: None,
+                        b_wrap: None,
+                        c_rows: None,
+                        c_wrap: None,
+                        a_splat: true,
+                        tile: UNSCHEDULED_OUTER,
+                    }))]
+                })]
+            })];
+            return Ok((body, 2 * (xd[0] * o * k * p) as u64));
+        }
+        let col = self.scratch(format!("{}.im2col", self.graph.node(id).name), k * p, true);
+        let body = vec![self.loop_over(xd[0], |b, n| {
+            let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
+            let cm = MatrixRef { buf: out, offset: n * (o * p), row_stride: p as i64, col_stride: 1 };
+            let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
+            s.push(Stmt::Gemm(Box::new(Gemm {
+                m: o,
+                n: p,
+                k,
+                a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 },
+                b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
+                c: cm,
+                epilogue,
+                b_rows: None,
+                k_split: None,
+                b_wrap: None,
+                c_rows: None,
+                c_wrap: None,
+                a_splat: false,
+                tile: UNSCHEDULED_OUTER,
+            })));
+            s
+        })];
+        Ok((body, 2 * (xd[0] * o * k * p) as u64))
+    }
+
+    /// A convolution's input gradient (unit stride, no padding) with col2im
+    /// fused into the product: row `r` of `W^T dY` is a kernel tap, whose
+    /// products are added straight into the image at that tap's offset
+    /// (`c_rows`), the output positions wrapping into the image's wider rows
+    /// (`c_wrap`). Taps are ordered by kernel column first, so the rows of one
+    /// register tile land on different image rows: no add reads a vector that
+    /// the previous add just half-wrote. The weights are transposed into that
+    /// order and splatted to `f32x4` once per run, in a kernel of their own.
+    fn conv2d_grad_input_scattered(
+        &mut self,
+        id: NodeId,
+        c: &Conv2d,
+        [batch, o, ch, h, wi, p]: [usize; 6],
+        wrap: ColumnWrap,
+        [dy, w]: [BufId; 2],
+        finish: &Finish,
+    ) -> KernelBody {
+        let [kh, kw] = c.kernel;
+        let k = ch * kh * kw;
+        let name = self.graph.node(id).name.clone();
+        // Row r = (kx, ci, ky), kernel column first.
+        let mut offsets = Vec::with_capacity(k);
+        for kx in 0..kw {
+            for ci in 0..ch {
+                for ky in 0..kh {
+                    offsets.push((ci * h * wi + ky * c.dilation[0] * wi + kx * c.dilation[1]) as i32);
+                }
+            }
+        }
+        let table = self.table_i32(format!("{name}.taps"), offsets);
+        let wt4 = self.scratch(format!("{name}.weight_t4"), k * o * 4, false);
+        // wt4[((kx * ch + ci) * kh + ky) * o + co][lane] = w[co][ci][ky][kx]
+        let prep = self.loops(&[kw, ch, kh, o, 4], |_, i| {
+            let (kx, ci, ky, co, l) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
+            let r = (kx.clone() * ch as i64 + ci.clone()) * kh as i64 + ky.clone();
+            let at = (r * o as i64 + co.clone()) * 4i64 + l.clone();
+            let from = co.clone() * k as i64 + (ci.clone() * kh as i64 + ky.clone()) * kw as i64 + kx.clone();
+            vec![Stmt::store(wt4, at, Val::load(w, from))]
+        });
+        self.pre_kernels.push(make_kernel(format!("{name}.transpose_weight"), vec![id], prep, 0));
+        let out = finish.out;
+        let image = ch * h * wi;
+        let body = vec![self.loop_over(batch, |b, n| {
+            let base = n.clone() * image;
+            let mut s = vec![b.zero_pass(out, base.clone(), image)];
+            s.push(Stmt::Gemm(Box::new(Gemm {
+                m: k,
+                n: p,
+                k: o,
+                a: MatrixRef { buf: wt4, offset: Idx::Const(0), row_stride: 4 * o as i64, col_stride: 4 },
+                b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
+                c: MatrixRef { buf: out, offset: base.clone(), row_stride: 0, col_stride: 1 },
+                epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                b_rows: None,
+                k_split: None,
+                b_wrap: None,
+                c_rows: Some(table),
+                c_wrap: Some(wrap),
+                a_splat: true,
+                tile: UNSCHEDULED_OUTER,
+            })));
+            s.extend(b.mask_pass(finish, base, image));
+            s
+        })];
+        (body, 2 * (batch * o * k * p) as u64)
+    }
+
+    pub(super) fn conv2d_grad_input(
+        &mut self,
+        id: NodeId,
+        c: &Conv2d,
+        ins: &[NodeId],
+        finish: &Finish,
+    ) -> Result<KernelBody, BuildError> {
+        let (yd, wd, xd) = (self.dims(ins[0]), self.dims(ins[1]), self.dims(id));
+        let (dy, w) = (self.buf(ins[0])?, self.buf(ins[1])?);
+        let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
+        let (ch, h, wi) = (xd[1], xd[2] as i64, xd[3] as i64);
+        let [kh, kw] = c.kernel;
+        let (oh, ow) = (yd[2], yd[3]);
+        let out = finish.out;
+        let image = ch * (h * wi) as usize;
+        let wrap = ColumnWrap { row: ow, stride: c.stride[0] as i64 * wi };
+        if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p) {
+            let dims = [xd[0], o, ch, h as usize, wi as usize, p];
+            return Ok(self.conv2d_grad_input_scattered(id, c, dims, wrap, [dy, w], finish));
+        }
+        let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
+        let body = vec![self.loop_over(xd[0], |b, n| {
+            let mut s = vec![Stmt::Gemm(Box::new(Gemm {
+                m: k,
+                n: p,
+                k: o,
+                a: MatrixRef { buf: w, offset: Idx::Const(0), row_stride: 1, col_stride: k as i64 },
+                b: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
+                c: MatrixRef { buf: dcol, offset: Idx::Const(0), row_stride: p as i64, col_stride: 1 },
+                epilogue: Epilogue::default(),
+                b_rows: None,
+                k_split: None,
+                b_wrap: None,
+                c_rows: None,
+                c_wrap: None,
+                a_splat: false,
+                tile: UNSCHEDULED_OUTER,
+            }))];
+            let base = n.clone() * image;
+            s.push(b.zero_pass(out, base.clone(), image));
+            let padded = c.padding != [0, 0];
+            s.extend(b.loops(&[ch, kh, kw, oh, ow], |_, i| {
+                let (ci, ky, kx, oy, ox) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
+                let iy = oy.clone() * c.stride[0] + ky.clone() * c.dilation[0] - c.padding[0] as i64;
+                let ix = ox.clone() * c.stride[1] + kx.clone() * c.dilation[1] - c.padding[1] as i64;
+                let pp = (ci.clone() * kh + ky.clone()) * kw + kx.clone();
+                let src = Val::load(dcol, pp * (p as i64) + oy.clone() * ow + ox.clone());
+                let plane = base.clone() + ci.clone() * (h * wi);
+                if !padded {
+                    return vec![Stmt::store_add(out, plane + iy * wi + ix, src)];
+                }
+                let at = plane + iy.clone().clamp(0, h - 1) * wi + ix.clone().clamp(0, wi - 1);
+                match c.padding_mode {
+                    PaddingMode::Replicate => vec![Stmt::store_add(out, at, src)],
+                    PaddingMode::Zeros => vec![Stmt::If {
+                        cond: Cond::in_range(iy, 0, h).and(Cond::in_range(ix, 0, wi)),
+                        then: vec![Stmt::store_add(out, at, src)],
+                        otherwise: vec![],
+                    }],
+                }
+            }));
+            s.extend(b.mask_pass(finish, base, image));
+            s
+        })];
+        Ok((body, 2 * (xd[0] * o * k * p) as u64))
+    }
+
+    pub(super) fn conv2d_grad_weight(
+        &mut self,
+        id: NodeId,
+        c: &Conv2d,
+        ins: &[NodeId],
+        name: String,
+        nodes: &[NodeId],
+    ) -> Result<Vec<Kernel>, BuildError> {
+        let (xd, yd, wd) = (self.dims(ins[0]), self.dims(ins[1]), self.dims(id));
+        let (x, dy) = (self.buf(ins[0])?, self.buf(ins[1])?);
+        let out = self.buf(id)?;
+        let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
+        let batch = xd[0];
+        let chunks = largest_divisor_at_most(batch, 8);
+        let per_chunk = batch / chunks;
+        let node_name = self.graph.node(id).name.clone();
+        // In place when output rows are whole vectors, or when the tile can
+        // run its vector steps across rows (see `KSplit::wraps`); otherwise
+        // a scalar tail per row costs more than packing.
+        let split = KSplit { outer: yd[2], a_stride: yd[3] as i64, b_stride: (c.stride[0] * xd[3]) as i64 };
+        let implicit = c.padding == [0, 0] && c.stride[1] == 1 && (yd[3].is_multiple_of(4) || split.wraps(p));
+        let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
+        let table = implicit.then(|| {
+            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+            let mut rows = Vec::with_capacity(k);
+            for ci in 0..ch {
+                for ky in 0..c.kernel[0] {
+                    for kx in 0..c.kernel[1] {
+                        rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
+                    }
+                }
+            }
+            self.table_i32(format!("{node_name}.rows"), rows)
+        });
+        let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+        let target =
+            if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
+        let flops = 2 * (batch * o * k * p) as u64;
+        let body = vec![self.loop_over(chunks, |b, q| {
+            let base = q.clone() * (o * k);
+            let mut s = vec![b.zero_pass(target, base.clone(), o * k)];
+            s.push(b.loop_over(per_chunk, |b, i| {
+                let n = q.clone() * per_chunk + i;
+                if let Some(table) = table {
+                    // dW[o, p] += sum over output rows and columns of
+                    // dy[o, oy, ox] * x[row p, oy * sh + ox], read in place.
+                    return vec![Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: k,
+                        k: p,
+                        a: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
+                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 1, col_stride: 0 },
+                        c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
+                        epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                        b_rows: Some(table),
+                        a_splat: false,
+                        k_split: Some(split),
+                        b_wrap: None,
+                        c_rows: None,
+                        c_wrap: None,
+                        tile: UNSCHEDULED_DOT,
+                    }))];
+                }
+                let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
+                s.push(Stmt::Gemm(Box::new(Gemm {
+                    m: o,
+                    n: k,
+                    k: p,
+                    a: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
+                    b: MatrixRef { buf: col, offset: Idx::Const(0), row_stride: 1, col_stride: p as i64 },
+                    c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
+                    epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                    b_rows: None,
+                    k_split: None,
+                    b_wrap: None,
+                    c_rows: None,
+                    c_wrap: None,
+                    a_splat: false,
+                    tile: UNSCHEDULED_DOT,
+                })));
+                s
+            }));
+            s
+        })];
+        let mut kernels = vec![make_kernel(name.clone(), nodes.to_vec(), body, flops)];
+        if chunks > 1 {
+            let len = o * k;
+            let body = vec![self.loop_over(len, |b, e| {
+                let acc = b.acc();
+                vec![
+                    Stmt::Let { acc, init: Val::load(target, e.clone()) },
+                    b.loop_over(chunks - 1, |_, q| {
+                        vec![Stmt::Reduce { acc, op: RedOp::Add, val: Val::load(target, (q + 1i64) * len + e.clone()) }]
+                    }),
+                    Stmt::store(out, e, Val::Acc(acc)),
+                ]
+            })];
+            kernels.push(make_kernel(format!("{name}.combine"), nodes.to_vec(), body, (chunks * len) as u64));
+        }
+        Ok(kernels)
+    }
+}
+
+/// The largest divisor of `n` that is at most `cap`.
+fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
+    (1..=cap.min(n).max(1)).rev().find(|&d| n.is_multiple_of(d)).unwrap_or(1)
+}
