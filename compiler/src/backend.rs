@@ -15,6 +15,7 @@
 //! decision that changes what runs is already recorded in the program.
 
 use crate::kernel::Program;
+use crate::target::Target;
 use std::any::Any;
 
 /// The machine-level signature of every compiled kernel.
@@ -65,7 +66,12 @@ pub trait Backend {
     /// A short name for reports and errors (`cranelift-jit`).
     fn name(&self) -> &'static str;
 
-    /// Compiles every kernel of `program`, in program order.
+    /// The target programs for this backend are scheduled for: the host's
+    /// features as this backend uses them (its vector width above all).
+    fn target(&self) -> Target;
+
+    /// Compiles every kernel of `program`, in program order. A program
+    /// scheduled for a target the backend cannot emit is an error.
     fn compile(&self, program: &Program, options: &BackendOptions) -> Result<NativeCode, BackendError>;
 }
 

@@ -130,7 +130,7 @@ mod tests {
     fn bytes_print_in_binary_units() {
         assert_eq!(Bytes(512).to_string(), "512 B");
         assert_eq!(Bytes(1536).to_string(), "1.5 KiB");
-        assert_eq!(Bytes(120_000_006_000_000_384).to_string(), "104.1 PiB");
+        assert_eq!(Bytes(120_000_006_000_000_384).to_string(), "106.6 PiB");
     }
 
     #[test]

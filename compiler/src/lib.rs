@@ -12,6 +12,7 @@ pub mod interp;
 pub mod jit;
 pub mod kernel;
 pub mod passes;
+pub mod target;
 pub mod tensor;
 
 /// The front end, the graph IR and shape inference live in `kiln-frontend`

@@ -44,7 +44,8 @@ fn training_steps_allocate_nothing() {
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     for threads in [1, 2] {
         let feeds = random_feeds(&g, 4, 9);
-        let options = JitOptions { threads, verify: true, keep_all: false, inspect: false, input_grads: false };
+        let options =
+            JitOptions { threads, verify: true, keep_all: false, inspect: false, input_grads: false, target: None };
         let mut exe = compile_with(&g, 4, &feeds, &options);
         exe.run().unwrap();
         let before = ALLOCATIONS.load(Ordering::SeqCst);

@@ -26,7 +26,8 @@ fn lenet_training_is_bit_identical_for_one_and_two_threads() {
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     let feeds = random_feeds(&g, 8, 5);
     let run = |threads| {
-        let options = JitOptions { threads, verify: true, keep_all: false, inspect: false, input_grads: false };
+        let options =
+            JitOptions { threads, verify: true, keep_all: false, inspect: false, input_grads: false, target: None };
         let mut exe = compile_with(&g, 8, &feeds, &options);
         for _ in 0..3 {
             exe.run().unwrap();

@@ -14,7 +14,8 @@ fn images_per_second(train: bool, batch: usize, threads: usize) -> (f64, Duratio
     let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = if train { derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap() } else { lenet() };
     let feeds = random_feeds(&g, batch, 3);
-    let options = JitOptions { threads, verify: false, keep_all: false, inspect: false, input_grads: false };
+    let options =
+        JitOptions { threads, verify: false, keep_all: false, inspect: false, input_grads: false, target: None };
     let t0 = Instant::now();
     let mut exe = jit::compile(&g, batch, &options).unwrap();
     let compile = t0.elapsed();
@@ -67,7 +68,8 @@ fn lenet_kernel_profile() {
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
     for batch in [4, 64] {
         let feeds = random_feeds(&g, batch, 3);
-        let options = JitOptions { threads: 1, verify: false, keep_all: false, inspect: false, input_grads: false };
+        let options =
+            JitOptions { threads: 1, verify: false, keep_all: false, inspect: false, input_grads: false, target: None };
         let mut exe = jit::compile(&g, batch, &options).unwrap();
         for (&id, t) in &feeds {
             exe.set(id, &t.data).unwrap();
@@ -96,7 +98,8 @@ fn lenet_kernel_profile() {
 #[ignore]
 fn dump_lenet_kernels() {
     let g = lenet();
-    let options = JitOptions { threads: 1, verify: false, keep_all: false, inspect: true, input_grads: false };
+    let options =
+        JitOptions { threads: 1, verify: false, keep_all: false, inspect: true, input_grads: false, target: None };
     let exe = jit::compile(&g, 4, &options).unwrap();
     std::fs::write("/tmp/lenet_kernels.txt", exe.inspect(jit::Emit::Kernels)).unwrap();
     std::fs::write("/tmp/lenet_clif.txt", exe.inspect(jit::Emit::Clif)).unwrap();
@@ -109,7 +112,8 @@ fn dump_lenet_kernels() {
 fn dump_lenet_training_plan() {
     let sgd = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let g = derive_training(&lenet(), Loss::CrossEntropy, sgd).unwrap();
-    let options = JitOptions { threads: 2, verify: true, keep_all: false, inspect: true, input_grads: false };
+    let options =
+        JitOptions { threads: 2, verify: true, keep_all: false, inspect: true, input_grads: false, target: None };
     let exe = jit::compile(&g, 4, &options).unwrap();
     std::fs::write("/tmp/train_kernels.txt", exe.inspect(jit::Emit::Kernels)).unwrap();
     std::fs::write("/tmp/train_memory.txt", exe.inspect(jit::Emit::Memory)).unwrap();

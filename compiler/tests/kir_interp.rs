@@ -51,15 +51,15 @@ impl GemmForms {
 
     fn add_gemm(&mut self, g: &Gemm) {
         let e = &g.epilogue;
-        let wraps = |w: Option<kiln_compiler::kernel::ColumnWrap>| w.is_some_and(|w| w.fits(g.n));
+        let wraps = |w: Option<kiln_compiler::kernel::ColumnWrap>| w.is_some_and(|w| w.fits(g.n, 4));
         for (form, present) in [
             ("outer tile", matches!(g.tile, GemmTile::Outer { .. })),
             ("dot tile", matches!(g.tile, GemmTile::Dot { .. })),
             ("b_rows as row table", g.b_rows.is_some() && g.k_split.is_none()),
             ("b_rows as column table", g.b_rows.is_some() && g.k_split.is_some()),
             ("k_split", g.k_split.is_some()),
-            ("k_split wrapping", g.k_split.is_some_and(|s| s.wraps(g.k))),
-            ("k_split segmented", g.k_split.is_some_and(|s| !s.wraps(g.k))),
+            ("k_split wrapping", g.k_split.is_some_and(|s| s.wraps(g.k, 4))),
+            ("k_split segmented", g.k_split.is_some_and(|s| !s.wraps(g.k, 4))),
             // Only wraps the JIT takes count (it ignores one that does not fit).
             ("b_wrap", wraps(g.b_wrap)),
             ("c_rows + c_wrap", g.c_rows.is_some() && wraps(g.c_wrap)),

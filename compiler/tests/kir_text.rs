@@ -9,6 +9,7 @@ use kiln_compiler::graph::{Graph, NodeId};
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::*;
 use kiln_compiler::ops::{Activation, Loss, Sgd};
+use kiln_compiler::target::Target;
 
 /// `text` parses back to `program` and prints back to itself, byte for byte.
 /// (Text identity also pins every `f32`'s sign and NaN bits, which
@@ -177,6 +178,7 @@ fn program(kernels: Vec<Kernel>) -> Program {
         offsets: vec![0, 64, 128, 160, 174],
         arena_len: 179,
         threads: 3,
+        target: Target { vector_lanes: 8, vector_registers: 32, fma: false, l1d_bytes: 32768, l2_bytes: 1 << 20 },
     }
 }
 
@@ -414,6 +416,7 @@ fn empty_program_round_trips() {
         offsets: vec![],
         arena_len: 0,
         threads: 1,
+        target: Target { vector_lanes: 4, vector_registers: 16, fma: true, l1d_bytes: 49152, l2_bytes: 2 << 20 },
     };
     assert_eq!(assert_round_trip(&p, "empty program"), "program threads 1 arena 0\n");
 }

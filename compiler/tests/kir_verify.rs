@@ -6,6 +6,7 @@ use kiln_compiler::graph::Graph;
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::{AfterPass, Program, build_program, verify};
 use kiln_compiler::passes::{fuse, plan_memory, schedule};
+use kiln_compiler::target::Target;
 use kiln_compiler::{Loss, Sgd};
 use std::collections::HashSet;
 
@@ -45,7 +46,8 @@ fn verify_every_pass(what: &str, graph: &Graph, batch: usize, options: &JitOptio
         }
     };
     let fusion = fuse(graph, &observable);
-    let program = build_program(graph, &fusion, batch).unwrap_or_else(|e| panic!("{what}, batch {batch}: {e}"));
+    let program = build_program(graph, &fusion, batch, Target::host_128())
+        .unwrap_or_else(|e| panic!("{what}, batch {batch}: {e}"));
     check(&program, AfterPass::Build);
     let program = schedule(program, options.threads);
     check(&program, AfterPass::Schedule);

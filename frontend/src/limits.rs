@@ -36,7 +36,7 @@ pub fn check_limits(tokens: &TokenStream) -> Result<(), Diagnostics> {
             ));
         }
         if let TokenTree::Group(group) = tree {
-            if stack.len() >= MAX_NESTING {
+            if stack.len() > MAX_NESTING {
                 let open = match group.delimiter() {
                     Delimiter::Parenthesis => "(",
                     Delimiter::Bracket => "[",

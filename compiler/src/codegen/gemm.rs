@@ -1,6 +1,6 @@
 //! Register-tiled F32X4 matrix products.
 
-use super::Fx;
+use super::{Fx, LANES};
 use crate::kernel::{AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
@@ -108,7 +108,7 @@ impl Fx<'_, '_> {
             return;
         }
         match g.tile {
-            GemmTile::Outer { rows, unroll, .. } if g.b_wrap.or(g.c_wrap).is_some_and(|w| w.fits(g.n)) => {
+            GemmTile::Outer { rows, unroll, .. } if g.b_wrap.or(g.c_wrap).is_some_and(|w| w.fits(g.n, LANES)) => {
                 self.outer_wrapped(g, &ptrs, rows.clamp(1, g.m), unroll.max(1));
             }
             GemmTile::Outer { rows, vectors, unroll } => {
@@ -152,7 +152,7 @@ impl Fx<'_, '_> {
             (Some(w), _) => (w, false),
             (None, w) => (w.expect("wrapped product"), true),
         };
-        let block = w.block();
+        let block = w.block(LANES);
         let rows_per_block = (block / w.row) as i64;
         let (s, e) = (self.iconst(0), self.iconst((g.n / block) as i64));
         self.counted_loop(s, e, 1, |fx, blk| {
@@ -380,7 +380,7 @@ impl Fx<'_, '_> {
                 self.b.ins().iadd(p.b, off)
             })
             .collect();
-        if split.wraps(g.k) {
+        if split.wraps(g.k, LANES) {
             return self.dot_micro_wrapped(g, p, [rows, cols], [i0, j0], pa, &pbc);
         }
         let zero_v = self.fconst(0.0, true);

@@ -21,6 +21,7 @@ use crate::backend::{Backend, BackendError, BackendOptions, NativeCode};
 use crate::kernel::{
     AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
 };
+use crate::target::Target;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{
@@ -44,12 +45,31 @@ impl Backend for CraneliftJit {
         BACKEND
     }
 
+    fn target(&self) -> Target {
+        Target::host_128()
+    }
+
     fn compile(&self, program: &Program, options: &BackendOptions) -> Result<NativeCode, BackendError> {
+        if program.target.vector_lanes != LANES {
+            return Err(isa_error(format!(
+                "the program is scheduled for {}-lane vectors, but Cranelift lowers {LANES}-lane (128-bit) vectors only",
+                program.target.vector_lanes
+            )));
+        }
         lower_to_clif(program, options)
     }
 }
 
 const BACKEND: &str = "cranelift-jit";
+
+/// `f32` lanes of the vectors this backend emits (`F32X4`); it refuses
+/// programs scheduled for another width.
+pub const LANES: usize = 4;
+
+/// [`Idx::lane_offsets`] for this backend's four lanes.
+pub(crate) fn lane_offsets(i: &Idx, v: VarId) -> Option<[i64; 4]> {
+    i.lane_offsets(v, LANES).and_then(|o| o.try_into().ok())
+}
 
 /// Why code generation failed (the backend-neutral error).
 pub type CodegenError = BackendError;
@@ -512,7 +532,7 @@ impl Fx<'_, '_> {
                     let x = self.b.ins().load(F32, flags, a, 0);
                     return if vec { self.splat(x) } else { x };
                 }
-                match i.lane_offsets(self.lane.unwrap()) {
+                match lane_offsets(i, self.lane.unwrap()) {
                     Some([0, 0, 0, 0]) => {
                         let a = self.elem_addr(*buf, i, 0);
                         let x = self.b.ins().load(F32, flags, a, 0);
@@ -590,7 +610,7 @@ impl Fx<'_, '_> {
                 if !vec {
                     return with_offset(self);
                 }
-                let pattern = self.lane.filter(|_| self.uses_lane(i)).map(|v| i.lane_offsets(v));
+                let pattern = self.lane.filter(|_| self.uses_lane(i)).map(|v| lane_offsets(i, v));
                 match pattern {
                     None if off == 0 => self.splat(root),
                     None => {

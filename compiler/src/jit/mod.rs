@@ -30,6 +30,7 @@ use crate::codegen::CraneliftJit;
 use crate::graph::{Graph, NodeId};
 use crate::kernel::{AfterPass, BufId, BuildError, Program, VerifyErrors, build_program, verify};
 use crate::passes::{fuse, plan_memory, schedule};
+use crate::target::Target;
 use std::collections::HashSet;
 
 /// Options of [`compile`].
@@ -47,6 +48,9 @@ pub struct JitOptions {
     /// Compute the gradients of the forward inputs listed in
     /// `Training::input_grads` (off: a training step skips that work).
     pub input_grads: bool,
+    /// The machine to schedule for; `None` takes the backend's
+    /// ([`Backend::target`]; [`plan`] alone takes the Cranelift JIT's).
+    pub target: Option<Target>,
 }
 
 impl Default for JitOptions {
@@ -57,6 +61,7 @@ impl Default for JitOptions {
             keep_all: false,
             inspect: false,
             input_grads: false,
+            target: None,
         }
     }
 }
@@ -148,7 +153,9 @@ pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Progra
     }
     let observable = observable_nodes(graph, options.keep_all, options.input_grads);
     let fusion = fuse(graph, &observable);
-    let program = build_program(graph, &fusion, batch)?;
+    let target = options.target.unwrap_or_else(|| CraneliftJit.target());
+    target.check().map_err(JitError::InvalidOptions)?;
+    let program = build_program(graph, &fusion, batch, target)?;
     verify_in_debug(&program, AfterPass::Build)?;
     let program = schedule(program, options.threads);
     verify_in_debug(&program, AfterPass::Schedule)?;
@@ -178,6 +185,7 @@ pub fn compile_with(
     batch: usize,
     options: &JitOptions,
 ) -> Result<Executable, JitError> {
+    let options = &JitOptions { target: Some(options.target.unwrap_or_else(|| backend.target())), ..options.clone() };
     let (program, observable) = plan(graph, batch, options)?;
     check_fits(&program, available_memory())?;
     let code = backend.compile(

@@ -25,6 +25,7 @@ pub use verify::{AfterPass, GemmRule, Problem, READ_SLACK, VectorRule, VerifyErr
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
+pub use crate::target::Target;
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
 /// Identifies a buffer of a [`Program`] (an index into [`Program::buffers`]).
@@ -125,23 +126,25 @@ impl Idx {
     }
 }
 
-/// What is known of an index across the four lanes of a vector loop: lane
-/// `l` equals lane 0 plus `offsets[l]`, and lane 0 is congruent to
-/// `residue` modulo `modulus` (a modulus of 1 knows nothing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What is known of an index across the lanes of a vector loop: lane `l`
+/// equals lane 0 plus `offsets[l]`, and lane 0 is congruent to `residue`
+/// modulo `modulus` (a modulus of 1 knows nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct LaneForm {
-    offsets: [i64; 4],
+    offsets: Vec<i64>,
     modulus: i64,
     residue: i64,
 }
 
 /// A modulus every constant is known exactly modulo (lcm of 1..=16), so
-/// constants keep divisibility facts through `Div` and `Rem`.
+/// constants keep divisibility facts through `Div` and `Rem` (wider than
+/// 16 lanes, some facts are lost: the analysis stays correct, only less
+/// precise).
 const CONST_MODULUS: i64 = 720_720;
 
 impl LaneForm {
-    fn uniform(modulus: i64, residue: i64) -> LaneForm {
-        LaneForm { offsets: [0; 4], modulus, residue: residue.rem_euclid(modulus) }
+    fn uniform(lanes: usize, modulus: i64, residue: i64) -> LaneForm {
+        LaneForm { offsets: vec![0; lanes], modulus, residue: residue.rem_euclid(modulus) }
     }
 }
 
@@ -150,43 +153,45 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl Idx {
-    /// The lane pattern of this index in a vector loop over `v`: `Some(o)`
-    /// when lane `l` (the iteration `v + l`, with `v` a multiple of 4, as in
-    /// every vector loop) is lane 0 plus `o[l]`. `[0, 1, 2, 3]` is a
-    /// contiguous access, `[0; 4]` a uniform one, `[0, 2, 4, 6]` a stride-2
-    /// one and `[0, 0, 1, 1]` the index of a 2x upsampling. `None` when
-    /// the lanes do not differ by constants (a table lookup, a clamp of the
-    /// loop variable).
-    pub fn lane_offsets(&self, v: VarId) -> Option<[i64; 4]> {
-        self.lane_form(v).map(|f| f.offsets)
+    /// The lane pattern of this index in a vector loop over `v` with
+    /// `lanes` lanes: `Some(o)` when lane `l` (the iteration `v + l`, with
+    /// `v` a multiple of `lanes`, as in every vector loop) is lane 0 plus
+    /// `o[l]`. With 4 lanes, `[0, 1, 2, 3]` is a contiguous access, `[0; 4]`
+    /// a uniform one, `[0, 2, 4, 6]` a stride-2 one and `[0, 0, 1, 1]` the
+    /// index of a 2x upsampling. `None` when the lanes do not differ by
+    /// constants (a table lookup, a clamp of the loop variable).
+    pub fn lane_offsets(&self, v: VarId, lanes: usize) -> Option<Vec<i64>> {
+        self.lane_form(v, lanes).map(|f| f.offsets)
     }
 
-    fn lane_form(&self, v: VarId) -> Option<LaneForm> {
+    fn lane_form(&self, v: VarId, lanes: usize) -> Option<LaneForm> {
         // An expression that does not move with `v` is uniform even where
         // its residue is unknown.
-        let uniform = || (!self.uses(v)).then(|| LaneForm::uniform(1, 0));
+        let uniform = || (!self.uses(v)).then(|| LaneForm::uniform(lanes, 1, 0));
         match self {
-            Idx::Const(c) => Some(LaneForm::uniform(CONST_MODULUS, *c)),
-            Idx::Var(w) if *w == v => Some(LaneForm { offsets: [0, 1, 2, 3], modulus: 4, residue: 0 }),
+            Idx::Const(c) => Some(LaneForm::uniform(lanes, CONST_MODULUS, *c)),
+            Idx::Var(w) if *w == v => {
+                Some(LaneForm { offsets: (0..lanes as i64).collect(), modulus: lanes as i64, residue: 0 })
+            }
             Idx::Var(_) => uniform(),
             Idx::Add(a, b) => {
-                let (a, b) = (a.lane_form(v)?, b.lane_form(v)?);
+                let (a, b) = (a.lane_form(v, lanes)?, b.lane_form(v, lanes)?);
                 let modulus = gcd(a.modulus, b.modulus).max(1);
                 Some(LaneForm {
-                    offsets: [0, 1, 2, 3].map(|l| a.offsets[l] + b.offsets[l]),
+                    offsets: a.offsets.iter().zip(&b.offsets).map(|(x, y)| x + y).collect(),
                     modulus,
                     residue: (a.residue + b.residue).rem_euclid(modulus),
                 })
             }
             Idx::Mul(a, k) => {
-                let a = a.lane_form(v)?;
+                let a = a.lane_form(v, lanes)?;
                 if *k == 0 {
-                    return Some(LaneForm::uniform(CONST_MODULUS, 0));
+                    return Some(LaneForm::uniform(lanes, CONST_MODULUS, 0));
                 }
                 // An overflowing modulus only forgets what is known.
                 let modulus = a.modulus.checked_mul(k.abs()).unwrap_or(1);
                 Some(LaneForm {
-                    offsets: a.offsets.map(|o| o * k),
+                    offsets: a.offsets.iter().map(|o| o * k).collect(),
                     modulus,
                     residue: (a.residue * k).rem_euclid(modulus),
                 })
@@ -194,20 +199,20 @@ impl Idx {
             // Lane 0 is `k * q + r` with `r` known, so lane `l` divides to
             // `q + (r + o[l]) / k` (operands are non-negative).
             Idx::Div(a, k) => {
-                let a = a.lane_form(v)?;
+                let a = a.lane_form(v, lanes)?;
                 if a.modulus % k != 0 || a.offsets.iter().any(|&o| a.residue % k + o < 0) {
                     return uniform();
                 }
                 let r = a.residue % k;
                 let modulus = (a.modulus / k).max(1);
                 Some(LaneForm {
-                    offsets: a.offsets.map(|o| (r + o) / k),
+                    offsets: a.offsets.iter().map(|o| (r + o) / k).collect(),
                     modulus,
                     residue: ((a.residue - r) / k).rem_euclid(modulus),
                 })
             }
             Idx::Rem(a, k) => {
-                let a = a.lane_form(v)?;
+                let a = a.lane_form(v, lanes)?;
                 if a.modulus % k != 0 {
                     return uniform();
                 }
@@ -516,7 +521,8 @@ pub enum RedOp {
 pub enum LoopMode {
     /// One iteration after another.
     Serial,
-    /// Four iterations at a time in `f32x4` lanes, with a scalar tail.
+    /// [`Target::vector_lanes`] iterations at a time in one vector, with a
+    /// tail for the rest.
     Vector,
     /// Iterations split into contiguous ranges, one per thread. Only the
     /// outermost statement of a kernel may be a parallel loop.
@@ -616,9 +622,9 @@ pub struct KSplit {
 /// Columns of `B` that run along rows of `row` elements placed `stride`
 /// elements apart (a convolution's output positions read from its input,
 /// whose rows are wider): column `j` is at `(j / row) * stride + j % row`.
-/// `C` stays dense. The backend walks blocks of `lcm(4, row)` columns, each
-/// a fixed pattern of vectors, and assembles a vector that straddles two
-/// rows from two loads.
+/// `C` stays dense. The backend walks blocks of `lcm(lanes, row)` columns,
+/// each a fixed pattern of vectors, and assembles a vector that straddles
+/// two rows from two loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ColumnWrap {
     /// Columns per row.
@@ -628,16 +634,16 @@ pub struct ColumnWrap {
 }
 
 impl ColumnWrap {
-    /// Columns per block (`lcm(4, row)`).
-    pub fn block(&self) -> usize {
-        let g = gcd(4, self.row as i64) as usize;
-        4 / g * self.row
+    /// Columns per block (`lcm(lanes, row)`).
+    pub fn block(&self, lanes: usize) -> usize {
+        let g = gcd(lanes as i64, self.row as i64) as usize;
+        lanes / g * self.row
     }
 
-    /// Whether `n` columns are whole blocks of at most 8 vectors (so each
-    /// block is written out).
-    pub fn fits(&self, n: usize) -> bool {
-        self.row >= 4 && n.is_multiple_of(self.block()) && self.block() / 4 <= 8
+    /// Whether `n` columns are whole blocks of at most 8 vectors of `lanes`
+    /// (so each block is written out).
+    pub fn fits(&self, n: usize, lanes: usize) -> bool {
+        self.row >= lanes && n.is_multiple_of(self.block(lanes)) && self.block(lanes) / lanes <= 8
     }
 }
 
@@ -651,13 +657,13 @@ impl KSplit {
     /// vectors and at most [`MAX_WRAPPED_STEPS`] of them. The backend then
     /// writes every step out, taking a straddling step's lanes of `B` from
     /// two places.
-    pub fn wraps(&self, k: usize) -> bool {
+    pub fn wraps(&self, k: usize, lanes: usize) -> bool {
         let inner = k / self.outer.max(1);
-        inner >= 4
-            && !inner.is_multiple_of(4)
+        inner >= lanes
+            && !inner.is_multiple_of(lanes)
             && self.a_stride == inner as i64
-            && k.is_multiple_of(4)
-            && k / 4 <= MAX_WRAPPED_STEPS
+            && k.is_multiple_of(lanes)
+            && k / lanes <= MAX_WRAPPED_STEPS
     }
 }
 
@@ -695,9 +701,10 @@ pub struct Gemm {
     pub c_rows: Option<BufId>,
     /// Column layout of a scattered `C` (see [`ColumnWrap`]).
     pub c_wrap: Option<ColumnWrap>,
-    /// Outer tiles only: A holds every element four times in a row (an
-    /// `f32x4` splat, laid out by `a`'s strides in elements), so the tile
-    /// loads vectors instead of broadcasting scalars.
+    /// Outer tiles only: A holds every element once per vector lane in a
+    /// row (a splat of the program's target width, laid out by `a`'s
+    /// strides in elements), so the tile loads vectors instead of
+    /// broadcasting scalars.
     pub a_splat: bool,
     /// `C`, `m x n`.
     pub c: MatrixRef,
@@ -834,6 +841,8 @@ pub struct Program {
     pub arena_len: usize,
     /// Threads the program was scheduled for.
     pub threads: usize,
+    /// The machine it is scheduled for (vector lanes, registers, caches).
+    pub target: Target,
 }
 
 impl Program {
@@ -859,19 +868,19 @@ mod tests {
     #[test]
     fn lane_offsets_follow_divisibility() {
         let (v, w) = (Idx::var(0), Idx::var(1));
-        assert_eq!(v.lane_offsets(0), Some([0, 1, 2, 3]));
-        assert_eq!(w.lane_offsets(0), Some([0, 0, 0, 0]));
-        assert_eq!((v.clone() * 2i64 + 1i64).lane_offsets(0), Some([0, 2, 4, 6]));
-        assert_eq!((v.clone() / 2).lane_offsets(0), Some([0, 0, 1, 1]));
-        assert_eq!(((v.clone() + 1i64) / 2).lane_offsets(0), Some([0, 1, 1, 2]));
-        assert_eq!((v.clone() * 3i64 / 2).lane_offsets(0), Some([0, 1, 3, 4]));
-        assert_eq!(((w.clone() * 28i64 + v.clone()) / 2).lane_offsets(0), Some([0, 0, 1, 1]));
+        assert_eq!(v.lane_offsets(0, 4), Some(vec![0, 1, 2, 3]));
+        assert_eq!(w.lane_offsets(0, 4), Some(vec![0, 0, 0, 0]));
+        assert_eq!((v.clone() * 2i64 + 1i64).lane_offsets(0, 4), Some(vec![0, 2, 4, 6]));
+        assert_eq!((v.clone() / 2).lane_offsets(0, 4), Some(vec![0, 0, 1, 1]));
+        assert_eq!(((v.clone() + 1i64) / 2).lane_offsets(0, 4), Some(vec![0, 1, 1, 2]));
+        assert_eq!((v.clone() * 3i64 / 2).lane_offsets(0, 4), Some(vec![0, 1, 3, 4]));
+        assert_eq!(((w.clone() * 28i64 + v.clone()) / 2).lane_offsets(0, 4), Some(vec![0, 0, 1, 1]));
         // Unknown residues: w + v may be odd, v is not a multiple of 3.
-        assert_eq!(((w.clone() + v.clone()) / 2).lane_offsets(0), None);
-        assert_eq!((v.clone() / 3).lane_offsets(0), None);
+        assert_eq!(((w.clone() + v.clone()) / 2).lane_offsets(0, 4), None);
+        assert_eq!((v.clone() / 3).lane_offsets(0, 4), None);
         // Lanes wrap around the remainder.
-        assert_eq!((v.clone() % 2).lane_offsets(0), None);
-        assert_eq!((v.clone() % 4).lane_offsets(0), Some([0, 1, 2, 3]));
-        assert_eq!(v.clamp(0, 9).lane_offsets(0), None);
+        assert_eq!((v.clone() % 2).lane_offsets(0, 4), None);
+        assert_eq!((v.clone() % 4).lane_offsets(0, 4), Some(vec![0, 1, 2, 3]));
+        assert_eq!(v.clamp(0, 9).lane_offsets(0, 4), None);
     }
 }

@@ -66,7 +66,7 @@ fn matrix(m: &MatrixRef) -> String {
     format!("b{}[{} + i*{} + j*{}]", m.buf, idx(&m.offset), m.row_stride, m.col_stride)
 }
 
-fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
+fn stmts(out: &mut String, body: &[Stmt], depth: usize, lanes: usize) {
     let pad = "  ".repeat(depth);
     for s in body {
         match s {
@@ -77,7 +77,7 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     LoopMode::Parallel => " parallel",
                 };
                 let _ = writeln!(out, "{pad}for i{} in 0..{}{mode} {{", l.var, l.extent);
-                stmts(out, &l.body, depth + 1);
+                stmts(out, &l.body, depth + 1, lanes);
                 let _ = writeln!(out, "{pad}}}");
             }
             Stmt::Store { buf, idx: i, val: v, accumulate } => {
@@ -95,10 +95,10 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
             }
             Stmt::If { cond: c, then, otherwise } => {
                 let _ = writeln!(out, "{pad}if {} {{", cond(c));
-                stmts(out, then, depth + 1);
+                stmts(out, then, depth + 1, lanes);
                 if !otherwise.is_empty() {
                     let _ = writeln!(out, "{pad}}} else {{");
-                    stmts(out, otherwise, depth + 1);
+                    stmts(out, otherwise, depth + 1, lanes);
                 }
                 let _ = writeln!(out, "{pad}}}");
             }
@@ -129,7 +129,7 @@ fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
                     );
                 }
                 if let Some(k) = g.k_split {
-                    let wraps = if k.wraps(g.k) { ", vector steps across segments" } else { "" };
+                    let wraps = if k.wraps(g.k, lanes) { ", vector steps across segments" } else { "" };
                     let _ = writeln!(
                         out,
                         "{pad}  p in {} segments, {} apart in A and {} in B{wraps}",
@@ -168,7 +168,7 @@ pub fn describe_kernels(program: &Program, graph: &Graph) -> String {
         };
         let _ = writeln!(out, "  reads: {}", names(&k.reads));
         let _ = writeln!(out, "  writes: {}", names(&k.writes));
-        stmts(&mut out, &k.body, 1);
+        stmts(&mut out, &k.body, 1, program.target.vector_lanes);
         out.push('\n');
     }
     out

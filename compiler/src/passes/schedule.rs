@@ -6,40 +6,47 @@
 //! the shapes when the kernels were built.
 
 use crate::kernel::{AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, Program, Stmt, Val, VarId};
+use crate::target::Target;
 use std::collections::HashSet;
 
 /// A kernel with less work than this (in flops or elements) runs on one
 /// thread: waking the other threads would cost more than it saves.
 pub const PARALLEL_MIN_WORK: u64 = 150_000;
 
-/// Schedules every kernel of `program` for `threads` threads.
+/// Schedules every kernel of `program` for `threads` threads on the
+/// program's target.
 pub fn schedule(mut program: Program, threads: usize) -> Program {
     let threads = threads.max(1);
     program.threads = threads;
+    let target = program.target;
     for k in &mut program.kernels {
-        choose_tiles(&mut k.body);
-        parallelize(k, threads);
-        vectorize(&mut k.body);
+        choose_tiles(&mut k.body, &target);
+        parallelize(k, threads, &target);
+        vectorize(&mut k.body, target.vector_lanes);
     }
     program
 }
 
-/// Register tiles following the measured rules for 16 `xmm` registers.
-fn choose_tiles(body: &mut [Stmt]) {
+/// Register tiles from the target's vector registers.
+fn choose_tiles(body: &mut [Stmt], target: &Target) {
     for s in body {
         match s {
-            Stmt::Loop(l) => choose_tiles(&mut l.body),
+            Stmt::Loop(l) => choose_tiles(&mut l.body, target),
             Stmt::If { then, otherwise, .. } => {
-                choose_tiles(then);
-                choose_tiles(otherwise);
+                choose_tiles(then, target);
+                choose_tiles(otherwise, target);
             }
-            Stmt::Gemm(g) => g.tile = tile_for(g),
+            Stmt::Gemm(g) => g.tile = tile_for(g, target),
             _ => {}
         }
     }
 }
 
-fn tile_for(g: &Gemm) -> GemmTile {
+/// The rules measured with 16 registers (LeNet's shapes on SSE), stated in
+/// the target's registers: an outer tile keeps half of them as
+/// accumulators, the rest for the unrolled operand loads.
+fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
+    let accumulators = target.vector_registers / 2;
     match g.tile {
         // One vector wide, up to 8 rows, `p` unrolled 3 times: best of the
         // shapes measured interleaved on LeNet (6x8 tiles spill an
@@ -51,10 +58,13 @@ fn tile_for(g: &Gemm) -> GemmTile {
         // remainder step runs after the loop (conv2's input gradient: k = 16).
         GemmTile::Outer { .. } => {
             let unroll = if !g.k.is_multiple_of(3) && g.k.is_multiple_of(4) { 4 } else { 3 };
-            GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll }
+            GemmTile::Outer { rows: g.m.min(accumulators), vectors: 1, unroll }
         }
-        GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3 },
-        GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2) },
+        // 3x3 keeps 9 accumulators and 6 operand vectors live.
+        GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 && target.vector_registers >= 15 => {
+            GemmTile::Dot { rows: 3, cols: 3 }
+        }
+        GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(target.vector_registers / 4), cols: g.n.min(2) },
     }
 }
 
@@ -65,13 +75,14 @@ fn work(k: &Kernel) -> u64 {
 
 /// Splits the kernel's outermost loop across threads when worthwhile. A lone
 /// matrix product is first split into column or row blocks.
-fn parallelize(k: &mut Kernel, threads: usize) {
+fn parallelize(k: &mut Kernel, threads: usize, target: &Target) {
+    let lanes = target.vector_lanes;
     k.threads = 1;
     if threads < 2 || work(k) < PARALLEL_MIN_WORK {
         return;
     }
     if let [Stmt::Gemm(g)] = k.body.as_mut_slice()
-        && let Some(split) = split_gemm(g, threads)
+        && let Some(split) = split_gemm(g, threads, target)
     {
         k.body = vec![split];
     }
@@ -83,7 +94,7 @@ fn parallelize(k: &mut Kernel, threads: usize) {
     }
     if l.extent >= 4096 && !contains_loop(&l.body) {
         // A flat elementwise loop: block it so each thread keeps a vector loop.
-        let blocks = (1..=threads).rev().find(|b| l.extent % (b * 4) == 0 || l.extent % b == 0).unwrap_or(1);
+        let blocks = (1..=threads).rev().find(|b| l.extent % (b * lanes) == 0 || l.extent % b == 0).unwrap_or(1);
         if blocks < 2 {
             return;
         }
@@ -119,11 +130,12 @@ fn max_var(body: &[Stmt]) -> VarId {
 
 /// Splits a matrix product into `threads` independent blocks of rows or of
 /// columns, as a loop whose iterations each compute one block.
-fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
+fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
+    let lanes = target.vector_lanes;
     let var: VarId = 1_000_000;
     let v = Idx::var(var);
     let (rows_min, cols_min) = match g.tile {
-        GemmTile::Outer { rows, vectors, .. } => (rows, 4 * vectors),
+        GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors),
         GemmTile::Dot { rows, cols } => (rows, cols),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.
@@ -131,7 +143,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
         && g.c_wrap.is_none()
         && g.n.is_multiple_of(threads)
         && g.n / threads >= cols_min
-        && (g.n / threads).is_multiple_of(4);
+        && (g.n / threads).is_multiple_of(lanes);
     let by_rows = g.m.is_multiple_of(threads) && g.m / threads >= rows_min;
     let mut part = g.clone();
     if by_cols {
@@ -149,7 +161,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
     } else {
         return None;
     }
-    part.tile = tile_for(&part);
+    part.tile = tile_for(&part, target);
     Some(Stmt::Loop(Loop { var, extent: threads, mode: LoopMode::Serial, body: vec![Stmt::Gemm(Box::new(part))] }))
 }
 
@@ -240,22 +252,22 @@ fn substitute_stmt(s: Stmt, v: VarId, with: &Idx) -> Stmt {
 }
 
 /// Marks, on every path of the loop tree, the innermost loop that can run
-/// four iterations per instruction with contiguous or uniform accesses.
-fn vectorize(body: &mut [Stmt]) -> bool {
+/// `lanes` iterations per instruction with contiguous or uniform accesses.
+fn vectorize(body: &mut [Stmt], lanes: usize) -> bool {
     let mut any = false;
     for s in body {
         match s {
             Stmt::Loop(l) => {
-                let inner = vectorize(&mut l.body);
-                if !inner && l.mode == LoopMode::Serial && l.extent >= 4 && vectorizable(l) {
+                let inner = vectorize(&mut l.body, lanes);
+                if !inner && l.mode == LoopMode::Serial && l.extent >= lanes && vectorizable(l, lanes) {
                     l.mode = LoopMode::Vector;
                     any = true;
                 }
                 any |= inner;
             }
             Stmt::If { then, otherwise, .. } => {
-                any |= vectorize(then);
-                any |= vectorize(otherwise);
+                any |= vectorize(then, lanes);
+                any |= vectorize(otherwise, lanes);
             }
             _ => {}
         }
@@ -265,7 +277,7 @@ fn vectorize(body: &mut [Stmt]) -> bool {
 
 /// Whether loop `l` may be vectorised, and is worth it (every access that
 /// moves with the loop variable is contiguous).
-fn vectorizable(l: &Loop) -> bool {
+fn vectorizable(l: &Loop, lanes: usize) -> bool {
     let v = l.var;
     let mut declared = HashSet::new();
     collect_declared(&l.body, &mut declared);
@@ -287,7 +299,7 @@ fn vectorizable(l: &Loop) -> bool {
     // contiguous; at least one access must be
     // contiguous for the vector form to pay.
     for (_, i) in &loads {
-        if i.lane_offsets(v).is_none() && i.coefficient(v).is_none() {
+        if i.lane_offsets(v, lanes).is_none() && i.coefficient(v).is_none() {
             return false;
         }
     }

@@ -179,7 +179,7 @@ pub fn compile_with(graph: &Graph, batch: usize, feeds: &HashMap<NodeId, Tensor>
 
 /// Options for differential tests: one thread, verifier on, every value kept.
 pub fn debug_options() -> JitOptions {
-    JitOptions { threads: 1, verify: true, keep_all: true, inspect: false, input_grads: false }
+    JitOptions { threads: 1, verify: true, keep_all: true, inspect: false, input_grads: false, target: None }
 }
 
 /// Asserts `got` matches `want` within `rel` relative error, measured

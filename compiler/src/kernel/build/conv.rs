@@ -70,18 +70,22 @@ impl Builder<'_> {
                 }
             }
             let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
-            // The weights splatted to f32x4 once per run, in a kernel of their own.
+            // The weights splatted to one vector each once per run, in a
+            // kernel of their own.
+            let lanes = self.prog.target.vector_lanes;
             let name = self.graph.node(id).name.clone();
-            let w4 = self.scratch(format!("{name}.weight_x4"), o * k * 4, false);
+            let w4 = self.scratch(format!("{name}.weight_x{lanes}"), o * k * lanes, false);
             let splat = vec![self.loop_over(o * k, |b, e| {
-                vec![b.loop_over(4, |_, l| vec![Stmt::store(w4, e.clone() * 4i64 + l, Val::load(w, e.clone()))])]
+                vec![b.loop_over(lanes, |_, l| {
+                    vec![Stmt::store(w4, e.clone() * lanes as i64 + l, Val::load(w, e.clone()))]
+                })]
             })];
             self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
             // Output rows that are not whole vectors: one product per image
             // whose columns (output positions) wrap from input row to input
             // row, so no lanes are wasted at the end of each row.
             let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
-            if !ow.is_multiple_of(4) && wrap.fits(p) {
+            if !ow.is_multiple_of(lanes) && wrap.fits(p, lanes) {
                 let body = vec![self.loop_over(xd[0], |b, n| {
                     let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
                     let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
@@ -89,7 +93,12 @@ impl Builder<'_> {
                         m: o,
                         n: p,
                         k,
-                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
+                        a: MatrixRef {
+                            buf: w4,
+                            offset: Idx::Const(0),
+                            row_stride: (lanes * k) as i64,
+                            col_stride: lanes as i64,
+                        },
                         b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 0, col_stride: 1 },
                         c: cm,
                         epilogue,
@@ -117,7 +126,12 @@ impl Builder<'_> {
                         m: o,
                         n: ow,
                         k,
-                        a: MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: 4 * k as i64, col_stride: 4 },
+                        a: MatrixRef {
+                            buf: w4,
+                            offset: Idx::Const(0),
+                            row_stride: (lanes * k) as i64,
+                            col_stride: lanes as i64,
+                        },
                         b: MatrixRef {
                             buf: x,
                             offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
@@ -194,12 +208,13 @@ impl Builder<'_> {
             }
         }
         let table = self.table_i32(format!("{name}.taps"), offsets);
-        let wt4 = self.scratch(format!("{name}.weight_t4"), k * o * 4, false);
+        let lanes = self.prog.target.vector_lanes;
+        let wt4 = self.scratch(format!("{name}.weight_t{lanes}"), k * o * lanes, false);
         // wt4[((kx * ch + ci) * kh + ky) * o + co][lane] = w[co][ci][ky][kx]
-        let prep = self.loops(&[kw, ch, kh, o, 4], |_, i| {
+        let prep = self.loops(&[kw, ch, kh, o, lanes], |_, i| {
             let (kx, ci, ky, co, l) = (&i[0], &i[1], &i[2], &i[3], &i[4]);
             let r = (kx.clone() * ch as i64 + ci.clone()) * kh as i64 + ky.clone();
-            let at = (r * o as i64 + co.clone()) * 4i64 + l.clone();
+            let at = (r * o as i64 + co.clone()) * lanes as i64 + l.clone();
             let from = co.clone() * k as i64 + (ci.clone() * kh as i64 + ky.clone()) * kw as i64 + kx.clone();
             vec![Stmt::store(wt4, at, Val::load(w, from))]
         });
@@ -213,7 +228,12 @@ impl Builder<'_> {
                 m: k,
                 n: p,
                 k: o,
-                a: MatrixRef { buf: wt4, offset: Idx::Const(0), row_stride: 4 * o as i64, col_stride: 4 },
+                a: MatrixRef {
+                    buf: wt4,
+                    offset: Idx::Const(0),
+                    row_stride: (lanes * o) as i64,
+                    col_stride: lanes as i64,
+                },
                 b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
                 c: MatrixRef { buf: out, offset: base.clone(), row_stride: 0, col_stride: 1 },
                 epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
@@ -247,7 +267,7 @@ impl Builder<'_> {
         let out = finish.out;
         let image = ch * (h * wi) as usize;
         let wrap = ColumnWrap { row: ow, stride: c.stride[0] as i64 * wi };
-        if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p) {
+        if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p, self.prog.target.vector_lanes) {
             let dims = [xd[0], o, ch, h as usize, wi as usize, p];
             return Ok(self.conv2d_grad_input_scattered(id, c, dims, wrap, [dy, w], finish));
         }
@@ -318,7 +338,9 @@ impl Builder<'_> {
         // run its vector steps across rows (see `KSplit::wraps`); otherwise
         // a scalar tail per row costs more than packing.
         let split = KSplit { outer: yd[2], a_stride: yd[3] as i64, b_stride: (c.stride[0] * xd[3]) as i64 };
-        let implicit = c.padding == [0, 0] && c.stride[1] == 1 && (yd[3].is_multiple_of(4) || split.wraps(p));
+        let lanes = self.prog.target.vector_lanes;
+        let implicit =
+            c.padding == [0, 0] && c.stride[1] == 1 && (yd[3].is_multiple_of(lanes) || split.wraps(p, lanes));
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
         let table = implicit.then(|| {
             let (ch, h, w_in) = (xd[1], xd[2], xd[3]);

@@ -55,7 +55,9 @@ const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1 };
 ///
 /// The result has buffers for leaves, materialised values and scratch, and
 /// kernels in the groups' order; offsets are not assigned yet.
-pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Program, BuildError> {
+/// `target` sets the vector width the kernels are laid out for (weight
+/// splats, which output rows are whole vectors).
+pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize, target: Target) -> Result<Program, BuildError> {
     let mut b = Builder {
         graph,
         batch,
@@ -67,6 +69,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize) -> Result<Pro
             offsets: Vec::new(),
             arena_len: 0,
             threads: 1,
+            target,
         },
         value_buf: HashMap::new(),
         next_var: 0,

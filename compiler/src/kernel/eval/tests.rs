@@ -18,7 +18,16 @@ fn program(buffers: Vec<(&str, usize, BufferKind)>, kernels: Vec<Kernel>) -> Pro
         .into_iter()
         .map(|(name, len, kind)| Buffer { name: name.into(), len, kind, per_thread: false })
         .collect();
-    Program { buffers, kernels, values: Vec::new(), updates: Vec::new(), offsets, arena_len: top + 64, threads: 1 }
+    Program {
+        buffers,
+        kernels,
+        values: Vec::new(),
+        updates: Vec::new(),
+        offsets,
+        arena_len: top + 64,
+        threads: 1,
+        target: crate::target::Target::host_128(),
+    }
 }
 
 fn kernel(name: &str, body: Vec<Stmt>, reads: Vec<BufId>, writes: Vec<BufId>) -> Kernel {

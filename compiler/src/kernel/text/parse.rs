@@ -210,6 +210,7 @@ impl Parser {
         let threads = self.usize()?;
         self.expect_word("arena")?;
         let arena_len = self.usize()?;
+        let target = self.target()?;
         let (buffers, offsets) = self.buffers()?;
         let mut values = Vec::new();
         while self.eat_word("value") {
@@ -227,7 +228,22 @@ impl Parser {
         while self.is_word("kernel") {
             kernels.push(self.kernel(kernels.len())?);
         }
-        Ok(Program { buffers, kernels, values, updates, offsets, arena_len, threads })
+        Ok(Program { buffers, kernels, values, updates, offsets, arena_len, threads, target })
+    }
+
+    /// `target lanes 4 registers 16 [fma] l1d 49152 l2 2097152`.
+    fn target(&mut self) -> PResult<Target> {
+        self.expect_word("target")?;
+        self.expect_word("lanes")?;
+        let vector_lanes = self.usize()?;
+        self.expect_word("registers")?;
+        let vector_registers = self.usize()?;
+        let fma = self.eat_word("fma");
+        self.expect_word("l1d")?;
+        let l1d_bytes = self.usize()?;
+        self.expect_word("l2")?;
+        let l2_bytes = self.usize()?;
+        Ok(Target { vector_lanes, vector_registers, fma, l1d_bytes, l2_bytes })
     }
 
     /// The buffer declarations and the offsets, given per buffer or on one

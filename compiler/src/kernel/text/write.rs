@@ -11,6 +11,7 @@ use std::fmt::Write;
 pub fn write_program(program: &Program) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "program threads {} arena {}", program.threads, program.arena_len);
+    let _ = writeln!(out, "target {}", program.target);
     let offsets_per_buffer = program.offsets.len() == program.buffers.len();
     if !program.buffers.is_empty() {
         out.push('\n');

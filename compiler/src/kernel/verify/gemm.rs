@@ -111,20 +111,20 @@ fn is_outer(g: &Gemm) -> bool {
 
 /// Whether codegen walks the product in wrapped column blocks, and over
 /// which matrix: `b_wrap` first, then `c_wrap`.
-fn wrapped(g: &Gemm) -> Option<(ColumnWrap, bool)> {
+fn wrapped(g: &Gemm, lanes: usize) -> Option<(ColumnWrap, bool)> {
     if !is_outer(g) {
         return None;
     }
     match (g.b_wrap, g.c_wrap) {
-        (Some(w), _) => w.fits(g.n).then_some((w, false)),
-        (None, Some(w)) => w.fits(g.n).then_some((w, true)),
+        (Some(w), _) => w.fits(g.n, lanes).then_some((w, false)),
+        (None, Some(w)) => w.fits(g.n, lanes).then_some((w, true)),
         (None, None) => None,
     }
 }
 
 /// Whether C is scattered through `c_rows` (as codegen decides it).
-fn scattered(g: &Gemm) -> Option<(BufId, ColumnWrap)> {
-    match (g.c_rows, wrapped(g)) {
+fn scattered(g: &Gemm, lanes: usize) -> Option<(BufId, ColumnWrap)> {
+    match (g.c_rows, wrapped(g, lanes)) {
         (Some(t), Some((w, true))) => Some((t, w)),
         _ => None,
     }
@@ -132,6 +132,7 @@ fn scattered(g: &Gemm) -> Option<(BufId, ColumnWrap)> {
 
 /// The layout rules `g` breaks (every buffer it names exists).
 pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
+    let lanes = program.target.vector_lanes;
     let mut out: Vec<GemmRule> = Vec::new();
     let has = if is_outer(g) { "an outer-product tile" } else { "a dot tile" };
     let ignored = |flag, needs| GemmRule::FlagIgnored { flag, needs, has };
@@ -193,22 +194,22 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
         }
         for (flag, wrap) in [("b_wrap", g.b_wrap), ("c_wrap", g.c_wrap)] {
             let Some(w) = wrap else { continue };
-            if !w.fits(g.n) {
-                out.push(GemmRule::WrapDoesNotFit { flag, row: w.row, block: w.block(), n: g.n });
+            if !w.fits(g.n, lanes) {
+                out.push(GemmRule::WrapDoesNotFit { flag, row: w.row, block: w.block(lanes), n: g.n });
             }
             if w.stride < w.row as i64 {
                 out.push(GemmRule::WrapOverlaps { flag, row: w.row, stride: w.stride });
             }
         }
     }
-    if let Some((_, w)) = scattered(g) {
+    if let Some((_, w)) = scattered(g, lanes) {
         let e = &g.epilogue;
         let plain_sum = e.accumulate
             && e.bias.is_none()
             && e.activation.is_none()
             && e.pre_activation.is_none()
             && e.grad_mask.is_none();
-        if !w.row.is_multiple_of(4) && !plain_sum {
+        if !w.row.is_multiple_of(lanes) && !plain_sum {
             out.push(GemmRule::ScatterEpilogue { row: w.row });
         }
     }
@@ -247,18 +248,19 @@ fn wrapped_columns(w: ColumnWrap, n: usize) -> Interval {
     Interval { lo: 0, hi: (last / w.row) as i64 * w.stride + (last % w.row) as i64 }
 }
 
-/// The elements a scattered C's vector adds write: every vector's four
-/// lanes, and for one straddling two rows both whole vectors.
-fn scattered_columns(w: ColumnWrap, n: usize) -> Interval {
-    let block = w.block();
+/// The elements a scattered C's vector adds write: every lane of every
+/// vector, and for one straddling two rows both whole vectors.
+fn scattered_columns(w: ColumnWrap, n: usize, lanes: usize) -> Interval {
+    let block = w.block(lanes);
     let blocks = n / block;
     let block_shift = (block / w.row) as i64 * w.stride * (blocks.max(1) as i64 - 1);
     let mut hi = 0;
-    for v in 0..block / 4 {
-        let (r0, c0) = ((4 * v / w.row) as i64, 4 * v % w.row);
+    let last_lane = lanes as i64 - 1;
+    for v in 0..block / lanes {
+        let (r0, c0) = ((lanes * v / w.row) as i64, lanes * v % w.row);
         let first = r0 * w.stride + c0 as i64;
-        let straddles = w.row - c0 < 4;
-        hi = hi.max(if straddles { (r0 + 1) * w.stride + 3 } else { first + 3 });
+        let straddles = w.row - c0 < lanes;
+        hi = hi.max(if straddles { (r0 + 1) * w.stride + last_lane } else { first + last_lane });
     }
     Interval { lo: 0, hi: block_shift + hi }
 }
@@ -269,6 +271,7 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     if g.m == 0 || g.n == 0 {
         return Vec::new();
     }
+    let lanes = program.target.vector_lanes;
     let table = |t: BufId, count: usize| table_range(program, t, Interval { lo: 0, hi: count as i64 - 1 });
     let mut out = Vec::new();
     let mut push = |access, buf, offset, relative: Option<Interval>| {
@@ -278,8 +281,8 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     };
     let dense = |m: &crate::kernel::MatrixRef| Interval::span(g.m, m.row_stride).add(Interval::span(g.n, m.col_stride));
     // C, and the matrices laid out like it.
-    let c = match scattered(g) {
-        Some((t, w)) => table(t, g.m).and_then(|rows| rows.add(scattered_columns(w, g.n))),
+    let c = match scattered(g, lanes) {
+        Some((t, w)) => table(t, g.m).and_then(|rows| rows.add(scattered_columns(w, g.n, lanes))),
         None => dense(&g.c),
     };
     push("matrix C in", g.c.buf, Some(&g.c.offset), c);
@@ -301,15 +304,15 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     let split = g.k_split.filter(|s| !is_outer(g) && s.outer > 0 && g.k.is_multiple_of(s.outer));
     match (g.tile, split) {
         (GemmTile::Outer { .. }, _) => {
-            // A splat element is four floats, all used.
-            let splat = Interval { lo: 0, hi: if g.a_splat { 3 } else { 0 } };
+            // A splat element is one float per lane, all used.
+            let splat = Interval { lo: 0, hi: if g.a_splat { lanes as i64 - 1 } else { 0 } };
             let a = rows_a.add(Interval::span(g.k, g.a.col_stride)).and_then(|a| a.add(splat));
             push("matrix A in", g.a.buf, Some(&g.a.offset), a);
             let rows = match g.b_rows {
                 Some(t) => table(t, g.k),
                 None => Some(Interval::span(g.k, g.b.row_stride)),
             };
-            let cols = match wrapped(g) {
+            let cols = match wrapped(g, lanes) {
                 Some((w, false)) => wrapped_columns(w, g.n),
                 _ => Interval::span(g.n, g.b.col_stride),
             };

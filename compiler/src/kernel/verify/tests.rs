@@ -27,7 +27,16 @@ fn kernel(body: Vec<Stmt>) -> Kernel {
 }
 
 fn program(buffers: Vec<Buffer>, kernels: Vec<Kernel>) -> Program {
-    Program { buffers, kernels, values: vec![], updates: vec![], offsets: vec![], arena_len: 0, threads: 1 }
+    Program {
+        buffers,
+        kernels,
+        values: vec![],
+        updates: vec![],
+        offsets: vec![],
+        arena_len: 0,
+        threads: 1,
+        target: crate::target::Target::host_128(),
+    }
 }
 
 fn lp(var: u32, extent: usize, body: Vec<Stmt>) -> Stmt {

@@ -1,0 +1,143 @@
+//! The machine a program is scheduled for.
+//!
+//! Every decision in `kernel/` and `passes/` that depends on the hardware
+//! reads a [`Target`]: how many `f32` lanes a vector holds (weight splats,
+//! which output rows are whole vectors, how wrapped columns block, flat
+//! loops split across threads), how many vector registers a register tile
+//! may fill, whether FMA exists, and the cache sizes. A program records the
+//! target it was scheduled for, so a backend can refuse one it cannot emit
+//! (the Cranelift JIT lowers 4-lane vectors only) instead of silently
+//! producing something else.
+//!
+//! The target is the host's features seen through a backend: the same
+//! AVX-512 machine is a 4-lane target for Cranelift and a 16-lane one for a
+//! backend that emits zmm code. Tests override it to run every path on any
+//! machine.
+
+use std::fmt;
+
+/// What scheduling knows of the machine and the backend's vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `f32` lanes in one vector register the backend emits.
+    pub vector_lanes: usize,
+    /// Vector registers a kernel may keep live (accumulators, operands).
+    pub vector_registers: usize,
+    /// Fused multiply-add instructions exist.
+    pub fma: bool,
+    /// Level-1 data cache per core, in bytes.
+    pub l1d_bytes: usize,
+    /// Level-2 cache per core, in bytes.
+    pub l2_bytes: usize,
+}
+
+impl Target {
+    /// 128-bit vectors (SSE, NEON) with 16 registers: what the Cranelift JIT
+    /// emits on x86-64, with the host's FMA and caches.
+    pub fn host_128() -> Target {
+        let (l1d_bytes, l2_bytes) = host_caches();
+        Target { vector_lanes: 4, vector_registers: 16, fma: host_has_fma(), l1d_bytes, l2_bytes }
+    }
+
+    /// This target with `lanes`-wide vectors (and, for 512-bit vectors,
+    /// AVX-512's 32 registers): how tests schedule for a wider machine.
+    pub fn with_lanes(self, lanes: usize) -> Target {
+        let vector_registers = if lanes >= 16 { 32 } else { self.vector_registers };
+        Target { vector_lanes: lanes, vector_registers, ..self }
+    }
+
+    /// Whether a target is usable for scheduling: a power-of-two lane count
+    /// of at least 2 and at most 64, and registers for a tile.
+    pub fn check(&self) -> Result<(), String> {
+        if !(2..=64).contains(&self.vector_lanes) || !self.vector_lanes.is_power_of_two() {
+            return Err(format!("vector lanes must be a power of two from 2 to 64, got {}", self.vector_lanes));
+        }
+        if self.vector_registers < 8 {
+            return Err(format!("a target needs at least 8 vector registers, got {}", self.vector_registers));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lanes {} registers {}{} l1d {} l2 {}",
+            self.vector_lanes,
+            self.vector_registers,
+            if self.fma { " fma" } else { "" },
+            self.l1d_bytes,
+            self.l2_bytes
+        )
+    }
+}
+
+fn host_has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// L1 data and L2 sizes of CPU 0 from Linux's sysfs; common sizes where
+/// they cannot be read.
+fn host_caches() -> (usize, usize) {
+    let mut l1d = None;
+    let mut l2 = None;
+    for index in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{index}");
+        let read = |file: &str| std::fs::read_to_string(format!("{dir}/{file}")).ok();
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size")) else { continue };
+        let Some(bytes) = parse_cache_size(size.trim()) else { continue };
+        match (level.trim(), kind.trim()) {
+            ("1", "Data") => l1d = Some(bytes),
+            ("2", _) => l2 = Some(bytes),
+            _ => {}
+        }
+    }
+    (l1d.unwrap_or(32 << 10), l2.unwrap_or(1 << 20))
+}
+
+/// `48K`, `2048K`, `1M` as bytes.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: usize = digits.parse().ok()?;
+    match unit {
+        "" => Some(n),
+        "K" => n.checked_mul(1 << 10),
+        "M" => n.checked_mul(1 << 20),
+        "G" => n.checked_mul(1 << 30),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_parse_with_units() {
+        assert_eq!(parse_cache_size("48K"), Some(48 << 10));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("12Q"), None);
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let t = Target::host_128();
+        assert_eq!(t.vector_lanes, 4);
+        assert!(t.check().is_ok());
+        assert_eq!(t.with_lanes(16).vector_registers, 32);
+        assert!(t.with_lanes(6).check().unwrap_err().contains("power of two"));
+    }
+}
