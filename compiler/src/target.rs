@@ -39,6 +39,12 @@ impl Target {
         Target { vector_lanes: 4, vector_registers: 16, fma: host_has_fma(), l1d_bytes, l2_bytes }
     }
 
+    /// 128-bit vectors and 16 registers without FMA, 32 KiB L1d and 1 MiB
+    /// L2: the target a kernel-IR text implies when it names none.
+    pub fn baseline() -> Target {
+        Target { vector_lanes: 4, vector_registers: 16, fma: false, l1d_bytes: 32 << 10, l2_bytes: 1 << 20 }
+    }
+
     /// This target with `lanes`-wide vectors (and, for 512-bit vectors,
     /// AVX-512's 32 registers): how tests schedule for a wider machine.
     pub fn with_lanes(self, lanes: usize) -> Target {

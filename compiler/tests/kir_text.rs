@@ -416,9 +416,15 @@ fn empty_program_round_trips() {
         offsets: vec![],
         arena_len: 0,
         threads: 1,
-        target: Target { vector_lanes: 4, vector_registers: 16, fma: true, l1d_bytes: 49152, l2_bytes: 2 << 20 },
+        target: Target::baseline(),
     };
     assert_eq!(assert_round_trip(&p, "empty program"), "program threads 1 arena 0\n");
+    // Any other target is written out and read back.
+    let wide = Program { target: Target::baseline().with_lanes(16), ..p };
+    assert_eq!(
+        assert_round_trip(&wide, "16-lane program"),
+        "program threads 1 arena 0 target lanes 16 registers 32 l1d 32768 l2 1048576\n"
+    );
 }
 
 #[test]

@@ -54,6 +54,10 @@
 //! # Ok::<(), kiln_compiler::kernel::ParseError>(())
 //! ```
 //!
+//! The `program` line ends with the target the program is scheduled for
+//! (`target lanes 4 registers 16 fma l1d 49152 l2 2097152`), omitted when it
+//! is [`Target::baseline`].
+//!
 //! Buffers are `%N`, loop variables `vN`, accumulators `aN`, graph nodes
 //! `nN`; names are quoted strings. Buffer and kernel numbers must appear in
 //! order, and every `%N` must name a declared buffer. In index context
@@ -73,6 +77,7 @@
 //! fit their field are errors.
 //!
 //! [`Program`]: super::Program
+//! [`Target::baseline`]: crate::target::Target::baseline
 //! [`Idx::Table`]: super::Idx::Table
 //! [`Idx::FloatTable`]: super::Idx::FloatTable
 
@@ -92,7 +97,7 @@ pub use write::write_program;
 /// own programs nest loops up to 8 deep and expressions up to 11; the limit
 /// keeps the parser's recursion well inside a 2 MiB thread stack even in
 /// debug builds.
-pub const MAX_NESTING: usize = 256;
+pub const MAX_NESTING: usize = 128;
 
 /// A position in the text: 1-based line and column (in characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -210,7 +210,7 @@ impl Parser {
         let threads = self.usize()?;
         self.expect_word("arena")?;
         let arena_len = self.usize()?;
-        let target = self.target()?;
+        let target = if self.is_word("target") { self.target()? } else { Target::baseline() };
         let (buffers, offsets) = self.buffers()?;
         let mut values = Vec::new();
         while self.eat_word("value") {

@@ -10,8 +10,12 @@ use std::fmt::Write;
 /// equal program.
 pub fn write_program(program: &Program) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "program threads {} arena {}", program.threads, program.arena_len);
-    let _ = writeln!(out, "target {}", program.target);
+    let _ = write!(out, "program threads {} arena {}", program.threads, program.arena_len);
+    // The baseline target is implied, so hand-written programs need not say it.
+    if program.target != Target::baseline() {
+        let _ = write!(out, " target {}", program.target);
+    }
+    out.push('\n');
     let offsets_per_buffer = program.offsets.len() == program.buffers.len();
     if !program.buffers.is_empty() {
         out.push('\n');
