@@ -1,4 +1,14 @@
 //! The trainer: epochs of compiled training steps, evaluation, checkpoints.
+//!
+//! This file holds the configuration, construction, the epoch loop and
+//! the compiled step, parameters and checkpoints; diagnosing a non-finite
+//! loss, evaluation and profiling the loop are submodules.
+
+mod diagnose;
+mod evaluate;
+mod profile;
+
+pub use profile::OverheadReport;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,15 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_compiler::{Graph, Loss, NodeId, Op, Tensor, Training, autodiff, interp};
+use kiln_compiler::{Graph, Loss, NodeId, Tensor, Training, autodiff};
 
 use super::checkpoint::{Checkpoint, match_params};
 use super::error::TrainError;
-use super::metrics::{EpochRecord, EvalMetrics, display_class_names};
+use super::metrics::{EpochRecord, display_class_names};
 use super::optim::{AdamState, Optimizer};
 use crate::data::{Batch, DataLoader, Dataset, LoaderConfig, Transforms};
 use crate::executor::{Backend, Executor};
 use crate::model::Model;
+use diagnose::{SNAPSHOT_EVERY, Snapshot};
 
 /// How a [`Trainer`] trains.
 #[derive(Clone, Debug)]
@@ -80,66 +91,6 @@ pub struct EpochTiming {
     /// Inside the training step (setting the batch, the compiled step,
     /// the host-side optimizer, copying a remainder batch's state).
     pub step: Duration,
-}
-
-/// What [`Trainer::profile_overhead`] measured: whole epochs with the real
-/// loader and as many bare steps on pre-made batches, alternated.
-#[derive(Clone, Debug)]
-pub struct OverheadReport {
-    /// Steps in an epoch.
-    pub steps: usize,
-    /// Images in an epoch.
-    pub images: usize,
-    /// Each epoch with the real loader, transforms, metrics and progress.
-    pub epochs: Vec<EpochTiming>,
-    /// Each run of the same number of bare steps (set input, set labels,
-    /// run, read the loss) on batches made beforehand.
-    pub bare: Vec<Duration>,
-}
-
-impl OverheadReport {
-    /// The loop's share of an epoch, `(epoch - bare) / epoch`, from the
-    /// fastest epoch and the fastest bare run (the least disturbed by
-    /// anything else running on the machine).
-    pub fn overhead(&self) -> f64 {
-        let e = self.epochs.iter().map(|t| t.total).min().unwrap_or_default().as_secs_f64();
-        let b = self.bare.iter().min().copied().unwrap_or_default().as_secs_f64();
-        if e == 0.0 { 0.0 } else { (e - b) / e }
-    }
-}
-
-impl std::fmt::Display for OverheadReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per = |d: Duration| self.images as f64 / d.as_secs_f64().max(1e-9);
-        writeln!(f, "{} steps, {} images per epoch", self.steps, self.images)?;
-        for (i, (e, b)) in self.epochs.iter().zip(&self.bare).enumerate() {
-            writeln!(
-                f,
-                "round {}: bare steps {:.3} s ({:.0} images/s) | epoch with loader {:.3} s ({:.0} images/s): \
-                 in the step {:.3} s, waiting for data {:.3} s, rest of the loop {:.3} s",
-                i + 1,
-                b.as_secs_f64(),
-                per(*b),
-                e.total.as_secs_f64(),
-                per(e.total),
-                e.step.as_secs_f64(),
-                e.waiting_for_data.as_secs_f64(),
-                (e.total.saturating_sub(e.step + e.waiting_for_data)).as_secs_f64()
-            )?;
-        }
-        write!(f, "loop overhead (fastest epoch vs fastest bare run): {:.2} % of the epoch", 100.0 * self.overhead())
-    }
-}
-
-/// Steps between the copies of the training state kept to diagnose a non-finite loss.
-const SNAPSHOT_EVERY: usize = 1000;
-
-/// The training state before batch `batch` of the current epoch.
-struct Snapshot {
-    batch: usize,
-    steps: u64,
-    leaves: Vec<Vec<f32>>,
-    adam: Option<AdamState>,
 }
 
 /// Trains a classifier: a forward graph with one input `[N, ...]` and
@@ -566,162 +517,6 @@ impl Trainer {
         Ok(loss)
     }
 
-    fn take_snapshot(&mut self, batch: usize) -> Result<(), TrainError> {
-        let mut leaves = match self.snapshot.take() {
-            Some(s) => s.leaves,
-            None => self.leaves.iter().map(|_| Vec::new()).collect(),
-        };
-        for (buf, &l) in leaves.iter_mut().zip(&self.leaves) {
-            buf.clear();
-            buf.extend_from_slice(self.step_exec.get(l)?);
-        }
-        self.snapshot = Some(Snapshot { batch, steps: self.steps, leaves, adam: self.adam.clone() });
-        Ok(())
-    }
-
-    /// The error for a non-finite loss at batch `failed` (0-based) of the
-    /// current epoch: restores the last snapshot, replays the steps up to
-    /// the failing one (the loader and the step are deterministic), and
-    /// re-runs the failing batch through the interpreter on the parameters
-    /// it saw to name the first node whose value is not finite. Leaves the
-    /// trainer in the state before the failing step.
-    fn non_finite(&mut self, loss: f32, failed: usize, loader: &DataLoader) -> TrainError {
-        let step = self.steps;
-        let (node, origin) = if self.config.diagnose_non_finite {
-            match self.replay_and_find(failed, loader) {
-                Ok(found) => found,
-                Err(e) => (None, format!("replaying the steps to find its origin failed: {e}")),
-            }
-        } else {
-            (None, "enable diagnose_non_finite to find the node that produced it".to_string())
-        };
-        TrainError::NonFinite { loss, epoch: self.epoch + 1, step, batch_in_epoch: failed + 1, node, origin }
-    }
-
-    fn replay_and_find(&mut self, failed: usize, loader: &DataLoader) -> Result<(Option<String>, String), TrainError> {
-        let Some(snap) = self.snapshot.take() else {
-            return Ok((None, "no copy of the training state was kept".into()));
-        };
-        for (buf, &l) in snap.leaves.iter().zip(&self.leaves) {
-            self.step_exec.set(l, buf)?;
-        }
-        self.adam = snap.adam.clone();
-        self.steps = snap.steps;
-        for (j, batch) in loader.epoch(self.epoch).enumerate() {
-            if j < snap.batch {
-                continue;
-            }
-            let batch = batch?;
-            if j < failed {
-                self.step_batch(&batch)?;
-                continue;
-            }
-            let mut params = Vec::with_capacity(self.graph.params.len());
-            for &p in &self.graph.params {
-                params.push(self.step_exec.get(p)?.to_vec());
-            }
-            let labels: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
-            self.snapshot = Some(snap);
-            return Ok(self.first_non_finite(&batch, params, labels));
-        }
-        Ok((None, "the failing batch could not be loaded again".into()))
-    }
-
-    fn first_non_finite(&self, batch: &Batch, params: Vec<Vec<f32>>, labels: Vec<f32>) -> (Option<String>, String) {
-        let n = batch.len();
-        let mut feeds: HashMap<NodeId, Tensor> = HashMap::new();
-        for (&p, data) in self.graph.params.iter().zip(params) {
-            feeds.insert(p, Tensor { shape: self.graph.node(p).shape.at_batch(n), data });
-        }
-        feeds.insert(self.input, batch.images.clone());
-        feeds.insert(self.training.target, Tensor { shape: vec![n], data: labels });
-        let values = match interp::evaluate(&self.graph, n, &feeds) {
-            Ok(v) => v,
-            Err(e) => return (None, format!("re-running the batch in the interpreter failed: {e}")),
-        };
-        for id in self.graph.node_ids() {
-            let Some(v) = values.get(id.index()) else { break };
-            if let Some(k) = v.data.iter().position(|x| !x.is_finite()) {
-                let node = self.graph.node(id);
-                let what = match node.op {
-                    Op::Input => "the input batch already holds".to_string(),
-                    Op::Param { .. } => "parameter already holds".to_string(),
-                    _ => {
-                        let from: Vec<String> =
-                            node.inputs.iter().map(|&i| format!("`{}`", self.graph.node(i).name)).collect();
-                        format!("computed from {}, produced", from.join(", "))
-                    }
-                };
-                return (
-                    Some(node.name.clone()),
-                    format!(
-                        "the first node with a non-finite value is `{}` ({}, {:?} stage): {what} {} at element {k} \
-                         (found by re-running the batch in the interpreter)",
-                        node.name,
-                        node.op.mnemonic(),
-                        node.stage,
-                        v.data[k]
-                    ),
-                );
-            }
-        }
-        (None, "the interpreter computes finite values for every node on this batch".to_string())
-    }
-
-    /// Evaluates the current parameters on `dataset` (in order, at
-    /// `config.eval_batch`): loss, accuracy, per-class accuracy, confusion matrix.
-    ///
-    /// # Errors
-    /// Data and executor errors; a data set whose samples do not fit the model.
-    pub fn evaluate(&mut self, dataset: Arc<dyn Dataset>, transforms: Transforms) -> Result<EvalMetrics, TrainError> {
-        self.check_dataset(dataset.as_ref())?;
-        let names = display_class_names(dataset.class_names());
-        let mut names = names;
-        names.resize_with(self.classes.max(names.len()), String::new);
-        let len = dataset.len();
-        let batch = self.config.eval_batch.min(len);
-        let loader = DataLoader::new(
-            dataset,
-            LoaderConfig {
-                batch_size: batch,
-                workers: self.config.workers.min(2),
-                transforms,
-                ..LoaderConfig::default()
-            },
-        )?;
-        let mut metrics = EvalMetrics::new(names);
-        let mut loss_sum = 0.0;
-        let bar = self.progress_bar(len as u64, "evaluating");
-        for b in loader.epoch(0) {
-            let b = b?;
-            let n = b.len();
-            let want = self.forward.node(self.input).shape.at_batch(n);
-            if b.images.shape != want {
-                return Err(TrainError::Config(format!(
-                    "the data gives batches of shape {:?}, but model {} takes {want:?}",
-                    b.images.shape, self.forward.name
-                )));
-            }
-            let slot = if n == batch { &mut self.eval_exec } else { &mut self.eval_rem };
-            if slot.as_ref().map(Executor::batch) != Some(n) {
-                *slot = Some(Executor::new(self.forward.clone(), n, self.config.backend, self.config.threads)?);
-            }
-            let Some(exec) = slot.as_mut() else { continue };
-            for &p in &self.forward.params {
-                exec.set(p, self.step_exec.get(p)?)?;
-            }
-            exec.set(self.input, &b.images.data)?;
-            exec.run()?;
-            let logits = exec.get(self.forward.outputs[0])?;
-            loss_sum += metrics.add_batch(logits, &b.labels, self.classes);
-            bar.inc(n as u64);
-        }
-        bar.finish_and_clear();
-        metrics.loss = loss_sum / metrics.total.max(1) as f64;
-        metrics.class_names.truncate(metrics.confusion.len());
-        Ok(metrics)
-    }
-
     /// The run's state as a checkpoint.
     ///
     /// # Errors
@@ -836,66 +631,5 @@ impl Trainer {
         self.steps = ck.step;
         self.history = ck.history;
         Ok(())
-    }
-
-    /// Measures what the loop around the compiled step costs: `rounds`
-    /// times, the epoch's number of bare steps (set input, set labels, run,
-    /// read the loss) on batches made beforehand, then one epoch over
-    /// `dataset` with the real loader, transforms and progress. Alternating
-    /// keeps slow drifts of the machine out of the comparison. Trains the
-    /// model while doing so.
-    ///
-    /// # Errors
-    /// As [`Trainer::fit`].
-    pub fn profile_overhead(
-        &mut self,
-        dataset: Arc<dyn Dataset>,
-        transforms: Transforms,
-        rounds: usize,
-    ) -> Result<OverheadReport, TrainError> {
-        self.check_dataset(dataset.as_ref())?;
-        let loader = self.loader(dataset, transforms)?;
-        self.prepare_remainder(&loader)?;
-        // Pre-made full batches, reused in turn: few enough (16) to stay in
-        // the last-level cache, so the bare steps are as fast as they get.
-        let mut premade: Vec<Batch> = Vec::new();
-        for b in loader.epoch(u64::MAX) {
-            let b = b?;
-            if b.len() == self.config.batch_size {
-                premade.push(b);
-            }
-            if premade.len() == 16 {
-                break;
-            }
-        }
-        if premade.is_empty() {
-            return Err(TrainError::Config("the data set is smaller than one batch".into()));
-        }
-        let steps = loader.num_batches();
-        let bare = |t: &mut Trainer| -> Result<Duration, TrainError> {
-            let start = Instant::now();
-            for s in 0..steps {
-                let b = &premade[s % premade.len()];
-                t.step_exec.set(t.input, &b.images.data)?;
-                t.labels_buf.clear();
-                t.labels_buf.extend(b.labels.iter().map(|&l| l as f32));
-                t.step_exec.set(t.training.target, &t.labels_buf)?;
-                t.step_exec.run()?;
-                std::hint::black_box(t.step_exec.get(t.training.loss)?[0]);
-            }
-            Ok(start.elapsed())
-        };
-        // Warm up caches and the thread pool.
-        for b in premade.iter().take(8) {
-            self.step_batch(b)?;
-        }
-        let mut report = OverheadReport { steps, images: 0, epochs: Vec::new(), bare: Vec::new() };
-        for _ in 0..rounds.max(1) {
-            report.bare.push(bare(self)?);
-            let (_, images, _) = self.train_epoch(&loader)?;
-            report.images = images;
-            report.epochs.push(self.last_timing);
-        }
-        Ok(report)
     }
 }
