@@ -13,6 +13,7 @@
 //! ; nextln: gemm m 64 n 32 k 256 {
 //! ```
 //!
+//! Run with `FILETEST_OUTPUT_DIR=DIR` to get each stage's output in DIR.
 //! Every failure is reported, with the file, the line of the failing
 //! expectation and the output around the place it was looked for.
 //! `every_expectation_can_fail` edits each expectation in turn and checks
@@ -24,7 +25,7 @@ mod filetest {
     pub mod stage;
 }
 
-use filetest::check::{Directive, Expectation, Piece, parse_expectations, run_expectations};
+use filetest::check::{Directive, Expectation, parse_expectations, run_expectations};
 use filetest::stage::{run_stage, split_file};
 use kiln_compiler::kernel::parse_program;
 use std::path::{Path, PathBuf};
@@ -78,6 +79,7 @@ fn run_with(name: &str, text: &str, expectations: &[Expectation]) -> Vec<String>
                 continue;
             }
         };
+        save_output(name, &command.stage, &output);
         match run_expectations(expectations, &output) {
             Ok(failures) => reports.extend(failures.into_iter().map(|f| {
                 format!(
@@ -92,6 +94,15 @@ fn run_with(name: &str, text: &str, expectations: &[Expectation]) -> Vec<String>
         }
     }
     reports
+}
+
+/// With `FILETEST_OUTPUT_DIR` set, writes each stage's output there as
+/// `FILE.STAGE.out`: what a new filetest's expectations are written against.
+fn save_output(name: &str, stage: &str, output: &str) {
+    let Ok(dir) = std::env::var("FILETEST_OUTPUT_DIR") else { return };
+    let stem = Path::new(name).file_stem().map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned());
+    let path = Path::new(&dir).join(format!("{stem}.{stage}.out"));
+    std::fs::write(&path, output).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 fn run_file(name: &str, text: &str) -> Vec<String> {
@@ -110,12 +121,12 @@ fn read(path: &Path) -> (String, String) {
 #[test]
 fn filetests_pass() {
     let files = kir_files(&filetests_dir());
-    assert!(files.len() >= 8, "expected at least 8 filetests in {}, found {}", filetests_dir().display(), files.len());
     let mut reports = Vec::new();
     for path in &files {
         let (name, text) = read(path);
         reports.extend(run_file(&name, &text));
     }
+    assert!(files.len() >= 8, "expected at least 8 filetests in {}, found {}", filetests_dir().display(), files.len());
     assert!(reports.is_empty(), "{} filetest failure(s):\n\n{}", reports.len(), reports.join("\n"));
 }
 
@@ -157,7 +168,8 @@ fn every_expectation_can_fail() {
                 Directive::Check | Directive::NextLine => run_file(&name, &edit_pattern(&text, e.line)),
                 Directive::Not => {
                     let mut edited = expectations.clone();
-                    edited[index].pieces = vec![Piece::Bind("anything".into())];
+                    // No pieces: matches every non-empty line.
+                    edited[index].pieces = Vec::new();
                     run_with(&name, &text, &edited)
                 }
             };
@@ -216,8 +228,13 @@ mod matching {
     fn misspelt_directives_are_errors() {
         let e = parse_expectations("; chekc: kernel 0\n").expect_err("unknown directive");
         assert!(e.contains("line 1") && e.contains("chekc"), "{e}");
+        for typo in ["check-next", "nextline", "chek", "nott"] {
+            assert!(parse_expectations(&format!("; {typo}: x\n")).is_err(), "`{typo}:` is taken for prose");
+        }
         assert!(parse_expectations("; check:\n").is_err(), "empty pattern");
         // Ordinary comments are not directives.
-        assert!(parse_expectations("; the conv's product, Outer: 8 rows\n").expect("comment").is_empty());
+        for prose in ["; the conv's product, Outer: 8 rows\n", "; it: every tile\n", "; note: slow path\n"] {
+            assert!(parse_expectations(prose).expect("a comment").is_empty(), "{prose}");
+        }
     }
 }

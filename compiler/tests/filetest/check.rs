@@ -61,27 +61,25 @@ pub struct Expectation {
     pub line: usize,
 }
 
-/// Collects the expectations of a filetest. A comment of the form
-/// `; word: ...` whose word is not a directive is an error, so that a
-/// misspelt `; chekc:` cannot pass silently.
+/// Collects the expectations of a filetest. A comment `; word: ...` whose
+/// word is close to a directive's is an error, so that a misspelt
+/// `; chekc:` cannot pass silently.
 pub fn parse_expectations(file: &str) -> Result<Vec<Expectation>, String> {
     let mut out = Vec::new();
     for (index, line) in file.lines().enumerate() {
         let line_no = index + 1;
         let Some(comment) = line.trim_start().strip_prefix(';') else { continue };
         let Some((word, rest)) = comment.trim_start().split_once(':') else { continue };
-        if word.is_empty() || !word.chars().all(|c| c.is_ascii_lowercase()) {
-            continue;
-        }
         let directive = match word {
             "check" => Directive::Check,
             "nextln" => Directive::NextLine,
             "not" => Directive::Not,
-            other => {
+            other if looks_like_directive(other) => {
                 return Err(format!(
                     "line {line_no}: unknown directive `{other}:` (expected check:, nextln: or not:)"
                 ));
             }
+            _ => continue,
         };
         let text = rest.trim().to_string();
         if text.is_empty() {
@@ -104,6 +102,33 @@ pub fn parse_expectations(file: &str) -> Result<Vec<Expectation>, String> {
         return Err(format!("line {}: `nextln:` needs an earlier `check:` to follow", first.line));
     }
     Ok(out)
+}
+
+/// Whether a comment's first word, followed by a colon, is probably a
+/// misspelt directive (`chekc:`, `check-next:`, `nextline:`, `nto:`)
+/// rather than prose (`it:`, `note:`).
+fn looks_like_directive(word: &str) -> bool {
+    word.starts_with("check")
+        || word.starts_with("next")
+        || edit_distance(word, "check") <= 2
+        || edit_distance(word, "nextln") <= 2
+        || (edit_distance(word, "not") == 1 && word != "note")
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn is_word_char(c: char) -> bool {
