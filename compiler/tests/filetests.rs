@@ -67,7 +67,12 @@ fn run_with(name: &str, text: &str, expectations: &[Expectation]) -> Vec<String>
         Ok(p) => p,
         Err(e) => {
             let line = text.lines().nth(e.line.saturating_sub(1)).unwrap_or("");
-            return vec![format!("{name}:{}:{}: the program does not parse: {}\n    | {line}", e.line, e.column, e.message())];
+            return vec![format!(
+                "{name}:{}:{}: the program does not parse: {}\n    | {line}",
+                e.line,
+                e.column,
+                e.message()
+            )];
         }
     };
     let mut reports = Vec::new();

@@ -75,9 +75,7 @@ pub fn parse_expectations(file: &str) -> Result<Vec<Expectation>, String> {
             "nextln" => Directive::NextLine,
             "not" => Directive::Not,
             other if looks_like_directive(other) => {
-                return Err(format!(
-                    "line {line_no}: unknown directive `{other}:` (expected check:, nextln: or not:)"
-                ));
+                return Err(format!("line {line_no}: unknown directive `{other}:` (expected check:, nextln: or not:)"));
             }
             _ => continue,
         };
@@ -90,10 +88,7 @@ pub fn parse_expectations(file: &str) -> Result<Vec<Expectation>, String> {
     }
     for pair in out.windows(2) {
         if pair[0].directive == Directive::Not && pair[1].directive == Directive::NextLine {
-            return Err(format!(
-                "line {}: `not:` right before `nextln:` has no lines to look at",
-                pair[0].line
-            ));
+            return Err(format!("line {}: `not:` right before `nextln:` has no lines to look at", pair[0].line));
         }
     }
     if let Some(first) = out.first()
@@ -255,20 +250,21 @@ pub fn run_expectations(expectations: &[Expectation], output: &str) -> Result<Ve
     // The first line a `check:` may match, and the line a `nextln:` must.
     let mut cursor = 0;
     let mut pending_not: Vec<&Expectation> = Vec::new();
-    let check_nots = |pending: &mut Vec<&Expectation>, from: usize, to: usize, bound: &Bindings, failures: &mut Vec<Failure>| {
-        for not in pending.drain(..) {
-            for (i, line) in lines.iter().enumerate().take(to).skip(from) {
-                if match_line(&not.pieces, line, bound)?.is_some() {
-                    failures.push(Failure {
-                        expectation: not.clone(),
-                        message: format!("found on output line {}:\n{}", i + 1, excerpt(&lines, i, i + 1, 1)),
-                    });
-                    break;
+    let check_nots =
+        |pending: &mut Vec<&Expectation>, from: usize, to: usize, bound: &Bindings, failures: &mut Vec<Failure>| {
+            for not in pending.drain(..) {
+                for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+                    if match_line(&not.pieces, line, bound)?.is_some() {
+                        failures.push(Failure {
+                            expectation: not.clone(),
+                            message: format!("found on output line {}:\n{}", i + 1, excerpt(&lines, i, i + 1, 1)),
+                        });
+                        break;
+                    }
                 }
             }
-        }
-        Ok::<(), String>(())
-    };
+            Ok::<(), String>(())
+        };
     for e in expectations {
         match e.directive {
             Directive::Not => pending_not.push(e),
@@ -281,7 +277,8 @@ pub fn run_expectations(expectations: &[Expectation], output: &str) -> Result<Ve
                     }
                 }
                 let Some((i, binds)) = found else {
-                    let after = if cursor == 0 { "anywhere".to_string() } else { format!("after output line {cursor}") };
+                    let after =
+                        if cursor == 0 { "anywhere".to_string() } else { format!("after output line {cursor}") };
                     failures.push(Failure {
                         expectation: e.clone(),
                         message: format!(

@@ -213,7 +213,9 @@ fn compare_round_trip(printed: &str, written: &[(usize, String)]) -> Result<(), 
             }
             Some(_) => {}
             None => {
-                return Err(format!("the printed program goes on after the file's program ends:\n    printed: {printed_line}"));
+                return Err(format!(
+                    "the printed program goes on after the file's program ends:\n    printed: {printed_line}"
+                ));
             }
         }
     }
