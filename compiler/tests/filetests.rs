@@ -243,3 +243,44 @@ mod matching {
         }
     }
 }
+
+/// Errors of the file itself (the program as written, the `test` line)
+/// name the line and what was expected.
+mod file_errors {
+    use super::run_file;
+
+    const PROGRAM: &str = "program threads 1 arena 0\n";
+
+    fn report(header: &str, program: &str) -> String {
+        let reports = run_file("t.kir", &format!("{header}\n\n{program}; check: program\n"));
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        reports[0].clone()
+    }
+
+    #[test]
+    fn roundtrip_names_the_line_that_prints_differently() {
+        assert!(run_file("t.kir", &format!("test roundtrip\n\n{PROGRAM}; check: program\n")).is_empty());
+        let r = report("test roundtrip", "program threads 1  arena 0\n");
+        assert!(r.contains("line 3") && r.contains("printed: program threads 1 arena 0"), "{r}");
+    }
+
+    #[test]
+    fn test_lines_are_checked() {
+        let r = report("test schedule", PROGRAM);
+        assert!(r.contains("line 1") && r.contains("needs threads=N"), "{r}");
+        let r = report("test schedule threads=2 thread=3", PROGRAM);
+        assert!(r.contains("unknown option(s) thread"), "{r}");
+        let r = report("test plan_memory keep=%0", PROGRAM);
+        assert!(r.contains("buffer %0 is not declared"), "{r}");
+        let r = report("test frobnicate", PROGRAM);
+        assert!(r.contains("unknown stage `frobnicate`"), "{r}");
+        let r = report("; no test line", PROGRAM);
+        assert!(r.contains("no `test` line"), "{r}");
+    }
+
+    #[test]
+    fn parse_errors_point_into_the_file() {
+        let r = report("test roundtrip", "program threads 1 arena 0\n%1 = leaf n0 \"x\" len 4\n");
+        assert!(r.starts_with("t.kir:4:1: ") && r.contains("expected buffer 0, found buffer 1"), "{r}");
+    }
+}

@@ -1,5 +1,7 @@
 //! How the filetests' inputs were made: real programs of small nets, printed
-//! at the stage a filetest starts from, then trimmed by hand.
+//! at the stage a filetest starts from, then trimmed to the kernels a test
+//! is about (the other kernels dropped, the buffers they alone used
+//! dropped, the rest renumbered in order).
 //!
 //! ```text
 //! KIR_DUMP_DIR=/tmp/kir cargo test -p kiln-compiler --test filetests -- --ignored dump_stage_inputs
