@@ -1,0 +1,641 @@
+//! Which path each heavy op of the benchmark nets takes through the kernel
+//! builder and the scheduler, pinned per net so that a change that sends a
+//! net down a slower path (explicit im2col packing instead of a row table,
+//! a serial kernel instead of a parallel one, a smaller register tile)
+//! fails here with a readable diff instead of only showing up in `kiln
+//! bench`.
+//!
+//! Each net is planned with `jit::plan` (4 threads, no input gradients) at
+//! batch 4 and 64, forward and training (cross-entropy, SGD with momentum),
+//! and summarised in a few lines: one header of counts, then one line per
+//! kernel that holds a matrix product, packs an operand, or prepares one
+//! (weight splats and transposes, partial-sum combines, update copies):
+//!
+//! ```text
+//! kernels 12, gemm 5, parallel 6 (x4: 6)
+//! conv1.splat_weight: serial
+//! conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
+//! pad+relu: x4 over 4 | pack im2col | outer 8x1 u3
+//! ```
+//!
+//! - `xT over E`: the kernel's outermost loop of E iterations runs on T
+//!   threads (`serial`: one thread, no parallel loop).
+//! - `pack im2col` / `pack dcol`: the kernel writes a per-thread packing
+//!   buffer (explicit im2col for a convolution, or the column matrix an
+//!   input gradient scatters back from): the slow path for convolutions.
+//! - `outer RxV uU` / `dot RxC`: the register tile of each product, then
+//!   its layout flags: `b_rows` (B read in place through a row table:
+//!   implicit im2col), `b_wrap` (B's columns wrap from input row to input
+//!   row), `k_split` (a dot tile's reduction split along output rows),
+//!   `k_wraps` (and its vector steps run across rows), `c_rows` and
+//!   `c_wrap` (C scattered into the image: col2im fused), `a_splat` (A
+//!   pre-splatted to `f32x4`).
+//!
+//! The expected paths and why each net takes them are documented at each
+//! net's table below.
+
+use kiln_compiler::autodiff::derive_training;
+use kiln_compiler::frontend::compile_str;
+use kiln_compiler::graph::Graph;
+use kiln_compiler::jit::{self, JitOptions};
+use kiln_compiler::kernel::{BufferKind, Gemm, GemmTile, Kernel, Program, Stmt};
+use kiln_compiler::ops::{Loss, Sgd};
+use std::collections::BTreeMap;
+
+/// Threads every net is planned for (a typical desktop; planning spawns none).
+const THREADS: usize = 4;
+
+fn forward_graph(source: &str, what: &str) -> Graph {
+    compile_str(source).unwrap_or_else(|d| panic!("{what}: {d:?}")).graph
+}
+
+fn training_graph(forward: &Graph) -> Graph {
+    let sgd = Sgd { lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    derive_training(forward, Loss::CrossEntropy, sgd).expect("derive_training")
+}
+
+fn planned(graph: &Graph, batch: usize, what: &str) -> Program {
+    let options = JitOptions { threads: THREADS, ..JitOptions::default() };
+    jit::plan(graph, batch, &options).unwrap_or_else(|e| panic!("{what}: {e}")).0
+}
+
+fn gemms<'a>(body: &'a [Stmt], out: &mut Vec<&'a Gemm>) {
+    for s in body {
+        match s {
+            Stmt::Loop(l) => gemms(&l.body, out),
+            Stmt::If { then, otherwise, .. } => {
+                gemms(then, out);
+                gemms(otherwise, out);
+            }
+            Stmt::Gemm(g) => out.push(g),
+            _ => {}
+        }
+    }
+}
+
+/// `outer 8x1 u3 b_rows a_splat`: the tile and the layout flags that set
+/// the product's path.
+fn describe_gemm(g: &Gemm) -> String {
+    let mut text = match g.tile {
+        GemmTile::Outer { rows, vectors, unroll } => format!("outer {rows}x{vectors} u{unroll}"),
+        GemmTile::Dot { rows, cols } => format!("dot {rows}x{cols}"),
+    };
+    let flags = [
+        ("b_rows", g.b_rows.is_some()),
+        ("b_wrap", g.b_wrap.is_some()),
+        ("k_split", g.k_split.is_some()),
+        ("k_wraps", g.k_split.is_some_and(|s| s.wraps(g.k))),
+        ("c_rows", g.c_rows.is_some()),
+        ("c_wrap", g.c_wrap.is_some()),
+        ("a_splat", g.a_splat),
+    ];
+    for (flag, set) in flags {
+        if set {
+            text.push(' ');
+            text.push_str(flag);
+        }
+    }
+    text
+}
+
+/// Kernels that exist to feed a product or finish one: found by the names
+/// the builder and the memory planner give them.
+fn is_helper(kernel: &Kernel) -> bool {
+    [".splat_weight", ".transpose_weight", ".combine"].iter().any(|s| kernel.name.ends_with(s))
+        || kernel.name.starts_with("update ")
+}
+
+/// The packing buffers (`.im2col`, `.dcol` scratch) a kernel writes.
+fn packs(program: &Program, kernel: &Kernel) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    for &b in &kernel.writes {
+        let buffer = &program.buffers[b];
+        if buffer.kind != BufferKind::Scratch {
+            continue;
+        }
+        for pack in ["im2col", "dcol"] {
+            if buffer.name.ends_with(&format!(".{pack}")) && !found.contains(&pack) {
+                found.push(pack);
+            }
+        }
+    }
+    found
+}
+
+fn summary(program: &Program) -> String {
+    let mut lines = Vec::new();
+    let mut gemm_kernels = 0;
+    let mut by_threads: BTreeMap<usize, usize> = BTreeMap::new();
+    for kernel in &program.kernels {
+        let mut products = Vec::new();
+        gemms(&kernel.body, &mut products);
+        let packed = packs(program, kernel);
+        if !products.is_empty() {
+            gemm_kernels += 1;
+        }
+        let threads = match kernel.parallel_extent() {
+            Some(extent) => {
+                *by_threads.entry(kernel.threads).or_default() += 1;
+                format!("x{} over {extent}", kernel.threads)
+            }
+            None => "serial".to_string(),
+        };
+        if products.is_empty() && packed.is_empty() && !is_helper(kernel) {
+            continue;
+        }
+        let mut line = format!("{}: {threads}", kernel.name);
+        for pack in packed {
+            line.push_str(&format!(" | pack {pack}"));
+        }
+        for g in products {
+            line.push_str(&format!(" | {}", describe_gemm(g)));
+        }
+        lines.push(line);
+    }
+    let parallel: usize = by_threads.values().sum();
+    let histogram: Vec<String> = by_threads.iter().map(|(t, n)| format!("x{t}: {n}")).collect();
+    let header = format!(
+        "kernels {}, gemm {gemm_kernels}, parallel {parallel} ({})",
+        program.kernels.len(),
+        histogram.join(", ")
+    );
+    std::iter::once(header).chain(lines).collect::<Vec<_>>().join("\n")
+}
+
+/// Summaries of a net: forward at batch 4 and 64, then training at 4 and 64.
+fn summaries(source: &str, what: &str) -> [String; 4] {
+    let forward = forward_graph(source, what);
+    let training = training_graph(&forward);
+    [
+        summary(&planned(&forward, 4, &format!("{what} forward batch 4"))),
+        summary(&planned(&forward, 64, &format!("{what} forward batch 64"))),
+        summary(&planned(&training, 4, &format!("{what} training batch 4"))),
+        summary(&planned(&training, 64, &format!("{what} training batch 64"))),
+    ]
+}
+
+/// Compares line by line and reports every differing line, with both
+/// summaries in full (the actual one ready to paste into the table).
+fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
+    const CASES: [&str; 4] = ["forward batch 4", "forward batch 64", "training batch 4", "training batch 64"];
+    let mut report = String::new();
+    for ((case, actual), expected) in CASES.iter().zip(actual).zip(expected) {
+        // The tables are indented in the source; summary lines never are.
+        let expected: String = expected.trim().lines().map(str::trim).collect::<Vec<_>>().join("\n");
+        if *actual == expected {
+            continue;
+        }
+        report.push_str(&format!("\n{what}, {case}: the path changed\n"));
+        let (a, e): (Vec<&str>, Vec<&str>) = (actual.lines().collect(), expected.lines().collect());
+        for i in 0..a.len().max(e.len()) {
+            let (al, el) = (a.get(i).copied().unwrap_or("<none>"), e.get(i).copied().unwrap_or("<none>"));
+            if al != el {
+                report.push_str(&format!("  line {}:\n    expected: {el}\n    actual:   {al}\n", i + 1));
+            }
+        }
+        report.push_str(&format!("  actual summary:\n{actual}\n"));
+    }
+    assert!(report.is_empty(), "{report}");
+}
+
+// The expected paths: per net, forward at batch 4 and 64, then training
+// at batch 4 and 64. A summary line: `kernel: threads | packs | products`.
+
+/// LeNet (`bench/nets/lenet.net`; `examples/lenet.net` declares the same
+/// net): the fast paths throughout, no packing anywhere.
+///
+/// - conv1 (5x5, no padding, unit stride) reads its input in place through
+///   a row table (`b_rows`: implicit im2col), with the weights splatted to
+///   `f32x4` once per run by `conv1.splat_weight` (no flops, so serial);
+///   its output rows of 28 are whole vectors, so one product per output row,
+///   a 6-row tile for the 6 channels, k = 75 unrolled by 3.
+/// - conv2's output rows of 10 are not whole vectors: one product per image
+///   whose columns wrap from input row to input row (`b_wrap`), 8 rows.
+/// - Linear layers are dot tiles, 4x2 (the batch is no multiple of 3).
+/// - Training: conv2's input gradient (`grad_pool`, named after the pool
+///   whose input it is) is scattered straight into the image (`c_rows
+///   c_wrap`, col2im fused) after `grad_pool.transpose_weight`; the weight
+///   gradients read the input in place (`b_rows k_split`), conv2's with its
+///   vector steps running across rows (`k_wraps`), conv1's rows of 28 not
+///   needing to; each sums per chunk of the batch (4 chunks at batch 4, 8
+///   at 64) and a serial `.combine` adds the chunks. conv1's input gradient
+///   is not computed (no input gradients are asked for).
+/// - Parallel: every conv over the batch (or chunks). At batch 4, fc1
+///   (384 kflop, over the threshold) still runs on one thread: the product
+///   cannot be split, since 120 columns make blocks of 30 (`split_gemm`
+///   wants multiples of 4 even for a dot tile, which does not vectorise
+///   along columns) and 4 rows cannot be cut for a 4-row tile. Worth
+///   fixing. fc2 and fc3 are under the 150 kflop threshold at batch 4,
+///   fc3 (107 kflop) also at 64.
+const LENET: [&str; 4] = [
+    // forward, batch 4
+    "
+    kernels 9, gemm 5, parallel 2 (x4: 2)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    fc1+x_2: serial | dot 4x2
+    fc2+x_3: serial | dot 4x2
+    fc3: serial | dot 4x2
+    ",
+    // forward, batch 64
+    "
+    kernels 9, gemm 5, parallel 5 (x4: 5)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: serial | dot 4x2
+    ",
+    // training, batch 4
+    "
+    kernels 39, gemm 14, parallel 8 (x4: 8)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    fc1+x_2: serial | dot 4x2
+    fc2+x_3: serial | dot 4x2
+    fc3: serial | dot 4x2
+    grad_x_3+grad_fc2: serial | outer 4x1 u3
+    grad_fc3.weight: serial | outer 8x1 u4
+    grad_x_2+grad_fc1: serial | outer 4x1 u3
+    grad_fc2.weight: serial | outer 8x1 u4
+    grad_x_1: x4 over 4 | outer 4x1 u3
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_pool.transpose_weight: serial
+    grad_pool: x4 over 4 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_conv2.weight: x4 over 4 | dot 4x2 b_rows k_split k_wraps
+    grad_conv2.weight.combine: serial
+    grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
+    grad_conv1.weight.combine: serial
+    ",
+    // training, batch 64
+    "
+    kernels 39, gemm 14, parallel 15 (x4: 15)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: serial | dot 4x2
+    grad_x_3+grad_fc2: serial | outer 8x1 u3
+    grad_fc3.weight: serial | outer 8x1 u4
+    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u3
+    grad_fc2.weight: x4 over 4 | outer 8x1 u4
+    grad_x_1: x4 over 4 | outer 8x1 u3
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_pool.transpose_weight: serial
+    grad_pool: x4 over 64 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_conv2.weight: x4 over 8 | dot 4x2 b_rows k_split k_wraps
+    grad_conv2.weight.combine: serial
+    grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
+    grad_conv1.weight.combine: serial
+    ",
+];
+
+/// The MLP (`bench/nets/mlp.net`): linear layers only. Forward products
+/// are 4x2 dot tiles; backward ones outer tiles (input gradients: rows =
+/// the batch, at most 8; weight gradients: k = the batch, a multiple of 4,
+/// so unrolled by 4). Every kernel over the threshold is split across the
+/// 4 threads by columns or rows; at batch 4 fc3 and its input and weight
+/// gradients (20 kflop each) stay serial.
+const MLP: [&str; 4] = [
+    // forward, batch 4
+    "
+    kernels 3, gemm 3, parallel 2 (x4: 2)
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: serial | dot 4x2
+    ",
+    // forward, batch 64
+    "
+    kernels 3, gemm 3, parallel 3 (x4: 3)
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: x4 over 4 | dot 4x2
+    ",
+    // training, batch 4
+    "
+    kernels 18, gemm 8, parallel 7 (x4: 7)
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: serial | dot 4x2
+    grad_x_3+grad_fc2: serial | outer 4x1 u3
+    grad_fc3.weight: serial | outer 8x1 u4
+    grad_x_2+grad_fc1: x4 over 4 | outer 4x1 u4
+    grad_fc2.weight: x4 over 4 | outer 8x1 u4
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    ",
+    // training, batch 64
+    "
+    kernels 18, gemm 8, parallel 10 (x4: 10)
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2+x_3: x4 over 4 | dot 4x2
+    fc3: x4 over 4 | dot 4x2
+    grad_x_3+grad_fc2: x4 over 4 | outer 8x1 u3
+    grad_fc3.weight: x4 over 4 | outer 8x1 u4
+    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u4
+    grad_fc2.weight: x4 over 4 | outer 8x1 u4
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    ",
+];
+
+/// VGG16c (`bench/nets/vgg16c.net`): the slow path for every conv. All
+/// three are 3x3 with padding 1, and the implicit im2col needs no padding,
+/// so each image is packed into `convN.im2col` first (`pack im2col`) and
+/// multiplied with plain 8-row outer tiles. In training the input gradients
+/// of conv2 and conv3 (`grad_pool`, `grad_pool_1`) go through a packed
+/// column matrix and col2im loops (`pack dcol`), and each weight gradient
+/// packs an im2col again (dot 4x2). Padded implicit im2col (a row table
+/// with a zero border, or a padded copy of the input) is the obvious next
+/// performance work for this net, `resnet_ish` and `wide5`.
+const VGG16C: [&str; 4] = [
+    // forward, batch 4
+    "
+    kernels 8, gemm 5, parallel 4 (x4: 4)
+    conv1+relu: x4 over 4 | pack im2col | outer 8x1 u3
+    conv2+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    conv3+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2: serial | dot 4x2
+    ",
+    // forward, batch 64
+    "
+    kernels 8, gemm 5, parallel 8 (x4: 8)
+    conv1+relu: x4 over 64 | pack im2col | outer 8x1 u3
+    conv2+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    conv3+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2: x4 over 4 | dot 4x2
+    ",
+    // training, batch 4
+    "
+    kernels 39, gemm 14, parallel 12 (x4: 12)
+    conv1+relu: x4 over 4 | pack im2col | outer 8x1 u3
+    conv2+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    conv3+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2: serial | dot 4x2
+    grad_x_2+grad_fc1: serial | outer 4x1 u3
+    grad_fc2.weight: serial | outer 8x1 u4
+    grad_x_1: x4 over 4 | outer 4x1 u4
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_pool_1: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_conv3.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv3.weight.combine: serial
+    grad_pool: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_conv2.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv2.weight.combine: serial
+    grad_conv1.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv1.weight.combine: serial
+    ",
+    // training, batch 64
+    "
+    kernels 39, gemm 14, parallel 24 (x4: 24)
+    conv1+relu: x4 over 64 | pack im2col | outer 8x1 u3
+    conv2+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    conv3+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    fc1+x_2: x4 over 4 | dot 4x2
+    fc2: x4 over 4 | dot 4x2
+    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u3
+    grad_fc2.weight: x4 over 4 | outer 8x1 u4
+    grad_x_1: x4 over 4 | outer 8x1 u4
+    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_pool_1: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_conv3.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv3.weight.combine: serial
+    grad_pool: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_conv2.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv2.weight.combine: serial
+    grad_conv1.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv1.weight.combine: serial
+    ",
+];
+
+/// ResNet-ish (`bench/nets/resnet_ish.net`): every 3x3 conv is padded, so
+/// every conv packs, as in VGG16c. The 1x1 stride-2 projections `b2s` and
+/// `b3s` pack too: the implicit path needs unit column stride, although a
+/// 1x1 conv is a plain product over strided columns, so their packing is
+/// pure overhead (k = 16 and 32, unrolled by 4). The residual adds are
+/// separate elementwise kernels (not listed). `fc` (64 -> 10) is under the
+/// threshold at both batch sizes; of the weight-gradient combines only
+/// b3b's (8 x 36864 elements at batch 64) is large enough to run in
+/// parallel (b3a's, 8 x 18432, misses the threshold by 2.5k).
+const RESNET_ISH: [&str; 4] = [
+    // forward, batch 4
+    "
+    kernels 14, gemm 10, parallel 11 (x4: 11)
+    stem+x_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b1a+relu: x4 over 4 | pack im2col | outer 8x1 u3
+    b1b: x4 over 4 | pack im2col | outer 8x1 u3
+    b2s: x4 over 4 | pack im2col | outer 8x1 u4
+    b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b: x4 over 4 | pack im2col | outer 8x1 u3
+    b3s: x4 over 4 | pack im2col | outer 8x1 u4
+    b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    b3b: x4 over 4 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    ",
+    // forward, batch 64
+    "
+    kernels 14, gemm 10, parallel 13 (x4: 13)
+    stem+x_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b1a+relu: x4 over 64 | pack im2col | outer 8x1 u3
+    b1b: x4 over 64 | pack im2col | outer 8x1 u3
+    b2s: x4 over 64 | pack im2col | outer 8x1 u4
+    b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b: x4 over 64 | pack im2col | outer 8x1 u3
+    b3s: x4 over 64 | pack im2col | outer 8x1 u4
+    b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    b3b: x4 over 64 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    ",
+    // training, batch 4
+    "
+    kernels 77, gemm 29, parallel 32 (x4: 32)
+    stem+x_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b1a+relu: x4 over 4 | pack im2col | outer 8x1 u3
+    b1b: x4 over 4 | pack im2col | outer 8x1 u3
+    b2s: x4 over 4 | pack im2col | outer 8x1 u4
+    b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b: x4 over 4 | pack im2col | outer 8x1 u3
+    b3s: x4 over 4 | pack im2col | outer 8x1 u4
+    b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    b3b: x4 over 4 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    grad_x_5: serial | outer 4x1 u3
+    grad_fc.weight: serial | outer 8x1 u4
+    grad_relu_2+grad_b3a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b3b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b3b.weight.combine: serial
+    grad_x_3_from_b3a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b3a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b3a.weight.combine: serial
+    grad_x_3_from_b3s: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b3s.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b3s.weight.combine: serial
+    grad_relu_1+grad_b2a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b2b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b2b.weight.combine: serial
+    grad_x_2_from_b2a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b2a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b2a.weight.combine: serial
+    grad_x_2_from_b2s: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b2s.weight.combine: serial
+    grad_relu+grad_b1a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b1b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b1b.weight.combine: serial
+    grad_x_1_from_b1a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_b1a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b1a.weight.combine: serial
+    grad_stem.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_stem.weight.combine: serial
+    ",
+    // training, batch 64
+    "
+    kernels 77, gemm 29, parallel 45 (x4: 45)
+    stem+x_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b1a+relu: x4 over 64 | pack im2col | outer 8x1 u3
+    b1b: x4 over 64 | pack im2col | outer 8x1 u3
+    b2s: x4 over 64 | pack im2col | outer 8x1 u4
+    b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b: x4 over 64 | pack im2col | outer 8x1 u3
+    b3s: x4 over 64 | pack im2col | outer 8x1 u4
+    b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    b3b: x4 over 64 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    grad_x_5: serial | outer 8x1 u3
+    grad_fc.weight: serial | outer 8x1 u4
+    grad_relu_2+grad_b3a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b3b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b3b.weight.combine: x4 over 36864
+    grad_x_3_from_b3a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b3a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b3a.weight.combine: serial
+    grad_x_3_from_b3s: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b3s.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b3s.weight.combine: serial
+    grad_relu_1+grad_b2a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b2b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b2b.weight.combine: serial
+    grad_x_2_from_b2a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b2a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b2a.weight.combine: serial
+    grad_x_2_from_b2s: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b2s.weight.combine: serial
+    grad_relu+grad_b1a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b1b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b1b.weight.combine: serial
+    grad_x_1_from_b1a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_b1a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b1a.weight.combine: serial
+    grad_stem.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_stem.weight.combine: serial
+    ",
+];
+
+/// Wide5 (`bench/nets/wide5.net`): 5x5 convs with padding 2 and a dilated
+/// 3x3 conv with padding 2: every conv packs (see VGG16c). conv2's k =
+/// 32 * 25 = 800 is a multiple of 4 and not of 3, so it unrolls by 4. The
+/// average pools' gradients are the input gradients of conv2 and conv3
+/// (`grad_avg`, `grad_avg_1`, through `pack dcol`). conv2's weight-gradient
+/// combine (8 x 25600 elements) is parallel at batch 64.
+const WIDE5: [&str; 4] = [
+    // forward, batch 4
+    "
+    kernels 7, gemm 4, parallel 3 (x4: 3)
+    conv1+tanh: x4 over 4 | pack im2col | outer 8x1 u3
+    conv2+relu: x4 over 4 | pack im2col | outer 8x1 u4
+    conv3+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    ",
+    // forward, batch 64
+    "
+    kernels 7, gemm 4, parallel 7 (x4: 7)
+    conv1+tanh: x4 over 64 | pack im2col | outer 8x1 u3
+    conv2+relu: x4 over 64 | pack im2col | outer 8x1 u4
+    conv3+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    fc: x4 over 4 | dot 4x2
+    ",
+    // training, batch 4
+    "
+    kernels 33, gemm 11, parallel 9 (x4: 9)
+    conv1+tanh: x4 over 4 | pack im2col | outer 8x1 u3
+    conv2+relu: x4 over 4 | pack im2col | outer 8x1 u4
+    conv3+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    fc: serial | dot 4x2
+    grad_x_1: serial | outer 4x1 u3
+    grad_fc.weight: serial | outer 8x1 u4
+    grad_avg_1: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_conv3.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv3.weight.combine: serial
+    grad_avg: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_conv2.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv2.weight.combine: serial
+    grad_conv1.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv1.weight.combine: serial
+    ",
+    // training, batch 64
+    "
+    kernels 33, gemm 11, parallel 22 (x4: 22)
+    conv1+tanh: x4 over 64 | pack im2col | outer 8x1 u3
+    conv2+relu: x4 over 64 | pack im2col | outer 8x1 u4
+    conv3+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    fc: x4 over 4 | dot 4x2
+    grad_x_1: x4 over 4 | outer 8x1 u3
+    grad_fc.weight: x4 over 4 | outer 8x1 u4
+    grad_avg_1: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_conv3.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv3.weight.combine: serial
+    grad_avg: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_conv2.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv2.weight.combine: x4 over 25600
+    grad_conv1.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv1.weight.combine: serial
+    ",
+];
+
+#[test]
+fn lenet_paths() {
+    let source = include_str!("../../bench/nets/lenet.net");
+    assert_paths("bench/nets/lenet.net", &summaries(source, "lenet"), LENET);
+}
+
+/// The lecture's net is the benchmark's LeNet; should the two files part,
+/// this test and `lenet_paths` say which one moved.
+#[test]
+fn lecture_lenet_paths() {
+    let source = include_str!("../../examples/lenet.net");
+    assert_paths("examples/lenet.net", &summaries(source, "examples/lenet"), LENET);
+}
+
+#[test]
+fn mlp_paths() {
+    let source = include_str!("../../bench/nets/mlp.net");
+    assert_paths("bench/nets/mlp.net", &summaries(source, "mlp"), MLP);
+}
+
+#[test]
+fn vgg16c_paths() {
+    let source = include_str!("../../bench/nets/vgg16c.net");
+    assert_paths("bench/nets/vgg16c.net", &summaries(source, "vgg16c"), VGG16C);
+}
+
+#[test]
+fn resnet_ish_paths() {
+    let source = include_str!("../../bench/nets/resnet_ish.net");
+    assert_paths("bench/nets/resnet_ish.net", &summaries(source, "resnet_ish"), RESNET_ISH);
+}
+
+#[test]
+fn wide5_paths() {
+    let source = include_str!("../../bench/nets/wide5.net");
+    assert_paths("bench/nets/wide5.net", &summaries(source, "wide5"), WIDE5);
+}
