@@ -84,7 +84,7 @@ fn describe_gemm(g: &Gemm) -> String {
         ("b_rows", g.b_rows.is_some()),
         ("b_wrap", g.b_wrap.is_some()),
         ("k_split", g.k_split.is_some()),
-        ("k_wraps", g.k_split.is_some_and(|s| s.wraps(g.k))),
+        ("k_wraps", g.k_split.is_some_and(|s| s.wraps(g.k, 4))),
         ("c_rows", g.c_rows.is_some()),
         ("c_wrap", g.c_wrap.is_some()),
         ("a_splat", g.a_splat),
