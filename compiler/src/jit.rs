@@ -19,7 +19,7 @@ use crate::kernel::{
     AfterPass, BufId, BufferKind, BuildError, Program, VerifyErrors, build_program, describe_kernels, describe_memory,
     verify, write_program,
 };
-use crate::passes::{fuse, plan_memory, schedule};
+use crate::passes::{choose_lowering, fuse, plan_memory, schedule};
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -156,7 +156,8 @@ fn observable_nodes(graph: &Graph, keep_all: bool, input_grads: bool) -> HashSet
 }
 
 /// The kernel program of `graph` before code generation: fused, built,
-/// scheduled and memory-planned (what `--emit kernels|memory` shows).
+/// scheduled, memory-planned and its lowering chosen (what `--emit
+/// kernels|memory|kir` shows).
 pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Program, HashSet<NodeId>), JitError> {
     if options.threads == 0 {
         return Err(JitError::InvalidOptions("threads must be at least 1".into()));
@@ -173,6 +174,8 @@ pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Progra
     let keep: HashSet<BufId> = observable.iter().filter_map(|&n| program.value_buffer(n)).collect();
     let program = plan_memory(program, &keep);
     verify_in_debug(&program, AfterPass::PlanMemory)?;
+    let program = choose_lowering(program);
+    verify_in_debug(&program, AfterPass::Lowering)?;
     Ok((program, observable))
 }
 

@@ -40,7 +40,7 @@ const MAX_UNROLLED_TAPS: usize = 16;
 
 /// The tile written by the builder; scheduling replaces it.
 const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
-const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1 };
+const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1, steps: DotSteps::Rolled(1) };
 
 /// Lowers each fused group of `graph` to kernels at batch size `batch`.
 ///
@@ -226,7 +226,7 @@ fn make_kernel(name: String, nodes: Vec<NodeId>, body: Vec<Stmt>, flops: u64) ->
     reads.dedup();
     writes.sort();
     writes.dedup();
-    Kernel { name, nodes, body, reads, writes, in_place: Vec::new(), flops, threads: 1 }
+    Kernel { name, nodes, body, reads, writes, in_place: Vec::new(), flops, threads: 1, emission: Emission::Optimised }
 }
 
 /// The expression of `a(x)`, matching [`Activation::apply`].

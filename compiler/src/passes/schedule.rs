@@ -53,8 +53,8 @@ fn tile_for(g: &Gemm) -> GemmTile {
             let unroll = if !g.k.is_multiple_of(3) && g.k.is_multiple_of(4) { 4 } else { 3 };
             GemmTile::Outer { rows: g.m.min(8), vectors: 1, unroll }
         }
-        GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3 },
-        GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2) },
+        GemmTile::Dot { steps, .. } if g.m.is_multiple_of(3) && g.n >= 3 => GemmTile::Dot { rows: 3, cols: 3, steps },
+        GemmTile::Dot { steps, .. } => GemmTile::Dot { rows: g.m.min(4), cols: g.n.min(2), steps },
     }
 }
 
@@ -94,7 +94,7 @@ fn parallelize(k: &mut Kernel, threads: usize) {
         let subst = Idx::var(block_var) * len + Idx::var(inner_var);
         let body = body.into_iter().map(|s| substitute_stmt(s, block_var, &subst)).collect();
         l.extent = blocks;
-        l.body = vec![Stmt::Loop(Loop { var: inner_var, extent: len, mode: LoopMode::Serial, body })];
+        l.body = vec![Stmt::lp(inner_var, len, LoopMode::Serial, body)];
     }
     l.mode = LoopMode::Parallel;
     k.threads = threads.min(l.extent);
@@ -124,7 +124,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
     let v = Idx::var(var);
     let (rows_min, cols_min) = match g.tile {
         GemmTile::Outer { rows, vectors, .. } => (rows, 4 * vectors),
-        GemmTile::Dot { rows, cols } => (rows, cols),
+        GemmTile::Dot { rows, cols, .. } => (rows, cols),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.
     let by_cols = g.b_wrap.is_none()
@@ -150,7 +150,7 @@ fn split_gemm(g: &Gemm, threads: usize) -> Option<Stmt> {
         return None;
     }
     part.tile = tile_for(&part);
-    Some(Stmt::Loop(Loop { var, extent: threads, mode: LoopMode::Serial, body: vec![Stmt::Gemm(Box::new(part))] }))
+    Some(Stmt::lp(var, threads, LoopMode::Serial, vec![Stmt::Gemm(Box::new(part))]))
 }
 
 fn shift_epilogue(g: &mut Gemm, v: &Idx, step: i64, rows: bool) {

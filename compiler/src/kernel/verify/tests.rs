@@ -1,6 +1,7 @@
 //! Hand-made broken programs, one per check, each rejected with its message.
 
 use super::*;
+use crate::kernel::{DotSteps, Emission};
 use crate::kernel::build::accesses;
 use crate::kernel::{
     Bias, Buffer, ColumnWrap, Epilogue, Gemm, GemmTile, Idx, KSplit, Kernel, LoopMode, MatrixRef, RedOp, Stmt, Val,
@@ -23,7 +24,7 @@ fn kernel(body: Vec<Stmt>) -> Kernel {
     reads.dedup();
     writes.sort();
     writes.dedup();
-    Kernel { name: "k".into(), nodes: vec![], body, reads, writes, in_place: vec![], flops: 0, threads: 1 }
+    Kernel { name: "k".into(), nodes: vec![], body, reads, writes, in_place: vec![], flops: 0, threads: 1, emission: Emission::Optimised }
 }
 
 fn program(buffers: Vec<Buffer>, kernels: Vec<Kernel>) -> Program {
@@ -215,7 +216,7 @@ fn small_gemm(tile: GemmTile) -> Gemm {
 }
 
 const OUTER: GemmTile = GemmTile::Outer { rows: 4, vectors: 1, unroll: 1 };
-const DOT: GemmTile = GemmTile::Dot { rows: 2, cols: 2 };
+const DOT: GemmTile = GemmTile::Dot { rows: 2, cols: 2, steps: DotSteps::Rolled(1) };
 
 fn gemm_problems(g: Gemm, c_len: usize) -> Vec<Problem> {
     let mut bufs = vec![scratch("a", 16), scratch("b", 24), scratch("c", c_len)];

@@ -1,0 +1,211 @@
+//! Lowering decisions: how each loop, dot tile and kernel is written out
+//! (see `kernel::lowering`), chosen after memory planning because an
+//! overlapping vector tail depends on which buffers share memory.
+//!
+//! The thresholds below were measured on x86-64 with Cranelift; they should
+//! come from the target description once there is one.
+
+use crate::kernel::lowering::{aliased_writes, outer_reductions, overlap_tail_ok, reads_or_sets, vector_reductions};
+use crate::kernel::{
+    AccId, DotSteps, Emission, Gemm, GemmTile, Kernel, Loop, LoopMode, Program, Stmt, Unroll, VectorTail,
+};
+use std::collections::{HashMap, HashSet};
+
+/// Serial loops up to this extent are written out when their copies stay
+/// small (see [`fits_written_out`]).
+const MAX_WRITTEN_OUT_EXTENT: usize = 16;
+
+/// Vector loops up to this extent (in elements) have their full vectors
+/// written out when their copies stay small.
+const MAX_WRITTEN_OUT_VECTOR_EXTENT: usize = 32;
+
+/// Statements a written-out loop may expand to, all copies together.
+const MAX_WRITTEN_OUT_STATEMENTS: usize = 48;
+
+/// Independent partial vectors per outer reduction of a vector loop (the
+/// FADD latency is 3 cycles; 4 chains keep adds issuing every cycle).
+const REDUCTION_CHAINS: usize = 4;
+
+/// Vector steps per iteration of an unsplit dot tile's loop, at most.
+const MAX_DOT_STEPS_PER_ITERATION: usize = 5;
+
+/// Segments of a split dot tile with at most this many vector steps are
+/// written out instead of looped (kernels holding a product keep their
+/// emitted order, so the operands of one step stay next to its products).
+const MAX_WRITTEN_OUT_DOT_STEPS: usize = 8;
+
+/// Records every lowering decision of `program`.
+pub fn choose_lowering(mut program: Program) -> Program {
+    let aliased: Vec<HashSet<usize>> = program.kernels.iter().map(|k| aliased_writes(&program, k)).collect();
+    for (kernel, aliased) in program.kernels.iter_mut().zip(&aliased) {
+        kernel.emission = emission(kernel);
+        let mut walk = Walk { aliased, declared: HashMap::new(), kept: HashSet::new() };
+        walk.stmts(&mut kernel.body, false);
+    }
+    program
+}
+
+/// Kernels holding a register-tiled product keep their emitted order (the
+/// tile's schedule); everything else gets the optimiser.
+fn emission(kernel: &Kernel) -> Emission {
+    fn any_gemm(body: &[Stmt]) -> bool {
+        body.iter().any(|s| match s {
+            Stmt::Gemm(_) => true,
+            Stmt::Loop(l) => any_gemm(&l.body),
+            Stmt::If { then, otherwise, .. } => any_gemm(then) || any_gemm(otherwise),
+            _ => false,
+        })
+    }
+    if any_gemm(&kernel.body) { Emission::AsScheduled } else { Emission::Optimised }
+}
+
+/// The state the decisions depend on, walked in the order the code
+/// generator emits statements.
+struct Walk<'a> {
+    /// Written buffers that share memory with a read one.
+    aliased: &'a HashSet<usize>,
+    /// Accumulators declared so far, and whether inside a vector loop.
+    declared: HashMap<AccId, bool>,
+    /// Accumulators whose lane partials an enclosing loop keeps.
+    kept: HashSet<AccId>,
+}
+
+impl Walk<'_> {
+    fn stmts(&mut self, body: &mut [Stmt], vec: bool) {
+        for s in body {
+            match s {
+                Stmt::Let { acc, .. } => {
+                    self.declared.insert(*acc, vec);
+                }
+                Stmt::Loop(l) => self.lower_loop(l, vec),
+                Stmt::If { then, otherwise, .. } => {
+                    self.stmts(then, vec);
+                    self.stmts(otherwise, vec);
+                }
+                Stmt::Gemm(g) => choose_dot_steps(g),
+                Stmt::Store { .. } | Stmt::Reduce { .. } | Stmt::Set { .. } => {}
+            }
+        }
+    }
+
+    /// Keeps lane partials across `l` for the accumulators its body only
+    /// adds into from its vector loops (declared outside it, as scalars,
+    /// never read or set inside it, not kept further out already).
+    fn keep_partials(&mut self, l: &mut Loop) {
+        let keep: Vec<AccId> = vector_reductions(&l.body, false)
+            .into_iter()
+            .map(|(acc, _)| acc)
+            .filter(|&acc| {
+                !reads_or_sets(&l.body, acc) && self.declared.get(&acc) == Some(&false) && !self.kept.contains(&acc)
+            })
+            .collect();
+        l.lowering.chains = if keep.is_empty() { 0 } else { REDUCTION_CHAINS };
+        self.kept.extend(keep.iter().copied());
+        l.lowering.keep_partials = keep;
+    }
+
+    fn lower_loop(&mut self, l: &mut Loop, vec: bool) {
+        match l.mode {
+            LoopMode::Serial if l.extent <= MAX_WRITTEN_OUT_EXTENT && fits_written_out(&l.body, l.extent) => {
+                l.lowering.unroll = Unroll::WrittenOut;
+                self.stmts(&mut l.body, vec);
+            }
+            LoopMode::Serial | LoopMode::Parallel => {
+                self.keep_partials(l);
+                self.stmts(&mut l.body, vec);
+                for acc in &l.lowering.keep_partials {
+                    self.kept.remove(acc);
+                }
+            }
+            LoopMode::Vector => self.lower_vector_loop(l, vec),
+        }
+    }
+
+    fn lower_vector_loop(&mut self, l: &mut Loop, vec: bool) {
+        let main = l.extent / 4 * 4;
+        let overlap = main > 0 && main < l.extent && overlap_tail_ok(&l.body, l.var, self.aliased);
+        if main > 0 {
+            let outer = outer_reductions(&l.body);
+            // The lane partials of outer reductions not kept further out
+            // start here.
+            let started: Vec<AccId> = outer
+                .iter()
+                .map(|&(acc, _)| acc)
+                .filter(|acc| self.declared.contains_key(acc) && !self.kept.contains(acc))
+                .collect();
+            let reduces = outer.iter().any(|(acc, _)| self.kept.contains(acc) || started.contains(acc));
+            l.lowering.chains = if started.is_empty() { 0 } else { REDUCTION_CHAINS };
+            if main <= MAX_WRITTEN_OUT_VECTOR_EXTENT && fits_written_out(&l.body, main / 4) {
+                l.lowering.unroll = Unroll::WrittenOut;
+            } else if reduces && main / 4 >= 2 * REDUCTION_CHAINS {
+                // One vector per chain each iteration: the adds into a
+                // partial no longer wait on each other.
+                l.lowering.copies = REDUCTION_CHAINS;
+            }
+            self.kept.extend(started.iter().copied());
+            self.stmts(&mut l.body, true);
+            for acc in &started {
+                self.kept.remove(acc);
+            }
+        }
+        l.lowering.tail = if main == l.extent {
+            VectorTail::None
+        } else if overlap {
+            VectorTail::Overlap
+        } else if fits_written_out(&l.body, l.extent - main) {
+            VectorTail::ScalarWrittenOut
+        } else {
+            VectorTail::Scalar
+        };
+        if main < l.extent && !overlap {
+            self.stmts(&mut l.body, vec);
+        }
+    }
+}
+
+/// How a dot tile walks its vector steps: an unsplit tile takes the largest
+/// divisor of its step count up to [`MAX_DOT_STEPS_PER_ITERATION`] per
+/// iteration (fewer pointer updates, no remainder loop); a split tile
+/// writes short segments out, and a wrapped one every step.
+fn choose_dot_steps(g: &mut Gemm) {
+    let GemmTile::Dot { steps, .. } = &mut g.tile else { return };
+    *steps = match g.k_split {
+        None => {
+            let count = g.k / 4;
+            let per = (1..=MAX_DOT_STEPS_PER_ITERATION).rev().find(|u| count.is_multiple_of(*u)).unwrap_or(1);
+            DotSteps::Rolled(if count == 0 { 1 } else { per })
+        }
+        Some(split) if split.wraps(g.k) => DotSteps::WrittenOut,
+        Some(split) if g.k / split.outer / 4 <= MAX_WRITTEN_OUT_DOT_STEPS => DotSteps::WrittenOut,
+        Some(_) => DotSteps::Rolled(1),
+    };
+}
+
+/// Statements a loop body expands to when it and its short serial loops
+/// are written out; `None` when it holds a loop that is not.
+fn written_out_size(body: &[Stmt]) -> Option<usize> {
+    body.iter().try_fold(0, |n, s| {
+        Some(
+            n + match s {
+                Stmt::Loop(l) if l.mode == LoopMode::Serial && l.extent <= MAX_WRITTEN_OUT_EXTENT => {
+                    l.extent * written_out_size(&l.body)?
+                }
+                // A short vector loop is written out too: its full vectors
+                // and one (overlapping or scalar) tail.
+                Stmt::Loop(l) if l.mode == LoopMode::Vector && l.extent <= MAX_WRITTEN_OUT_VECTOR_EXTENT => {
+                    (l.extent / 4 + usize::from(!l.extent.is_multiple_of(4))) * written_out_size(&l.body)?
+                }
+                Stmt::Loop(_) | Stmt::Gemm(_) => return None,
+                Stmt::If { then, otherwise, .. } => 1 + written_out_size(then)? + written_out_size(otherwise)?,
+                _ => 1,
+            },
+        )
+    })
+}
+
+/// Whether `copies` inline copies of `body` (and of its short inner loops)
+/// stay small: straight-line code lets every index be a constant offset
+/// from one induction variable, where a loop would keep one per index.
+fn fits_written_out(body: &[Stmt], copies: usize) -> bool {
+    written_out_size(body).is_some_and(|n| n * copies <= MAX_WRITTEN_OUT_STATEMENTS)
+}
