@@ -209,3 +209,92 @@ fn written_out_size(body: &[Stmt]) -> Option<usize> {
 fn fits_written_out(body: &[Stmt], copies: usize) -> bool {
     written_out_size(body).is_some_and(|n| n * copies <= MAX_WRITTEN_OUT_STATEMENTS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Buffer, BufferKind, Idx, LoopLowering, RedOp, Val};
+
+    /// One kernel over buffers `x` (0) and `y` (1) of 64 elements, `y`
+    /// placed at `y_offset` (0: sharing `x`'s memory, an in-place update).
+    fn lowered(body: Vec<Stmt>, y_offset: usize) -> Program {
+        let buffer = |name: &str| Buffer { name: name.into(), len: 64, kind: BufferKind::Scratch, per_thread: false };
+        let kernel = Kernel {
+            name: "k".into(),
+            nodes: vec![],
+            body,
+            reads: vec![0],
+            writes: vec![1],
+            in_place: vec![(0, 1)],
+            flops: 0,
+            threads: 1,
+            emission: Emission::Optimised,
+        };
+        let program = Program {
+            buffers: vec![buffer("x"), buffer("y")],
+            kernels: vec![kernel],
+            values: vec![],
+            updates: vec![],
+            offsets: vec![0, y_offset],
+            arena_len: 256,
+            threads: 1,
+        };
+        choose_lowering(program)
+    }
+
+    fn loop_at(program: &Program, path: &[usize]) -> LoopLowering {
+        let mut body = &program.kernels[0].body;
+        let mut found = None;
+        for &i in path {
+            let Stmt::Loop(l) = &body[i] else { panic!("no loop at {path:?}") };
+            found = Some(l.lowering.clone());
+            body = &l.body;
+        }
+        found.expect("a path")
+    }
+
+    #[test]
+    fn a_vector_tail_overlaps_unless_memory_is_shared() {
+        let copy = |extent| {
+            vec![Stmt::lp(0, extent, LoopMode::Vector, vec![Stmt::store(1, Idx::var(0), Val::load(0, Idx::var(0)))])]
+        };
+        assert_eq!(loop_at(&lowered(copy(42), 64), &[0]).tail, VectorTail::Overlap);
+        // In place: repeating a lane would read what it just wrote.
+        assert_eq!(loop_at(&lowered(copy(42), 0), &[0]).tail, VectorTail::ScalarWrittenOut);
+        assert_eq!(loop_at(&lowered(copy(40), 64), &[0]).tail, VectorTail::None);
+        // Short loops are written out, long ones rolled.
+        assert_eq!(loop_at(&lowered(copy(12), 64), &[0]).unroll, Unroll::WrittenOut);
+        assert_eq!(loop_at(&lowered(copy(40), 64), &[0]).unroll, Unroll::Rolled);
+    }
+
+    #[test]
+    fn long_reductions_get_chains_and_outer_loops_keep_their_partials() {
+        let sum = |extent| {
+            vec![
+                Stmt::Let { acc: 0, init: Val::Const(0.0) },
+                Stmt::lp(
+                    0,
+                    4,
+                    LoopMode::Serial,
+                    vec![Stmt::lp(
+                        1,
+                        extent,
+                        LoopMode::Vector,
+                        vec![Stmt::Reduce { acc: 0, op: RedOp::Add, val: Val::load(0, Idx::var(1)) }],
+                    )],
+                ),
+                Stmt::store(1, Idx::Const(0), Val::Acc(0)),
+            ]
+        };
+        let program = lowered(sum(64), 64);
+        let outer = loop_at(&program, &[1]);
+        assert_eq!((outer.keep_partials, outer.chains), (vec![0], REDUCTION_CHAINS));
+        let inner = loop_at(&program, &[1, 0]);
+        // The outer loop started the partials; the vector loop adds into
+        // them four vectors per iteration.
+        assert_eq!((inner.copies, inner.chains, inner.unroll), (REDUCTION_CHAINS, 0, Unroll::Rolled));
+        // 16 elements: four vectors, written out.
+        let short = loop_at(&lowered(sum(16), 64), &[1, 0]);
+        assert_eq!((short.copies, short.unroll), (1, Unroll::WrittenOut));
+    }
+}

@@ -2,10 +2,10 @@
 //! layout option, the epilogue order, and the faults.
 
 use super::*;
-use crate::kernel::{DotSteps, Emission};
 use crate::kernel::{
     Bias, Buffer, ColumnWrap, Epilogue, Gemm, GemmTile, Idx, KSplit, Kernel, LoopMode, MatrixRef, Stmt, Val,
 };
+use crate::kernel::{DotSteps, Emission};
 
 /// A program over `buffers` (laid out one after another) running `kernels`.
 fn program(buffers: Vec<(&str, usize, BufferKind)>, kernels: Vec<Kernel>) -> Program {
@@ -23,7 +23,17 @@ fn program(buffers: Vec<(&str, usize, BufferKind)>, kernels: Vec<Kernel>) -> Pro
 }
 
 fn kernel(name: &str, body: Vec<Stmt>, reads: Vec<BufId>, writes: Vec<BufId>) -> Kernel {
-    Kernel { name: name.into(), nodes: Vec::new(), body, reads, writes, in_place: Vec::new(), flops: 0, threads: 1, emission: Emission::Optimised }
+    Kernel {
+        name: name.into(),
+        nodes: Vec::new(),
+        body,
+        reads,
+        writes,
+        in_place: Vec::new(),
+        flops: 0,
+        threads: 1,
+        emission: Emission::Optimised,
+    }
 }
 
 fn matrix(buf: BufId, row_stride: i64, col_stride: i64) -> MatrixRef {

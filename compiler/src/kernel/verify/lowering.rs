@@ -7,8 +7,8 @@
 use super::{AfterPass, Problem, Sink};
 use crate::kernel::lowering::{aliased_writes, outer_reductions, overlap_tail_ok, reads_or_sets, vector_reductions};
 use crate::kernel::{
-    AccId, DotSteps, Gemm, GemmTile, Kernel, Loop, LoopMode, MAX_WRAPPED_STEPS, MAX_WRITTEN_OUT, Stmt, Unroll,
-    VarId, VectorTail,
+    AccId, DotSteps, Gemm, GemmTile, Kernel, Loop, LoopMode, MAX_WRAPPED_STEPS, MAX_WRITTEN_OUT, Stmt, Unroll, VarId,
+    VectorTail,
 };
 use std::collections::HashSet;
 
@@ -55,13 +55,17 @@ pub enum LoweringRule {
         var: VarId,
     },
     /// Whether an overlapping tail is legal depends on the arena layout.
-    #[error("vector loop v{var} has an overlapping tail before memory planning; expected one only once buffers have offsets")]
+    #[error(
+        "vector loop v{var} has an overlapping tail before memory planning; expected one only once buffers have offsets"
+    )]
     OverlapUnplanned {
         /// The loop variable.
         var: VarId,
     },
     /// Body copies per iteration only exist in rolled vector loops.
-    #[error("{mode:?} loop v{var} has {copies} body copies per iteration; expected 1, or more only in a rolled vector loop")]
+    #[error(
+        "{mode:?} loop v{var} has {copies} body copies per iteration; expected 1, or more only in a rolled vector loop"
+    )]
     BadCopies {
         /// The loop variable.
         var: VarId,
@@ -87,7 +91,9 @@ pub enum LoweringRule {
         var: VarId,
     },
     /// Chains recorded where no partials start.
-    #[error("{mode:?} loop v{var} has {chains} chains but keeps no partials; expected chains only on vector loops or loops that keep partials")]
+    #[error(
+        "{mode:?} loop v{var} has {chains} chains but keeps no partials; expected chains only on vector loops or loops that keep partials"
+    )]
     ChainsWithoutPartials {
         /// The loop variable.
         var: VarId,
@@ -170,9 +176,7 @@ impl Checker<'_, '_> {
             self.report(path, LoweringRule::ChainsWithoutPartials { var, mode, chains: d.chains });
         }
         let starts_partials = if vector {
-            self.decided
-                && l.extent >= 4
-                && outer_reductions(&l.body).iter().any(|(acc, _)| !self.kept.contains(acc))
+            self.decided && l.extent >= 4 && outer_reductions(&l.body).iter().any(|(acc, _)| !self.kept.contains(acc))
         } else {
             !d.keep_partials.is_empty()
         };
@@ -192,7 +196,8 @@ impl Checker<'_, '_> {
         let wrong = |expected| LoweringRule::WrongTail { var, mode, extent, tail, expected };
         if mode != LoopMode::Vector || extent.is_multiple_of(4) {
             if tail != VectorTail::None {
-                let expected = if mode == LoopMode::Vector { "none (whole vectors)" } else { "none (not a vector loop)" };
+                let expected =
+                    if mode == LoopMode::Vector { "none (whole vectors)" } else { "none (not a vector loop)" };
                 self.report(path, wrong(expected));
             }
             return;
