@@ -11,8 +11,8 @@ pub struct KirArgs {
     /// The kernel-IR text (`-` or `/dev/stdin` reads standard input).
     file: PathBuf,
     /// The last pass the program went through, which sets what the verifier
-    /// checks (`inspect --emit kir` prints programs after plan-memory).
-    #[arg(long, value_enum, default_value = "plan-memory")]
+    /// checks (`inspect --emit kir` prints programs after lowering).
+    #[arg(long, value_enum, default_value = "lowering")]
     after: PassArg,
 }
 
@@ -25,6 +25,8 @@ pub enum PassArg {
     Schedule,
     /// Arena offsets assigned.
     PlanMemory,
+    /// Unrolling, vector tails, reduction chains and emission order chosen.
+    Lowering,
 }
 
 pub fn run(args: KirArgs) -> Result<(), CliError> {
@@ -40,6 +42,7 @@ pub fn run(args: KirArgs) -> Result<(), CliError> {
         PassArg::Build => AfterPass::Build,
         PassArg::Schedule => AfterPass::Schedule,
         PassArg::PlanMemory => AfterPass::PlanMemory,
+        PassArg::Lowering => AfterPass::Lowering,
     };
     verify(&program, pass).map_err(|e| CliError::Kir { path: args.file.clone(), message: format!(" {e}") })?;
     out!("{}", write_program(&program));

@@ -64,7 +64,18 @@ fn lecture_lenet_round_trips() {
     if let Ok(path) = std::env::var("KIR_TEXT_DUMP") {
         std::fs::write(path, training).expect("dump");
     }
-    for needle in ["gemm m ", "tile outer", "bias per_", "activation relu", "grad_mask relu", "vector {"] {
+    for needle in [
+        "gemm m ",
+        "tile outer",
+        "bias per_",
+        "activation relu",
+        "grad_mask relu",
+        "vector {",
+        " as_scheduled {",
+        " written_out",
+        " tail ",
+        " chains 4",
+    ] {
         assert!(training.contains(needle), "no `{needle}` in LeNet's training program");
     }
 }
@@ -138,6 +149,7 @@ fn kernel(name: &str, body: Vec<Stmt>) -> Kernel {
         in_place: vec![(0, 4), (1, 4)],
         flops: u64::MAX,
         threads: 3,
+        emission: Emission::AsScheduled,
     }
 }
 
@@ -302,7 +314,7 @@ fn plain_gemm(tile: GemmTile) -> Gemm {
 /// One product per optional field (and one with none), plus one with all.
 fn gemm_variants() -> Vec<Gemm> {
     let outer = GemmTile::Outer { rows: 6, vectors: 2, unroll: 4 };
-    let dot = GemmTile::Dot { rows: 2, cols: 3 };
+    let dot = GemmTile::Dot { rows: 2, cols: 3, steps: DotSteps::Rolled(5) };
     let wrap = ColumnWrap { row: 10, stride: -14 };
     let activations = [
         Activation::Relu,
@@ -360,7 +372,7 @@ fn every_gemm_field_round_trips() {
     let text = assert_round_trip(&p, "gemm variants");
     assert_eq!(text.matches("gemm m 6 n 16 k 25 {").count(), count);
     for field in [
-        "tile dot rows 2 cols 3",
+        "tile dot rows 2 cols 3 steps 5",
         "b_rows %4",
         "k_split outer 5 a_stride 5 b_stride -32",
         "b_wrap row 10 stride -14",
@@ -376,6 +388,54 @@ fn every_gemm_field_round_trips() {
         "activation leaky_relu(1.1754944e-38)",
     ] {
         assert!(text.contains(field), "no `{field}` in\n{text}");
+    }
+}
+
+/// A loop of `mode` with its lowering decisions replaced.
+fn decided(var: VarId, extent: usize, mode: LoopMode, lowering: LoopLowering, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop(Loop { var, extent, mode, body, lowering })
+}
+
+#[test]
+fn every_lowering_decision_round_trips() {
+    let store = |var: VarId| vec![Stmt::store(4, Idx::Var(var), Val::Const(1.0))];
+    let d = LoopLowering::default;
+    let body = vec![
+        Stmt::Let { acc: 0, init: Val::Const(0.0) },
+        Stmt::Let { acc: 3, init: Val::Const(0.0) },
+        decided(0, 2, LoopMode::Serial, LoopLowering { keep_partials: vec![3, 0], chains: 4, ..d() }, {
+            vec![
+                decided(1, 7, LoopMode::Vector, LoopLowering { tail: VectorTail::Overlap, chains: 2, ..d() }, store(1)),
+                decided(2, 64, LoopMode::Vector, LoopLowering { copies: 4, tail: VectorTail::None, ..d() }, store(2)),
+                decided(
+                    3,
+                    9,
+                    LoopMode::Vector,
+                    LoopLowering { unroll: Unroll::WrittenOut, tail: VectorTail::Scalar, ..d() },
+                    store(3),
+                ),
+                decided(4, 3, LoopMode::Vector, LoopLowering { tail: VectorTail::ScalarWrittenOut, ..d() }, store(4)),
+                decided(5, 3, LoopMode::Serial, LoopLowering { unroll: Unroll::WrittenOut, ..d() }, store(5)),
+            ]
+        }),
+    ];
+    let mut split = plain_gemm(GemmTile::Dot { rows: 1, cols: 2, steps: DotSteps::WrittenOut });
+    split.k_split = Some(KSplit { outer: 5, a_stride: 5, b_stride: 7 });
+    let mut p = program(vec![kernel("decisions", body), kernel("product", vec![Stmt::Gemm(Box::new(split))])]);
+    p.kernels[0].emission = Emission::Optimised;
+    let text = assert_round_trip(&p, "lowering decisions");
+    for needle in [
+        "kernel 0 \"decisions\" threads 3 flops 18446744073709551615 {",
+        "kernel 1 \"product\" threads 3 flops 18446744073709551615 as_scheduled {",
+        "for v0 in 0..2 chains 4 keep [a3, a0] {",
+        "for v1 in 0..7 vector tail overlap chains 2 {",
+        "for v2 in 0..64 vector copies 4 {",
+        "for v3 in 0..9 vector written_out tail scalar {",
+        "for v4 in 0..3 vector tail scalar_written_out {",
+        "for v5 in 0..3 written_out {",
+        "tile dot rows 1 cols 2 steps written_out",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in\n{text}");
     }
 }
 

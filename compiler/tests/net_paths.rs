@@ -78,7 +78,7 @@ fn gemms<'a>(body: &'a [Stmt], out: &mut Vec<&'a Gemm>) {
 fn describe_gemm(g: &Gemm) -> String {
     let mut text = match g.tile {
         GemmTile::Outer { rows, vectors, unroll } => format!("outer {rows}x{vectors} u{unroll}"),
-        GemmTile::Dot { rows, cols } => format!("dot {rows}x{cols}"),
+        GemmTile::Dot { rows, cols, .. } => format!("dot {rows}x{cols}"),
     };
     let flags = [
         ("b_rows", g.b_rows.is_some()),

@@ -1,18 +1,10 @@
 //! Register-tiled F32X4 matrix products.
 
 use super::{Fx, LANES};
-use crate::kernel::{AccId, Bias, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr};
+use crate::kernel::{AccId, Bias, DotSteps, Gemm, GemmTile, MatrixRef, Val, activation_expr, activation_grad_expr};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::Variable;
-
-/// Segments of a split dot tile with at most this many vector steps are
-/// written out instead of looped (kernels holding a product keep their
-/// emitted order, so the operands of one step stay next to its products).
-const MAX_UNROLLED_DOT_STEPS: usize = 8;
-
-/// Vector steps per iteration of an unsplit dot tile's loop, at most.
-const MAX_DOT_UNROLL: usize = 5;
 
 /// Scratch accumulator ids used to feed epilogue values to expression lowering.
 const EPILOGUE_X: AccId = u32::MAX - 1;
@@ -128,16 +120,16 @@ impl Fx<'_, '_> {
                     j += 4;
                 }
             }
-            GemmTile::Dot { rows, cols } => {
+            GemmTile::Dot { rows, cols, steps } => {
                 let (rows, cols) = (rows.clamp(1, g.m), cols.clamp(1, g.n));
                 let full = g.m / rows * rows;
                 if full > 0 {
                     let (s, e) = (self.iconst(0), self.iconst(full as i64));
-                    self.counted_loop(s, e, rows as i64, |fx, i0| fx.dot_cols(g, &ptrs, rows, cols, i0));
+                    self.counted_loop(s, e, rows as i64, |fx, i0| fx.dot_cols(g, &ptrs, [rows, cols], steps, i0));
                 }
                 if !g.m.is_multiple_of(rows) {
                     let i0 = self.iconst(full as i64);
-                    self.dot_cols(g, &ptrs, g.m % rows, cols, i0);
+                    self.dot_cols(g, &ptrs, [g.m % rows, cols], steps, i0);
                 }
             }
         }
@@ -341,15 +333,15 @@ impl Fx<'_, '_> {
         }
     }
 
-    fn dot_cols(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value) {
+    fn dot_cols(&mut self, g: &Gemm, p: &Ptrs, [rows, cols]: [usize; 2], steps: DotSteps, i0: Value) {
         let full = g.n / cols * cols;
         if full > 0 {
             let (s, e) = (self.iconst(0), self.iconst(full as i64));
-            self.counted_loop(s, e, cols as i64, |fx, j0| fx.dot_micro(g, p, rows, cols, i0, j0));
+            self.counted_loop(s, e, cols as i64, |fx, j0| fx.dot_micro(g, p, rows, cols, steps, i0, j0));
         }
         if !g.n.is_multiple_of(cols) {
             let j0 = self.iconst(full as i64);
-            self.dot_micro(g, p, rows, g.n % cols, i0, j0);
+            self.dot_micro(g, p, rows, g.n % cols, steps, i0, j0);
         }
     }
 
@@ -357,7 +349,17 @@ impl Fx<'_, '_> {
     /// [`crate::kernel::KSplit`]), with B's columns found through a row
     /// table when `b_rows` is set: a convolution's weight gradient read
     /// straight from its input, without an im2col copy.
-    fn dot_micro_split(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value, j0: Value) {
+    #[allow(clippy::too_many_arguments)]
+    fn dot_micro_split(
+        &mut self,
+        g: &Gemm,
+        p: &Ptrs,
+        rows: usize,
+        cols: usize,
+        steps_taken: DotSteps,
+        i0: Value,
+        j0: Value,
+    ) {
         let split = g.k_split.expect("split tile");
         let inner = g.k / split.outer;
         let (steps, rem) = (inner / 4, inner % 4);
@@ -406,7 +408,7 @@ impl Fx<'_, '_> {
                 let bv: Vec<Value> = rb.iter().map(|&pc| fx.b.ins().load(F32X4, pure_flags(), pc, at as i32)).collect();
                 fx.dot_update(&accs, &av, &bv);
             };
-            if steps <= MAX_UNROLLED_DOT_STEPS {
+            if steps_taken == DotSteps::WrittenOut {
                 // A short segment is written out: no pointer updates at all.
                 for t in 0..steps as i64 {
                     step(fx, ra, &rb, 16 * t);
@@ -512,9 +514,10 @@ impl Fx<'_, '_> {
 
     /// One `rows x cols` tile of the dot form: vector partial sums along `p`,
     /// reduced across lanes, then the `k % 4` tail.
-    fn dot_micro(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, i0: Value, j0: Value) {
+    #[allow(clippy::too_many_arguments)]
+    fn dot_micro(&mut self, g: &Gemm, p: &Ptrs, rows: usize, cols: usize, steps_taken: DotSteps, i0: Value, j0: Value) {
         if g.k_split.is_some() {
-            return self.dot_micro_split(g, p, rows, cols, i0, j0);
+            return self.dot_micro_split(g, p, rows, cols, steps_taken, i0, j0);
         }
         let (rs_a, cs_b) = (g.a.row_stride * 4, g.b.col_stride * 4);
         let off_a = self.b.ins().imul_imm_s(i0, rs_a);
@@ -529,10 +532,14 @@ impl Fx<'_, '_> {
         let pb_var = self.b.declare_var(I64);
         self.b.def_var(pa_var, pa);
         self.b.def_var(pb_var, pb);
-        // Several vector steps per iteration (the largest divisor of `steps`
-        // up to `MAX_DOT_UNROLL`, so no remainder loop): fewer pointer
-        // updates per product.
-        let unroll = (1..=MAX_DOT_UNROLL).rev().find(|u| steps.is_multiple_of(*u)).unwrap_or(1);
+        // The recorded vector steps per iteration (a divisor of `steps`, so
+        // no remainder loop).
+        let unroll = match steps_taken {
+            DotSteps::Rolled(n) => n.max(1),
+            // Not a form the verifier accepts for an unsplit tile; the
+            // nearest one is a single iteration of every step.
+            DotSteps::WrittenOut => steps.max(1),
+        };
         if steps > 0 {
             let (s, e) = (self.iconst(0), self.iconst((steps / unroll) as i64));
             self.counted_loop(s, e, 1, |fx, _| {

@@ -18,8 +18,10 @@ pub mod math;
 pub mod peak;
 
 use crate::backend::{Backend, BackendError, BackendOptions, NativeCode};
+use crate::kernel::lowering::{outer_reductions, vector_reductions};
 use crate::kernel::{
-    AccId, BinOp, BufId, Cmp, Cond, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Val, VarId,
+    AccId, BinOp, BufId, Cmp, Cond, Emission, Idx, Kernel, Loop, LoopMode, Program, RedOp, Stmt, UnOp, Unroll, Val,
+    VarId, VectorTail,
 };
 use crate::target::Target;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -143,7 +145,7 @@ pub fn lower_to_clif(program: &Program, options: &BackendOptions) -> Result<Nati
             clif.push(ctx.func.display().to_string());
         }
         ctx.want_disasm = false;
-        if keeps_emitted_order(kernel) {
+        if kernel.emission == Emission::AsScheduled {
             // Without the e-graph pass Cranelift keeps the order in which the
             // tile was emitted; with it, pure loads and products are
             // re-elaborated accumulator by accumulator, which stretches the
@@ -177,24 +179,6 @@ pub fn lower_to_clif(program: &Program, options: &BackendOptions) -> Result<Nati
     Ok(NativeCode { functions, ir_text: clif, machine_code: code, owner: Box::new(JitMemory(Some(module))) })
 }
 
-/// Whether `kernel` is compiled in the order its instructions were emitted
-/// (`opt_level=none`): kernels holding a register-tiled product, whose
-/// emitted order is the schedule (loads next to the products that use
-/// them). Everything else gets Cranelift's optimiser, whose value
-/// numbering merges the repeated index and load arithmetic of elementwise
-/// bodies.
-fn keeps_emitted_order(kernel: &Kernel) -> bool {
-    fn any_gemm(body: &[Stmt]) -> bool {
-        body.iter().any(|s| match s {
-            Stmt::Gemm(_) => true,
-            Stmt::Loop(l) => any_gemm(&l.body),
-            Stmt::If { then, otherwise, .. } => any_gemm(then) || any_gemm(otherwise),
-            _ => false,
-        })
-    }
-    any_gemm(&kernel.body)
-}
-
 /// The state of lowering one kernel.
 pub(crate) struct Fx<'a, 'f> {
     pub(crate) b: &'a mut FunctionBuilder<'f>,
@@ -202,8 +186,6 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) bufptr: HashMap<BufId, Value>,
     /// Buffers the kernel writes (their loads are not `readonly`).
     pub(crate) written: HashSet<BufId>,
-    /// Written buffers whose memory a read buffer shares (in-place updates).
-    pub(crate) aliased: HashSet<BufId>,
     /// Current value of each loop variable (lane 0 for the vector loop).
     pub(crate) vars: HashMap<VarId, Value>,
     /// Induction variables: the current value of each affine index form
@@ -224,7 +206,7 @@ pub(crate) struct Fx<'a, 'f> {
     /// Each live accumulator and whether it holds a vector.
     pub(crate) accs: HashMap<AccId, (Variable, bool)>,
     /// Lane partials of outer accumulators reduced inside the vector loop:
-    /// [`REDUCTION_CHAINS`] independent vectors each.
+    /// the starting loop's `chains` independent vectors each.
     pub(crate) partials: HashMap<AccId, (Vec<Variable>, RedOp)>,
     /// Which of the partial vectors the vector body being emitted adds into.
     pub(crate) chain: usize,
@@ -236,7 +218,7 @@ pub(crate) struct Fx<'a, 'f> {
     /// tile has read it already.
     pub(crate) c_row_offset: Option<Value>,
     /// In the overlapped last iteration of a vector loop (see
-    /// `overlap_tail_ok`): how many of its first lanes the iteration before
+    /// [`VectorTail::Overlap`]): how many of its first lanes the iteration before
     /// already did; they contribute nothing to outer reductions.
     pub(crate) done_lanes: usize,
     pub(crate) math: math::Funcs,
@@ -276,25 +258,9 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
     }
     b.ins().jump(start, &args);
     b.switch_to_block(start);
-    // Written buffers that share arena memory with another buffer the kernel
-    // reads (an in-place update aliases its input).
-    let span = |buf: BufId| {
-        let copies = if prog.buffers[buf].per_thread { prog.threads.max(1) } else { 1 };
-        (prog.offsets[buf], prog.offsets[buf] + prog.buffers[buf].len * copies)
-    };
-    let aliased = kernel
-        .writes
-        .iter()
-        .copied()
-        .filter(|&w| {
-            let (ws, we) = span(w);
-            kernel.reads.iter().any(|&r| r != w && span(r).0 < we && ws < span(r).1)
-        })
-        .collect();
     let mut fx = Fx {
         b,
         bufptr,
-        aliased,
         written: kernel.writes.iter().copied().collect(),
         vars: HashMap::new(),
         ivs: HashMap::new(),
@@ -1005,29 +971,20 @@ impl Fx<'_, '_> {
         }
     }
 
-    /// Starts lane partials for the accumulators that `body` only adds
-    /// into from its vector loops (declared outside it, never read or set
-    /// inside it), so those loops keep one vector partial across all of
-    /// `body` instead of reducing it across lanes on every exit: a
-    /// per-channel sum over the batch (a bias gradient) then runs at the
-    /// speed of its loads, not of a horizontal sum per image.
-    fn hoist_partials(&mut self, body: &[Stmt]) -> Vec<AccId> {
-        let mut reduced = Vec::new();
-        collect_vector_reductions(body, false, &mut reduced);
-        let mut started = Vec::new();
-        for (acc, op) in reduced {
-            let untouched = !reads_or_sets(body, acc);
-            if untouched && self.accs.get(&acc).is_some_and(|&(_, v)| !v) && !self.partials.contains_key(&acc) {
-                self.start_partial(acc, op);
-                started.push(acc);
-            }
+    /// Starts the lane partials `l` keeps across its iterations (see
+    /// [`crate::kernel::LoopLowering::keep_partials`]).
+    fn start_kept_partials(&mut self, l: &Loop) -> Vec<AccId> {
+        let reduced = vector_reductions(&l.body, false);
+        for &acc in &l.lowering.keep_partials {
+            let op = reduced.iter().find(|(a, _)| *a == acc).map_or(RedOp::Add, |&(_, op)| op);
+            self.start_partial(acc, op, l.lowering.chains);
         }
-        started
+        l.lowering.keep_partials.clone()
     }
 
-    fn start_partial(&mut self, acc: AccId, op: RedOp) {
+    fn start_partial(&mut self, acc: AccId, op: RedOp, chains: usize) {
         let init = self.fconst(if op == RedOp::Max { f32::NEG_INFINITY } else { 0.0 }, true);
-        let vars = self.vars_holding(F32X4, vec![init; REDUCTION_CHAINS]);
+        let vars = self.vars_holding(F32X4, vec![init; chains]);
         self.partials.insert(acc, (vars, op));
     }
 
@@ -1057,174 +1014,73 @@ impl Fx<'_, '_> {
     }
 
     fn lower_loop(&mut self, l: &Loop, vec: bool) {
-        match l.mode {
-            LoopMode::Serial if l.extent <= MAX_UNROLLED_EXTENT && fits_unrolled(&l.body, l.extent) => {
-                self.unrolled_loop(l, vec)
-            }
-            LoopMode::Serial => {
-                let hoisted = self.hoist_partials(&l.body);
+        match (l.mode, l.lowering.unroll) {
+            (LoopMode::Serial, Unroll::WrittenOut) => self.unrolled_loop(l, vec),
+            (LoopMode::Serial, Unroll::Rolled) => {
+                let kept = self.start_kept_partials(l);
                 let (start, end) = (self.iconst(0), self.iconst(l.extent as i64));
                 self.run_loop(l, start, Some(0), end, 1, vec);
-                self.flush_partials(hoisted);
+                self.flush_partials(kept);
             }
-            LoopMode::Parallel => {
-                let hoisted = self.hoist_partials(&l.body);
+            (LoopMode::Parallel, _) => {
+                let kept = self.start_kept_partials(l);
                 let (start, end) = (self.lo, self.hi);
                 self.run_loop(l, start, None, end, 1, vec);
-                self.flush_partials(hoisted);
+                self.flush_partials(kept);
             }
-            LoopMode::Vector => {
-                let main = (l.extent / 4 * 4) as i64;
-                let overlap = main > 0 && (main as usize) < l.extent && overlap_tail_ok(&l.body, l.var, &self.aliased);
-                if main > 0 {
-                    let mut outer = Vec::new();
-                    collect_outer_reductions(&l.body, &mut HashSet::new(), &mut outer);
-                    let mut started = Vec::new();
-                    for &(acc, op) in &outer {
-                        if self.accs.contains_key(&acc) && !self.partials.contains_key(&acc) {
-                            self.start_partial(acc, op);
-                            started.push(acc);
-                        }
-                    }
-                    let saved_lane = self.lane.replace(l.var);
-                    let reduces = outer.iter().any(|(a, _)| self.partials.contains_key(a));
-                    if main <= 32 && fits_unrolled(&l.body, main as usize / 4) {
-                        self.unrolled_range(l, 0, main / 4, 4, true);
-                    } else if reduces && main / 4 >= 2 * REDUCTION_CHAINS as i64 {
-                        // One vector per chain each iteration: the adds into
-                        // a partial no longer wait on each other.
-                        let per = 4 * REDUCTION_CHAINS as i64;
-                        let body_end = main / per * per;
-                        let (start, end) = (self.iconst(0), self.iconst(body_end));
-                        self.run_loop_copies(l, start, Some(0), end, 4, true, REDUCTION_CHAINS);
-                        if body_end < main {
-                            self.unrolled_range(l, body_end, (main - body_end) / 4, 4, true);
-                        }
-                    } else {
-                        let (start, end) = (self.iconst(0), self.iconst(main));
-                        self.run_loop(l, start, Some(0), end, 4, true);
-                    }
-                    if overlap {
-                        // One more vector iteration ending at the last element;
-                        // its first lanes repeat work already done.
-                        self.done_lanes = 4 - (l.extent - main as usize);
-                        self.unrolled_range(l, l.extent as i64 - 4, 1, 4, true);
-                        self.done_lanes = 0;
-                    }
-                    self.lane = saved_lane;
-                    self.flush_partials(started);
-                }
-                if (main as usize) < l.extent && !overlap {
-                    if fits_unrolled(&l.body, l.extent - main as usize) {
-                        self.unrolled_range(l, main, l.extent as i64 - main, 1, vec);
-                    } else {
-                        let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
-                        self.run_loop(l, start, Some(main), end, 1, vec);
-                    }
-                }
-            }
+            (LoopMode::Vector, _) => self.lower_vector_loop(l, vec),
         }
     }
-}
 
-/// Whether a vector loop's scalar tail may instead be one more vector
-/// iteration that ends at the last element and overlaps the one before.
-/// Repeating a lane must change nothing: every store writes a buffer the
-/// loop does not read (the same value again), and outer reductions skip the
-/// repeated lanes. Accumulating stores keep the scalar tail: reading back a
-/// vector that half overlaps the one just stored defeats store-to-load
-/// forwarding (measured 2x slower on the col2im of a convolution's input
-/// gradient).
-/// Every index must be affine in the loop variable: lane patterns derived
-/// from divisibility assume iterations start at multiples of 4. `aliased`
-/// are written buffers that share memory with a read one.
-fn overlap_tail_ok(body: &[Stmt], v: VarId, aliased: &HashSet<BufId>) -> bool {
-    let mut loaded = HashSet::new();
-    let mut ok = true;
-    let check_idx = |i: &Idx, ok: &mut bool| {
-        if i.uses(v) && i.coefficient(v).is_none() {
-            *ok = false;
-        }
-    };
-    fn walk(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
-        for s in body {
-            f(s);
-            match s {
-                Stmt::Loop(l) => walk(&l.body, f),
-                Stmt::If { then, otherwise, .. } => {
-                    walk(then, f);
-                    walk(otherwise, f);
+    /// The full vectors (written out, rolled, or rolled with several body
+    /// copies per iteration), then the tail the loop records.
+    fn lower_vector_loop(&mut self, l: &Loop, vec: bool) {
+        let main = (l.extent / 4 * 4) as i64;
+        if main > 0 {
+            let mut started = Vec::new();
+            for (acc, op) in outer_reductions(&l.body) {
+                if self.accs.contains_key(&acc) && !self.partials.contains_key(&acc) {
+                    self.start_partial(acc, op, l.lowering.chains);
+                    started.push(acc);
                 }
-                _ => {}
             }
+            let saved_lane = self.lane.replace(l.var);
+            let copies = l.lowering.copies as i64;
+            match l.lowering.unroll {
+                Unroll::WrittenOut => self.unrolled_range(l, 0, main / 4, 4, true),
+                Unroll::Rolled if copies > 1 => {
+                    let per = 4 * copies;
+                    let body_end = main / per * per;
+                    let (start, end) = (self.iconst(0), self.iconst(body_end));
+                    self.run_loop_copies(l, start, Some(0), end, 4, true, l.lowering.copies);
+                    if body_end < main {
+                        self.unrolled_range(l, body_end, (main - body_end) / 4, 4, true);
+                    }
+                }
+                Unroll::Rolled => {
+                    let (start, end) = (self.iconst(0), self.iconst(main));
+                    self.run_loop(l, start, Some(0), end, 4, true);
+                }
+            }
+            if l.lowering.tail == VectorTail::Overlap {
+                // One more vector iteration ending at the last element;
+                // its first lanes repeat work already done.
+                self.done_lanes = 4 - (l.extent - main as usize);
+                self.unrolled_range(l, l.extent as i64 - 4, 1, 4, true);
+                self.done_lanes = 0;
+            }
+            self.lane = saved_lane;
+            self.flush_partials(started);
+        }
+        match l.lowering.tail {
+            VectorTail::ScalarWrittenOut => self.unrolled_range(l, main, l.extent as i64 - main, 1, vec),
+            VectorTail::Scalar => {
+                let (start, end) = (self.iconst(main), self.iconst(l.extent as i64));
+                self.run_loop(l, start, Some(main), end, 1, vec);
+            }
+            VectorTail::None | VectorTail::Overlap => {}
         }
     }
-    let mut stores: Vec<(BufId, bool)> = Vec::new();
-    walk(body, &mut |s| {
-        let visit_val = |x: &Val, ok: &mut bool, loaded: &mut HashSet<BufId>| {
-            x.visit(&mut |n| match n {
-                crate::kernel::Node::Val(Val::Load(b, i)) => {
-                    loaded.insert(*b);
-                    check_idx(i, ok);
-                }
-                crate::kernel::Node::Idx(i) => check_idx(i, ok),
-                _ => {}
-            })
-        };
-        match s {
-            Stmt::Store { buf, idx, val, accumulate } => {
-                check_idx(idx, &mut ok);
-                visit_val(val, &mut ok, &mut loaded);
-                stores.push((*buf, *accumulate));
-            }
-            Stmt::Let { init: x, .. } | Stmt::Set { val: x, .. } | Stmt::Reduce { val: x, .. } => {
-                visit_val(x, &mut ok, &mut loaded)
-            }
-            Stmt::If { cond, .. } => cond.visit(&mut |n| match n {
-                crate::kernel::Node::Val(Val::Load(b, i)) => {
-                    loaded.insert(*b);
-                    check_idx(i, &mut ok);
-                }
-                crate::kernel::Node::Idx(i) => check_idx(i, &mut ok),
-                _ => {}
-            }),
-            Stmt::Loop(_) | Stmt::Gemm(_) => ok = false,
-        }
-    });
-    ok && stores.iter().all(|&(b, acc)| !acc && !loaded.contains(&b) && !aliased.contains(&b))
-}
-
-/// Statements a loop body expands to when it and its short serial loops
-/// are unrolled; `None` when it holds a loop that is not unrolled.
-fn unrolled_size(body: &[Stmt]) -> Option<usize> {
-    body.iter().try_fold(0, |n, s| {
-        Some(
-            n + match s {
-                Stmt::Loop(l) if l.mode == LoopMode::Serial && l.extent <= MAX_UNROLLED_EXTENT => {
-                    l.extent * unrolled_size(&l.body)?
-                }
-                // A short vector loop is written out too: its full vectors
-                // and one (overlapping or scalar) tail.
-                Stmt::Loop(l) if l.mode == LoopMode::Vector && l.extent <= 32 => {
-                    (l.extent / 4 + usize::from(!l.extent.is_multiple_of(4))) * unrolled_size(&l.body)?
-                }
-                Stmt::Loop(_) | Stmt::Gemm(_) => return None,
-                Stmt::If { then, otherwise, .. } => 1 + unrolled_size(then)? + unrolled_size(otherwise)?,
-                _ => 1,
-            },
-        )
-    })
-}
-
-/// Serial loops up to this extent are written out when their copies stay
-/// small (see [`fits_unrolled`]).
-const MAX_UNROLLED_EXTENT: usize = 16;
-
-/// Whether `copies` inline copies of `body` (and of its short inner loops)
-/// stay small: straight-line code lets every index be a constant offset
-/// from one induction variable, where a loop would keep one per index.
-fn fits_unrolled(body: &[Stmt], copies: usize) -> bool {
-    unrolled_size(body).is_some_and(|n| n * copies <= 48)
 }
 
 /// An affine index `constant + sum(coefficient * var)`, terms sorted by variable.
@@ -1340,85 +1196,6 @@ fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
                     idx(&m.offset, out);
                 }
             }
-        }
-    }
-}
-
-/// Independent partial vectors per outer reduction of a vector loop (the
-/// FADD latency is 3 cycles; 4 chains keep adds issuing every cycle).
-const REDUCTION_CHAINS: usize = 4;
-
-/// Accumulators reduced inside the vector loops of `body` (`in_vector`:
-/// `body` is itself inside one) and not declared in `body`.
-fn collect_vector_reductions(body: &[Stmt], in_vector: bool, out: &mut Vec<(AccId, RedOp)>) {
-    let mut declared = HashSet::new();
-    let mut found = Vec::new();
-    fn walk(body: &[Stmt], in_vector: bool, declared: &mut HashSet<AccId>, found: &mut Vec<(AccId, RedOp)>) {
-        for s in body {
-            match s {
-                Stmt::Let { acc, .. } => {
-                    declared.insert(*acc);
-                }
-                Stmt::Reduce { acc, op, .. } if in_vector && !found.iter().any(|(a, _)| a == acc) => {
-                    found.push((*acc, *op));
-                }
-                Stmt::Loop(l) => walk(&l.body, in_vector || l.mode == LoopMode::Vector, declared, found),
-                Stmt::If { then, otherwise, .. } => {
-                    walk(then, in_vector, declared, found);
-                    walk(otherwise, in_vector, declared, found);
-                }
-                _ => {}
-            }
-        }
-    }
-    walk(body, in_vector, &mut declared, &mut found);
-    out.extend(found.into_iter().filter(|(a, _)| !declared.contains(a)));
-}
-
-/// Whether `body` reads accumulator `acc` (as a value) or sets it.
-fn reads_or_sets(body: &[Stmt], acc: AccId) -> bool {
-    // Whether an expression walked by `visit` mentions the accumulator.
-    type Walk<'a> = &'a dyn Fn(&mut dyn FnMut(crate::kernel::Node<'_>));
-    let mentions = |visit: Walk<'_>| {
-        let mut hit = false;
-        visit(&mut |n| {
-            if let crate::kernel::Node::Val(Val::Acc(a)) = n {
-                hit |= *a == acc;
-            }
-        });
-        hit
-    };
-    let reads = |v: &Val| mentions(&|f| v.visit(f));
-    let cond_reads = |c: &Cond| mentions(&|f| c.visit(f));
-    body.iter().any(|s| match s {
-        Stmt::Loop(l) => reads_or_sets(&l.body, acc),
-        Stmt::Store { val, .. } => reads(val),
-        Stmt::Let { init, .. } => reads(init),
-        Stmt::Reduce { val, .. } => reads(val),
-        Stmt::Set { acc: a, val } => *a == acc || reads(val),
-        Stmt::If { cond, then, otherwise } => {
-            cond_reads(cond) || reads_or_sets(then, acc) || reads_or_sets(otherwise, acc)
-        }
-        Stmt::Gemm(_) => false,
-    })
-}
-
-/// Accumulators reduced in `body` but declared outside it.
-fn collect_outer_reductions(body: &[Stmt], declared: &mut HashSet<AccId>, out: &mut Vec<(AccId, RedOp)>) {
-    for s in body {
-        match s {
-            Stmt::Let { acc, .. } => {
-                declared.insert(*acc);
-            }
-            Stmt::Reduce { acc, op, .. } if !declared.contains(acc) && !out.iter().any(|(a, _)| a == acc) => {
-                out.push((*acc, *op));
-            }
-            Stmt::Loop(l) => collect_outer_reductions(&l.body, declared, out),
-            Stmt::If { then, otherwise, .. } => {
-                collect_outer_reductions(then, declared, out);
-                collect_outer_reductions(otherwise, declared, out);
-            }
-            _ => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and handed to a [`Backend`] for native code.
 //!
 //! ```text
-//! compile = fuse -> build_program -> schedule -> plan_memory -> Backend::compile
+//! compile = fuse -> build_program -> schedule -> plan_memory -> choose_lowering -> Backend::compile
 //! ```
 //!
 //! `plan` is the backend-neutral middle (the kernel-IR verifier runs after
@@ -29,7 +29,7 @@ use crate::budget::{OutOfMemory, available_memory, check_fits};
 use crate::codegen::CraneliftJit;
 use crate::graph::{Graph, NodeId};
 use crate::kernel::{AfterPass, BufId, BuildError, Program, VerifyErrors, build_program, verify};
-use crate::passes::{fuse, plan_memory, schedule};
+use crate::passes::{choose_lowering, fuse, plan_memory, schedule};
 use crate::target::Target;
 use std::collections::HashSet;
 
@@ -143,7 +143,8 @@ fn observable_nodes(graph: &Graph, keep_all: bool, input_grads: bool) -> HashSet
 }
 
 /// The kernel program of `graph` before code generation: fused, built,
-/// scheduled and memory-planned (what `--emit kernels|memory` shows).
+/// scheduled, memory-planned and its lowering chosen (what `--emit
+/// kernels|memory|kir` shows).
 pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Program, HashSet<NodeId>), JitError> {
     if options.threads == 0 {
         return Err(JitError::InvalidOptions("threads must be at least 1".into()));
@@ -162,6 +163,8 @@ pub fn plan(graph: &Graph, batch: usize, options: &JitOptions) -> Result<(Progra
     let keep: HashSet<BufId> = observable.iter().filter_map(|&n| program.value_buffer(n)).collect();
     let program = plan_memory(program, &keep);
     verify_in_debug(&program, AfterPass::PlanMemory)?;
+    let program = choose_lowering(program);
+    verify_in_debug(&program, AfterPass::Lowering)?;
     Ok((program, observable))
 }
 

@@ -5,7 +5,8 @@
 //! loop bound a constant (shapes are static). Scheduling decisions live here,
 //! as data: which loop is split across threads ([`LoopMode::Parallel`]),
 //! which is vectorised ([`LoopMode::Vector`]) and how a matrix product is
-//! register-tiled ([`GemmTile`]). A code generator only emits instructions
+//! register-tiled ([`GemmTile`]), and how each is written out
+//! ([`LoopLowering`], [`DotSteps`], [`Emission`]). A code generator only emits instructions
 //! for what the IR says; nothing in this module is specific to Cranelift or
 //! to x86, so another backend can lower the same IR.
 //!
@@ -14,6 +15,7 @@
 
 mod build;
 pub mod eval;
+pub(crate) mod lowering;
 mod print;
 pub mod text;
 mod verify;
@@ -21,7 +23,10 @@ mod verify;
 pub use build::{BuildError, build_program};
 pub(crate) use build::{activation_expr, activation_grad_expr};
 pub use eval::{EvalError, Fault, KernelInterpreter};
-pub use verify::{AfterPass, GemmRule, Problem, READ_SLACK, VectorRule, VerifyError, VerifyErrors, verify};
+pub use lowering::{DotSteps, Emission, LoopLowering, MAX_WRITTEN_OUT, Unroll, VectorTail};
+pub use verify::{
+    AfterPass, GemmRule, LoweringRule, Problem, READ_SLACK, VectorRule, VerifyError, VerifyErrors, verify,
+};
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
@@ -540,6 +545,9 @@ pub struct Loop {
     pub mode: LoopMode,
     /// The loop body.
     pub body: Vec<Stmt>,
+    /// How the backend writes the loop out (unrolling, vector tail,
+    /// reduction chains), decided by `passes::lowering`.
+    pub lowering: LoopLowering,
 }
 
 /// A strided view of a matrix inside a buffer:
@@ -605,6 +613,9 @@ pub enum GemmTile {
         rows: usize,
         /// Columns of the tile.
         cols: usize,
+        /// How the vector steps along `p` are walked (decided by
+        /// `passes::lowering`).
+        steps: DotSteps,
     },
 }
 
@@ -772,7 +783,7 @@ pub enum Stmt {
 impl Stmt {
     /// A loop statement.
     pub fn lp(var: VarId, extent: usize, mode: LoopMode, body: Vec<Stmt>) -> Stmt {
-        Stmt::Loop(Loop { var, extent, mode, body })
+        Stmt::Loop(Loop { var, extent, mode, body, lowering: LoopLowering::default() })
     }
 
     /// `buf[idx] = val`.
@@ -810,6 +821,9 @@ pub struct Kernel {
     /// How many threads run the parallel loop (set by scheduling; 1 when
     /// the kernel has none).
     pub threads: usize,
+    /// Whether the backend may reorder the emitted instructions (decided
+    /// by `passes::lowering`).
+    pub emission: Emission,
 }
 
 impl Kernel {

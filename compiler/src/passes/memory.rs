@@ -8,7 +8,7 @@
 //! A parameter's update is written in place when nothing reads the old value
 //! afterwards; otherwise a copy kernel is appended.
 
-use crate::kernel::{BufId, BufferKind, Idx, Kernel, LoopMode, Program, Stmt, Val};
+use crate::kernel::{BufId, BufferKind, Emission, Idx, Kernel, LoopMode, Program, Stmt, Val};
 use std::collections::HashSet;
 
 /// Element alignment of every buffer (64 bytes).
@@ -55,6 +55,7 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
                 in_place: Vec::new(),
                 flops: 0,
                 threads: 1,
+                emission: Emission::Optimised,
             });
         }
     }

@@ -61,10 +61,12 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
             GemmTile::Outer { rows: g.m.min(accumulators), vectors: 1, unroll }
         }
         // 3x3 keeps 9 accumulators and 6 operand vectors live.
-        GemmTile::Dot { .. } if g.m.is_multiple_of(3) && g.n >= 3 && target.vector_registers >= 15 => {
-            GemmTile::Dot { rows: 3, cols: 3 }
+        GemmTile::Dot { steps, .. } if g.m.is_multiple_of(3) && g.n >= 3 && target.vector_registers >= 15 => {
+            GemmTile::Dot { rows: 3, cols: 3, steps }
         }
-        GemmTile::Dot { .. } => GemmTile::Dot { rows: g.m.min(target.vector_registers / 4), cols: g.n.min(2) },
+        GemmTile::Dot { steps, .. } => {
+            GemmTile::Dot { rows: g.m.min(target.vector_registers / 4), cols: g.n.min(2), steps }
+        }
     }
 }
 
@@ -105,7 +107,7 @@ fn parallelize(k: &mut Kernel, threads: usize, target: &Target) {
         let subst = Idx::var(block_var) * len + Idx::var(inner_var);
         let body = body.into_iter().map(|s| substitute_stmt(s, block_var, &subst)).collect();
         l.extent = blocks;
-        l.body = vec![Stmt::Loop(Loop { var: inner_var, extent: len, mode: LoopMode::Serial, body })];
+        l.body = vec![Stmt::lp(inner_var, len, LoopMode::Serial, body)];
     }
     l.mode = LoopMode::Parallel;
     k.threads = threads.min(l.extent);
@@ -136,7 +138,7 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
     let v = Idx::var(var);
     let (rows_min, cols_min) = match g.tile {
         GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors),
-        GemmTile::Dot { rows, cols } => (rows, cols),
+        GemmTile::Dot { rows, cols, .. } => (rows, cols),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.
     let by_cols = g.b_wrap.is_none()
@@ -162,7 +164,7 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
         return None;
     }
     part.tile = tile_for(&part, target);
-    Some(Stmt::Loop(Loop { var, extent: threads, mode: LoopMode::Serial, body: vec![Stmt::Gemm(Box::new(part))] }))
+    Some(Stmt::lp(var, threads, LoopMode::Serial, vec![Stmt::Gemm(Box::new(part))]))
 }
 
 fn shift_epilogue(g: &mut Gemm, v: &Idx, step: i64, rows: bool) {

@@ -107,7 +107,8 @@ fn dump_stage_inputs() {
         }
         let keep_nodes = observable(&graph);
         let fusion = fuse(&graph, &keep_nodes);
-        let built = build_program(&graph, &fusion, batch, kiln_compiler::target::Target::baseline()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let built = build_program(&graph, &fusion, batch, kiln_compiler::target::Target::baseline())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let scheduled = schedule(built.clone(), THREADS);
         let keep: HashSet<BufId> = keep_nodes.iter().filter_map(|&n| scheduled.value_buffer(n)).collect();
         let mut keep_list: Vec<BufId> = keep.iter().copied().collect();

@@ -49,7 +49,7 @@ type KernelBody = (Vec<Stmt>, u64);
 
 /// The tile written by the builder; scheduling replaces it.
 const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
-const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1 };
+const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1, steps: DotSteps::Rolled(1) };
 
 /// Lowers each fused group of `graph` to kernels at batch size `batch`.
 ///
@@ -166,7 +166,7 @@ fn make_kernel(name: String, nodes: Vec<NodeId>, body: Vec<Stmt>, flops: u64) ->
     reads.dedup();
     writes.sort();
     writes.dedup();
-    Kernel { name, nodes, body, reads, writes, in_place: Vec::new(), flops, threads: 1 }
+    Kernel { name, nodes, body, reads, writes, in_place: Vec::new(), flops, threads: 1, emission: Emission::Optimised }
 }
 
 /// Strides of a tensor of shape `small` broadcast (NumPy, right-aligned) to

@@ -5,6 +5,7 @@ use super::*;
 use crate::kernel::{
     Bias, Buffer, ColumnWrap, Epilogue, Gemm, GemmTile, Idx, KSplit, Kernel, LoopMode, MatrixRef, Stmt, Val,
 };
+use crate::kernel::{DotSteps, Emission};
 
 /// A program over `buffers` (laid out one after another) running `kernels`.
 fn program(buffers: Vec<(&str, usize, BufferKind)>, kernels: Vec<Kernel>) -> Program {
@@ -31,7 +32,17 @@ fn program(buffers: Vec<(&str, usize, BufferKind)>, kernels: Vec<Kernel>) -> Pro
 }
 
 fn kernel(name: &str, body: Vec<Stmt>, reads: Vec<BufId>, writes: Vec<BufId>) -> Kernel {
-    Kernel { name: name.into(), nodes: Vec::new(), body, reads, writes, in_place: Vec::new(), flops: 0, threads: 1 }
+    Kernel {
+        name: name.into(),
+        nodes: Vec::new(),
+        body,
+        reads,
+        writes,
+        in_place: Vec::new(),
+        flops: 0,
+        threads: 1,
+        emission: Emission::Optimised,
+    }
 }
 
 fn matrix(buf: BufId, row_stride: i64, col_stride: i64) -> MatrixRef {
@@ -112,7 +123,7 @@ fn split_reduction_with_a_column_table() {
     let mut g = plain_gemm(1, 2, 4, matrix(0, 4, 1), matrix(1, 1, 0), matrix(2, 2, 1));
     g.b_rows = Some(3);
     g.k_split = Some(KSplit { outer: 2, a_stride: 2, b_stride: 4 });
-    g.tile = GemmTile::Dot { rows: 1, cols: 1 };
+    g.tile = GemmTile::Dot { rows: 1, cols: 1, steps: DotSteps::Rolled(1) };
     let k = kernel("split", vec![Stmt::Gemm(Box::new(g))], vec![0, 1, 3], vec![2]);
     let p = program(
         vec![

@@ -20,13 +20,13 @@
 //! value n3 -> %1
 //! update %0 = %1
 //!
-//! kernel 0 "conv1+relu" threads 2 flops 1234 {
+//! kernel 0 "conv1+relu" threads 2 flops 1234 as_scheduled {
 //!   nodes [n1, n3]
 //!   reads [%0, %3, %4]
 //!   writes [%1]
 //!   in_place [%0 -> %1]
 //!   for v0 in 0..4 parallel {
-//!     for v1 in 0..28 vector {
+//!     for v1 in 0..28 vector written_out chains 4 {
 //!       let a0 = 0.0
 //!       a0 += %0[v0 * 3072 + v1] * %3[v1 % 2]
 //!       if icmp v1 >= 1 && (icmp v1 < 27 || fcmp a0 > 0.0) {
@@ -64,6 +64,12 @@
 //! `%N[i]` is a table lookup ([`Idx::Table`]) and `int(%N[i])` reads an
 //! `f32` index ([`Idx::FloatTable`]); in value context `%N[i]` is a load.
 //! A matrix of a product is `%N[offset] stride ROW COL`.
+//! Lowering decisions ([`LoopLowering`], [`Emission`], [`DotSteps`]) are
+//! printed only where they differ from their defaults: after a loop's mode
+//! `written_out`, `tail overlap|scalar|scalar_written_out`, `copies N`,
+//! `chains N` and `keep [aN, ...]`, in that order; `as_scheduled` after a
+//! kernel's flops; `steps N` or `steps written_out` after a dot tile's
+//! columns.
 //! Comparisons say whether they compare indices (`icmp`) or values
 //! (`fcmp`), so a parenthesis after `if` always groups conditions.
 //!
@@ -78,6 +84,9 @@
 //!
 //! [`Program`]: super::Program
 //! [`Target::baseline`]: crate::target::Target::baseline
+//! [`LoopLowering`]: super::LoopLowering
+//! [`Emission`]: super::Emission
+//! [`DotSteps`]: super::DotSteps
 //! [`Idx::Table`]: super::Idx::Table
 //! [`Idx::FloatTable`]: super::Idx::FloatTable
 

@@ -330,6 +330,7 @@ impl Parser {
         let threads = self.usize()?;
         self.expect_word("flops")?;
         let flops = self.unsigned("u64", "an integer")?;
+        let emission = if self.eat_word("as_scheduled") { Emission::AsScheduled } else { Emission::Optimised };
         self.expect_punct("{")?;
         self.expect_word("nodes")?;
         let nodes = self.list(Self::node)?;
@@ -344,7 +345,7 @@ impl Parser {
             Ok((input, p.buf()?))
         })?;
         let body = self.statements()?;
-        Ok(Kernel { name, nodes, body, reads, writes, in_place, flops, threads })
+        Ok(Kernel { name, nodes, body, reads, writes, in_place, flops, threads, emission })
     }
 
     /// Statements up to and including the closing `}` (the `{` is already read).
@@ -389,7 +390,7 @@ impl Parser {
         self.expected("a statement (`for`, `let`, `if`, `gemm`, `%N[...]` or `aN`) or `}`")
     }
 
-    /// `vN in 0..EXTENT [vector|parallel] { ... }` after `for`.
+    /// `vN in 0..EXTENT [vector|parallel] LOWERING { ... }` after `for`.
     fn loop_statement(&mut self) -> PResult<Stmt> {
         let var = self.expect_numbered('v', "a loop variable `vN`")?;
         self.expect_word("in")?;
@@ -406,7 +407,38 @@ impl Parser {
         } else {
             LoopMode::Serial
         };
-        Ok(Stmt::Loop(Loop { var, extent, mode, body: self.block()? }))
+        let lowering = self.loop_lowering()?;
+        Ok(Stmt::Loop(Loop { var, extent, mode, body: self.block()?, lowering }))
+    }
+
+    /// `[written_out] [tail overlap|scalar|scalar_written_out] [copies N]
+    /// [chains N] [keep [aN, ...]]`, each left out at its default.
+    fn loop_lowering(&mut self) -> PResult<LoopLowering> {
+        let mut l = LoopLowering::default();
+        if self.eat_word("written_out") {
+            l.unroll = Unroll::WrittenOut;
+        }
+        if self.eat_word("tail") {
+            l.tail = if self.eat_word("overlap") {
+                VectorTail::Overlap
+            } else if self.eat_word("scalar") {
+                VectorTail::Scalar
+            } else if self.eat_word("scalar_written_out") {
+                VectorTail::ScalarWrittenOut
+            } else {
+                return self.expected("`overlap`, `scalar` or `scalar_written_out`");
+            };
+        }
+        if self.eat_word("copies") {
+            l.copies = self.usize()?;
+        }
+        if self.eat_word("chains") {
+            l.chains = self.usize()?;
+        }
+        if self.eat_word("keep") {
+            l.keep_partials = self.list(|p| p.expect_numbered('a', "an accumulator `aN`"))?;
+        }
+        Ok(l)
     }
 
     /// `COND { ... } [else { ... }]` after `if`.

@@ -93,7 +93,7 @@ impl Parser {
         })
     }
 
-    /// `outer rows R vectors V unroll U` or `dot rows R cols C`.
+    /// `outer rows R vectors V unroll U` or `dot rows R cols C [steps N|written_out]`.
     fn tile(&mut self) -> PResult<GemmTile> {
         if self.eat_word("outer") {
             self.expect_word("rows")?;
@@ -109,7 +109,14 @@ impl Parser {
             let rows = self.usize()?;
             self.expect_word("cols")?;
             let cols = self.usize()?;
-            return Ok(GemmTile::Dot { rows, cols });
+            let steps = if !self.eat_word("steps") {
+                DotSteps::Rolled(1)
+            } else if self.eat_word("written_out") {
+                DotSteps::WrittenOut
+            } else {
+                DotSteps::Rolled(self.usize()?)
+            };
+            return Ok(GemmTile::Dot { rows, cols, steps });
         }
         self.expected("`outer` or `dot`")
     }

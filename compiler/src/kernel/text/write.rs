@@ -71,8 +71,17 @@ fn write_buffer(out: &mut String, id: usize, buffer: &Buffer, offset: Option<usi
 }
 
 fn write_kernel(out: &mut String, index: usize, kernel: &Kernel) {
-    let _ =
-        writeln!(out, "kernel {index} {} threads {} flops {} {{", quote(&kernel.name), kernel.threads, kernel.flops);
+    let emission = match kernel.emission {
+        Emission::Optimised => "",
+        Emission::AsScheduled => " as_scheduled",
+    };
+    let _ = writeln!(
+        out,
+        "kernel {index} {} threads {} flops {}{emission} {{",
+        quote(&kernel.name),
+        kernel.threads,
+        kernel.flops
+    );
     let _ = writeln!(out, "  nodes {}", list(&kernel.nodes, |&n| node_ref(n)));
     let _ = writeln!(out, "  reads {}", list(&kernel.reads, |b| format!("%{b}")));
     let _ = writeln!(out, "  writes {}", list(&kernel.writes, |b| format!("%{b}")));
@@ -96,7 +105,7 @@ fn write_stmt(out: &mut String, stmt: &Stmt, depth: usize) {
                 LoopMode::Vector => " vector",
                 LoopMode::Parallel => " parallel",
             };
-            let _ = writeln!(out, "{pad}for v{} in 0..{}{mode} {{", l.var, l.extent);
+            let _ = writeln!(out, "{pad}for v{} in 0..{}{mode}{} {{", l.var, l.extent, loop_lowering(&l.lowering));
             write_block(out, &l.body, depth + 1);
             let _ = writeln!(out, "{pad}}}");
         }
@@ -130,6 +139,32 @@ fn write_stmt(out: &mut String, stmt: &Stmt, depth: usize) {
     }
 }
 
+/// The decisions that differ from [`LoopLowering::default`], each with a
+/// leading space: `written_out`, `tail overlap|scalar|scalar_written_out`,
+/// `copies N`, `chains N`, `keep [aN, ...]`.
+fn loop_lowering(l: &LoopLowering) -> String {
+    let mut out = String::new();
+    if l.unroll == Unroll::WrittenOut {
+        out.push_str(" written_out");
+    }
+    match l.tail {
+        VectorTail::None => {}
+        VectorTail::Overlap => out.push_str(" tail overlap"),
+        VectorTail::Scalar => out.push_str(" tail scalar"),
+        VectorTail::ScalarWrittenOut => out.push_str(" tail scalar_written_out"),
+    }
+    if l.copies != 1 {
+        let _ = write!(out, " copies {}", l.copies);
+    }
+    if l.chains != 0 {
+        let _ = write!(out, " chains {}", l.chains);
+    }
+    if !l.keep_partials.is_empty() {
+        let _ = write!(out, " keep {}", list(&l.keep_partials, |a| format!("a{a}")));
+    }
+    out
+}
+
 /// Every field of the product, one per line, optional ones only when set.
 fn write_gemm(out: &mut String, g: &Gemm, pad: &str) {
     let _ = writeln!(out, "{pad}gemm m {} n {} k {} {{", g.m, g.n, g.k);
@@ -140,7 +175,14 @@ fn write_gemm(out: &mut String, g: &Gemm, pad: &str) {
         GemmTile::Outer { rows, vectors, unroll } => {
             format!("tile outer rows {rows} vectors {vectors} unroll {unroll}")
         }
-        GemmTile::Dot { rows, cols } => format!("tile dot rows {rows} cols {cols}"),
+        GemmTile::Dot { rows, cols, steps } => {
+            let steps = match steps {
+                DotSteps::Rolled(1) => String::new(),
+                DotSteps::Rolled(n) => format!(" steps {n}"),
+                DotSteps::WrittenOut => " steps written_out".to_string(),
+            };
+            format!("tile dot rows {rows} cols {cols}{steps}")
+        }
     });
     line(format!("a {}", matrix(&g.a)));
     line(format!("b {}", matrix(&g.b)));

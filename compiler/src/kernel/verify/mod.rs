@@ -21,7 +21,13 @@
 //! - after memory planning: one offset per buffer, every buffer inside the
 //!   arena with its read slack, and no two buffers that are live at the
 //!   same time share memory (liveness re-derived from kernel order and
-//!   access lists).
+//!   access lists);
+//! - lowering decisions (`kernel::lowering`), always: each is one the code
+//!   generator can carry out without changing a result (an overlapping
+//!   vector tail only where repeating lanes changes nothing, written-out
+//!   loops short, kept partials only of untouched accumulators); after
+//!   `choose_lowering`: every vector tail, reduction chain and wrapped dot
+//!   tile's steps decided.
 //!
 //! # Bounds
 //!
@@ -47,6 +53,7 @@
 
 mod gemm;
 mod interval;
+mod lowering;
 mod memory;
 mod vector;
 mod walk;
@@ -57,6 +64,7 @@ mod tests;
 use super::{BufId, BufferKind, Program};
 use crate::passes::memory::ARENA_SLACK;
 pub use gemm::GemmRule;
+pub use lowering::LoweringRule;
 use std::fmt;
 pub use vector::VectorRule;
 
@@ -75,6 +83,9 @@ pub enum AfterPass {
     Schedule,
     /// `plan_memory`: every buffer has its arena offset.
     PlanMemory,
+    /// `choose_lowering`: every loop, dot tile and kernel says how it is
+    /// written out.
+    Lowering,
 }
 
 impl fmt::Display for AfterPass {
@@ -83,6 +94,7 @@ impl fmt::Display for AfterPass {
             AfterPass::Build => "build_program",
             AfterPass::Schedule => "schedule",
             AfterPass::PlanMemory => "plan_memory",
+            AfterPass::Lowering => "choose_lowering",
         })
     }
 }
@@ -230,6 +242,9 @@ pub enum Problem {
         /// The broken rule.
         rule: VectorRule,
     },
+    /// A lowering decision the code generator cannot carry out.
+    #[error("lowering decision: {0}")]
+    Lowering(LoweringRule),
     /// A matrix product whose fields disagree.
     #[error("matrix product: {0}")]
     Gemm(GemmRule),
@@ -389,6 +404,7 @@ pub fn verify(program: &Program, pass: AfterPass) -> Result<(), VerifyErrors> {
     walk::check_program_tables(&mut sink);
     for kernel in &program.kernels {
         walk::check_kernel(&mut sink, kernel, pass);
+        lowering::check_kernel(&mut sink, kernel, pass);
     }
     walk::check_per_thread_scratch(&mut sink);
     if pass >= AfterPass::PlanMemory {

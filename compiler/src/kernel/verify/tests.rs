@@ -6,6 +6,7 @@ use crate::kernel::{
     Bias, Buffer, ColumnWrap, Epilogue, Gemm, GemmTile, Idx, KSplit, Kernel, LoopMode, MatrixRef, RedOp, Stmt, Val,
 };
 use crate::kernel::{Cmp, Cond};
+use crate::kernel::{DotSteps, Emission, LoopLowering, Unroll, VectorTail};
 
 fn buffer(name: &str, len: usize, kind: BufferKind) -> Buffer {
     Buffer { name: name.into(), len, kind, per_thread: false }
@@ -23,7 +24,17 @@ fn kernel(body: Vec<Stmt>) -> Kernel {
     reads.dedup();
     writes.sort();
     writes.dedup();
-    Kernel { name: "k".into(), nodes: vec![], body, reads, writes, in_place: vec![], flops: 0, threads: 1 }
+    Kernel {
+        name: "k".into(),
+        nodes: vec![],
+        body,
+        reads,
+        writes,
+        in_place: vec![],
+        flops: 0,
+        threads: 1,
+        emission: Emission::Optimised,
+    }
 }
 
 fn program(buffers: Vec<Buffer>, kernels: Vec<Kernel>) -> Program {
@@ -224,7 +235,7 @@ fn small_gemm(tile: GemmTile) -> Gemm {
 }
 
 const OUTER: GemmTile = GemmTile::Outer { rows: 4, vectors: 1, unroll: 1 };
-const DOT: GemmTile = GemmTile::Dot { rows: 2, cols: 2 };
+const DOT: GemmTile = GemmTile::Dot { rows: 2, cols: 2, steps: DotSteps::Rolled(1) };
 
 fn gemm_problems(g: Gemm, c_len: usize) -> Vec<Problem> {
     let mut bufs = vec![scratch("a", 16), scratch("b", 24), scratch("c", c_len)];
@@ -546,4 +557,165 @@ fn a_shrunk_value_buffer_of_lenet_is_caught() {
         label(&p, out)
     );
     assert!(err.errors.iter().any(|e| e.to_string() == expected), "expected `{expected}` in {err}");
+}
+
+/// A loop of `mode` over `extent` with its lowering decisions replaced.
+fn decided(var: u32, extent: usize, mode: LoopMode, lowering: LoopLowering, body: Vec<Stmt>) -> Stmt {
+    let Stmt::Loop(mut l) = Stmt::lp(var, extent, mode, body) else { unreachable!() };
+    l.lowering = lowering;
+    Stmt::Loop(l)
+}
+
+fn lowering_problems(body: Vec<Stmt>, pass: AfterPass) -> Vec<LoweringRule> {
+    let mut p = program(vec![scratch("x", 64), scratch("y", 64)], vec![kernel(body)]);
+    if pass >= AfterPass::PlanMemory {
+        p.offsets = vec![0, 64];
+        p.arena_len = 128 + ARENA_SLACK;
+    }
+    problems(&p, pass)
+        .into_iter()
+        .map(|problem| match problem {
+            Problem::Lowering(rule) => rule,
+            other => panic!("expected only lowering problems, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn vector_tails_must_match_the_extent_and_be_legal() {
+    let copy = || vec![Stmt::store(1, v(0), Val::load(0, v(0)))];
+    let tail = |tail| LoopLowering { tail, ..LoopLowering::default() };
+    let vector = |extent, t| vec![decided(0, extent, LoopMode::Vector, tail(t), copy())];
+    // Undecided before the pass, required after it.
+    assert_eq!(lowering_problems(vector(10, VectorTail::None), AfterPass::PlanMemory), vec![]);
+    let wrong =
+        |extent, tail, expected| LoweringRule::WrongTail { var: 0, mode: LoopMode::Vector, extent, tail, expected };
+    assert_eq!(
+        lowering_problems(vector(10, VectorTail::None), AfterPass::Lowering),
+        vec![wrong(10, VectorTail::None, "a tail for the last extent % 4 iterations")]
+    );
+    assert_eq!(
+        lowering_problems(vector(8, VectorTail::Scalar), AfterPass::Lowering),
+        vec![wrong(8, VectorTail::Scalar, "none (whole vectors)")]
+    );
+    assert_eq!(
+        lowering_problems(vector(3, VectorTail::Overlap), AfterPass::Lowering),
+        vec![wrong(3, VectorTail::Overlap, "a scalar tail (no whole vector)")]
+    );
+    assert_eq!(lowering_problems(vector(10, VectorTail::Overlap), AfterPass::Lowering), vec![]);
+    // Whether lanes may repeat depends on the arena layout.
+    assert_eq!(
+        lowering_problems(vector(10, VectorTail::Overlap), AfterPass::Schedule),
+        vec![LoweringRule::OverlapUnplanned { var: 0 }]
+    );
+    // An accumulating store would add the repeated lanes twice.
+    let add = vec![decided(0, 10, LoopMode::Vector, tail(VectorTail::Overlap), {
+        vec![Stmt::store_add(1, v(0), Val::load(0, v(0)))]
+    })];
+    assert_eq!(lowering_problems(add, AfterPass::Lowering), vec![LoweringRule::OverlapChangesResult { var: 0 }]);
+    let serial = vec![decided(0, 10, LoopMode::Serial, tail(VectorTail::Scalar), copy())];
+    assert_eq!(
+        lowering_problems(serial, AfterPass::Build),
+        vec![LoweringRule::WrongTail {
+            var: 0,
+            mode: LoopMode::Serial,
+            extent: 10,
+            tail: VectorTail::Scalar,
+            expected: "none (not a vector loop)"
+        }]
+    );
+}
+
+#[test]
+fn an_overlapping_tail_is_illegal_where_memory_is_shared() {
+    let lowering = LoopLowering { tail: VectorTail::Overlap, ..LoopLowering::default() };
+    let body = vec![decided(0, 10, LoopMode::Vector, lowering, vec![Stmt::store(1, v(0), Val::load(0, v(0)))])];
+    let mut p = program(vec![scratch("x", 64), scratch("y", 64)], vec![kernel(body)]);
+    p.kernels[0].in_place = vec![(0, 1)];
+    p.offsets = vec![0, 0];
+    p.arena_len = 64 + ARENA_SLACK;
+    assert_eq!(
+        problems(&p, AfterPass::Lowering),
+        vec![Problem::Lowering(LoweringRule::OverlapChangesResult { var: 0 })]
+    );
+}
+
+#[test]
+fn unrolling_copies_and_chains_are_checked() {
+    let store = || vec![Stmt::store(1, v(0), Val::Const(1.0))];
+    let written_out = LoopLowering { unroll: Unroll::WrittenOut, ..LoopLowering::default() };
+    let long = vec![decided(0, 17, LoopMode::Serial, written_out.clone(), store())];
+    assert_eq!(
+        lowering_problems(long, AfterPass::Build),
+        vec![LoweringRule::TooLongToWriteOut { var: 0, iterations: 17 }]
+    );
+    let parallel = vec![decided(0, 4, LoopMode::Parallel, written_out, store())];
+    assert_eq!(
+        lowering_problems(parallel, AfterPass::Build),
+        vec![LoweringRule::WrittenOutMode { var: 0, mode: LoopMode::Parallel }]
+    );
+    let serial = LoopLowering { copies: 4, chains: 4, ..LoopLowering::default() };
+    assert_eq!(
+        lowering_problems(vec![decided(0, 8, LoopMode::Serial, serial, store())], AfterPass::Build),
+        vec![
+            LoweringRule::BadCopies { var: 0, mode: LoopMode::Serial, copies: 4 },
+            LoweringRule::ChainsWithoutPartials { var: 0, mode: LoopMode::Serial, chains: 4 }
+        ]
+    );
+    // A vector loop's outer reduction needs partial vectors once decided.
+    let sum = vec![
+        Stmt::Let { acc: 0, init: Val::Const(0.0) },
+        Stmt::lp(0, 64, LoopMode::Vector, vec![Stmt::Reduce { acc: 0, op: RedOp::Add, val: Val::load(0, v(0)) }]),
+        Stmt::store(1, Idx::Const(0), Val::Acc(0)),
+    ];
+    assert_eq!(lowering_problems(sum.clone(), AfterPass::PlanMemory), vec![]);
+    assert_eq!(lowering_problems(sum, AfterPass::Lowering), vec![LoweringRule::NoChains { var: 0 }]);
+}
+
+#[test]
+fn kept_partials_are_only_of_untouched_accumulators() {
+    // for v0 in 0..4 keep [a0] { for v1 in 0..16 vector { a0 += x[..] } BODY }
+    let keep = |chains, tail: Vec<Stmt>| {
+        let lowering = LoopLowering { keep_partials: vec![0], chains, ..LoopLowering::default() };
+        let mut body = vec![Stmt::lp(
+            1,
+            16,
+            LoopMode::Vector,
+            vec![Stmt::Reduce { acc: 0, op: RedOp::Add, val: Val::load(0, v(0) * 16i64 + v(1)) }],
+        )];
+        body.extend(tail);
+        vec![
+            Stmt::Let { acc: 0, init: Val::Const(0.0) },
+            decided(0, 4, LoopMode::Serial, lowering, body),
+            Stmt::store(1, Idx::Const(0), Val::Acc(0)),
+        ]
+    };
+    assert_eq!(lowering_problems(keep(4, vec![]), AfterPass::Build), vec![]);
+    assert_eq!(lowering_problems(keep(0, vec![]), AfterPass::Build), vec![LoweringRule::NoChains { var: 0 }]);
+    // Reading the sum inside the loop would see it without its partials.
+    let read = vec![Stmt::store(1, v(0), Val::Acc(0))];
+    assert_eq!(
+        lowering_problems(keep(4, read), AfterPass::Build),
+        vec![LoweringRule::BadKeep { var: 0, acc: 0, expected: "no read or set of it inside the loop" }]
+    );
+}
+
+#[test]
+fn dot_steps_must_fit_the_tile() {
+    // small_gemm reduces over k = 4: one vector step; B^T is dense along p.
+    let dot = |steps| {
+        let mut g = small_gemm(GemmTile::Dot { rows: 2, cols: 2, steps });
+        (g.b.row_stride, g.b.col_stride) = (1, 4);
+        g
+    };
+    assert_eq!(gemm_problems(dot(DotSteps::Rolled(1)), 16), vec![]);
+    let bad = |steps, expected: &str| Problem::Lowering(LoweringRule::BadDotSteps { steps, expected: expected.into() });
+    assert_eq!(
+        gemm_problems(dot(DotSteps::Rolled(2)), 16),
+        vec![bad(DotSteps::Rolled(2), "a divisor of the 1 vector steps per iteration")]
+    );
+    assert_eq!(
+        gemm_problems(dot(DotSteps::WrittenOut), 16),
+        vec![bad(DotSteps::WrittenOut, "a rolled loop (only split tiles are written out)")]
+    );
 }
