@@ -12,6 +12,7 @@ use kiln_compiler::{Graph, NodeId, Tensor};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Which executor runs a graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,7 +91,7 @@ impl Default for ExecOptions {
 
 /// A graph prepared for one batch size on one backend.
 pub struct Executor {
-    graph: Graph,
+    graph: Arc<Graph>,
     batch: usize,
     engine: Engine,
 }
@@ -127,12 +128,18 @@ impl Executor {
             }
             Backend::Interp => Engine::Interp { leaves: HashMap::new(), values: Vec::new() },
         };
-        Ok(Executor { graph, batch, engine })
+        Ok(Executor { graph: Arc::new(graph), batch, engine })
     }
 
     /// The graph being executed.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The graph being executed, shared (a reference count, not a copy), for
+    /// callers that read it while they set and run the executor.
+    pub fn shared_graph(&self) -> Arc<Graph> {
+        Arc::clone(&self.graph)
     }
 
     /// The batch size the graph was prepared for.

@@ -528,7 +528,8 @@ impl Model {
         }
         let version = self.version;
         let Some(cached) = self.train_execs.get_mut(&batch) else { unreachable!("inserted above") };
-        let graph = cached.exec.graph().clone();
+        // Shared, not cloned: the step reads the graph while it sets and runs.
+        let graph = cached.exec.shared_graph();
         let Some(training) = graph.training.as_ref() else { unreachable!("derive_training sets it") };
         check_target(&graph, training.target, target, loss, batch)?;
         if cached.version != version {
