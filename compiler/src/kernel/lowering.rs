@@ -29,7 +29,7 @@ pub enum Unroll {
     WrittenOut,
 }
 
-/// How a vector loop's last `extent % 4` iterations run.
+/// How a vector loop's last `extent % lanes` iterations run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum VectorTail {
     /// There are none: a vector loop whose extent is a multiple of 4, and
@@ -97,7 +97,7 @@ pub enum Emission {
     AsScheduled,
 }
 
-/// How a dot tile ([`super::GemmTile::Dot`]) walks its `k / 4` vector steps.
+/// How a dot tile ([`super::GemmTile::Dot`]) walks its `k / lanes` vector steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DotSteps {
     /// A loop taking this many vector steps per iteration (fewer pointer

@@ -592,7 +592,7 @@ fn vector_tails_must_match_the_extent_and_be_legal() {
         |extent, tail, expected| LoweringRule::WrongTail { var: 0, mode: LoopMode::Vector, extent, tail, expected };
     assert_eq!(
         lowering_problems(vector(10, VectorTail::None), AfterPass::Lowering),
-        vec![wrong(10, VectorTail::None, "a tail for the last extent % 4 iterations")]
+        vec![wrong(10, VectorTail::None, "a tail for the last extent % lanes iterations")]
     );
     assert_eq!(
         lowering_problems(vector(8, VectorTail::Scalar), AfterPass::Lowering),
