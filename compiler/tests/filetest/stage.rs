@@ -4,6 +4,8 @@
 //! test schedule threads=2
 //! test plan_memory keep=%3,%5
 //! test roundtrip
+//! test lowering
+//! test verify after=plan_memory
 //! ```
 //!
 //! Each `test` line runs its stage on the program the file holds and
@@ -11,12 +13,12 @@
 //! program printed with `write_program` after the pass. A new stage is one
 //! arm of [`run_stage`] (and its name in [`STAGES`]).
 
-use kiln_compiler::kernel::{BufId, Program, write_program};
-use kiln_compiler::passes::{plan_memory, schedule};
+use kiln_compiler::kernel::{AfterPass, BufId, Program, verify, write_program};
+use kiln_compiler::passes::{choose_lowering, plan_memory, schedule};
 use std::collections::HashSet;
 
 /// Stage names [`run_stage`] knows.
-pub const STAGES: &[&str] = &["roundtrip", "schedule", "plan_memory"];
+pub const STAGES: &[&str] = &["roundtrip", "schedule", "plan_memory", "lowering", "verify"];
 
 /// One `test STAGE key=value ...` line.
 #[derive(Clone, Debug)]
@@ -188,11 +190,26 @@ pub fn run_stage(command: &TestCommand, program: Program, parts: &Parts) -> Resu
             let keep = options.buffers("keep", &program)?.unwrap_or_default();
             write_program(&plan_memory(program, &keep))
         }
-        // The verifier and the kernel interpreter plug in here, e.g.
-        // "verify" => match kernel::verify(&program) {
-        //     Ok(()) => write_program(&program),
-        //     Err(errors) => errors.to_string(), // matched by `; check: error: ...`
-        // },
+        "lowering" => write_program(&choose_lowering(program)),
+        // `verify after=build|schedule|plan_memory|lowering`: `ok`, or the
+        // verifier's report (matched by `; check:` lines naming problems).
+        "verify" => {
+            let after = match options.take("after").unwrap_or("lowering") {
+                "build" => AfterPass::Build,
+                "schedule" => AfterPass::Schedule,
+                "plan_memory" => AfterPass::PlanMemory,
+                "lowering" => AfterPass::Lowering,
+                other => {
+                    return Err(options.error(format!(
+                        "after={other}: expected build, schedule, plan_memory or lowering"
+                    )));
+                }
+            };
+            match verify(&program, after) {
+                Ok(()) => "ok\n".to_string(),
+                Err(errors) => format!("{errors}\n"),
+            }
+        }
         other => {
             return Err(options.error(format!("unknown stage `{other}` (known: {})", STAGES.join(", "))));
         }
