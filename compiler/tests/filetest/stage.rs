@@ -200,9 +200,9 @@ pub fn run_stage(command: &TestCommand, program: Program, parts: &Parts) -> Resu
                 "plan_memory" => AfterPass::PlanMemory,
                 "lowering" => AfterPass::Lowering,
                 other => {
-                    return Err(options.error(format!(
-                        "after={other}: expected build, schedule, plan_memory or lowering"
-                    )));
+                    return Err(
+                        options.error(format!("after={other}: expected build, schedule, plan_memory or lowering"))
+                    );
                 }
             };
             match verify(&program, after) {
