@@ -1,9 +1,12 @@
 //! Graph and kernel passes, each a function from IR to IR: [`fuse`] (graph
-//! to fused groups), [`schedule`] (threads, vectors, register tiles),
+//! to fused groups), [`layout`] (how each convolution's products read their
+//! operands, asked by the kernel builder), [`schedule`] (threads, vectors,
+//! register tiles),
 //! [`plan_memory`] (arena offsets with reuse) and [`choose_lowering`] (how
 //! each loop, dot tile and kernel is written out).
 
 pub mod fuse;
+pub mod layout;
 pub mod lowering;
 pub mod memory;
 pub mod schedule;

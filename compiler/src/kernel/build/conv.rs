@@ -8,6 +8,9 @@ use super::{Builder, Finish, KernelBody, UNSCHEDULED_DOT, UNSCHEDULED_OUTER, mak
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
+use crate::passes::layout::{
+    ForwardLayout, InputGradLayout, WeightGradLayout, forward_layout, input_grad_layout, weight_grad_layout,
+};
 
 impl Builder<'_> {
     /// Writes image `n`'s im2col matrix `[C*KH*KW, OH*OW]` into `col`.
@@ -55,7 +58,8 @@ impl Builder<'_> {
         let (o, k, p) = (wd[0], wd[1] * wd[2] * wd[3], yd[2] * yd[3]);
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
-        if c.padding == [0, 0] && c.stride[1] == 1 {
+        let layout = forward_layout(c, &xd, &yd, &self.prog.target);
+        if let ForwardLayout::InPlace { wrap } = layout {
             // Implicit im2col: per output row, B's row (ci, ky, kx) is the
             // input row it reads, found through a table of offsets.
             let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
@@ -81,11 +85,12 @@ impl Builder<'_> {
                 })]
             })];
             self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
+            let weights =
+                MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: (lanes * k) as i64, col_stride: lanes as i64 };
             // Output rows that are not whole vectors: one product per image
             // whose columns (output positions) wrap from input row to input
             // row, so no lanes are wasted at the end of each row.
-            let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
-            if !ow.is_multiple_of(lanes) && wrap.fits(p, lanes) {
+            if let Some(wrap) = wrap {
                 let body = vec![self.loop_over(xd[0], |b, n| {
                     let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
                     let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
@@ -93,12 +98,7 @@ impl Builder<'_> {
                         m: o,
                         n: p,
                         k,
-                        a: MatrixRef {
-                            buf: w4,
-                            offset: Idx::Const(0),
-                            row_stride: (lanes * k) as i64,
-                            col_stride: lanes as i64,
-                        },
+                        a: weights.clone(),
                         b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 0, col_stride: 1 },
                         c: cm,
                         epilogue,
@@ -126,12 +126,7 @@ impl Builder<'_> {
                         m: o,
                         n: ow,
                         k,
-                        a: MatrixRef {
-                            buf: w4,
-                            offset: Idx::Const(0),
-                            row_stride: (lanes * k) as i64,
-                            col_stride: lanes as i64,
-                        },
+                        a: weights.clone(),
                         b: MatrixRef {
                             buf: x,
                             offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
@@ -266,8 +261,7 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let out = finish.out;
         let image = ch * (h * wi) as usize;
-        let wrap = ColumnWrap { row: ow, stride: c.stride[0] as i64 * wi };
-        if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p, self.prog.target.vector_lanes) {
+        if let InputGradLayout::Scattered { wrap } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
             let dims = [xd[0], o, ch, h as usize, wi as usize, p];
             return Ok(self.conv2d_grad_input_scattered(id, c, dims, wrap, [dy, w], finish));
         }
@@ -334,13 +328,11 @@ impl Builder<'_> {
         let chunks = largest_divisor_at_most(batch, 8);
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
-        // In place when output rows are whole vectors, or when the tile can
-        // run its vector steps across rows (see `KSplit::wraps`); otherwise
-        // a scalar tail per row costs more than packing.
-        let split = KSplit { outer: yd[2], a_stride: yd[3] as i64, b_stride: (c.stride[0] * xd[3]) as i64 };
-        let lanes = self.prog.target.vector_lanes;
-        let implicit =
-            c.padding == [0, 0] && c.stride[1] == 1 && (yd[3].is_multiple_of(lanes) || split.wraps(p, lanes));
+        let split = match weight_grad_layout(c, &xd, &yd, &self.prog.target) {
+            WeightGradLayout::InPlace { split } => Some(split),
+            WeightGradLayout::Packed => None,
+        };
+        let implicit = split.is_some();
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
         let table = implicit.then(|| {
             let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
@@ -376,7 +368,7 @@ impl Builder<'_> {
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
                         a_splat: false,
-                        k_split: Some(split),
+                        k_split: split,
                         b_wrap: None,
                         c_rows: None,
                         c_wrap: None,

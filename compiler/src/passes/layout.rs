@@ -1,0 +1,166 @@
+//! Data-layout decisions: how each convolution's three products read their
+//! operands, chosen from the shapes and the target.
+//!
+//! The kernel builder asks these functions and builds what they answer;
+//! the choice is then visible in the kernel IR (row tables, wrapped
+//! columns, scattered rows, splatted weights, packing scratch). Keeping the
+//! policy here, apart from the builder, puts every layout rule in one place
+//! where it reads the [`Target`] and can be tested on shapes alone.
+//!
+//! The forms, fastest first:
+//! - in place: the product reads the input through a table of row offsets
+//!   (implicit im2col), with its columns wrapping from input row to input
+//!   row when output rows are not whole vectors; the weights are splatted
+//!   to one vector per element once per run, so the tile loads vectors;
+//! - packed: an explicit im2col (or column matrix) in per-thread scratch,
+//!   for what the in-place forms cannot address (padding, strided columns).
+
+use crate::kernel::{ColumnWrap, KSplit};
+use crate::ops::Conv2d;
+use crate::target::Target;
+
+/// How a convolution's forward product reads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardLayout {
+    /// In place through a row table: one product per output row, or with
+    /// `wrap`, one per image whose columns wrap across input rows. The
+    /// weights are splatted to vectors in a pre-kernel (`Gemm::a_splat`):
+    /// an outer tile then loads one vector per weight instead of
+    /// broadcasting a scalar.
+    InPlace {
+        /// Columns wrapping from input row to input row.
+        wrap: Option<ColumnWrap>,
+    },
+    /// An explicit im2col of each image.
+    Packed,
+}
+
+/// How a convolution's input gradient is formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputGradLayout {
+    /// Each tap's product row added straight into the image through a tap
+    /// table and wrapped columns (col2im fused), with the weights transposed
+    /// to tap-major order and splatted in a pre-kernel.
+    Scattered {
+        /// The image's rows as wrapped columns of the product.
+        wrap: ColumnWrap,
+    },
+    /// A column matrix in scratch, then a col2im pass.
+    PackedColumns,
+}
+
+/// How a convolution's weight gradient reads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightGradLayout {
+    /// A dot tile over the input in place, its reduction split along output
+    /// rows.
+    InPlace {
+        /// The output rows as reduction segments.
+        split: KSplit,
+    },
+    /// An explicit im2col of each image.
+    Packed,
+}
+
+/// Input `[n, c, h, w]` and output `[n, o, oh, ow]` of a convolution.
+fn rows(input: &[usize], output: &[usize]) -> (usize, usize, usize) {
+    (output[3], output[2] * output[3], input[3])
+}
+
+/// The forward product's layout. In place needs no padding (a padded tap
+/// has no input row to point at) and unit column stride (a row table
+/// addresses rows, the columns must be contiguous).
+pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> ForwardLayout {
+    if c.padding != [0, 0] || c.stride[1] != 1 {
+        return ForwardLayout::Packed;
+    }
+    let lanes = target.vector_lanes;
+    let (ow, p, w_in) = rows(input, output);
+    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
+    // Output rows that are not whole vectors waste lanes at each row's end
+    // unless the columns wrap.
+    let wrap = (!ow.is_multiple_of(lanes) && wrap.fits(p, lanes)).then_some(wrap);
+    ForwardLayout::InPlace { wrap }
+}
+
+/// The input gradient's layout. Scattering needs unit strides and no
+/// padding (every tap lands inside the image) and rows that block into
+/// whole vectors.
+pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> InputGradLayout {
+    let (ow, p, w_in) = rows(input, output);
+    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
+    if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p, target.vector_lanes) {
+        InputGradLayout::Scattered { wrap }
+    } else {
+        InputGradLayout::PackedColumns
+    }
+}
+
+/// The weight gradient's layout: in place when output rows are whole
+/// vectors, or when the dot tile can run its vector steps across rows (see
+/// [`KSplit::wraps`]); otherwise a scalar tail per row costs more than
+/// packing.
+pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> WeightGradLayout {
+    let lanes = target.vector_lanes;
+    let (ow, p, w_in) = rows(input, output);
+    let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_in) as i64 };
+    if c.padding == [0, 0] && c.stride[1] == 1 && (ow.is_multiple_of(lanes) || split.wraps(p, lanes)) {
+        WeightGradLayout::InPlace { split }
+    } else {
+        WeightGradLayout::Packed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::PaddingMode;
+
+    fn conv(k: usize, stride: usize, padding: usize) -> Conv2d {
+        Conv2d {
+            kernel: [k, k],
+            stride: [stride, stride],
+            padding: [padding, padding],
+            dilation: [1, 1],
+            padding_mode: PaddingMode::Zeros,
+        }
+    }
+
+    #[test]
+    fn lenet_convolutions_stay_in_place() {
+        let t = Target::baseline();
+        // conv1: 32x32 -> 28x28, rows of 28 are whole 4-lane vectors.
+        let (x1, y1) = ([4, 3, 32, 32], [4, 6, 28, 28]);
+        assert_eq!(forward_layout(&conv(5, 1, 0), &x1, &y1, &t), ForwardLayout::InPlace { wrap: None });
+        // conv2: 14x14 -> 10x10, rows of 10 wrap in blocks of 20 columns.
+        let (x2, y2) = ([4, 6, 14, 14], [4, 16, 10, 10]);
+        let wrap = ColumnWrap { row: 10, stride: 14 };
+        assert_eq!(forward_layout(&conv(5, 1, 0), &x2, &y2, &t), ForwardLayout::InPlace { wrap: Some(wrap) });
+        assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap });
+        assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
+    }
+
+    #[test]
+    fn padding_and_strided_columns_pack() {
+        let t = Target::baseline();
+        let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
+        assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::Packed);
+        assert_eq!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::PackedColumns);
+        assert_eq!(weight_grad_layout(&conv(3, 1, 1), &x, &y, &t), WeightGradLayout::Packed);
+        let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
+        assert_eq!(forward_layout(&conv(1, 2, 0), &x, &y, &t), ForwardLayout::Packed);
+    }
+
+    #[test]
+    fn the_vector_width_decides_which_rows_wrap() {
+        // Rows of 12 are whole 4-lane vectors but not whole 8-lane ones.
+        let (x, y) = ([2, 3, 16, 16], [2, 4, 12, 12]);
+        let narrow = Target::baseline();
+        let wide = narrow.with_lanes(8);
+        assert_eq!(forward_layout(&conv(5, 1, 0), &x, &y, &narrow), ForwardLayout::InPlace { wrap: None });
+        assert_eq!(
+            forward_layout(&conv(5, 1, 0), &x, &y, &wide),
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }) }
+        );
+    }
+}
