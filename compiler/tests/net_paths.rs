@@ -23,6 +23,8 @@
 //! - `pack im2col` / `pack dcol`: the kernel writes a per-thread packing
 //!   buffer (explicit im2col for a convolution, or the column matrix an
 //!   input gradient scatters back from): the slow path for convolutions.
+//! - `pad copy`: the kernel copies each image with its padding written out
+//!   (one pass over the image) for a product that reads it in place.
 //! - `outer RxV uU` / `dot RxC`: the register tile of each product, then
 //!   its layout flags: `b_rows` (B read in place through a row table:
 //!   implicit im2col), `b_wrap` (B's columns wrap from input row to input
@@ -105,7 +107,10 @@ fn is_helper(kernel: &Kernel) -> bool {
         || kernel.name.starts_with("update ")
 }
 
-/// The packing buffers (`.im2col`, `.dcol` scratch) a kernel writes.
+/// The copies a kernel makes of an operand before its product, from the
+/// scratch it writes: `pack im2col` / `pack dcol` (a packed matrix, once
+/// per kernel tap) or `pad copy` (the image with its padding written out,
+/// once per element).
 fn packs(program: &Program, kernel: &Kernel) -> Vec<&'static str> {
     let mut found = Vec::new();
     for &b in &kernel.writes {
@@ -113,9 +118,9 @@ fn packs(program: &Program, kernel: &Kernel) -> Vec<&'static str> {
         if buffer.kind != BufferKind::Scratch {
             continue;
         }
-        for pack in ["im2col", "dcol"] {
-            if buffer.name.ends_with(&format!(".{pack}")) && !found.contains(&pack) {
-                found.push(pack);
+        for (suffix, label) in [(".im2col", "pack im2col"), (".dcol", "pack dcol"), (".padded", "pad copy")] {
+            if buffer.name.ends_with(suffix) && !found.contains(&label) {
+                found.push(label);
             }
         }
     }
@@ -145,7 +150,7 @@ fn summary(program: &Program) -> String {
         }
         let mut line = format!("{}: {threads}", kernel.name);
         for pack in packed {
-            line.push_str(&format!(" | pack {pack}"));
+            line.push_str(&format!(" | {pack}"));
         }
         for g in products {
             line.push_str(&format!(" | {}", describe_gemm(g)));
@@ -345,40 +350,49 @@ const MLP: [&str; 4] = [
     ",
 ];
 
-/// VGG16c (`bench/nets/vgg16c.net`): the slow path for every conv. All
-/// three are 3x3 with padding 1, and the implicit im2col needs no padding,
-/// so each image is packed into `convN.im2col` first (`pack im2col`) and
-/// multiplied with plain 8-row outer tiles. In training the input gradients
-/// of conv2 and conv3 (`grad_pool`, `grad_pool_1`) go through a packed
-/// column matrix and col2im loops (`pack dcol`), and each weight gradient
-/// packs an im2col again (dot 4x2). Padded implicit im2col (a row table
-/// with a zero border, or a padded copy of the input) is the obvious next
-/// performance work for this net, `resnet_ish` and `wide5`.
+/// VGG16c (`bench/nets/vgg16c.net`): all three convs are 3x3, padded by
+/// one. Forward, each image is copied once with its zero border written out
+/// (`pad copy`, `passes::layout`), and the product reads that copy in place
+/// through a row table with splatted weights (`b_rows a_splat`), instead of
+/// packing an im2col nine times the image's size. In training the input
+/// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) still go
+/// through a packed column matrix and col2im loops (`pack dcol`), and each
+/// weight gradient packs an im2col (dot 4x2): padded gradients in place are
+/// the next performance work for this net, `resnet_ish` and `wide5`.
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 8, gemm 5, parallel 4 (x4: 4)
-    conv1+relu: x4 over 4 | pack im2col | outer 8x1 u3
-    conv2+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
-    conv3+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 11, gemm 5, parallel 4 (x4: 4)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_2: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 8, gemm 5, parallel 8 (x4: 8)
-    conv1+relu: x4 over 64 | pack im2col | outer 8x1 u3
-    conv2+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
-    conv3+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 11, gemm 5, parallel 8 (x4: 8)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_2: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: x4 over 4 | dot 4x2
     ",
     // training, batch 4
     "
-    kernels 39, gemm 14, parallel 12 (x4: 12)
-    conv1+relu: x4 over 4 | pack im2col | outer 8x1 u3
-    conv2+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
-    conv3+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 42, gemm 14, parallel 12 (x4: 12)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_2: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     grad_x_2+grad_fc1: serial | outer 4x1 u3
@@ -396,10 +410,13 @@ const VGG16C: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 39, gemm 14, parallel 24 (x4: 24)
-    conv1+relu: x4 over 64 | pack im2col | outer 8x1 u3
-    conv2+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
-    conv3+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 42, gemm 14, parallel 24 (x4: 24)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_2: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: x4 over 4 | dot 4x2
     grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u3
@@ -418,7 +435,8 @@ const VGG16C: [&str; 4] = [
 ];
 
 /// ResNet-ish (`bench/nets/resnet_ish.net`): every 3x3 conv is padded, so
-/// every conv packs, as in VGG16c. The 1x1 stride-2 projections `b2s` and
+/// its forward product reads a padded copy and its gradients pack, as in
+/// VGG16c. The 1x1 stride-2 projections `b2s` and
 /// `b3s` pack too: the implicit path needs unit column stride, although a
 /// 1x1 conv is a plain product over strided columns, so their packing is
 /// pure overhead (k = 16 and 32, unrolled by 4). The residual adds are
@@ -429,44 +447,59 @@ const VGG16C: [&str; 4] = [
 const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 14, gemm 10, parallel 11 (x4: 11)
-    stem+x_1: x4 over 4 | pack im2col | outer 8x1 u3
-    b1a+relu: x4 over 4 | pack im2col | outer 8x1 u3
-    b1b: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 19, gemm 10, parallel 11 (x4: 11)
+    stem.splat_weight: serial
+    stem+x_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a.splat_weight: serial
+    b1a+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1b.splat_weight: serial
+    b1b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     b2s: x4 over 4 | pack im2col | outer 8x1 u4
     b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
-    b2b: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b.splat_weight: serial
+    b2b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     b3s: x4 over 4 | pack im2col | outer 8x1 u4
     b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
-    b3b: x4 over 4 | pack im2col | outer 8x1 u3
+    b3b.splat_weight: serial
+    b3b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 14, gemm 10, parallel 13 (x4: 13)
-    stem+x_1: x4 over 64 | pack im2col | outer 8x1 u3
-    b1a+relu: x4 over 64 | pack im2col | outer 8x1 u3
-    b1b: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 19, gemm 10, parallel 13 (x4: 13)
+    stem.splat_weight: serial
+    stem+x_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a.splat_weight: serial
+    b1a+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1b.splat_weight: serial
+    b1b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     b2s: x4 over 64 | pack im2col | outer 8x1 u4
     b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
-    b2b: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b.splat_weight: serial
+    b2b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     b3s: x4 over 64 | pack im2col | outer 8x1 u4
     b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
-    b3b: x4 over 64 | pack im2col | outer 8x1 u3
+    b3b.splat_weight: serial
+    b3b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     ",
     // training, batch 4
     "
-    kernels 77, gemm 29, parallel 32 (x4: 32)
-    stem+x_1: x4 over 4 | pack im2col | outer 8x1 u3
-    b1a+relu: x4 over 4 | pack im2col | outer 8x1 u3
-    b1b: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 82, gemm 29, parallel 32 (x4: 32)
+    stem.splat_weight: serial
+    stem+x_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a.splat_weight: serial
+    b1a+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1b.splat_weight: serial
+    b1b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     b2s: x4 over 4 | pack im2col | outer 8x1 u4
     b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
-    b2b: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b.splat_weight: serial
+    b2b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     b3s: x4 over 4 | pack im2col | outer 8x1 u4
     b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
-    b3b: x4 over 4 | pack im2col | outer 8x1 u3
+    b3b.splat_weight: serial
+    b3b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     grad_x_5: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
@@ -499,16 +532,21 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 77, gemm 29, parallel 45 (x4: 45)
-    stem+x_1: x4 over 64 | pack im2col | outer 8x1 u3
-    b1a+relu: x4 over 64 | pack im2col | outer 8x1 u3
-    b1b: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 82, gemm 29, parallel 45 (x4: 45)
+    stem.splat_weight: serial
+    stem+x_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a.splat_weight: serial
+    b1a+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1b.splat_weight: serial
+    b1b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     b2s: x4 over 64 | pack im2col | outer 8x1 u4
     b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
-    b2b: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b.splat_weight: serial
+    b2b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     b3s: x4 over 64 | pack im2col | outer 8x1 u4
     b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
-    b3b: x4 over 64 | pack im2col | outer 8x1 u3
+    b3b.splat_weight: serial
+    b3b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     grad_x_5: serial | outer 8x1 u3
     grad_fc.weight: serial | outer 8x1 u4
@@ -542,7 +580,8 @@ const RESNET_ISH: [&str; 4] = [
 ];
 
 /// Wide5 (`bench/nets/wide5.net`): 5x5 convs with padding 2 and a dilated
-/// 3x3 conv with padding 2: every conv packs (see VGG16c). conv2's k =
+/// 3x3 conv with padding 2: forward products read padded copies, gradients
+/// pack (see VGG16c). conv2's k =
 /// 32 * 25 = 800 is a multiple of 4 and not of 3, so it unrolls by 4. The
 /// average pools' gradients are the input gradients of conv2 and conv3
 /// (`grad_avg`, `grad_avg_1`, through `pack dcol`). conv2's weight-gradient
@@ -550,26 +589,35 @@ const RESNET_ISH: [&str; 4] = [
 const WIDE5: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 7, gemm 4, parallel 3 (x4: 3)
-    conv1+tanh: x4 over 4 | pack im2col | outer 8x1 u3
-    conv2+relu: x4 over 4 | pack im2col | outer 8x1 u4
-    conv3+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 10, gemm 4, parallel 3 (x4: 3)
+    conv1.splat_weight: serial
+    conv1+tanh: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu: x4 over 4 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 7, gemm 4, parallel 7 (x4: 7)
-    conv1+tanh: x4 over 64 | pack im2col | outer 8x1 u3
-    conv2+relu: x4 over 64 | pack im2col | outer 8x1 u4
-    conv3+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 10, gemm 4, parallel 7 (x4: 7)
+    conv1.splat_weight: serial
+    conv1+tanh: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu: x4 over 64 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: x4 over 4 | dot 4x2
     ",
     // training, batch 4
     "
-    kernels 33, gemm 11, parallel 9 (x4: 9)
-    conv1+tanh: x4 over 4 | pack im2col | outer 8x1 u3
-    conv2+relu: x4 over 4 | pack im2col | outer 8x1 u4
-    conv3+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    kernels 36, gemm 11, parallel 9 (x4: 9)
+    conv1.splat_weight: serial
+    conv1+tanh: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu: x4 over 4 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: serial | dot 4x2
     grad_x_1: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
@@ -584,10 +632,13 @@ const WIDE5: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 33, gemm 11, parallel 22 (x4: 22)
-    conv1+tanh: x4 over 64 | pack im2col | outer 8x1 u3
-    conv2+relu: x4 over 64 | pack im2col | outer 8x1 u4
-    conv3+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    kernels 36, gemm 11, parallel 22 (x4: 22)
+    conv1.splat_weight: serial
+    conv1+tanh: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu: x4 over 64 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv3.splat_weight: serial
+    conv3+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     fc: x4 over 4 | dot 4x2
     grad_x_1: x4 over 4 | outer 8x1 u3
     grad_fc.weight: x4 over 4 | outer 8x1 u4
@@ -601,6 +652,25 @@ const WIDE5: [&str; 4] = [
     grad_conv1.weight.combine: serial
     ",
 ];
+
+/// Prints every net's summaries in the tables' form, to regenerate them
+/// after an intended change of path: `cargo test --test net_paths -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn print_every_table() {
+    let nets = [
+        ("LENET", include_str!("../../bench/nets/lenet.net")),
+        ("MLP", include_str!("../../bench/nets/mlp.net")),
+        ("VGG16C", include_str!("../../bench/nets/vgg16c.net")),
+        ("RESNET_ISH", include_str!("../../bench/nets/resnet_ish.net")),
+        ("WIDE5", include_str!("../../bench/nets/wide5.net")),
+    ];
+    for (name, source) in nets {
+        for (case, summary) in summaries(source, name).iter().enumerate() {
+            println!("=== {name} {case}\n{summary}");
+        }
+    }
+}
 
 #[test]
 fn lenet_paths() {

@@ -12,8 +12,11 @@
 //!   (implicit im2col), with its columns wrapping from input row to input
 //!   row when output rows are not whole vectors; the weights are splatted
 //!   to one vector per element once per run, so the tile loads vectors;
+//! - in place on a padded copy: the forward product of a padded
+//!   convolution reads a copy of each image with its border written out;
 //! - packed: an explicit im2col (or column matrix) in per-thread scratch,
-//!   for what the in-place forms cannot address (padding, strided columns).
+//!   for what the in-place forms cannot address (strided columns; padding,
+//!   for the gradients).
 
 use crate::kernel::{ColumnWrap, KSplit};
 use crate::ops::Conv2d;
@@ -30,6 +33,11 @@ pub enum ForwardLayout {
     InPlace {
         /// Columns wrapping from input row to input row.
         wrap: Option<ColumnWrap>,
+        /// The product reads a copy of each image with its padding written
+        /// out (zeros, or the replicated border) instead of the input
+        /// itself: one pass over the image, where an im2col writes every
+        /// element once per kernel tap.
+        pad_copy: bool,
     },
     /// An explicit im2col of each image.
     Packed,
@@ -67,20 +75,23 @@ fn rows(input: &[usize], output: &[usize]) -> (usize, usize, usize) {
     (output[3], output[2] * output[3], input[3])
 }
 
-/// The forward product's layout. In place needs no padding (a padded tap
-/// has no input row to point at) and unit column stride (a row table
-/// addresses rows, the columns must be contiguous).
+/// The forward product's layout. In place needs unit column stride (a row
+/// table addresses rows, the columns must be contiguous); a padded
+/// convolution reads a padded copy of each image, since a padded tap has
+/// no input row to point at.
 pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> ForwardLayout {
-    if c.padding != [0, 0] || c.stride[1] != 1 {
+    if c.stride[1] != 1 {
         return ForwardLayout::Packed;
     }
     let lanes = target.vector_lanes;
+    let pad_copy = c.padding != [0, 0];
     let (ow, p, w_in) = rows(input, output);
-    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
+    let w_read = w_in + 2 * c.padding[1];
+    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_read) as i64 };
     // Output rows that are not whole vectors waste lanes at each row's end
     // unless the columns wrap.
     let wrap = (!ow.is_multiple_of(lanes) && wrap.fits(p, lanes)).then_some(wrap);
-    ForwardLayout::InPlace { wrap }
+    ForwardLayout::InPlace { wrap, pad_copy }
 }
 
 /// The input gradient's layout. Scattering needs unit strides and no
@@ -131,11 +142,17 @@ mod tests {
         let t = Target::baseline();
         // conv1: 32x32 -> 28x28, rows of 28 are whole 4-lane vectors.
         let (x1, y1) = ([4, 3, 32, 32], [4, 6, 28, 28]);
-        assert_eq!(forward_layout(&conv(5, 1, 0), &x1, &y1, &t), ForwardLayout::InPlace { wrap: None });
+        assert_eq!(
+            forward_layout(&conv(5, 1, 0), &x1, &y1, &t),
+            ForwardLayout::InPlace { wrap: None, pad_copy: false }
+        );
         // conv2: 14x14 -> 10x10, rows of 10 wrap in blocks of 20 columns.
         let (x2, y2) = ([4, 6, 14, 14], [4, 16, 10, 10]);
         let wrap = ColumnWrap { row: 10, stride: 14 };
-        assert_eq!(forward_layout(&conv(5, 1, 0), &x2, &y2, &t), ForwardLayout::InPlace { wrap: Some(wrap) });
+        assert_eq!(
+            forward_layout(&conv(5, 1, 0), &x2, &y2, &t),
+            ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false }
+        );
         assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap });
         assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
     }
@@ -144,7 +161,8 @@ mod tests {
     fn padding_and_strided_columns_pack() {
         let t = Target::baseline();
         let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
-        assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::Packed);
+        // The forward product reads a padded copy in place.
+        assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::InPlace { wrap: None, pad_copy: true });
         assert_eq!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::PackedColumns);
         assert_eq!(weight_grad_layout(&conv(3, 1, 1), &x, &y, &t), WeightGradLayout::Packed);
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
@@ -157,10 +175,13 @@ mod tests {
         let (x, y) = ([2, 3, 16, 16], [2, 4, 12, 12]);
         let narrow = Target::baseline();
         let wide = narrow.with_lanes(8);
-        assert_eq!(forward_layout(&conv(5, 1, 0), &x, &y, &narrow), ForwardLayout::InPlace { wrap: None });
+        assert_eq!(
+            forward_layout(&conv(5, 1, 0), &x, &y, &narrow),
+            ForwardLayout::InPlace { wrap: None, pad_copy: false }
+        );
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &wide),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }) }
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }), pad_copy: false }
         );
     }
 }

@@ -1,5 +1,7 @@
-//! Convolutions as matrix products: the forward pass (implicit im2col through
-//! a row table, columns wrapping across rows, or an explicit im2col buffer),
+//! Convolutions as matrix products, in the layouts `passes::layout` picks:
+//! the forward pass (implicit im2col through a row table over the input or
+//! over a padded copy of each image, columns wrapping across rows, or an
+//! explicit im2col buffer),
 //! the input gradient (col2im fused into the product's stores, or a `dcol`
 //! buffer scattered back) and the weight gradient (per-chunk partial sums
 //! combined in a fixed order).
@@ -45,6 +47,46 @@ impl Builder<'_> {
         })
     }
 
+    /// Writes image `n` of `x` into `dst` with its padding written out:
+    /// rows of `pw + w + pw`, `ph` extra rows above and below, filled with
+    /// zeros or the replicated border. The interior of each row is one
+    /// contiguous copy (a vector loop); rows and columns outside the image
+    /// read the clamped border, or store zeros.
+    fn pad_image(&mut self, c: &Conv2d, xd: &[usize], x: BufId, n: Idx, dst: BufId) -> Vec<Stmt> {
+        let (ch, h, w) = (xd[1], xd[2], xd[3]);
+        let [ph, pw] = c.padding;
+        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+        let zeros = c.padding_mode == PaddingMode::Zeros;
+        let image = n * (ch * h * w) as i64;
+        self.loops(&[ch, hp], |b, i| {
+            let (ci, y) = (&i[0], &i[1]);
+            let row = (ci.clone() * hp as i64 + y.clone()) * wp as i64;
+            let source_row =
+                image.clone() + ci.clone() * (h * w) as i64 + (y.clone() - ph as i64).clamp(0, h as i64 - 1) * w as i64;
+            let border = |b: &mut Builder<'_>, from: usize, column: i64| {
+                b.loop_over(pw, |_, e| {
+                    let val = if zeros { Val::Const(0.0) } else { Val::load(x, source_row.clone() + column) };
+                    vec![Stmt::store(dst, row.clone() + from as i64 + e, val)]
+                })
+            };
+            let mut inside = Vec::new();
+            if pw > 0 {
+                inside.push(border(b, 0, 0));
+            }
+            inside.push(b.loop_over(w, |_, e| {
+                vec![Stmt::store(dst, row.clone() + pw as i64 + e.clone(), Val::load(x, source_row.clone() + e))]
+            }));
+            if pw > 0 {
+                inside.push(border(b, pw + w, w as i64 - 1));
+            }
+            if !zeros || ph == 0 {
+                return inside;
+            }
+            let blank = vec![b.loop_over(wp, |_, e| vec![Stmt::store(dst, row.clone() + e, Val::Const(0.0))])];
+            vec![Stmt::If { cond: Cond::in_range(y.clone() - ph as i64, 0, h as i64), then: inside, otherwise: blank }]
+        })
+    }
+
     pub(super) fn conv2d(
         &mut self,
         id: NodeId,
@@ -59,10 +101,17 @@ impl Builder<'_> {
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
-        if let ForwardLayout::InPlace { wrap } = layout {
+        if let ForwardLayout::InPlace { wrap, pad_copy } = layout {
             // Implicit im2col: per output row, B's row (ci, ky, kx) is the
-            // input row it reads, found through a table of offsets.
-            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
+            // input row it reads, found through a table of offsets, in the
+            // input or in a padded copy of each image.
+            let (ch, h, w_in) = (xd[1], xd[2] + 2 * c.padding[0], xd[3] + 2 * c.padding[1]);
+            let (source, image) = if pad_copy {
+                let name = format!("{}.padded", self.graph.node(id).name);
+                (self.scratch(name, ch * h * w_in, true), 0)
+            } else {
+                (x, ch * h * w_in)
+            };
             let (oh, ow) = (yd[2], yd[3]);
             let [kh, kw] = c.kernel;
             let mut rows = Vec::with_capacity(k);
@@ -92,14 +141,15 @@ impl Builder<'_> {
             // row, so no lanes are wasted at the end of each row.
             if let Some(wrap) = wrap {
                 let body = vec![self.loop_over(xd[0], |b, n| {
+                    let mut s = if pad_copy { b.pad_image(c, &xd, x, n.clone(), source) } else { Vec::new() };
                     let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
                     let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
-                    vec![Stmt::Gemm(Box::new(Gemm {
+                    s.push(Stmt::Gemm(Box::new(Gemm {
                         m: o,
                         n: p,
                         k,
                         a: weights.clone(),
-                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 0, col_stride: 1 },
+                        b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: 1 },
                         c: cm,
                         epilogue,
                         b_rows: Some(table),
@@ -109,12 +159,14 @@ impl Builder<'_> {
                         c_wrap: None,
                         a_splat: true,
                         tile: UNSCHEDULED_OUTER,
-                    }))]
+                    })));
+                    s
                 })];
                 return Ok((body, 2 * (xd[0] * o * k * p) as u64));
             }
             let body = vec![self.loop_over(xd[0], |b, n| {
-                vec![b.loop_over(oh, |b, oy| {
+                let mut s = if pad_copy { b.pad_image(c, &xd, x, n.clone(), source) } else { Vec::new() };
+                s.push(b.loop_over(oh, |b, oy| {
                     let cm = MatrixRef {
                         buf: out,
                         offset: n.clone() * (o * p) + oy.clone() * ow,
@@ -128,8 +180,8 @@ impl Builder<'_> {
                         k,
                         a: weights.clone(),
                         b: MatrixRef {
-                            buf: x,
-                            offset: n.clone() * (ch * h * w_in) + oy * (c.stride[0] * w_in),
+                            buf: source,
+                            offset: n.clone() * image + oy * (c.stride[0] * w_in),
                             row_stride: 0,
                             col_stride: 1,
                         },
@@ -143,7 +195,8 @@ impl Builder<'_> {
                         a_splat: true,
                         tile: UNSCHEDULED_OUTER,
                     }))]
-                })]
+                }));
+                s
             })];
             return Ok((body, 2 * (xd[0] * o * k * p) as u64));
         }
