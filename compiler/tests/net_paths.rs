@@ -356,9 +356,10 @@ const MLP: [&str; 4] = [
 /// through a row table with splatted weights (`b_rows a_splat`), instead of
 /// packing an im2col nine times the image's size. In training the input
 /// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) still go
-/// through a packed column matrix and col2im loops (`pack dcol`), and each
-/// weight gradient packs an im2col (dot 4x2): padded gradients in place are
-/// the next performance work for this net, `resnet_ish` and `wide5`.
+/// through a packed column matrix and col2im loops (`pack dcol`); each
+/// weight gradient reads a padded copy in place too (`pad copy`, a dot tile
+/// split along output rows). The packed input gradient is the next
+/// performance work for this net, `resnet_ish` and `wide5`.
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
@@ -400,12 +401,12 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | outer 4x1 u4
     grad_fc1.weight: x4 over 4 | outer 8x1 u4
     grad_pool_1: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_conv3.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_conv2.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -424,12 +425,12 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | outer 8x1 u4
     grad_fc1.weight: x4 over 4 | outer 8x1 u4
     grad_pool_1: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_conv3.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_conv2.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];
@@ -504,7 +505,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
     grad_relu_2+grad_b3a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b3b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b3b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a: x4 over 4 | pack dcol | outer 8x1 u4
     grad_b3a.weight: x4 over 4 | pack im2col | dot 4x2
@@ -513,7 +514,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b2b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b2b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 4 | pack dcol | outer 8x1 u4
     grad_b2a.weight: x4 over 4 | pack im2col | dot 4x2
@@ -522,12 +523,12 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu+grad_b1a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b1b.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b1b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b1a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_b1a.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
     ",
     // training, batch 64
@@ -551,7 +552,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | outer 8x1 u3
     grad_fc.weight: serial | outer 8x1 u4
     grad_relu_2+grad_b3a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b3b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b3b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: x4 over 36864
     grad_x_3_from_b3a: x4 over 64 | pack dcol | outer 8x1 u4
     grad_b3a.weight: x4 over 8 | pack im2col | dot 4x2
@@ -560,7 +561,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b2b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b2b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 64 | pack dcol | outer 8x1 u4
     grad_b2a.weight: x4 over 8 | pack im2col | dot 4x2
@@ -569,12 +570,12 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu+grad_b1a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b1b.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b1b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b1a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_b1a.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
     ",
 ];
@@ -622,12 +623,12 @@ const WIDE5: [&str; 4] = [
     grad_x_1: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
     grad_avg_1: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_conv3.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_conv2.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -643,12 +644,12 @@ const WIDE5: [&str; 4] = [
     grad_x_1: x4 over 4 | outer 8x1 u3
     grad_fc.weight: x4 over 4 | outer 8x1 u4
     grad_avg_1: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_conv3.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_conv2.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: x4 over 25600
-    grad_conv1.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];

@@ -65,6 +65,9 @@ pub enum WeightGradLayout {
     InPlace {
         /// The output rows as reduction segments.
         split: KSplit,
+        /// The product reads a padded copy of each image (see
+        /// [`ForwardLayout::InPlace`]).
+        pad_copy: bool,
     },
     /// An explicit im2col of each image.
     Packed,
@@ -114,9 +117,10 @@ pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: 
 pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> WeightGradLayout {
     let lanes = target.vector_lanes;
     let (ow, p, w_in) = rows(input, output);
-    let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_in) as i64 };
-    if c.padding == [0, 0] && c.stride[1] == 1 && (ow.is_multiple_of(lanes) || split.wraps(p, lanes)) {
-        WeightGradLayout::InPlace { split }
+    let w_read = w_in + 2 * c.padding[1];
+    let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_read) as i64 };
+    if c.stride[1] == 1 && (ow.is_multiple_of(lanes) || split.wraps(p, lanes)) {
+        WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0] }
     } else {
         WeightGradLayout::Packed
     }
@@ -164,7 +168,11 @@ mod tests {
         // The forward product reads a padded copy in place.
         assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::InPlace { wrap: None, pad_copy: true });
         assert_eq!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::PackedColumns);
-        assert_eq!(weight_grad_layout(&conv(3, 1, 1), &x, &y, &t), WeightGradLayout::Packed);
+        // Rows of 16 are whole vectors: the weight gradient reads a padded copy.
+        assert_eq!(
+            weight_grad_layout(&conv(3, 1, 1), &x, &y, &t),
+            WeightGradLayout::InPlace { split: KSplit { outer: 16, a_stride: 16, b_stride: 18 }, pad_copy: true }
+        );
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
         assert_eq!(forward_layout(&conv(1, 2, 0), &x, &y, &t), ForwardLayout::Packed);
     }

@@ -381,14 +381,20 @@ impl Builder<'_> {
         let chunks = largest_divisor_at_most(batch, 8);
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
-        let split = match weight_grad_layout(c, &xd, &yd, &self.prog.target) {
-            WeightGradLayout::InPlace { split } => Some(split),
-            WeightGradLayout::Packed => None,
+        let (split, pad_copy) = match weight_grad_layout(c, &xd, &yd, &self.prog.target) {
+            WeightGradLayout::InPlace { split, pad_copy } => (Some(split), pad_copy),
+            WeightGradLayout::Packed => (None, false),
         };
         let implicit = split.is_some();
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
+        // The image the in-place product reads: the input, or its padded copy.
+        let (ch, h, w_in) = (xd[1], xd[2] + 2 * c.padding[0], xd[3] + 2 * c.padding[1]);
+        let (source, image) = if pad_copy {
+            (self.scratch(format!("{node_name}.padded"), ch * h * w_in, true), 0)
+        } else {
+            (x, ch * h * w_in)
+        };
         let table = implicit.then(|| {
-            let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
             let mut rows = Vec::with_capacity(k);
             for ci in 0..ch {
                 for ky in 0..c.kernel[0] {
@@ -399,7 +405,6 @@ impl Builder<'_> {
             }
             self.table_i32(format!("{node_name}.rows"), rows)
         });
-        let (ch, h, w_in) = (xd[1], xd[2], xd[3]);
         let target =
             if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
@@ -411,12 +416,13 @@ impl Builder<'_> {
                 if let Some(table) = table {
                     // dW[o, p] += sum over output rows and columns of
                     // dy[o, oy, ox] * x[row p, oy * sh + ox], read in place.
-                    return vec![Stmt::Gemm(Box::new(Gemm {
+                    let mut s = if pad_copy { b.pad_image(c, &xd, x, n.clone(), source) } else { Vec::new() };
+                    s.push(Stmt::Gemm(Box::new(Gemm {
                         m: o,
                         n: k,
                         k: p,
                         a: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
-                        b: MatrixRef { buf: x, offset: n * (ch * h * w_in), row_stride: 1, col_stride: 0 },
+                        b: MatrixRef { buf: source, offset: n * image, row_stride: 1, col_stride: 0 },
                         c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
@@ -426,7 +432,8 @@ impl Builder<'_> {
                         c_rows: None,
                         c_wrap: None,
                         tile: UNSCHEDULED_DOT,
-                    }))];
+                    })));
+                    return s;
                 }
                 let mut s = b.im2col(c, &xd, &yd, x, n.clone(), col);
                 s.push(Stmt::Gemm(Box::new(Gemm {
