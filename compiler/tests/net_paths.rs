@@ -355,11 +355,11 @@ const MLP: [&str; 4] = [
 /// (`pad copy`, `passes::layout`), and the product reads that copy in place
 /// through a row table with splatted weights (`b_rows a_splat`), instead of
 /// packing an im2col nine times the image's size. In training the input
-/// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) still go
-/// through a packed column matrix and col2im loops (`pack dcol`); each
-/// weight gradient reads a padded copy in place too (`pad copy`, a dot tile
-/// split along output rows). The packed input gradient is the next
-/// performance work for this net, `resnet_ish` and `wide5`.
+/// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) scatter each
+/// tap's row into a zeroed padded image and copy its interior out
+/// (`pad copy`, `c_rows c_wrap`), and each weight gradient reads a padded
+/// copy in place (`pad copy`, a dot tile split along output rows): nothing
+/// packs.
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
@@ -387,7 +387,7 @@ const VGG16C: [&str; 4] = [
     ",
     // training, batch 4
     "
-    kernels 42, gemm 14, parallel 12 (x4: 12)
+    kernels 44, gemm 14, parallel 12 (x4: 12)
     conv1.splat_weight: serial
     conv1+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     conv2.splat_weight: serial
@@ -400,10 +400,12 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: serial | outer 8x1 u4
     grad_x_1: x4 over 4 | outer 4x1 u4
     grad_fc1.weight: x4 over 4 | outer 8x1 u4
-    grad_pool_1: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_pool_1.transpose_weight: serial
+    grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_pool.transpose_weight: serial
+    grad_pool: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -411,7 +413,7 @@ const VGG16C: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 42, gemm 14, parallel 24 (x4: 24)
+    kernels 44, gemm 14, parallel 24 (x4: 24)
     conv1.splat_weight: serial
     conv1+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     conv2.splat_weight: serial
@@ -424,10 +426,12 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: x4 over 4 | outer 8x1 u4
     grad_x_1: x4 over 4 | outer 8x1 u4
     grad_fc1.weight: x4 over 4 | outer 8x1 u4
-    grad_pool_1: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_pool_1.transpose_weight: serial
+    grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_pool.transpose_weight: serial
+    grad_pool: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -486,7 +490,7 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 4
     "
-    kernels 82, gemm 29, parallel 32 (x4: 32)
+    kernels 86, gemm 29, parallel 32 (x4: 32)
     stem.splat_weight: serial
     stem+x_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     b1a.splat_weight: serial
@@ -504,7 +508,8 @@ const RESNET_ISH: [&str; 4] = [
     fc: serial | dot 4x2
     grad_x_5: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
-    grad_relu_2+grad_b3a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_relu_2.transpose_weight: serial
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a: x4 over 4 | pack dcol | outer 8x1 u4
@@ -513,7 +518,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 4 | pack dcol | outer 8x1 u4
     grad_b3s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b3s.weight.combine: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_relu_1.transpose_weight: serial
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 4 | pack dcol | outer 8x1 u4
@@ -522,10 +528,12 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 4 | pack dcol | outer 8x1 u4
     grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu+grad_b1a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_relu.transpose_weight: serial
+    grad_relu+grad_b1a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b1b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_x_1_from_b1a.transpose_weight: serial
+    grad_x_1_from_b1a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -533,7 +541,7 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 82, gemm 29, parallel 45 (x4: 45)
+    kernels 86, gemm 29, parallel 45 (x4: 45)
     stem.splat_weight: serial
     stem+x_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     b1a.splat_weight: serial
@@ -551,7 +559,8 @@ const RESNET_ISH: [&str; 4] = [
     fc: serial | dot 4x2
     grad_x_5: serial | outer 8x1 u3
     grad_fc.weight: serial | outer 8x1 u4
-    grad_relu_2+grad_b3a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_relu_2.transpose_weight: serial
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: x4 over 36864
     grad_x_3_from_b3a: x4 over 64 | pack dcol | outer 8x1 u4
@@ -560,7 +569,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 64 | pack dcol | outer 8x1 u4
     grad_b3s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b3s.weight.combine: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_relu_1.transpose_weight: serial
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 64 | pack dcol | outer 8x1 u4
@@ -569,10 +579,12 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 64 | pack dcol | outer 8x1 u4
     grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu+grad_b1a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_relu.transpose_weight: serial
+    grad_relu+grad_b1a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b1b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_x_1_from_b1a.transpose_weight: serial
+    grad_x_1_from_b1a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -612,7 +624,7 @@ const WIDE5: [&str; 4] = [
     ",
     // training, batch 4
     "
-    kernels 36, gemm 11, parallel 9 (x4: 9)
+    kernels 38, gemm 11, parallel 9 (x4: 9)
     conv1.splat_weight: serial
     conv1+tanh: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
     conv2.splat_weight: serial
@@ -622,10 +634,12 @@ const WIDE5: [&str; 4] = [
     fc: serial | dot 4x2
     grad_x_1: serial | outer 4x1 u3
     grad_fc.weight: serial | outer 8x1 u4
-    grad_avg_1: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_avg_1.transpose_weight: serial
+    grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_avg: x4 over 4 | pack dcol | outer 8x1 u4
+    grad_avg.transpose_weight: serial
+    grad_avg: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -633,7 +647,7 @@ const WIDE5: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 36, gemm 11, parallel 22 (x4: 22)
+    kernels 38, gemm 11, parallel 22 (x4: 22)
     conv1.splat_weight: serial
     conv1+tanh: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
     conv2.splat_weight: serial
@@ -643,10 +657,12 @@ const WIDE5: [&str; 4] = [
     fc: x4 over 4 | dot 4x2
     grad_x_1: x4 over 4 | outer 8x1 u3
     grad_fc.weight: x4 over 4 | outer 8x1 u4
-    grad_avg_1: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_avg_1.transpose_weight: serial
+    grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_avg: x4 over 64 | pack dcol | outer 8x1 u4
+    grad_avg.transpose_weight: serial
+    grad_avg: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: x4 over 25600
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split

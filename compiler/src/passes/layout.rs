@@ -19,7 +19,7 @@
 //!   for the gradients).
 
 use crate::kernel::{ColumnWrap, KSplit};
-use crate::ops::Conv2d;
+use crate::ops::{Conv2d, PaddingMode};
 use crate::target::Target;
 
 /// How a convolution's forward product reads its input.
@@ -52,6 +52,9 @@ pub enum InputGradLayout {
     Scattered {
         /// The image's rows as wrapped columns of the product.
         wrap: ColumnWrap,
+        /// Scatter into a zeroed padded image, then copy its interior out
+        /// (zero padding: the border's gradient is dropped).
+        padded: bool,
     },
     /// A column matrix in scratch, then a col2im pass.
     PackedColumns,
@@ -97,14 +100,18 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     ForwardLayout::InPlace { wrap, pad_copy }
 }
 
-/// The input gradient's layout. Scattering needs unit strides and no
-/// padding (every tap lands inside the image) and rows that block into
-/// whole vectors.
+/// The input gradient's layout. Scattering needs unit strides (each tap's
+/// row lands on whole image rows) and rows that block into whole vectors;
+/// with zero padding it scatters into a padded image and keeps the
+/// interior. Replicate padding would add the border's gradient back onto
+/// the edge, which the scatter does not do: it packs.
 pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> InputGradLayout {
     let (ow, p, w_in) = rows(input, output);
-    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_in) as i64 };
-    if c.padding == [0, 0] && c.stride == [1, 1] && wrap.fits(p, target.vector_lanes) {
-        InputGradLayout::Scattered { wrap }
+    let padded = c.padding != [0, 0];
+    let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * (w_in + 2 * c.padding[1])) as i64 };
+    let zeros = !padded || c.padding_mode == PaddingMode::Zeros;
+    if c.stride == [1, 1] && zeros && wrap.fits(p, target.vector_lanes) {
+        InputGradLayout::Scattered { wrap, padded }
     } else {
         InputGradLayout::PackedColumns
     }
@@ -129,7 +136,6 @@ pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::PaddingMode;
 
     fn conv(k: usize, stride: usize, padding: usize) -> Conv2d {
         Conv2d {
@@ -157,7 +163,7 @@ mod tests {
             forward_layout(&conv(5, 1, 0), &x2, &y2, &t),
             ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false }
         );
-        assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap });
+        assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap, padded: false });
         assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
     }
 
@@ -167,7 +173,13 @@ mod tests {
         let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
         // The forward product reads a padded copy in place.
         assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::InPlace { wrap: None, pad_copy: true });
-        assert_eq!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::PackedColumns);
+        // Zero padding scatters into a padded image; replicate packs.
+        assert_eq!(
+            input_grad_layout(&conv(3, 1, 1), &x, &y, &t),
+            InputGradLayout::Scattered { wrap: ColumnWrap { row: 16, stride: 18 }, padded: true }
+        );
+        let replicate = Conv2d { padding_mode: PaddingMode::Replicate, ..conv(3, 1, 1) };
+        assert_eq!(input_grad_layout(&replicate, &x, &y, &t), InputGradLayout::PackedColumns);
         // Rows of 16 are whole vectors: the weight gradient reads a padded copy.
         assert_eq!(
             weight_grad_layout(&conv(3, 1, 1), &x, &y, &t),

@@ -239,13 +239,18 @@ impl Builder<'_> {
         id: NodeId,
         c: &Conv2d,
         [batch, o, ch, h, wi, p]: [usize; 6],
-        wrap: ColumnWrap,
+        (wrap, padded): (ColumnWrap, bool),
         [dy, w]: [BufId; 2],
         finish: &Finish,
     ) -> KernelBody {
         let [kh, kw] = c.kernel;
         let k = ch * kh * kw;
         let name = self.graph.node(id).name.clone();
+        let (image_h, image_w) = (h, wi);
+        // The image the taps land in: the gradient itself, or a padded one
+        // whose interior is copied out afterwards.
+        let [ph, pw] = if padded { c.padding } else { [0, 0] };
+        let (h, wi) = (h + 2 * ph, wi + 2 * pw);
         // Row r = (kx, ci, ky), kernel column first.
         let mut offsets = Vec::with_capacity(k);
         for kx in 0..kw {
@@ -268,10 +273,12 @@ impl Builder<'_> {
         });
         self.pre_kernels.push(make_kernel(format!("{name}.transpose_weight"), vec![id], prep, 0));
         let out = finish.out;
-        let image = ch * h * wi;
+        let image = ch * image_h * image_w;
+        let scatter = if padded { self.scratch(format!("{name}.padded"), ch * h * wi, true) } else { out };
         let body = vec![self.loop_over(batch, |b, n| {
             let base = n.clone() * image;
-            let mut s = vec![b.zero_pass(out, base.clone(), image)];
+            let scatter_base = if padded { Idx::Const(0) } else { base.clone() };
+            let mut s = vec![b.zero_pass(scatter, scatter_base.clone(), ch * h * wi)];
             s.push(Stmt::Gemm(Box::new(Gemm {
                 m: k,
                 n: p,
@@ -283,7 +290,7 @@ impl Builder<'_> {
                     col_stride: lanes as i64,
                 },
                 b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
-                c: MatrixRef { buf: out, offset: base.clone(), row_stride: 0, col_stride: 1 },
+                c: MatrixRef { buf: scatter, offset: scatter_base, row_stride: 0, col_stride: 1 },
                 epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                 b_rows: None,
                 k_split: None,
@@ -293,6 +300,17 @@ impl Builder<'_> {
                 a_splat: true,
                 tile: UNSCHEDULED_OUTER,
             })));
+            if padded {
+                // The interior of the padded image is the gradient.
+                s.extend(b.loops(&[ch, image_h], |b, i| {
+                    let (ci, y) = (&i[0], &i[1]);
+                    let to = base.clone() + (ci.clone() * image_h as i64 + y.clone()) * image_w as i64;
+                    let from = (ci.clone() * h as i64 + y.clone() + ph as i64) * wi as i64 + pw as i64;
+                    vec![b.loop_over(image_w, |_, e| {
+                        vec![Stmt::store(out, to.clone() + e.clone(), Val::load(scatter, from.clone() + e))]
+                    })]
+                }));
+            }
             s.extend(b.mask_pass(finish, base, image));
             s
         })];
@@ -314,9 +332,9 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let out = finish.out;
         let image = ch * (h * wi) as usize;
-        if let InputGradLayout::Scattered { wrap } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
+        if let InputGradLayout::Scattered { wrap, padded } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
             let dims = [xd[0], o, ch, h as usize, wi as usize, p];
-            return Ok(self.conv2d_grad_input_scattered(id, c, dims, wrap, [dy, w], finish));
+            return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded), [dy, w], finish));
         }
         let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
         let body = vec![self.loop_over(xd[0], |b, n| {
