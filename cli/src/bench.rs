@@ -1,9 +1,13 @@
 //! `kiln bench`: compile time, training and inference throughput, per-kernel
-//! time and GFLOP/s against the machine's measured 128-bit FMA peak.
+//! time and GFLOP/s against the machine's measured FMA peak of the vectors
+//! each kernel's products run on (Cranelift's 128-bit ones, or the wide
+//! ISA of its micro-kernels).
 
 use crate::model::{CliError, LossArg, load};
+use kiln::compiler::codegen::micro;
 use kiln::compiler::codegen::peak::measure_fma_peak;
 use kiln::compiler::jit::{self, Executable, JitOptions};
+use kiln::compiler::target::ProductIsa;
 use kiln::compiler::{Graph, Loss, NodeId, Op, Sgd, autodiff};
 use kiln::runtime::{ExecError, Model};
 use std::path::PathBuf;
@@ -35,7 +39,25 @@ struct Measured {
     mode: &'static str,
     images_per_s: f64,
     compile_ms: f64,
-    kernels: Vec<(String, Duration, u64)>,
+    kernels: Vec<(String, Duration, u64, ProductIsa)>,
+}
+
+/// Measured FMA peaks in GFLOP/s: Cranelift's 128-bit vectors and the wide
+/// ISA products run on.
+#[derive(Clone, Copy)]
+struct Peaks {
+    v128: Option<f64>,
+    wide: Option<(ProductIsa, f64)>,
+}
+
+impl Peaks {
+    fn of(&self, isa: ProductIsa) -> Option<f64> {
+        match (isa, self.wide) {
+            (ProductIsa::Vector128, _) => self.v128,
+            (isa, Some((w, p))) if w == isa => Some(p),
+            _ => None,
+        }
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -55,7 +77,11 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         results.push(measure(&training, batch, threads, window, "train")?);
         results.push(measure(&forward, batch, threads, window, "infer")?);
     }
-    let peak = measure_fma_peak(threads, Duration::from_millis(500)).ok();
+    let wide = ProductIsa::host();
+    let peak = Peaks {
+        v128: measure_fma_peak(threads, Duration::from_millis(500)).ok(),
+        wide: micro::measure_fma_peak(wide, threads, Duration::from_millis(500)).map(|p| (wide, p)),
+    };
     if args.json {
         print_json(&results, peak);
     } else {
@@ -90,8 +116,9 @@ fn measure(
     }
     let images_per_s = (steps as f64 * batch as f64) / start.elapsed().as_secs_f64();
     let runs = ((steps / 4).clamp(3, 200)) as usize;
-    let flops: Vec<u64> = exe.program().kernels.iter().map(|k| k.flops).collect();
-    let kernels = exe.profile(runs).into_iter().zip(flops).map(|((name, t), f)| (name, t, f)).collect();
+    let flops: Vec<(u64, ProductIsa)> =
+        exe.program().kernels.iter().map(|k| (k.flops, k.product_isa().unwrap_or(ProductIsa::Vector128))).collect();
+    let kernels = exe.profile(runs).into_iter().zip(flops).map(|((name, t), (f, isa))| (name, t, f, isa)).collect();
     Ok(Measured { batch, mode, images_per_s, compile_ms, kernels })
 }
 
@@ -138,11 +165,15 @@ fn data_batches(graph: &Graph, batch: usize) -> Vec<Vec<(NodeId, Vec<f32>)>> {
         .collect()
 }
 
-fn print_table(name: &str, threads: usize, results: &[Measured], peak: Option<f64>) {
+fn print_table(name: &str, threads: usize, results: &[Measured], peak: Peaks) {
     outln!("{name}: {threads} thread(s)");
-    match peak {
+    match peak.v128 {
         Some(p) => outln!("measured 128-bit FMA peak: {p:.1} GFLOP/s"),
         None => outln!("measured 128-bit FMA peak: unavailable (no AVX+FMA)"),
+    }
+    match peak.wide {
+        Some((isa, p)) => outln!("measured {isa} FMA peak: {p:.1} GFLOP/s (products run on {isa})"),
+        None => outln!("products run on Cranelift's 128-bit vectors (no wide ISA, or --isa v128)"),
     }
     outln!("\n{:>6} {:>6} {:>14} {:>12}", "batch", "mode", "images/s", "compile ms");
     for r in results {
@@ -150,16 +181,16 @@ fn print_table(name: &str, threads: usize, results: &[Measured], peak: Option<f6
     }
     for r in results {
         outln!("\nkernels, batch {} {}:", r.batch, r.mode);
-        outln!("  {:<44} {:>10} {:>9} {:>8}", "kernel", "us/run", "GFLOP/s", "% peak");
-        for (kernel, t, flops) in &r.kernels {
+        outln!("  {:<44} {:>10} {:>9} {:>8} {:>7}", "kernel", "us/run", "GFLOP/s", "% peak", "vectors");
+        for (kernel, t, flops, isa) in &r.kernels {
             let gflops = *flops as f64 / t.as_secs_f64().max(1e-12) / 1e9;
-            let share = peak.map(|p| format!("{:.0}%", 100.0 * gflops / p)).unwrap_or_default();
-            outln!("  {:<44} {:>10.1} {:>9.1} {:>8}", kernel, t.as_secs_f64() * 1e6, gflops, share);
+            let share = peak.of(*isa).map(|p| format!("{:.0}%", 100.0 * gflops / p)).unwrap_or_default();
+            outln!("  {:<44} {:>10.1} {:>9.1} {:>8} {:>7}", kernel, t.as_secs_f64() * 1e6, gflops, share, isa.name());
         }
     }
 }
 
-fn print_json(results: &[Measured], peak: Option<f64>) {
+fn print_json(results: &[Measured], peak: Peaks) {
     let rows: Vec<serde_json::Value> = results
         .iter()
         .map(|r| {
@@ -171,14 +202,17 @@ fn print_json(results: &[Measured], peak: Option<f64>) {
     let kernels: Vec<serde_json::Value> = results
         .iter()
         .flat_map(|r| {
-            r.kernels.iter().map(move |(name, t, flops)| {
+            r.kernels.iter().map(move |(name, t, flops, isa)| {
                 serde_json::json!({
                     "batch": r.batch, "mode": r.mode, "name": name, "us": t.as_secs_f64() * 1e6, "flops": flops,
-                    "gflops": *flops as f64 / t.as_secs_f64().max(1e-12) / 1e9,
+                    "gflops": *flops as f64 / t.as_secs_f64().max(1e-12) / 1e9, "vectors": isa.name(),
                 })
             })
         })
         .collect();
-    let doc = serde_json::json!({ "results": rows, "kernels": kernels, "peak_gflops": peak });
+    let doc = serde_json::json!({
+        "results": rows, "kernels": kernels, "peak_gflops": peak.v128,
+        "wide_peak": peak.wide.map(|(isa, p)| serde_json::json!({ "vectors": isa.name(), "gflops": p })),
+    });
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }

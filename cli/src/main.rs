@@ -30,14 +30,28 @@ mod model;
 mod train;
 
 use clap::{Parser, Subcommand};
+use kiln::compiler::target::{MAX_ISA_VARIABLE, ProductIsa};
 use std::process::ExitCode;
 
 /// Declare, compile and train neural networks.
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
 struct Cli {
+    /// The widest vectors matrix products may use: v128 (Cranelift's own),
+    /// avx2 or avx512 (default: the widest this CPU has, or KILN_MAX_ISA).
+    #[arg(long, global = true, value_parser = parse_isa)]
+    isa: Option<ProductIsa>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--isa NAME`: a known ISA this CPU runs.
+fn parse_isa(name: &str) -> Result<ProductIsa, String> {
+    let isa = ProductIsa::from_name(name).ok_or_else(|| format!("expected v128, avx2 or avx512, got `{name}`"))?;
+    if !isa.available() {
+        return Err(format!("this CPU has no {isa}; its widest is {}", ProductIsa::host()));
+    }
+    Ok(isa)
 }
 
 #[derive(Subcommand)]
@@ -58,6 +72,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Ok(name) = std::env::var(MAX_ISA_VARIABLE)
+        && ProductIsa::from_name(name.trim()).is_none()
+    {
+        eprintln!("error: {MAX_ISA_VARIABLE}={name}: expected v128, avx2 or avx512");
+        return ExitCode::FAILURE;
+    }
+    if let Some(isa) = cli.isa {
+        ProductIsa::limit(isa);
+    }
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Grad(args) => grad::run(args),

@@ -13,8 +13,121 @@
 //! AVX-512 machine is a 4-lane target for Cranelift and a 16-lane one for a
 //! backend that emits zmm code. Tests override it to run every path on any
 //! machine.
+//!
+//! Matrix products may leave the backend's own vectors for a wider
+//! [`ProductIsa`] (the Cranelift JIT calls 256- or 512-bit micro-kernels):
+//! the host's best one by default, any one on request, so tests run every
+//! path the machine has.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The environment variable that limits [`ProductIsa::host`]
+/// (`v128`, `avx2` or `avx512`).
+pub const MAX_ISA_VARIABLE: &str = "KILN_MAX_ISA";
+
+/// [`ProductIsa::limit`]'s value as its discriminant; anything else: unset.
+static MAX_ISA: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// The vectors matrix-product cores run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProductIsa {
+    /// The backend's own 128-bit vectors (the products are emitted inline).
+    Vector128,
+    /// 256-bit AVX2 with FMA: 8 lanes, 16 registers.
+    Avx2,
+    /// 512-bit AVX-512F: 16 lanes, 32 registers.
+    Avx512,
+}
+
+impl ProductIsa {
+    /// Every ISA, narrowest first.
+    pub const ALL: [ProductIsa; 3] = [ProductIsa::Vector128, ProductIsa::Avx2, ProductIsa::Avx512];
+
+    /// The widest ISA this CPU runs, up to the process's limit
+    /// ([`ProductIsa::limit`], else the `KILN_MAX_ISA` environment variable).
+    pub fn host() -> ProductIsa {
+        let cap = ProductIsa::cap();
+        ProductIsa::ALL.into_iter().rev().find(|isa| *isa <= cap && isa.available()).unwrap_or(ProductIsa::Vector128)
+    }
+
+    /// Makes [`ProductIsa::host`] return nothing wider than `isa` from now
+    /// on, for the whole process (as oneDNN's `set_max_cpu_isa`): how the
+    /// CLI's `--isa` selects a path for every command, and how a user pins
+    /// results to one ISA's rounding.
+    pub fn limit(isa: ProductIsa) {
+        MAX_ISA.store(isa as u8, Ordering::Relaxed);
+    }
+
+    /// The limit in force: [`ProductIsa::limit`]'s, else `KILN_MAX_ISA`'s
+    /// (an unknown name there is ignored; the CLI refuses it), else none.
+    fn cap() -> ProductIsa {
+        match MAX_ISA.load(Ordering::Relaxed) {
+            x if x == ProductIsa::Vector128 as u8 => ProductIsa::Vector128,
+            x if x == ProductIsa::Avx2 as u8 => ProductIsa::Avx2,
+            x if x == ProductIsa::Avx512 as u8 => ProductIsa::Avx512,
+            _ => std::env::var(MAX_ISA_VARIABLE)
+                .ok()
+                .and_then(|name| ProductIsa::from_name(name.trim()))
+                .unwrap_or(ProductIsa::Avx512),
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            ProductIsa::Vector128 => true,
+            #[cfg(target_arch = "x86_64")]
+            ProductIsa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            ProductIsa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// `f32` lanes of one vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            ProductIsa::Vector128 => 4,
+            ProductIsa::Avx2 => 8,
+            ProductIsa::Avx512 => 16,
+        }
+    }
+
+    /// The most rows a micro-kernel register tile of `vectors` vectors may
+    /// have: accumulators, one B vector per column vector and the
+    /// broadcast A element fit the ISA's registers (16 ymm, 32 zmm).
+    pub fn max_tile_rows(self, vectors: usize) -> usize {
+        match (self, vectors) {
+            (ProductIsa::Vector128, _) => 0,
+            (ProductIsa::Avx2, 2) => 6,
+            _ => 12,
+        }
+    }
+
+    /// The name the kernel-IR text and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProductIsa::Vector128 => "v128",
+            ProductIsa::Avx2 => "avx2",
+            ProductIsa::Avx512 => "avx512",
+        }
+    }
+
+    /// The ISA named `name` (`v128`, `avx2`, `avx512`).
+    pub fn from_name(name: &str) -> Option<ProductIsa> {
+        ProductIsa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+}
+
+impl fmt::Display for ProductIsa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What scheduling knows of the machine and the backend's vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,20 +142,47 @@ pub struct Target {
     pub l1d_bytes: usize,
     /// Level-2 cache per core, in bytes.
     pub l2_bytes: usize,
+    /// The vectors matrix products run on.
+    pub products: ProductIsa,
 }
 
 impl Target {
     /// 128-bit vectors (SSE, NEON) with 16 registers: what the Cranelift JIT
-    /// emits on x86-64, with the host's FMA and caches.
+    /// emits on x86-64, with the host's FMA and caches, products included.
     pub fn host_128() -> Target {
         let (l1d_bytes, l2_bytes) = host_caches();
-        Target { vector_lanes: 4, vector_registers: 16, fma: host_has_fma(), l1d_bytes, l2_bytes }
+        Target {
+            vector_lanes: 4,
+            vector_registers: 16,
+            fma: host_has_fma(),
+            l1d_bytes,
+            l2_bytes,
+            products: ProductIsa::Vector128,
+        }
+    }
+
+    /// What the Cranelift JIT schedules for on this host: its 128-bit
+    /// vectors, with matrix products on the widest ISA the CPU has.
+    pub fn host() -> Target {
+        Target { products: ProductIsa::host(), ..Target::host_128() }
+    }
+
+    /// This target with matrix products on `isa`.
+    pub fn with_products(self, isa: ProductIsa) -> Target {
+        Target { products: isa, ..self }
     }
 
     /// 128-bit vectors and 16 registers without FMA, 32 KiB L1d and 1 MiB
     /// L2: the target a kernel-IR text implies when it names none.
     pub fn baseline() -> Target {
-        Target { vector_lanes: 4, vector_registers: 16, fma: false, l1d_bytes: 32 << 10, l2_bytes: 1 << 20 }
+        Target {
+            vector_lanes: 4,
+            vector_registers: 16,
+            fma: false,
+            l1d_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            products: ProductIsa::Vector128,
+        }
     }
 
     /// This target with `lanes`-wide vectors (and, for 512-bit vectors,
@@ -75,7 +215,11 @@ impl fmt::Display for Target {
             if self.fma { " fma" } else { "" },
             self.l1d_bytes,
             self.l2_bytes
-        )
+        )?;
+        if self.products != ProductIsa::Vector128 {
+            write!(f, " products {}", self.products)?;
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use kiln_compiler::graph::{Graph, NodeId};
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::*;
 use kiln_compiler::ops::{Activation, Loss, Sgd};
-use kiln_compiler::target::Target;
+use kiln_compiler::target::{ProductIsa, Target};
 
 /// `text` parses back to `program` and prints back to itself, byte for byte.
 /// (Text identity also pins every `f32`'s sign and NaN bits, which
@@ -190,7 +190,14 @@ fn program(kernels: Vec<Kernel>) -> Program {
         offsets: vec![0, 64, 128, 160, 174],
         arena_len: 179,
         threads: 3,
-        target: Target { vector_lanes: 8, vector_registers: 32, fma: false, l1d_bytes: 32768, l2_bytes: 1 << 20 },
+        target: Target {
+            vector_lanes: 8,
+            vector_registers: 32,
+            fma: false,
+            l1d_bytes: 32768,
+            l2_bytes: 1 << 20,
+            products: ProductIsa::Avx512,
+        },
     }
 }
 
@@ -324,7 +331,8 @@ fn gemm_variants() -> Vec<Gemm> {
         Activation::LeakyRelu(0.01),
         Activation::Elu(-0.0),
     ];
-    let mut variants = vec![plain_gemm(outer), plain_gemm(dot)];
+    let micro = GemmTile::Micro { isa: ProductIsa::Avx2, rows: 6, vectors: 2 };
+    let mut variants = vec![plain_gemm(outer), plain_gemm(dot), plain_gemm(micro)];
     let mut with = |f: &dyn Fn(&mut Gemm)| {
         let mut g = plain_gemm(outer);
         f(&mut g);

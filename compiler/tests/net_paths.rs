@@ -5,7 +5,8 @@
 //! fails here with a readable diff instead of only showing up in `kiln
 //! bench`.
 //!
-//! Each net is planned with `jit::plan` (4 threads, no input gradients) at
+//! Each net is planned with `jit::plan` (4 threads, no input gradients,
+//! products on AVX-512) at
 //! batch 4 and 64, forward and training (cross-entropy, SGD with momentum),
 //! and summarised in a few lines: one header of counts, then one line per
 //! kernel that holds a matrix product, packs an operand, or prepares one
@@ -25,7 +26,8 @@
 //!   input gradient scatters back from): the slow path for convolutions.
 //! - `pad copy`: the kernel copies each image with its padding written out
 //!   (one pass over the image) for a product that reads it in place.
-//! - `outer RxV uU` / `dot RxC`: the register tile of each product, then
+//! - `outer RxV uU` / `dot RxC` / `micro ISA RxV`: the register tile of
+//!   each product (a call to the ISA's micro-kernels for `micro`), then
 //!   its layout flags: `b_rows` (B read in place through a row table:
 //!   implicit im2col), `b_wrap` (B's columns wrap from input row to input
 //!   row), `k_split` (a dot tile's reduction split along output rows),
@@ -42,6 +44,7 @@ use kiln_compiler::graph::Graph;
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::{BufferKind, Gemm, GemmTile, Kernel, Program, Stmt};
 use kiln_compiler::ops::{Loss, Sgd};
+use kiln_compiler::target::{ProductIsa, Target};
 use std::collections::BTreeMap;
 
 /// Threads every net is planned for (a typical desktop; planning spawns none).
@@ -56,8 +59,16 @@ fn training_graph(forward: &Graph) -> Graph {
     derive_training(forward, Loss::CrossEntropy, sgd).expect("derive_training")
 }
 
+/// The target every net is planned for, whatever the CPU running the test:
+/// Cranelift's 128-bit vectors with products on AVX-512 (planning emits no
+/// code, so it needs no AVX-512 here; the differential tests run each ISA
+/// the CPU has).
+fn target() -> Target {
+    Target::host_128().with_products(ProductIsa::Avx512)
+}
+
 fn planned(graph: &Graph, batch: usize, what: &str) -> Program {
-    let options = JitOptions { threads: THREADS, ..JitOptions::default() };
+    let options = JitOptions { threads: THREADS, target: Some(target()), ..JitOptions::default() };
     jit::plan(graph, batch, &options).unwrap_or_else(|e| panic!("{what}: {e}")).0
 }
 
@@ -81,6 +92,7 @@ fn describe_gemm(g: &Gemm) -> String {
     let mut text = match g.tile {
         GemmTile::Outer { rows, vectors, unroll } => format!("outer {rows}x{vectors} u{unroll}"),
         GemmTile::Dot { rows, cols, .. } => format!("dot {rows}x{cols}"),
+        GemmTile::Micro { isa, rows, vectors } => format!("micro {isa} {rows}x{vectors}"),
     };
     let flags = [
         ("b_rows", g.b_rows.is_some()),
@@ -237,7 +249,7 @@ const LENET: [&str; 4] = [
     "
     kernels 9, gemm 5, parallel 2 (x4: 2)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
     conv2.splat_weight: serial
     conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
@@ -248,29 +260,29 @@ const LENET: [&str; 4] = [
     "
     kernels 9, gemm 5, parallel 5 (x4: 5)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
     conv2.splat_weight: serial
     conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2+x_3: x4 over 4 | dot 4x2
-    fc3: serial | dot 4x2
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2+x_3: x4 over 4 | micro avx512 12x2
+    fc3: serial | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 39, gemm 14, parallel 8 (x4: 8)
+    kernels 39, gemm 14, parallel 7 (x4: 7)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
     conv2.splat_weight: serial
     conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
-    grad_x_3+grad_fc2: serial | outer 4x1 u3
-    grad_fc3.weight: serial | outer 8x1 u4
-    grad_x_2+grad_fc1: serial | outer 4x1 u3
-    grad_fc2.weight: serial | outer 8x1 u4
-    grad_x_1: x4 over 4 | outer 4x1 u3
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_x_3+grad_fc2: serial | micro avx512 4x2
+    grad_fc3.weight: serial | micro avx512 10x2
+    grad_x_2+grad_fc1: serial | micro avx512 4x2
+    grad_fc2.weight: serial | micro avx512 12x2
+    grad_x_1: serial | micro avx512 4x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 4 | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | dot 4x2 b_rows k_split k_wraps
@@ -282,18 +294,18 @@ const LENET: [&str; 4] = [
     "
     kernels 39, gemm 14, parallel 15 (x4: 15)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
     conv2.splat_weight: serial
     conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2+x_3: x4 over 4 | dot 4x2
-    fc3: serial | dot 4x2
-    grad_x_3+grad_fc2: serial | outer 8x1 u3
-    grad_fc3.weight: serial | outer 8x1 u4
-    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u3
-    grad_fc2.weight: x4 over 4 | outer 8x1 u4
-    grad_x_1: x4 over 4 | outer 8x1 u3
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2+x_3: x4 over 4 | micro avx512 12x2
+    fc3: serial | micro avx512 12x1
+    grad_x_3+grad_fc2: serial | micro avx512 12x2
+    grad_fc3.weight: serial | micro avx512 10x2
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
+    grad_fc2.weight: x4 over 4 | micro avx512 12x2
+    grad_x_1: x4 over 4 | micro avx512 12x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 64 | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | dot 4x2 b_rows k_split k_wraps
@@ -320,9 +332,9 @@ const MLP: [&str; 4] = [
     // forward, batch 64
     "
     kernels 3, gemm 3, parallel 3 (x4: 3)
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2+x_3: x4 over 4 | dot 4x2
-    fc3: x4 over 4 | dot 4x2
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2+x_3: x4 over 4 | micro avx512 12x2
+    fc3: x4 over 4 | micro avx512 12x1
     ",
     // training, batch 4
     "
@@ -330,23 +342,23 @@ const MLP: [&str; 4] = [
     fc1+x_2: x4 over 4 | dot 4x2
     fc2+x_3: x4 over 4 | dot 4x2
     fc3: serial | dot 4x2
-    grad_x_3+grad_fc2: serial | outer 4x1 u3
-    grad_fc3.weight: serial | outer 8x1 u4
-    grad_x_2+grad_fc1: x4 over 4 | outer 4x1 u4
-    grad_fc2.weight: x4 over 4 | outer 8x1 u4
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_x_3+grad_fc2: serial | micro avx512 4x2
+    grad_fc3.weight: serial | micro avx512 10x2
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 4x2
+    grad_fc2.weight: x4 over 4 | micro avx512 12x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     ",
     // training, batch 64
     "
     kernels 18, gemm 8, parallel 10 (x4: 10)
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2+x_3: x4 over 4 | dot 4x2
-    fc3: x4 over 4 | dot 4x2
-    grad_x_3+grad_fc2: x4 over 4 | outer 8x1 u3
-    grad_fc3.weight: x4 over 4 | outer 8x1 u4
-    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u4
-    grad_fc2.weight: x4 over 4 | outer 8x1 u4
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2+x_3: x4 over 4 | micro avx512 12x2
+    fc3: x4 over 4 | micro avx512 12x1
+    grad_x_3+grad_fc2: x4 over 4 | micro avx512 12x2
+    grad_fc3.weight: x4 over 4 | micro avx512 10x2
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
+    grad_fc2.weight: x4 over 4 | micro avx512 12x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     ",
 ];
 
@@ -365,11 +377,11 @@ const VGG16C: [&str; 4] = [
     "
     kernels 11, gemm 5, parallel 4 (x4: 4)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     ",
@@ -377,29 +389,29 @@ const VGG16C: [&str; 4] = [
     "
     kernels 11, gemm 5, parallel 8 (x4: 8)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2: x4 over 4 | dot 4x2
+    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2: x4 over 4 | micro avx512 12x1
     ",
     // training, batch 4
     "
     kernels 44, gemm 14, parallel 12 (x4: 12)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
-    grad_x_2+grad_fc1: serial | outer 4x1 u3
-    grad_fc2.weight: serial | outer 8x1 u4
-    grad_x_1: x4 over 4 | outer 4x1 u4
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    grad_x_2+grad_fc1: serial | micro avx512 4x2
+    grad_fc2.weight: serial | micro avx512 10x2
+    grad_x_1: x4 over 4 | micro avx512 4x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
     grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -415,17 +427,17 @@ const VGG16C: [&str; 4] = [
     "
     kernels 44, gemm 14, parallel 24 (x4: 24)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc1+x_2: x4 over 4 | dot 4x2
-    fc2: x4 over 4 | dot 4x2
-    grad_x_2+grad_fc1: x4 over 4 | outer 8x1 u3
-    grad_fc2.weight: x4 over 4 | outer 8x1 u4
-    grad_x_1: x4 over 4 | outer 8x1 u4
-    grad_fc1.weight: x4 over 4 | outer 8x1 u4
+    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc2: x4 over 4 | micro avx512 12x1
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
+    grad_fc2.weight: x4 over 4 | micro avx512 10x2
+    grad_x_1: x4 over 4 | micro avx512 12x2
+    grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
     grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -454,79 +466,79 @@ const RESNET_ISH: [&str; 4] = [
     "
     kernels 19, gemm 10, parallel 11 (x4: 11)
     stem.splat_weight: serial
-    stem+x_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     b1a.splat_weight: serial
-    b1a+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     b1b.splat_weight: serial
-    b1b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
-    b2s: x4 over 4 | pack im2col | outer 8x1 u4
-    b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
+    b2s: x4 over 4 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
     b2b.splat_weight: serial
-    b2b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
-    b3s: x4 over 4 | pack im2col | outer 8x1 u4
-    b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3s: x4 over 4 | pack im2col | micro avx512 12x2
+    b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
     b3b.splat_weight: serial
-    b3b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b3b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
     kernels 19, gemm 10, parallel 13 (x4: 13)
     stem.splat_weight: serial
-    stem+x_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     b1a.splat_weight: serial
-    b1a+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     b1b.splat_weight: serial
-    b1b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    b2s: x4 over 64 | pack im2col | outer 8x1 u4
-    b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
+    b2s: x4 over 64 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
     b2b.splat_weight: serial
-    b2b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    b3s: x4 over 64 | pack im2col | outer 8x1 u4
-    b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3s: x4 over 64 | pack im2col | micro avx512 12x2
+    b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
     b3b.splat_weight: serial
-    b3b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc: serial | dot 4x2
+    b3b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc: serial | micro avx512 12x1
     ",
     // training, batch 4
     "
     kernels 86, gemm 29, parallel 32 (x4: 32)
     stem.splat_weight: serial
-    stem+x_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     b1a.splat_weight: serial
-    b1a+relu: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     b1b.splat_weight: serial
-    b1b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
-    b2s: x4 over 4 | pack im2col | outer 8x1 u4
-    b2a+relu_1: x4 over 4 | pack im2col | outer 8x1 u3
+    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
+    b2s: x4 over 4 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
     b2b.splat_weight: serial
-    b2b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
-    b3s: x4 over 4 | pack im2col | outer 8x1 u4
-    b3a+relu_2: x4 over 4 | pack im2col | outer 8x1 u3
+    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3s: x4 over 4 | pack im2col | micro avx512 12x2
+    b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
     b3b.splat_weight: serial
-    b3b: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    b3b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc: serial | dot 4x2
-    grad_x_5: serial | outer 4x1 u3
-    grad_fc.weight: serial | outer 8x1 u4
+    grad_x_5: serial | micro avx512 4x2
+    grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
     grad_relu_2+grad_b3a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: serial
-    grad_x_3_from_b3a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b3a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_x_3_from_b3a: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_b3a.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3a.weight.combine: serial
-    grad_x_3_from_b3s: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b3s.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_x_3_from_b3s: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
-    grad_x_2_from_b2a: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b2a.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_x_2_from_b2a: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_b2a.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b2a.weight.combine: serial
-    grad_x_2_from_b2s: x4 over 4 | pack dcol | outer 8x1 u4
-    grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
+    grad_x_2_from_b2s: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_b2s.weight: x4 over 4 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
@@ -543,41 +555,41 @@ const RESNET_ISH: [&str; 4] = [
     "
     kernels 86, gemm 29, parallel 45 (x4: 45)
     stem.splat_weight: serial
-    stem+x_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     b1a.splat_weight: serial
-    b1a+relu: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     b1b.splat_weight: serial
-    b1b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    b2s: x4 over 64 | pack im2col | outer 8x1 u4
-    b2a+relu_1: x4 over 64 | pack im2col | outer 8x1 u3
+    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
+    b2s: x4 over 64 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
     b2b.splat_weight: serial
-    b2b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    b3s: x4 over 64 | pack im2col | outer 8x1 u4
-    b3a+relu_2: x4 over 64 | pack im2col | outer 8x1 u3
+    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3s: x4 over 64 | pack im2col | micro avx512 12x2
+    b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
     b3b.splat_weight: serial
-    b3b: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc: serial | dot 4x2
-    grad_x_5: serial | outer 8x1 u3
-    grad_fc.weight: serial | outer 8x1 u4
+    b3b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc: serial | micro avx512 12x1
+    grad_x_5: serial | micro avx512 12x2
+    grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
     grad_relu_2+grad_b3a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: x4 over 36864
-    grad_x_3_from_b3a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b3a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_b3a.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3a.weight.combine: serial
-    grad_x_3_from_b3s: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b3s.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_x_3_from_b3s: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
-    grad_x_2_from_b2a: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b2a.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_x_2_from_b2a: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_b2a.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b2a.weight.combine: serial
-    grad_x_2_from_b2s: x4 over 64 | pack dcol | outer 8x1 u4
-    grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
+    grad_x_2_from_b2s: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_b2s.weight: x4 over 8 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
@@ -604,36 +616,36 @@ const WIDE5: [&str; 4] = [
     "
     kernels 10, gemm 4, parallel 3 (x4: 3)
     conv1.splat_weight: serial
-    conv1+tanh: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu: x4 over 4 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
     kernels 10, gemm 4, parallel 7 (x4: 7)
     conv1.splat_weight: serial
-    conv1+tanh: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu: x4 over 64 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc: x4 over 4 | dot 4x2
+    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc: x4 over 4 | micro avx512 12x1
     ",
     // training, batch 4
     "
     kernels 38, gemm 11, parallel 9 (x4: 9)
     conv1.splat_weight: serial
-    conv1+tanh: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu: x4 over 4 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_1: x4 over 4 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
     fc: serial | dot 4x2
-    grad_x_1: serial | outer 4x1 u3
-    grad_fc.weight: serial | outer 8x1 u4
+    grad_x_1: serial | micro avx512 4x2
+    grad_fc.weight: serial | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
     grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -649,14 +661,14 @@ const WIDE5: [&str; 4] = [
     "
     kernels 38, gemm 11, parallel 22 (x4: 22)
     conv1.splat_weight: serial
-    conv1+tanh: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu: x4 over 64 | pad copy | outer 8x1 u4 b_rows a_splat
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
     conv3.splat_weight: serial
-    conv3+relu_1: x4 over 64 | pad copy | outer 8x1 u3 b_rows a_splat
-    fc: x4 over 4 | dot 4x2
-    grad_x_1: x4 over 4 | outer 8x1 u3
-    grad_fc.weight: x4 over 4 | outer 8x1 u4
+    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    fc: x4 over 4 | micro avx512 12x1
+    grad_x_1: x4 over 4 | micro avx512 12x2
+    grad_fc.weight: x4 over 4 | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
     grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split

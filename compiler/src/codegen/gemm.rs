@@ -27,13 +27,13 @@ fn straddle_lanes(taken: usize) -> [i64; 4] {
 }
 
 /// Base addresses of a product's matrices.
-struct Ptrs {
-    a: Value,
-    b: Value,
-    c: Value,
-    bias: Option<Value>,
-    pre: Option<Value>,
-    mask: Option<Value>,
+pub(super) struct Ptrs {
+    pub(super) a: Value,
+    pub(super) b: Value,
+    pub(super) c: Value,
+    pub(super) bias: Option<Value>,
+    pub(super) pre: Option<Value>,
+    pub(super) mask: Option<Value>,
 }
 
 fn pure_flags() -> MemFlagsData {
@@ -120,6 +120,7 @@ impl Fx<'_, '_> {
                     j += 4;
                 }
             }
+            GemmTile::Micro { rows, vectors, .. } => self.micro_call(g, &ptrs, rows, vectors),
             GemmTile::Dot { rows, cols, steps } => {
                 let (rows, cols) = (rows.clamp(1, g.m), cols.clamp(1, g.n));
                 let full = g.m / rows * rows;
@@ -579,7 +580,7 @@ impl Fx<'_, '_> {
     }
 
     /// Address of element `(row, col)` of a matrix laid out like `m` from `base`.
-    fn element_addr(&mut self, base: Value, m: &MatrixRef, row: Value, col: Value) -> Value {
+    pub(super) fn element_addr(&mut self, base: Value, m: &MatrixRef, row: Value, col: Value) -> Value {
         let r = self.b.ins().imul_imm_s(row, m.row_stride * 4);
         let c = self.b.ins().imul_imm_s(col, m.col_stride * 4);
         let o = self.b.ins().iadd(r, c);
@@ -602,7 +603,7 @@ impl Fx<'_, '_> {
     /// Applies the epilogue to result `x` of element `(row, col)` (and the
     /// next three columns when `vec`) and stores it.
     #[allow(clippy::too_many_arguments)]
-    fn finish(&mut self, g: &Gemm, p: &Ptrs, mut x: Value, vec: bool, row: Value, col: Value, lanes: usize) {
+    pub(super) fn finish(&mut self, g: &Gemm, p: &Ptrs, mut x: Value, vec: bool, row: Value, col: Value, lanes: usize) {
         let e = &g.epilogue;
         let ty = if vec { F32X4 } else { F32 };
         let c_addr = match (g.c_rows, self.c_column) {

@@ -5,6 +5,7 @@
 //! `ln` calls the same `f32` function the reference interpreter uses, so it
 //! is bit-identical to it.
 
+use crate::target::ProductIsa;
 use cranelift_codegen::ir::{AbiParam, FuncRef, types::F32};
 use cranelift_jit::JITBuilder;
 use cranelift_module::{FuncId, Linkage, Module};
@@ -13,31 +14,48 @@ extern "C" fn kiln_lnf(x: f32) -> f32 {
     x.ln()
 }
 
-/// Makes the math symbols resolvable by the JIT linker.
+/// Makes the math symbols and the micro-kernel drivers resolvable by the
+/// JIT linker.
 pub fn register(builder: &mut JITBuilder) {
     builder.symbol("kiln_lnf", kiln_lnf as *const u8);
+    super::micro::register(builder);
 }
 
-/// The module-level ids of the math functions.
+/// The module-level ids of the functions kernels call.
 #[derive(Clone, Copy, Debug)]
 pub struct Ids {
     /// `ln x`.
     pub ln: FuncId,
+    /// The micro-kernel driver of the program's product ISA, if it has one.
+    pub micro: Option<FuncId>,
 }
 
-/// The math functions as referenced from one function being built.
+/// The functions kernels call, as referenced from one function being built.
 #[derive(Clone, Copy, Debug)]
 pub struct Funcs {
     /// `ln x`.
     pub ln: FuncRef,
+    /// The micro-kernel driver (one pointer argument, see
+    /// [`super::micro::GemmCall`]).
+    pub micro: Option<FuncRef>,
 }
 
-/// Declares the math functions as imports of `module`.
-pub fn declare<M: Module>(module: &mut M) -> Result<Ids, Box<cranelift_module::ModuleError>> {
+/// Declares the functions kernels call as imports of `module`: `ln` and
+/// the driver of `products`.
+pub fn declare<M: Module>(module: &mut M, products: ProductIsa) -> Result<Ids, Box<cranelift_module::ModuleError>> {
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(F32));
     sig.returns.push(AbiParam::new(F32));
-    Ok(Ids { ln: module.declare_function("kiln_lnf", Linkage::Import, &sig).map_err(Box::new)? })
+    let ln = module.declare_function("kiln_lnf", Linkage::Import, &sig).map_err(Box::new)?;
+    let micro = match super::micro::symbol(products) {
+        Some(name) => {
+            let mut sig = module.make_signature();
+            sig.params.push(AbiParam::new(cranelift_codegen::ir::types::I64));
+            Some(module.declare_function(name, Linkage::Import, &sig).map_err(Box::new)?)
+        }
+        None => None,
+    };
+    Ok(Ids { ln, micro })
 }
 
 // ---------------------------------------------------------------------------

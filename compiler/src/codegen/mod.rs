@@ -22,7 +22,9 @@
 mod affine;
 mod expr;
 mod gemm;
+mod gemm_micro;
 pub mod math;
+pub mod micro;
 pub mod peak;
 mod reduce;
 mod state;
@@ -30,7 +32,7 @@ mod stmt;
 
 use crate::backend::{Backend, BackendError, BackendOptions, NativeCode};
 use crate::kernel::{BufId, Emission, Idx, Kernel, Program, VarId};
-use crate::target::Target;
+use crate::target::{ProductIsa, Target};
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
@@ -53,7 +55,7 @@ impl Backend for CraneliftJit {
     }
 
     fn target(&self) -> Target {
-        Target::host_128()
+        Target::host()
     }
 
     fn compile(&self, program: &Program, options: &BackendOptions) -> Result<NativeCode, BackendError> {
@@ -61,6 +63,13 @@ impl Backend for CraneliftJit {
             return Err(isa_error(format!(
                 "the program is scheduled for {}-lane vectors, but Cranelift lowers {LANES}-lane (128-bit) vectors only",
                 program.target.vector_lanes
+            )));
+        }
+        let products = program.target.products;
+        if !products.available() {
+            return Err(isa_error(format!(
+                "the program runs its matrix products on {products}, which this CPU does not have (it has {})",
+                ProductIsa::host()
             )));
         }
         lower_to_clif(program, options)
@@ -126,7 +135,7 @@ pub fn lower_to_clif(program: &Program, options: &BackendOptions) -> Result<Nati
     for _ in 0..4 {
         sig.params.push(AbiParam::new(I64));
     }
-    let math_ids = math::declare(&mut module).map_err(isa_error)?;
+    let math_ids = math::declare(&mut module, program.target.products).map_err(isa_error)?;
 
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
@@ -141,7 +150,10 @@ pub fn lower_to_clif(program: &Program, options: &BackendOptions) -> Result<Nati
         ctx.func.name = UserFuncName::user(0, id.as_u32());
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let funcs = math::Funcs { ln: module.declare_func_in_func(math_ids.ln, b.func) };
+            let funcs = math::Funcs {
+                ln: module.declare_func_in_func(math_ids.ln, b.func),
+                micro: math_ids.micro.map(|id| module.declare_func_in_func(id, b.func)),
+            };
             emit_kernel(&mut b, program, kernel, funcs, fma);
             b.seal_all_blocks();
             b.finalize(module.target_config());

@@ -30,7 +30,7 @@ pub use verify::{
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
-pub use crate::target::Target;
+pub use crate::target::{ProductIsa, Target};
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
 /// Identifies a buffer of a [`Program`] (an index into [`Program::buffers`]).
@@ -617,6 +617,21 @@ pub enum GemmTile {
         /// `passes::lowering`).
         steps: DotSteps,
     },
+    /// A call to `isa`'s micro-kernel driver (`codegen::micro`): register
+    /// tiles of `rows` rows by `vectors` of the ISA's vectors, the
+    /// reduction in blocks of `codegen::micro::KC`; the epilogue past
+    /// `accumulate` (bias, activation, stored pre-activation, mask) is a
+    /// pass over C afterwards. Needs C and the epilogue's matrices with unit
+    /// column stride, none of `k_split`, `b_wrap`, `c_rows` and `c_wrap`,
+    /// and C overlapping neither A nor B.
+    Micro {
+        /// The ISA whose driver runs the product.
+        isa: ProductIsa,
+        /// Rows of the register tile.
+        rows: usize,
+        /// The ISA's vectors across the register tile.
+        vectors: usize,
+    },
 }
 
 /// How a dot tile's reduction is split into strided segments.
@@ -827,6 +842,34 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The tile forms of the kernel's matrix products, in program order.
+    pub fn gemm_tiles(&self) -> Vec<GemmTile> {
+        fn walk(body: &[Stmt], out: &mut Vec<GemmTile>) {
+            for s in body {
+                match s {
+                    Stmt::Loop(l) => walk(&l.body, out),
+                    Stmt::If { then, otherwise, .. } => {
+                        walk(then, out);
+                        walk(otherwise, out);
+                    }
+                    Stmt::Gemm(g) => out.push(g.tile),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.body, &mut out);
+        out
+    }
+
+    /// The wide ISA the kernel's products call, if any.
+    pub fn product_isa(&self) -> Option<ProductIsa> {
+        self.gemm_tiles().into_iter().find_map(|t| match t {
+            GemmTile::Micro { isa, .. } => Some(isa),
+            _ => None,
+        })
+    }
+
     /// The trip count of the kernel's parallel loop, if it has one.
     pub fn parallel_extent(&self) -> Option<usize> {
         match self.body.as_slice() {

@@ -5,7 +5,9 @@
 //! are independent, and reductions were already split into chunks fixed by
 //! the shapes when the kernels were built.
 
-use crate::kernel::{AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, Program, Stmt, Val, VarId};
+use crate::kernel::{
+    AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, ProductIsa, Program, Stmt, Val, VarId,
+};
 use crate::target::Target;
 use std::collections::HashSet;
 
@@ -46,8 +48,12 @@ fn choose_tiles(body: &mut [Stmt], target: &Target) {
 /// the target's registers: an outer tile keeps half of them as
 /// accumulators, the rest for the unrolled operand loads.
 fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
+    if let Some(tile) = micro_tile(g, target) {
+        return tile;
+    }
     let accumulators = target.vector_registers / 2;
     match g.tile {
+        GemmTile::Micro { .. } => GemmTile::Outer { rows: g.m.min(accumulators), vectors: 1, unroll: 3 },
         // One vector wide, up to 8 rows, `p` unrolled 3 times: best of the
         // shapes measured interleaved on LeNet (6x8 tiles spill an
         // accumulator through the stack, which puts a store-to-load
@@ -68,6 +74,34 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
             GemmTile::Dot { rows: g.m.min(target.vector_registers / 4), cols: g.n.min(2), steps }
         }
     }
+}
+
+/// A call to the target's wide micro-kernels, when the product's layout is
+/// one the driver reads (dense C, B rows in place or through a table) and
+/// packing B, where its columns are not adjacent, is shared by at least one
+/// whole register tile of rows. The tile spans two vectors when C has more
+/// columns than one vector holds, and as many rows as the ISA's registers
+/// allow.
+fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
+    let isa = target.products;
+    if isa == ProductIsa::Vector128 {
+        return None;
+    }
+    let e = &g.epilogue;
+    let unit_columns = g.c.col_stride == 1
+        && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
+        && e.grad_mask.as_ref().is_none_or(|(_, m)| m.col_stride == 1);
+    let plain = g.k_split.is_none() && g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none();
+    let apart = g.c.buf != g.a.buf && g.c.buf != g.b.buf;
+    if !(unit_columns && plain && apart) {
+        return None;
+    }
+    let vectors = if g.n > isa.lanes() { 2 } else { 1 };
+    let rows = isa.max_tile_rows(vectors);
+    if g.b.col_stride != 1 && g.m < rows {
+        return None;
+    }
+    Some(GemmTile::Micro { isa, rows: rows.min(g.m.max(1)), vectors })
 }
 
 /// Work estimate of a kernel for the parallel threshold.
@@ -136,16 +170,18 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
     let lanes = target.vector_lanes;
     let var: VarId = 1_000_000;
     let v = Idx::var(var);
-    let (rows_min, cols_min) = match g.tile {
-        GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors),
-        GemmTile::Dot { rows, cols, .. } => (rows, cols),
+    let (rows_min, cols_min, col_unit) = match g.tile {
+        GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors, lanes),
+        GemmTile::Dot { rows, cols, .. } => (rows, cols, lanes),
+        // Blocks of whole vectors, so no thread's block ends in a partial one.
+        GemmTile::Micro { isa, rows, .. } => (rows, isa.lanes(), isa.lanes()),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.
     let by_cols = g.b_wrap.is_none()
         && g.c_wrap.is_none()
         && g.n.is_multiple_of(threads)
         && g.n / threads >= cols_min
-        && (g.n / threads).is_multiple_of(lanes);
+        && (g.n / threads).is_multiple_of(col_unit);
     let by_rows = g.m.is_multiple_of(threads) && g.m / threads >= rows_min;
     let mut part = g.clone();
     if by_cols {

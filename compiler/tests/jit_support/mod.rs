@@ -10,6 +10,7 @@ use kiln_compiler::interp;
 use kiln_compiler::jit::{self, Executable, JitOptions};
 use kiln_compiler::ops::{Conv2d, Op, PaddingMode, Pool2d};
 use kiln_compiler::shape::{Dim, Shape, window_output_len};
+use kiln_compiler::target::{ProductIsa, Target};
 use kiln_compiler::tensor::Tensor;
 use std::collections::HashMap;
 
@@ -213,9 +214,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) -> f32 {
 /// when it has a training section) and compares every node's value.
 pub fn differential(graph: &Graph, batch: usize, seed: u64, rel: f32) {
     let feeds = random_feeds(graph, batch, seed);
-    let mut exe = compile_with(graph, batch, &feeds, &debug_options());
     let want = interp::evaluate(graph, batch, &feeds).expect("interpreter");
-    exe.run().unwrap();
+    for isa in product_isas() {
+        let options = JitOptions { target: Some(Target::host().with_products(isa)), ..debug_options() };
+        let mut exe = compile_with(graph, batch, &feeds, &options);
+        exe.run().unwrap();
+        compare(graph, &exe, &want, rel, isa);
+    }
+}
+
+/// Every product ISA this CPU runs, narrowest first (the 128-bit path
+/// always); says which ones cannot be tested here.
+pub fn product_isas() -> Vec<ProductIsa> {
+    let (have, lack): (Vec<_>, Vec<_>) = ProductIsa::ALL.into_iter().partition(|isa| isa.available());
+    if !lack.is_empty() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| eprintln!("this CPU has no {lack:?}: those product paths are not run"));
+    }
+    have
+}
+
+/// Every non-leaf value and every update of `exe` against the interpreter's.
+fn compare(graph: &Graph, exe: &Executable, want: &[Tensor], rel: f32, isa: ProductIsa) {
     for id in graph.node_ids() {
         let node = graph.node(id);
         if node.op.is_leaf() {
@@ -223,12 +243,12 @@ pub fn differential(graph: &Graph, batch: usize, seed: u64, rel: f32) {
         }
         // A parameter updated in place no longer holds its input value.
         let got = exe.get(id).unwrap();
-        assert_close(&format!("{} ({})", node.name, node.op.mnemonic()), got, &want[id.index()].data, rel);
+        assert_close(&format!("{} ({}) on {isa}", node.name, node.op.mnemonic()), got, &want[id.index()].data, rel);
     }
     if let Some(t) = &graph.training {
         for &(leaf, new) in &t.updates {
             assert_close(
-                &format!("updated {}", graph.node(leaf).name),
+                &format!("updated {} on {isa}", graph.node(leaf).name),
                 exe.get(leaf).unwrap(),
                 &want[new.index()].data,
                 rel,

@@ -243,7 +243,19 @@ impl Parser {
         let l1d_bytes = self.usize()?;
         self.expect_word("l2")?;
         let l2_bytes = self.usize()?;
-        Ok(Target { vector_lanes, vector_registers, fma, l1d_bytes, l2_bytes })
+        let products = if self.eat_word("products") { self.product_isa()? } else { ProductIsa::Vector128 };
+        Ok(Target { vector_lanes, vector_registers, fma, l1d_bytes, l2_bytes, products })
+    }
+
+    /// `v128`, `avx2` or `avx512`.
+    pub(super) fn product_isa(&mut self) -> PResult<ProductIsa> {
+        if let Tok::Ident(name) = self.peek()
+            && let Some(isa) = ProductIsa::from_name(name)
+        {
+            self.next();
+            return Ok(isa);
+        }
+        self.expected("`v128`, `avx2` or `avx512`")
     }
 
     /// The buffer declarations and the offsets, given per buffer or on one

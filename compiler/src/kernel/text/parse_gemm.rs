@@ -93,7 +93,8 @@ impl Parser {
         })
     }
 
-    /// `outer rows R vectors V unroll U` or `dot rows R cols C [steps N|written_out]`.
+    /// `outer rows R vectors V unroll U`, `dot rows R cols C [steps N|written_out]`
+    /// or `micro ISA rows R vectors V`.
     fn tile(&mut self) -> PResult<GemmTile> {
         if self.eat_word("outer") {
             self.expect_word("rows")?;
@@ -118,7 +119,15 @@ impl Parser {
             };
             return Ok(GemmTile::Dot { rows, cols, steps });
         }
-        self.expected("`outer` or `dot`")
+        if self.eat_word("micro") {
+            let isa = self.product_isa()?;
+            self.expect_word("rows")?;
+            let rows = self.usize()?;
+            self.expect_word("vectors")?;
+            let vectors = self.usize()?;
+            return Ok(GemmTile::Micro { isa, rows, vectors });
+        }
+        self.expected("`outer`, `dot` or `micro`")
     }
 
     /// `%N[offset] stride ROW COL`.

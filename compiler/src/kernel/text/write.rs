@@ -183,6 +183,7 @@ fn write_gemm(out: &mut String, g: &Gemm, pad: &str) {
             };
             format!("tile dot rows {rows} cols {cols}{steps}")
         }
+        GemmTile::Micro { isa, rows, vectors } => format!("tile micro {isa} rows {rows} vectors {vectors}"),
     });
     line(format!("a {}", matrix(&g.a)));
     line(format!("b {}", matrix(&g.b)));

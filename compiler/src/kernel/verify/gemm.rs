@@ -4,7 +4,7 @@
 
 use super::interval::{Interval, table_range};
 use super::{Problem, kind_name, label};
-use crate::kernel::{Bias, BufId, BufferKind, ColumnWrap, Gemm, GemmTile, Idx, Program};
+use crate::kernel::{Bias, BufId, BufferKind, ColumnWrap, Gemm, GemmTile, Idx, ProductIsa, Program};
 
 /// A layout rule of matrix products that a product breaks.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -34,6 +34,34 @@ pub enum GemmRule {
         needs: &'static str,
         /// What the product has instead.
         has: &'static str,
+    },
+    /// A micro-kernel call of an ISA the program's target does not name.
+    #[error("a micro tile of {isa} in a program whose target runs products on {target}")]
+    MicroIsaNotTarget {
+        /// The tile's ISA.
+        isa: ProductIsa,
+        /// The target's.
+        target: ProductIsa,
+    },
+    /// A micro tile larger than its ISA's registers.
+    #[error(
+        "a micro tile of {rows} rows by {vectors} vectors does not fit {isa}; expected 1 or 2 vectors and 1 to {max} rows"
+    )]
+    MicroTileTooLarge {
+        /// The ISA.
+        isa: ProductIsa,
+        /// Tile rows.
+        rows: usize,
+        /// Tile vectors.
+        vectors: usize,
+        /// The most rows for that many vectors.
+        max: usize,
+    },
+    /// The driver reads operands while it writes C.
+    #[error("a micro tile's C overlaps operand {matrix}; expected C apart from A and B")]
+    MicroOverlap {
+        /// `A` or `B`.
+        matrix: &'static str,
     },
     /// `k` cannot be split evenly.
     #[error("k_split runs {outer} segments over k = {k}; expected a positive number of segments dividing k")]
@@ -134,7 +162,11 @@ fn scattered(g: &Gemm, lanes: usize) -> Option<(BufId, ColumnWrap)> {
 pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
     let lanes = program.target.vector_lanes;
     let mut out: Vec<GemmRule> = Vec::new();
-    let has = if is_outer(g) { "an outer-product tile" } else { "a dot tile" };
+    let has = match g.tile {
+        GemmTile::Outer { .. } => "an outer-product tile",
+        GemmTile::Dot { .. } => "a dot tile",
+        GemmTile::Micro { .. } => "a micro tile",
+    };
     let ignored = |flag, needs| GemmRule::FlagIgnored { flag, needs, has };
     match g.tile {
         GemmTile::Outer { .. } => {
@@ -152,6 +184,38 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
             }
             if g.k_split.is_some() {
                 out.push(ignored("k_split", "dot tiles"));
+            }
+        }
+        GemmTile::Micro { isa, rows, vectors } => {
+            if isa != program.target.products {
+                out.push(GemmRule::MicroIsaNotTarget { isa, target: program.target.products });
+            }
+            let max = isa.max_tile_rows(vectors);
+            if isa == ProductIsa::Vector128 || !(1..=2).contains(&vectors) || !(1..=max).contains(&rows) {
+                out.push(GemmRule::MicroTileTooLarge { isa, rows, vectors, max });
+            }
+            let mut unit = vec![("C", g.c.col_stride)];
+            unit.extend(g.epilogue.pre_activation.as_ref().map(|m| ("pre_activation", m.col_stride)));
+            unit.extend(g.epilogue.grad_mask.as_ref().map(|(_, m)| ("grad_mask", m.col_stride)));
+            for (matrix, stride) in unit {
+                if stride != 1 {
+                    out.push(GemmRule::OuterNeedsUnitColumns { matrix, stride });
+                }
+            }
+            for (flag, set) in [
+                ("k_split", g.k_split.is_some()),
+                ("b_wrap", g.b_wrap.is_some()),
+                ("c_rows", g.c_rows.is_some()),
+                ("c_wrap", g.c_wrap.is_some()),
+            ] {
+                if set {
+                    out.push(ignored(flag, "outer-product or dot tiles"));
+                }
+            }
+            for (matrix, buf) in [("A", g.a.buf), ("B", g.b.buf)] {
+                if buf == g.c.buf {
+                    out.push(GemmRule::MicroOverlap { matrix });
+                }
             }
         }
         GemmTile::Dot { .. } => {
@@ -215,7 +279,7 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
     }
     let mut problems: Vec<Problem> = out.into_iter().map(Problem::Gemm).collect();
     // Tables: constant i32 data, as long as what indexes them.
-    let b_rows_index = if is_outer(g) { ("p", g.k) } else { ("j", g.n) };
+    let b_rows_index = if matches!(g.tile, GemmTile::Dot { .. }) { ("j", g.n) } else { ("p", g.k) };
     for (flag, table, (indexed_by, needed)) in [("b_rows", g.b_rows, b_rows_index), ("c_rows", g.c_rows, ("i", g.m))]
         .into_iter()
         .filter_map(|(f, t, n)| Some((f, t?, n)))
@@ -303,7 +367,7 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     let rows_a = Interval::span(g.m, g.a.row_stride);
     let split = g.k_split.filter(|s| !is_outer(g) && s.outer > 0 && g.k.is_multiple_of(s.outer));
     match (g.tile, split) {
-        (GemmTile::Outer { .. }, _) => {
+        (GemmTile::Outer { .. } | GemmTile::Micro { .. }, _) => {
             // A splat element is one float per lane, all used.
             let splat = Interval { lo: 0, hi: if g.a_splat { lanes as i64 - 1 } else { 0 } };
             let a = rows_a.add(Interval::span(g.k, g.a.col_stride)).and_then(|a| a.add(splat));

@@ -1,0 +1,167 @@
+//! Matrix-product micro-kernels with 256- and 512-bit vectors, which the
+//! Cranelift kernels call for products scheduled as
+//! [`GemmTile::Micro`](crate::kernel::GemmTile::Micro).
+//!
+//! Cranelift lowers 128-bit vectors only, while this machine's FMA peak
+//! needs 256- or 512-bit ones. XNNPACK's way is taken rather than oneDNN's
+//! run-time assembler: the kernels are Rust functions compiled for each
+//! ISA with `#[target_feature]` (rustc's register allocator and scheduler
+//! for the inner loop, no assembler to link into users' builds), one driver
+//! text shared by both ISAs through [`driver!`], and the ISA is chosen when
+//! the program is scheduled, from the CPU's features ([`ProductIsa::host`]).
+//!
+//! What the driver computes is exactly [`GemmCall`]'s product: `C = A B`
+//! (or `C += A B`), each element summed over `p` in order within blocks of
+//! [`KC`] and the blocks added in order, so a result never depends on how
+//! the rows or columns were split across threads. Epilogues (bias,
+//! activation, masks) are applied by the calling kernel afterwards.
+//!
+//! [`ProductIsa::host`]: crate::target::ProductIsa::host
+
+#[macro_use]
+mod driver;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
+
+use crate::target::ProductIsa;
+
+/// Reduction block: the B rows one pass over C reads (a panel of at most
+/// `KC x 32` floats, 32 KiB, stays in L1 while every row block uses it).
+pub const KC: usize = 256;
+
+/// The arguments of one product, as the calling kernel lays them out on its
+/// stack (every field 8 bytes, in this order).
+///
+/// `A[i, p]` is at `a + i * a_row + p * a_col`; row `p` of B starts at
+/// `b + b_rows[p]` when `b_rows` is not null, else at `b + p * b_row`, and
+/// `B[p, j]` is `j * b_col` further; `C[i, j]` is at `c + i * c_row + j`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GemmCall {
+    /// Rows of C.
+    pub m: i64,
+    /// Columns of C.
+    pub n: i64,
+    /// Reduction length.
+    pub k: i64,
+    /// `A[0, 0]`.
+    pub a: *const f32,
+    /// Distance between A's rows.
+    pub a_row: i64,
+    /// Distance between A's columns.
+    pub a_col: i64,
+    /// `B[0, 0]` (with `b_rows`, the base its offsets count from).
+    pub b: *const f32,
+    /// Distance between B's rows (without `b_rows`).
+    pub b_row: i64,
+    /// Distance between B's columns.
+    pub b_col: i64,
+    /// Offsets of B's rows from `b` (`k` of them), or null.
+    pub b_rows: *const i32,
+    /// `C[0, 0]`; C's columns are adjacent.
+    pub c: *mut f32,
+    /// Distance between C's rows.
+    pub c_row: i64,
+    /// Non-zero: add the product to C's previous contents.
+    pub accumulate: i64,
+    /// Rows of the register tile (clamped to what the ISA's registers hold).
+    pub rows: i64,
+    /// Vectors across the register tile (1 or 2).
+    pub vectors: i64,
+}
+
+/// The fields of [`GemmCall`] in memory order: what the calling kernel
+/// stores, each at `8 * index`.
+pub const GEMM_CALL_FIELDS: usize = 15;
+const _: () = assert!(std::mem::size_of::<GemmCall>() == 8 * GEMM_CALL_FIELDS);
+
+/// The symbol of `isa`'s driver, which the JIT resolves.
+pub fn symbol(isa: ProductIsa) -> Option<&'static str> {
+    match isa {
+        ProductIsa::Vector128 => None,
+        ProductIsa::Avx2 => Some("kiln_gemm_avx2"),
+        ProductIsa::Avx512 => Some("kiln_gemm_avx512"),
+    }
+}
+
+/// Makes the drivers resolvable by the JIT linker.
+pub fn register(builder: &mut cranelift_jit::JITBuilder) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        builder.symbol("kiln_gemm_avx2", avx2::kiln_gemm_avx2 as *const u8);
+        builder.symbol("kiln_gemm_avx512", avx512::kiln_gemm_avx512 as *const u8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = builder;
+}
+
+/// Flops of one round of `fma_loop`: 12 vectors of multiply-adds.
+fn flops_per_round(isa: ProductIsa) -> u64 {
+    (12 * isa.lanes() * 2) as u64
+}
+
+/// Measures `isa`'s FMA throughput with `threads` threads for about
+/// `duration`; GFLOP/s summed over the threads, or `None` when the CPU
+/// lacks the ISA (or it is the backend's own, measured by
+/// [`super::peak::measure_fma_peak`]).
+pub fn measure_fma_peak(isa: ProductIsa, threads: usize, duration: std::time::Duration) -> Option<f64> {
+    if isa == ProductIsa::Vector128 || !isa.available() {
+        return None;
+    }
+    let rounds: u64 = 2_000_000;
+    let run = move || -> f64 {
+        let start = std::time::Instant::now();
+        let mut done = 0u64;
+        let mut sink = 0.0;
+        while start.elapsed() < duration {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the ISA (checked above); the loop touches
+            // no memory but its locals.
+            unsafe {
+                sink += match isa {
+                    ProductIsa::Avx2 => avx2::fma_loop(rounds),
+                    _ => avx512::fma_loop(rounds),
+                };
+            }
+            done += rounds;
+        }
+        std::hint::black_box(sink);
+        (done * flops_per_round(isa)) as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(run)).collect();
+        Some(handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum())
+    })
+}
+
+/// Runs `call` on `isa`'s driver (for tests and benchmarks of the drivers
+/// alone). Returns false, computing nothing, when the CPU lacks the ISA.
+///
+/// # Safety
+/// Every element [`GemmCall`] describes must lie inside live allocations,
+/// and C must not overlap A or B.
+pub unsafe fn run(isa: ProductIsa, call: &GemmCall) -> bool {
+    if !isa.available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the ISA is available (checked above); the caller vouches for
+    // the matrices.
+    unsafe {
+        match isa {
+            ProductIsa::Avx2 => avx2::kiln_gemm_avx2(call),
+            ProductIsa::Avx512 => avx512::kiln_gemm_avx512(call),
+            ProductIsa::Vector128 => return false,
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = call;
+        false
+    }
+}

@@ -1,0 +1,155 @@
+//! Each driver against a plain triple loop, over shapes that exercise whole
+//! and partial tiles, every B layout (rows in place, through a table,
+//! packed from strided columns), strided A, accumulation, and reductions
+//! longer than one block; and results that do not depend on how the rows
+//! or columns are split.
+
+use super::{GemmCall, KC, run};
+use crate::target::ProductIsa;
+
+/// A fixed pseudo-random fill (values in [-1, 1)).
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// A is stored transposed (`a_col = m`).
+    a_transposed: bool,
+    /// B is stored transposed (`b_col = k`, packed by the driver).
+    b_transposed: bool,
+    /// B's rows come through a table, in reverse order with gaps.
+    b_table: bool,
+    accumulate: bool,
+    rows: usize,
+    vectors: usize,
+}
+
+/// Runs `case` on `isa` and checks it against the triple loop; returns C.
+fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
+    let Case { m, n, k, a_transposed, b_transposed, b_table, accumulate, rows, vectors } = case;
+    let a = fill(m * k, 1);
+    let (a_row, a_col) = if a_transposed { (1, m as i64) } else { (k as i64, 1) };
+    // B rows `gap` apart (the table's rows are in reverse order).
+    let gap = n + 3;
+    let b = fill(k * gap.max(n * k), 2);
+    let table: Vec<i32> = (0..k).map(|p| ((k - 1 - p) * gap) as i32).collect();
+    let b_at = |p: usize, j: usize| -> f32 {
+        if b_transposed {
+            b[j * k + p]
+        } else if b_table {
+            b[table[p] as usize + j]
+        } else {
+            b[p * gap + j]
+        }
+    };
+    let (b_row, b_col) = if b_transposed { (1, k as i64) } else { (gap as i64, 1) };
+    let c_row = n + 5;
+    let mut c = fill(m * c_row, 3);
+    let before = c.clone();
+    let call = GemmCall {
+        m: m as i64,
+        n: n as i64,
+        k: k as i64,
+        a: a.as_ptr(),
+        a_row,
+        a_col,
+        b: b.as_ptr(),
+        b_row,
+        b_col,
+        b_rows: if b_table && !b_transposed { table.as_ptr() } else { std::ptr::null() },
+        c: c.as_mut_ptr(),
+        c_row: c_row as i64,
+        accumulate: i64::from(accumulate),
+        rows: rows as i64,
+        vectors: vectors as i64,
+    };
+    // SAFETY: every element the call names is inside `a`, `b`, `table` and `c`.
+    assert!(unsafe { run(isa, &call) });
+    for i in 0..m {
+        for j in 0..c_row {
+            let got = c[i * c_row + j];
+            if j >= n {
+                assert_eq!(
+                    got.to_bits(),
+                    before[i * c_row + j].to_bits(),
+                    "{case:?}: wrote past column {n} at ({i}, {j})"
+                );
+                continue;
+            }
+            let mut want: f64 = if accumulate { f64::from(before[i * c_row + j]) } else { 0.0 };
+            for p in 0..k {
+                want += f64::from(a[(i as i64 * a_row + p as i64 * a_col) as usize]) * f64::from(b_at(p, j));
+            }
+            let err = (f64::from(got) - want).abs();
+            assert!(
+                err <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                "{isa} {case:?}: C[{i}, {j}] = {got}, expected {want}"
+            );
+        }
+    }
+    c
+}
+
+fn isas() -> Vec<ProductIsa> {
+    let isas: Vec<_> = [ProductIsa::Avx2, ProductIsa::Avx512].into_iter().filter(|i| i.available()).collect();
+    if isas.is_empty() {
+        eprintln!("no wide product ISA on this CPU: the drivers are not exercised");
+    }
+    isas
+}
+
+#[test]
+fn drivers_match_the_triple_loop() {
+    for isa in isas() {
+        for (m, n, k) in [(1, 1, 1), (5, 7, 3), (12, 32, 9), (13, 33, 17), (32, 16, 288), (7, 70, KC + 5), (3, 5, 0)] {
+            for vectors in [1, 2] {
+                let rows = isa.max_tile_rows(vectors);
+                for (a_transposed, b_transposed, b_table) in
+                    [(false, false, false), (true, false, false), (false, true, false), (false, false, true)]
+                {
+                    for accumulate in [false, true] {
+                        let case = Case { m, n, k, a_transposed, b_transposed, b_table, accumulate, rows, vectors };
+                        check(isa, case);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_tile_or_the_split() {
+    for isa in isas() {
+        let base = Case {
+            m: 24,
+            n: 2 * isa.lanes(),
+            k: 2 * KC + 7,
+            a_transposed: false,
+            b_transposed: false,
+            b_table: false,
+            accumulate: true,
+            rows: 1,
+            vectors: 1,
+        };
+        let reference = check(isa, base);
+        for vectors in [1, 2] {
+            for rows in 1..=isa.max_tile_rows(vectors) {
+                let c = check(isa, Case { rows, vectors, ..base });
+                assert!(
+                    c.iter().zip(&reference).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa}: {rows}x{vectors} differs"
+                );
+            }
+        }
+    }
+}
