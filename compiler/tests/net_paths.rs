@@ -247,33 +247,27 @@ fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
 const LENET: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 9, gemm 5, parallel 2 (x4: 2)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 7, gemm 5, parallel 2 (x4: 2)
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 9, gemm 5, parallel 5 (x4: 5)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 7, gemm 5, parallel 5 (x4: 5)
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 39, gemm 14, parallel 7 (x4: 7)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 37, gemm 14, parallel 7 (x4: 7)
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -292,11 +286,9 @@ const LENET: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 39, gemm 14, parallel 15 (x4: 15)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 37, gemm 14, parallel 15 (x4: 15)
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
@@ -375,37 +367,28 @@ const MLP: [&str; 4] = [
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 11, gemm 5, parallel 4 (x4: 4)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 8, gemm 5, parallel 4 (x4: 4)
+    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 11, gemm 5, parallel 8 (x4: 8)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 8, gemm 5, parallel 8 (x4: 8)
+    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 44, gemm 14, parallel 12 (x4: 12)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 41, gemm 14, parallel 12 (x4: 12)
+    conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     grad_x_2+grad_fc1: serial | micro avx512 4x2
@@ -425,13 +408,10 @@ const VGG16C: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 44, gemm 14, parallel 24 (x4: 24)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 41, gemm 14, parallel 24 (x4: 24)
+    conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 12x1
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
@@ -464,59 +444,44 @@ const VGG16C: [&str; 4] = [
 const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 19, gemm 10, parallel 11 (x4: 11)
-    stem.splat_weight: serial
-    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1a.splat_weight: serial
-    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1b.splat_weight: serial
-    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
+    kernels 14, gemm 10, parallel 11 (x4: 11)
+    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2s: x4 over 4 | pack im2col | micro avx512 12x2
     b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
-    b2b.splat_weight: serial
-    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3s: x4 over 4 | pack im2col | micro avx512 12x2
     b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
-    b3b.splat_weight: serial
-    b3b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 19, gemm 10, parallel 13 (x4: 13)
-    stem.splat_weight: serial
-    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1a.splat_weight: serial
-    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1b.splat_weight: serial
-    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
+    kernels 14, gemm 10, parallel 13 (x4: 13)
+    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2s: x4 over 64 | pack im2col | micro avx512 12x2
     b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
-    b2b.splat_weight: serial
-    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3s: x4 over 64 | pack im2col | micro avx512 12x2
     b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
-    b3b.splat_weight: serial
-    b3b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 86, gemm 29, parallel 32 (x4: 32)
-    stem.splat_weight: serial
-    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1a.splat_weight: serial
-    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1b.splat_weight: serial
-    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
+    kernels 81, gemm 29, parallel 32 (x4: 32)
+    stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2s: x4 over 4 | pack im2col | micro avx512 12x2
     b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
-    b2b.splat_weight: serial
-    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3s: x4 over 4 | pack im2col | micro avx512 12x2
     b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
-    b3b.splat_weight: serial
-    b3b: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
@@ -553,21 +518,16 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 86, gemm 29, parallel 45 (x4: 45)
-    stem.splat_weight: serial
-    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1a.splat_weight: serial
-    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    b1b.splat_weight: serial
-    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
+    kernels 81, gemm 29, parallel 45 (x4: 45)
+    stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2s: x4 over 64 | pack im2col | micro avx512 12x2
     b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
-    b2b.splat_weight: serial
-    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3s: x4 over 64 | pack im2col | micro avx512 12x2
     b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
-    b3b.splat_weight: serial
-    b3b: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | micro avx512 12x1
     grad_x_5: serial | micro avx512 12x2
     grad_fc.weight: serial | micro avx512 10x2
@@ -614,35 +574,26 @@ const RESNET_ISH: [&str; 4] = [
 const WIDE5: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 10, gemm 4, parallel 3 (x4: 3)
-    conv1.splat_weight: serial
-    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 7, gemm 4, parallel 3 (x4: 3)
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 10, gemm 4, parallel 7 (x4: 7)
-    conv1.splat_weight: serial
-    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 7, gemm 4, parallel 7 (x4: 7)
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: x4 over 4 | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 38, gemm 11, parallel 9 (x4: 9)
-    conv1.splat_weight: serial
-    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 35, gemm 11, parallel 9 (x4: 9)
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
@@ -659,13 +610,10 @@ const WIDE5: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 38, gemm 11, parallel 22 (x4: 22)
-    conv1.splat_weight: serial
-    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
-    conv3.splat_weight: serial
-    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows a_splat
+    kernels 35, gemm 11, parallel 22 (x4: 22)
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: x4 over 4 | micro avx512 12x1
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc.weight: x4 over 4 | micro avx512 10x2

@@ -31,6 +31,8 @@ impl Fx<'_, '_> {
             (offset_of!(GemmCall, b_row), self.iconst(g.b.row_stride)),
             (offset_of!(GemmCall, b_col), self.iconst(g.b.col_stride)),
             (offset_of!(GemmCall, b_rows), b_rows),
+            (offset_of!(GemmCall, wrap_row), self.iconst(g.b_wrap.map_or(0, |w| w.row as i64))),
+            (offset_of!(GemmCall, wrap_stride), self.iconst(g.b_wrap.map_or(0, |w| w.stride))),
             (offset_of!(GemmCall, c), p.c),
             (offset_of!(GemmCall, c_row), self.iconst(g.c.row_stride)),
             (offset_of!(GemmCall, accumulate), self.iconst(i64::from(g.epilogue.accumulate))),

@@ -20,7 +20,7 @@
 
 use crate::kernel::{ColumnWrap, KSplit};
 use crate::ops::{Conv2d, PaddingMode};
-use crate::target::Target;
+use crate::target::{ProductIsa, Target};
 
 /// How a convolution's forward product reads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub enum ForwardLayout {
         /// itself: one pass over the image, where an im2col writes every
         /// element once per kernel tap.
         pad_copy: bool,
+        /// The weights are splatted to the backend's vectors (128-bit outer
+        /// tiles); wide micro-kernels broadcast them from the weights.
+        splat: bool,
     },
     /// An explicit im2col of each image.
     Packed,
@@ -94,10 +97,16 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     let (ow, p, w_in) = rows(input, output);
     let w_read = w_in + 2 * c.padding[1];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_read) as i64 };
+    if target.products != ProductIsa::Vector128 {
+        // The micro-kernels gather wrapped columns into whole vectors where
+        // a block crosses a row: one product per image, whatever the row
+        // length, with the weights read as they are.
+        return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false };
+    }
     // Output rows that are not whole vectors waste lanes at each row's end
     // unless the columns wrap.
     let wrap = (!ow.is_multiple_of(lanes) && wrap.fits(p, lanes)).then_some(wrap);
-    ForwardLayout::InPlace { wrap, pad_copy }
+    ForwardLayout::InPlace { wrap, pad_copy, splat: true }
 }
 
 /// The input gradient's layout. Scattering needs unit strides (each tap's
@@ -154,14 +163,14 @@ mod tests {
         let (x1, y1) = ([4, 3, 32, 32], [4, 6, 28, 28]);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x1, &y1, &t),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false }
+            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true }
         );
         // conv2: 14x14 -> 10x10, rows of 10 wrap in blocks of 20 columns.
         let (x2, y2) = ([4, 6, 14, 14], [4, 16, 10, 10]);
         let wrap = ColumnWrap { row: 10, stride: 14 };
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x2, &y2, &t),
-            ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false }
+            ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false, splat: true }
         );
         assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap, padded: false });
         assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
@@ -172,7 +181,10 @@ mod tests {
         let t = Target::baseline();
         let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
         // The forward product reads a padded copy in place.
-        assert_eq!(forward_layout(&conv(3, 1, 1), &x, &y, &t), ForwardLayout::InPlace { wrap: None, pad_copy: true });
+        assert_eq!(
+            forward_layout(&conv(3, 1, 1), &x, &y, &t),
+            ForwardLayout::InPlace { wrap: None, pad_copy: true, splat: true }
+        );
         // Zero padding scatters into a padded image; replicate packs.
         assert_eq!(
             input_grad_layout(&conv(3, 1, 1), &x, &y, &t),
@@ -190,6 +202,24 @@ mod tests {
     }
 
     #[test]
+    fn wide_products_wrap_every_forward_and_read_the_weights_unsplatted() {
+        let t = Target::baseline().with_products(ProductIsa::Avx512);
+        // Rows of 16, padded to 18: one product per image, whatever the row.
+        let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
+        assert_eq!(
+            forward_layout(&conv(3, 1, 1), &x, &y, &t),
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 16, stride: 18 }), pad_copy: true, splat: false }
+        );
+        // Stride 2 in rows reads every other input row.
+        let (x, y) = ([4, 3, 9, 9], [4, 8, 4, 9]);
+        let strided_rows = Conv2d { stride: [2, 1], ..conv(3, 1, 1) };
+        assert_eq!(
+            forward_layout(&strided_rows, &x, &y, &t),
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 9, stride: 22 }), pad_copy: true, splat: false }
+        );
+    }
+
+    #[test]
     fn the_vector_width_decides_which_rows_wrap() {
         // Rows of 12 are whole 4-lane vectors but not whole 8-lane ones.
         let (x, y) = ([2, 3, 16, 16], [2, 4, 12, 12]);
@@ -197,11 +227,11 @@ mod tests {
         let wide = narrow.with_lanes(8);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &narrow),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false }
+            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true }
         );
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &wide),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }), pad_copy: false }
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }), pad_copy: false, splat: true }
         );
     }
 }

@@ -132,9 +132,24 @@ macro_rules! driver {
             let (a_row, a_col, b_row, b_col) = (g.a_row as isize, g.a_col as isize, g.b_row as isize, g.b_col as isize);
             let mut panel = [0f32; KC * PANEL_ROW];
             let mut b_rows = [std::ptr::null::<f32>(); KC];
+            let wrap_row = g.wrap_row.max(0) as usize;
+            // Where column `j` of B is, in columns of B's rows.
+            let column = |j: usize| -> isize {
+                if wrap_row == 0 {
+                    j as isize
+                } else {
+                    (j / wrap_row) as isize * g.wrap_stride as isize + (j % wrap_row) as isize
+                }
+            };
+            let mut columns = [0isize; PANEL_ROW];
             for j0 in (0..n).step_by(width) {
                 let cols = width.min(n - j0);
-                let in_place = b_col == 1 && cols == width;
+                // In place: whole vectors of adjacent columns (no wrap
+                // boundary inside the block).
+                let in_place = b_col == 1 && cols == width && (wrap_row == 0 || j0 % wrap_row + cols <= wrap_row);
+                for (j, at) in columns.iter_mut().enumerate().take(cols) {
+                    *at = (column(j0 + j) - column(j0)) * b_col;
+                }
                 let mut p0 = 0;
                 loop {
                     let steps = KC.min(k - p0);
@@ -145,14 +160,14 @@ macro_rules! driver {
                             // SAFETY: the table holds `k` offsets (caller).
                             unsafe { *g.b_rows.add(p0 + p) as isize }
                         };
-                        let row = g.b.wrapping_offset(offset + j0 as isize * b_col);
+                        let row = g.b.wrapping_offset(offset + column(j0) * b_col);
                         if in_place {
                             b_rows[p] = row;
                         } else {
                             let dst = &mut panel[p * PANEL_ROW..(p + 1) * PANEL_ROW];
                             for (j, x) in dst.iter_mut().enumerate() {
                                 // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
-                                *x = if j < cols { unsafe { *row.offset(j as isize * b_col) } } else { 0.0 };
+                                *x = if j < cols { unsafe { *row.offset(columns[j]) } } else { 0.0 };
                             }
                             b_rows[p] = dst.as_ptr();
                         }

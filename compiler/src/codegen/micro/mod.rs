@@ -38,7 +38,10 @@ pub const KC: usize = 256;
 ///
 /// `A[i, p]` is at `a + i * a_row + p * a_col`; row `p` of B starts at
 /// `b + b_rows[p]` when `b_rows` is not null, else at `b + p * b_row`, and
-/// `B[p, j]` is `j * b_col` further; `C[i, j]` is at `c + i * c_row + j`.
+/// `B[p, j]` is `column(j) * b_col` further, where `column(j)` is `j`, or
+/// with a wrap (`wrap_row > 0`) `(j / wrap_row) * wrap_stride + j %
+/// wrap_row` (a convolution's output positions in its input's wider rows);
+/// `C[i, j]` is at `c + i * c_row + j`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GemmCall {
@@ -62,6 +65,10 @@ pub struct GemmCall {
     pub b_col: i64,
     /// Offsets of B's rows from `b` (`k` of them), or null.
     pub b_rows: *const i32,
+    /// Columns of B per row of its wrap, or 0 for none.
+    pub wrap_row: i64,
+    /// Distance between the rows of B's wrap.
+    pub wrap_stride: i64,
     /// `C[0, 0]`; C's columns are adjacent.
     pub c: *mut f32,
     /// Distance between C's rows.
@@ -76,7 +83,7 @@ pub struct GemmCall {
 
 /// The fields of [`GemmCall`] in memory order: what the calling kernel
 /// stores, each at `8 * index`.
-pub const GEMM_CALL_FIELDS: usize = 15;
+pub const GEMM_CALL_FIELDS: usize = 17;
 const _: () = assert!(std::mem::size_of::<GemmCall>() == 8 * GEMM_CALL_FIELDS);
 
 /// The symbol of `isa`'s driver, which the JIT resolves.

@@ -29,6 +29,8 @@ struct Case {
     b_transposed: bool,
     /// B's rows come through a table, in reverse order with gaps.
     b_table: bool,
+    /// B's columns wrap: `(row, stride)` (in place or through the table).
+    wrap: Option<(usize, usize)>,
     accumulate: bool,
     rows: usize,
     vectors: usize,
@@ -36,20 +38,22 @@ struct Case {
 
 /// Runs `case` on `isa` and checks it against the triple loop; returns C.
 fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
-    let Case { m, n, k, a_transposed, b_transposed, b_table, accumulate, rows, vectors } = case;
+    let Case { m, n, k, a_transposed, b_transposed, b_table, wrap, accumulate, rows, vectors } = case;
     let a = fill(m * k, 1);
     let (a_row, a_col) = if a_transposed { (1, m as i64) } else { (k as i64, 1) };
-    // B rows `gap` apart (the table's rows are in reverse order).
-    let gap = n + 3;
+    // B rows `gap` apart (the table's rows are in reverse order), wide
+    // enough for the wrapped columns.
+    let column = |j: usize| wrap.map_or(j, |(row, stride)| j / row * stride + j % row);
+    let gap = column(n.max(1) - 1) + 4;
     let b = fill(k * gap.max(n * k), 2);
     let table: Vec<i32> = (0..k).map(|p| ((k - 1 - p) * gap) as i32).collect();
     let b_at = |p: usize, j: usize| -> f32 {
         if b_transposed {
             b[j * k + p]
         } else if b_table {
-            b[table[p] as usize + j]
+            b[table[p] as usize + column(j)]
         } else {
-            b[p * gap + j]
+            b[p * gap + column(j)]
         }
     };
     let (b_row, b_col) = if b_transposed { (1, k as i64) } else { (gap as i64, 1) };
@@ -67,6 +71,8 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
         b_row,
         b_col,
         b_rows: if b_table && !b_transposed { table.as_ptr() } else { std::ptr::null() },
+        wrap_row: wrap.map_or(0, |w| w.0 as i64),
+        wrap_stride: wrap.map_or(0, |w| w.1 as i64),
         c: c.as_mut_ptr(),
         c_row: c_row as i64,
         accumulate: i64::from(accumulate),
@@ -118,8 +124,25 @@ fn drivers_match_the_triple_loop() {
                     [(false, false, false), (true, false, false), (false, true, false), (false, false, true)]
                 {
                     for accumulate in [false, true] {
-                        let case = Case { m, n, k, a_transposed, b_transposed, b_table, accumulate, rows, vectors };
+                        let case = Case {
+                            m,
+                            n,
+                            k,
+                            a_transposed,
+                            b_transposed,
+                            b_table,
+                            wrap: None,
+                            accumulate,
+                            rows,
+                            vectors,
+                        };
                         check(isa, case);
+                        if !b_transposed {
+                            // Rows shorter than, equal to and longer than a vector.
+                            for wrap in [(3, 5), (isa.lanes(), isa.lanes() + 2), (isa.lanes() + 5, isa.lanes() + 9)] {
+                                check(isa, Case { wrap: Some(wrap), ..case });
+                            }
+                        }
                     }
                 }
             }
@@ -137,6 +160,7 @@ fn results_do_not_depend_on_the_tile_or_the_split() {
             a_transposed: false,
             b_transposed: false,
             b_table: false,
+            wrap: None,
             accumulate: true,
             rows: 1,
             vectors: 1,

@@ -6,7 +6,7 @@
 //! buffer scattered back) and the weight gradient (per-chunk partial sums
 //! combined in a fixed order).
 
-use super::{Builder, Finish, KernelBody, UNSCHEDULED_DOT, UNSCHEDULED_OUTER, make_kernel};
+use super::{Builder, Finish, KernelBody, UNSCHEDULED_DOT, UNSCHEDULED_OUTER, make_kernel, unscheduled_micro};
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
@@ -101,7 +101,7 @@ impl Builder<'_> {
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
-        if let ForwardLayout::InPlace { wrap, pad_copy } = layout {
+        if let ForwardLayout::InPlace { wrap, pad_copy, splat } = layout {
             // Implicit im2col: per output row, B's row (ci, ky, kx) is the
             // input row it reads, found through a table of offsets, in the
             // input or in a padded copy of each image.
@@ -123,19 +123,24 @@ impl Builder<'_> {
                 }
             }
             let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
-            // The weights splatted to one vector each once per run, in a
-            // kernel of their own.
-            let lanes = self.prog.target.vector_lanes;
-            let name = self.graph.node(id).name.clone();
-            let w4 = self.scratch(format!("{name}.weight_x{lanes}"), o * k * lanes, false);
-            let splat = vec![self.loop_over(o * k, |b, e| {
-                vec![b.loop_over(lanes, |_, l| {
-                    vec![Stmt::store(w4, e.clone() * lanes as i64 + l, Val::load(w, e.clone()))]
-                })]
-            })];
-            self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], splat, 0));
-            let weights =
-                MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: (lanes * k) as i64, col_stride: lanes as i64 };
+            let weights = if splat {
+                // The weights splatted to one vector each once per run, in a
+                // kernel of their own.
+                let lanes = self.prog.target.vector_lanes;
+                let name = self.graph.node(id).name.clone();
+                let w4 = self.scratch(format!("{name}.weight_x{lanes}"), o * k * lanes, false);
+                let body = vec![self.loop_over(o * k, |b, e| {
+                    vec![b.loop_over(lanes, |_, l| {
+                        vec![Stmt::store(w4, e.clone() * lanes as i64 + l, Val::load(w, e.clone()))]
+                    })]
+                })];
+                self.pre_kernels.push(make_kernel(format!("{name}.splat_weight"), vec![id], body, 0));
+                MatrixRef { buf: w4, offset: Idx::Const(0), row_stride: (lanes * k) as i64, col_stride: lanes as i64 }
+            } else {
+                MatrixRef { buf: w, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 }
+            };
+            // Unsplatted weights are read by the wide micro-kernels.
+            let tile = if splat { UNSCHEDULED_OUTER } else { unscheduled_micro(self.prog.target.products) };
             // Output rows that are not whole vectors: one product per image
             // whose columns (output positions) wrap from input row to input
             // row, so no lanes are wasted at the end of each row.
@@ -157,8 +162,8 @@ impl Builder<'_> {
                         b_wrap: Some(wrap),
                         c_rows: None,
                         c_wrap: None,
-                        a_splat: true,
-                        tile: UNSCHEDULED_OUTER,
+                        a_splat: splat,
+                        tile,
                     })));
                     s
                 })];
@@ -192,8 +197,8 @@ impl Builder<'_> {
                         b_wrap: None,
                         c_rows: None,
                         c_wrap: None,
-                        a_splat: true,
-                        tile: UNSCHEDULED_OUTER,
+                        a_splat: splat,
+                        tile,
                     }))]
                 }));
                 s

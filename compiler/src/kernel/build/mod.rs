@@ -51,6 +51,11 @@ type KernelBody = (Vec<Stmt>, u64);
 const UNSCHEDULED_OUTER: GemmTile = GemmTile::Outer { rows: 1, vectors: 1, unroll: 1 };
 const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1, steps: DotSteps::Rolled(1) };
 
+/// A product laid out for `isa`'s micro-kernels (see `passes::layout`).
+fn unscheduled_micro(isa: ProductIsa) -> GemmTile {
+    GemmTile::Micro { isa, rows: 1, vectors: 1 }
+}
+
 /// Lowers each fused group of `graph` to kernels at batch size `batch`.
 ///
 /// The result has buffers for leaves, materialised values and scratch, and

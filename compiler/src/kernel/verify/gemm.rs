@@ -202,14 +202,19 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                     out.push(GemmRule::OuterNeedsUnitColumns { matrix, stride });
                 }
             }
-            for (flag, set) in [
-                ("k_split", g.k_split.is_some()),
-                ("b_wrap", g.b_wrap.is_some()),
-                ("c_rows", g.c_rows.is_some()),
-                ("c_wrap", g.c_wrap.is_some()),
-            ] {
+            for (flag, set) in
+                [("k_split", g.k_split.is_some()), ("c_rows", g.c_rows.is_some()), ("c_wrap", g.c_wrap.is_some())]
+            {
                 if set {
                     out.push(ignored(flag, "outer-product or dot tiles"));
+                }
+            }
+            if let Some(w) = g.b_wrap {
+                if g.b.col_stride != 1 {
+                    out.push(ignored("b_wrap", "micro tiles over B with unit column stride"));
+                }
+                if w.row == 0 || w.stride < w.row as i64 {
+                    out.push(GemmRule::WrapOverlaps { flag: "b_wrap", row: w.row, stride: w.stride });
                 }
             }
             for (matrix, buf) in [("A", g.a.buf), ("B", g.b.buf)] {
@@ -376,8 +381,8 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
                 Some(t) => table(t, g.k),
                 None => Some(Interval::span(g.k, g.b.row_stride)),
             };
-            let cols = match wrapped(g, lanes) {
-                Some((w, false)) => wrapped_columns(w, g.n),
+            let cols = match (g.tile, g.b_wrap, wrapped(g, lanes)) {
+                (GemmTile::Micro { .. }, Some(w), _) | (_, _, Some((w, false))) if w.row > 0 => wrapped_columns(w, g.n),
                 _ => Interval::span(g.n, g.b.col_stride),
             };
             push("matrix B in", g.b.buf, Some(&g.b.offset), rows.and_then(|r| r.add(cols)));
