@@ -448,11 +448,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b3s: x4 over 4 | pack im2col | micro avx512 12x2
-    b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
+    b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     ",
@@ -462,11 +462,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b3s: x4 over 64 | pack im2col | micro avx512 12x2
-    b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
+    b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | micro avx512 12x1
     ",
@@ -476,11 +476,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b3s: x4 over 4 | pack im2col | micro avx512 12x2
-    b3a+relu_2: x4 over 4 | pack im2col | micro avx512 12x2
+    b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x2
@@ -522,11 +522,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b3s: x4 over 64 | pack im2col | micro avx512 12x2
-    b3a+relu_2: x4 over 64 | pack im2col | micro avx512 12x2
+    b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | micro avx512 12x1
     grad_x_5: serial | micro avx512 12x2

@@ -89,19 +89,20 @@ fn rows(input: &[usize], output: &[usize]) -> (usize, usize, usize) {
 /// convolution reads a padded copy of each image, since a padded tap has
 /// no input row to point at.
 pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> ForwardLayout {
-    if c.stride[1] != 1 {
-        return ForwardLayout::Packed;
-    }
     let lanes = target.vector_lanes;
     let pad_copy = c.padding != [0, 0];
     let (ow, p, w_in) = rows(input, output);
     let w_read = w_in + 2 * c.padding[1];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_read) as i64 };
     if target.products != ProductIsa::Vector128 {
-        // The micro-kernels gather wrapped columns into whole vectors where
-        // a block crosses a row: one product per image, whatever the row
-        // length, with the weights read as they are.
+        // The micro-kernels gather wrapped (and strided) columns into whole
+        // vectors where a block is not adjacent columns of one row: one
+        // product per image, whatever the row length and stride, with the
+        // weights read as they are.
         return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false };
+    }
+    if c.stride[1] != 1 {
+        return ForwardLayout::Packed;
     }
     // Output rows that are not whole vectors waste lanes at each row's end
     // unless the columns wrap.
@@ -210,12 +211,18 @@ mod tests {
             forward_layout(&conv(3, 1, 1), &x, &y, &t),
             ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 16, stride: 18 }), pad_copy: true, splat: false }
         );
-        // Stride 2 in rows reads every other input row.
-        let (x, y) = ([4, 3, 9, 9], [4, 8, 4, 9]);
-        let strided_rows = Conv2d { stride: [2, 1], ..conv(3, 1, 1) };
+        // Stride 2 reads every other input row (and column: B's column
+        // stride, which the builder sets).
+        let (x, y) = ([4, 3, 9, 9], [4, 8, 5, 5]);
         assert_eq!(
-            forward_layout(&strided_rows, &x, &y, &t),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 9, stride: 22 }), pad_copy: true, splat: false }
+            forward_layout(&conv(3, 2, 1), &x, &y, &t),
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 5, stride: 22 }), pad_copy: true, splat: false }
+        );
+        // A 1x1 projection with stride 2 reads the input itself.
+        let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
+        assert_eq!(
+            forward_layout(&conv(1, 2, 0), &x, &y, &t),
+            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 8, stride: 32 }), pad_copy: false, splat: false }
         );
     }
 

@@ -92,7 +92,7 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     let unit_columns = g.c.col_stride == 1
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
         && e.grad_mask.as_ref().is_none_or(|(_, m)| m.col_stride == 1);
-    let wrap_ok = g.b_wrap.is_none_or(|w| g.b.col_stride == 1 && w.row > 0 && w.stride >= w.row as i64);
+    let wrap_ok = g.b_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64 * g.b.col_stride);
     let plain = g.k_split.is_none() && wrap_ok && g.c_rows.is_none() && g.c_wrap.is_none();
     let apart = g.c.buf != g.a.buf && g.c.buf != g.b.buf;
     if !(unit_columns && plain && apart) {
@@ -100,7 +100,10 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     }
     let vectors = if g.n > isa.lanes() { 2 } else { 1 };
     let rows = isa.max_tile_rows(vectors);
-    if g.b.col_stride != 1 && g.m < rows {
+    // A product the layout pass laid out for the micro-kernels (unsplatted
+    // weights, strided wrapped columns) has no other tile.
+    let laid_out = matches!(g.tile, GemmTile::Micro { .. });
+    if g.b.col_stride != 1 && g.m < rows && !laid_out {
         return None;
     }
     Some(GemmTile::Micro { isa, rows: rows.min(g.m.max(1)), vectors })

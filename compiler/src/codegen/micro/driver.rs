@@ -133,12 +133,12 @@ macro_rules! driver {
             let mut panel = [0f32; KC * PANEL_ROW];
             let mut b_rows = [std::ptr::null::<f32>(); KC];
             let wrap_row = g.wrap_row.max(0) as usize;
-            // Where column `j` of B is, in columns of B's rows.
+            // Where column `j` of B is, in elements from its row's start.
             let column = |j: usize| -> isize {
                 if wrap_row == 0 {
-                    j as isize
+                    j as isize * b_col
                 } else {
-                    (j / wrap_row) as isize * g.wrap_stride as isize + (j % wrap_row) as isize
+                    (j / wrap_row) as isize * g.wrap_stride as isize + (j % wrap_row) as isize * b_col
                 }
             };
             let mut columns = [0isize; PANEL_ROW];
@@ -148,7 +148,7 @@ macro_rules! driver {
                 // boundary inside the block).
                 let in_place = b_col == 1 && cols == width && (wrap_row == 0 || j0 % wrap_row + cols <= wrap_row);
                 for (j, at) in columns.iter_mut().enumerate().take(cols) {
-                    *at = (column(j0 + j) - column(j0)) * b_col;
+                    *at = column(j0 + j) - column(j0);
                 }
                 let mut p0 = 0;
                 loop {
@@ -160,7 +160,7 @@ macro_rules! driver {
                             // SAFETY: the table holds `k` offsets (caller).
                             unsafe { *g.b_rows.add(p0 + p) as isize }
                         };
-                        let row = g.b.wrapping_offset(offset + column(j0) * b_col);
+                        let row = g.b.wrapping_offset(offset + column(j0));
                         if in_place {
                             b_rows[p] = row;
                         } else {

@@ -38,9 +38,10 @@ pub const KC: usize = 256;
 ///
 /// `A[i, p]` is at `a + i * a_row + p * a_col`; row `p` of B starts at
 /// `b + b_rows[p]` when `b_rows` is not null, else at `b + p * b_row`, and
-/// `B[p, j]` is `column(j) * b_col` further, where `column(j)` is `j`, or
-/// with a wrap (`wrap_row > 0`) `(j / wrap_row) * wrap_stride + j %
-/// wrap_row` (a convolution's output positions in its input's wider rows);
+/// `B[p, j]` is `column(j)` further, where `column(j)` is `j * b_col`, or
+/// with a wrap (`wrap_row > 0`) `(j / wrap_row) * wrap_stride + (j %
+/// wrap_row) * b_col` (a convolution's output positions in its input's
+/// wider rows);
 /// `C[i, j]` is at `c + i * c_row + j`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -31,6 +31,8 @@ struct Case {
     b_table: bool,
     /// B's columns wrap: `(row, stride)` (in place or through the table).
     wrap: Option<(usize, usize)>,
+    /// Distance between B's columns within a row (not transposed).
+    step: usize,
     accumulate: bool,
     rows: usize,
     vectors: usize,
@@ -38,12 +40,12 @@ struct Case {
 
 /// Runs `case` on `isa` and checks it against the triple loop; returns C.
 fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
-    let Case { m, n, k, a_transposed, b_transposed, b_table, wrap, accumulate, rows, vectors } = case;
+    let Case { m, n, k, a_transposed, b_transposed, b_table, wrap, step, accumulate, rows, vectors } = case;
     let a = fill(m * k, 1);
     let (a_row, a_col) = if a_transposed { (1, m as i64) } else { (k as i64, 1) };
     // B rows `gap` apart (the table's rows are in reverse order), wide
     // enough for the wrapped columns.
-    let column = |j: usize| wrap.map_or(j, |(row, stride)| j / row * stride + j % row);
+    let column = |j: usize| wrap.map_or(j * step, |(row, stride)| j / row * stride + j % row * step);
     let gap = column(n.max(1) - 1) + 4;
     let b = fill(k * gap.max(n * k), 2);
     let table: Vec<i32> = (0..k).map(|p| ((k - 1 - p) * gap) as i32).collect();
@@ -56,7 +58,7 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
             b[p * gap + column(j)]
         }
     };
-    let (b_row, b_col) = if b_transposed { (1, k as i64) } else { (gap as i64, 1) };
+    let (b_row, b_col) = if b_transposed { (1, k as i64) } else { (gap as i64, step as i64) };
     let c_row = n + 5;
     let mut c = fill(m * c_row, 3);
     let before = c.clone();
@@ -132,6 +134,7 @@ fn drivers_match_the_triple_loop() {
                             b_transposed,
                             b_table,
                             wrap: None,
+                            step: 1,
                             accumulate,
                             rows,
                             vectors,
@@ -141,7 +144,10 @@ fn drivers_match_the_triple_loop() {
                             // Rows shorter than, equal to and longer than a vector.
                             for wrap in [(3, 5), (isa.lanes(), isa.lanes() + 2), (isa.lanes() + 5, isa.lanes() + 9)] {
                                 check(isa, Case { wrap: Some(wrap), ..case });
+                                // Every other column (a stride-2 convolution).
+                                check(isa, Case { wrap: Some((wrap.0, 2 * wrap.1)), step: 2, ..case });
                             }
+                            check(isa, Case { step: 3, ..case });
                         }
                     }
                 }
@@ -161,6 +167,7 @@ fn results_do_not_depend_on_the_tile_or_the_split() {
             b_transposed: false,
             b_table: false,
             wrap: None,
+            step: 1,
             accumulate: true,
             rows: 1,
             vectors: 1,

@@ -154,7 +154,7 @@ impl Builder<'_> {
                         n: p,
                         k,
                         a: weights.clone(),
-                        b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: 1 },
+                        b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: c.stride[1] as i64 },
                         c: cm,
                         epilogue,
                         b_rows: Some(table),

@@ -4,8 +4,9 @@
 //! the JIT, never which elements are combined, so it is ignored here.
 //!
 //! With `a`, `b`, `c` the matrices' offsets (evaluated once, when the
-//! statement runs) and `wrap(j) = (j / row) * stride + j % row` the column
-//! position of a [`crate::kernel::ColumnWrap`]:
+//! statement runs) and `wrap(j) = (j / row) * stride + (j % row) * step`
+//! the column position of a [`crate::kernel::ColumnWrap`] (`step` is B's
+//! column stride for `b_wrap`, 1 for `c_wrap`):
 //!
 //! - `A[i, p]` is at `a + i * a.row_stride + p * a.col_stride`; with
 //!   `k_split` (segment `s = p / inner`, `t = p % inner`, `inner = k /
@@ -49,12 +50,12 @@ fn mul(a: i64, b: i64) -> Result<i64, Fault> {
     a.checked_mul(b).ok_or(Fault::Overflow)
 }
 
-/// `(j / row) * stride + j % row`.
-fn wrapped(w: &ColumnWrap, j: usize) -> Result<i64, Fault> {
+/// `(j / row) * stride + (j % row) * step`.
+fn wrapped(w: &ColumnWrap, j: usize, step: i64) -> Result<i64, Fault> {
     if w.row == 0 {
         return Err(Fault::BadDivision { op: "column wrap", value: j as i64, divisor: 0 });
     }
-    add(mul((j / w.row) as i64, w.stride)?, (j % w.row) as i64)
+    add(mul((j / w.row) as i64, w.stride)?, mul((j % w.row) as i64, step)?)
 }
 
 /// `count` positions `i * stride`.
@@ -103,7 +104,7 @@ impl Layout {
         };
         let b_col = match (g.k_split, g.b_rows, g.b_wrap) {
             (Some(_), Some(t), _) => table(t, g.n, arena)?,
-            (_, _, Some(w)) => (0..g.n).map(|j| wrapped(&w, j)).collect::<Result<_, _>>()?,
+            (_, _, Some(w)) => (0..g.n).map(|j| wrapped(&w, j, g.b.col_stride)).collect::<Result<_, _>>()?,
             _ => strided(g.n, g.b.col_stride)?,
         };
         let c_row = match g.c_rows {
@@ -111,7 +112,7 @@ impl Layout {
             None => strided(g.m, g.c.row_stride)?,
         };
         let c_col = match g.c_wrap {
-            Some(w) => (0..g.n).map(|j| wrapped(&w, j)).collect::<Result<_, _>>()?,
+            Some(w) => (0..g.n).map(|j| wrapped(&w, j, 1)).collect::<Result<_, _>>()?,
             None => strided(g.n, g.c.col_stride)?,
         };
         Ok(Layout { a_row: strided(g.m, g.a.row_stride)?, a_col, b_row, b_col, c_row, c_col })

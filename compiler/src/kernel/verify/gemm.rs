@@ -210,10 +210,7 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                 }
             }
             if let Some(w) = g.b_wrap {
-                if g.b.col_stride != 1 {
-                    out.push(ignored("b_wrap", "micro tiles over B with unit column stride"));
-                }
-                if w.row == 0 || w.stride < w.row as i64 {
+                if w.row == 0 || w.stride < w.row as i64 * g.b.col_stride {
                     out.push(GemmRule::WrapOverlaps { flag: "b_wrap", row: w.row, stride: w.stride });
                 }
             }
@@ -312,9 +309,20 @@ pub(super) struct Footprint<'g> {
 
 /// The used offsets of wrapped columns `0..n`: column `j` at
 /// `(j / row) * stride + j % row`.
-fn wrapped_columns(w: ColumnWrap, n: usize) -> Interval {
+fn wrapped_columns(w: ColumnWrap, n: usize, step: i64) -> Interval {
     let last = n.max(1) - 1;
-    Interval { lo: 0, hi: (last / w.row) as i64 * w.stride + (last % w.row) as i64 }
+    let (full_rows, rest) = ((last / w.row) as i64, (last % w.row) as i64);
+    if w.stride >= 0 && step >= 0 {
+        // The farthest column ends the last row, or the row before it.
+        let end_of_last = full_rows.saturating_mul(w.stride).saturating_add(rest.saturating_mul(step));
+        let end_of_previous =
+            (full_rows - 1).saturating_mul(w.stride).saturating_add((w.row as i64 - 1).saturating_mul(step));
+        return Interval { lo: 0, hi: if full_rows > 0 { end_of_last.max(end_of_previous) } else { end_of_last } };
+    }
+    // Every row start plus every position within a row: a bound for any signs.
+    let rows = Interval::span(last / w.row + 1, w.stride);
+    let within = Interval::span(n.min(w.row), step);
+    rows.add(within).unwrap_or(Interval { lo: i64::MIN, hi: i64::MAX })
 }
 
 /// The elements a scattered C's vector adds write: every lane of every
@@ -382,7 +390,8 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
                 None => Some(Interval::span(g.k, g.b.row_stride)),
             };
             let cols = match (g.tile, g.b_wrap, wrapped(g, lanes)) {
-                (GemmTile::Micro { .. }, Some(w), _) | (_, _, Some((w, false))) if w.row > 0 => wrapped_columns(w, g.n),
+                (GemmTile::Micro { .. }, Some(w), _) if w.row > 0 => wrapped_columns(w, g.n, g.b.col_stride),
+                (_, _, Some((w, false))) if w.row > 0 => wrapped_columns(w, g.n, 1),
                 _ => Interval::span(g.n, g.b.col_stride),
             };
             push("matrix B in", g.b.buf, Some(&g.b.offset), rows.and_then(|r| r.add(cols)));
