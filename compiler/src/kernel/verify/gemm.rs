@@ -209,10 +209,10 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                     out.push(ignored(flag, "outer-product or dot tiles"));
                 }
             }
-            if let Some(w) = g.b_wrap {
-                if w.row == 0 || w.stride < w.row as i64 * g.b.col_stride {
-                    out.push(GemmRule::WrapOverlaps { flag: "b_wrap", row: w.row, stride: w.stride });
-                }
+            if let Some(w) = g.b_wrap
+                && (w.row == 0 || w.stride < w.row as i64 * g.b.col_stride)
+            {
+                out.push(GemmRule::WrapOverlaps { flag: "b_wrap", row: w.row, stride: w.stride });
             }
             for (matrix, buf) in [("A", g.a.buf), ("B", g.b.buf)] {
                 if buf == g.c.buf {
