@@ -17,11 +17,14 @@ use jit_support::random_net::random_net;
 use jit_support::*;
 use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::graph::Graph;
+use kiln_compiler::graph::NodeId;
 use kiln_compiler::interp;
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::{Bias, Gemm, GemmTile, KernelInterpreter, Program, Stmt};
 use kiln_compiler::ops::{Loss, Sgd};
-use std::collections::BTreeMap;
+use kiln_compiler::target::{ProductIsa, Target};
+use kiln_compiler::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap};
 
 const REL: f32 = 1e-5;
 
@@ -51,16 +54,19 @@ impl GemmForms {
 
     fn add_gemm(&mut self, g: &Gemm) {
         let e = &g.epilogue;
-        let wraps = |w: Option<kiln_compiler::kernel::ColumnWrap>| w.is_some_and(|w| w.fits(g.n, 4));
+        let micro = matches!(g.tile, GemmTile::Micro { .. });
+        // Only wraps the JIT takes count (a 128-bit tile ignores one that
+        // does not fit; the micro-kernels take every wrap).
+        let wraps = |w: Option<kiln_compiler::kernel::ColumnWrap>| w.is_some_and(|w| micro || w.fits(g.n, 4));
         for (form, present) in [
             ("outer tile", matches!(g.tile, GemmTile::Outer { .. })),
             ("dot tile", matches!(g.tile, GemmTile::Dot { .. })),
+            ("micro tile", micro),
             ("b_rows as row table", g.b_rows.is_some() && g.k_split.is_none()),
             ("b_rows as column table", g.b_rows.is_some() && g.k_split.is_some()),
             ("k_split", g.k_split.is_some()),
             ("k_split wrapping", g.k_split.is_some_and(|s| s.wraps(g.k, 4))),
             ("k_split segmented", g.k_split.is_some_and(|s| !s.wraps(g.k, 4))),
-            // Only wraps the JIT takes count (it ignores one that does not fit).
             ("b_wrap", wraps(g.b_wrap)),
             ("c_rows + c_wrap", g.c_rows.is_some() && wraps(g.c_wrap)),
             ("a_splat", g.a_splat),
@@ -99,15 +105,29 @@ struct Tally {
 fn three_way(name: &str, graph: &Graph, batch: usize, seed: u64, keep_all: bool, tally: &mut Tally) {
     let feeds = random_feeds(graph, batch, seed);
     let want = interp::evaluate(graph, batch, &feeds).expect("graph interpreter");
-    let options = JitOptions { keep_all, ..debug_options() };
-    let (program, observable) = jit::plan(graph, batch, &options).expect("plan");
+    for isa in product_isas() {
+        let options = JitOptions { keep_all, target: Some(Target::host().with_products(isa)), ..debug_options() };
+        three_way_on(&format!("{name} on {isa}"), graph, batch, (&feeds, &want), &options, tally);
+    }
+}
+
+/// [`three_way`] on one target.
+fn three_way_on(
+    name: &str,
+    graph: &Graph,
+    batch: usize,
+    (feeds, want): (&HashMap<NodeId, Tensor>, &[Tensor]),
+    options: &JitOptions,
+    tally: &mut Tally,
+) {
+    let (program, observable) = jit::plan(graph, batch, options).expect("plan");
     tally.forms.add_program(&program);
     let mut kir = KernelInterpreter::new(program).expect("kernel interpreter");
-    for (&id, t) in &feeds {
+    for (&id, t) in feeds {
         kir.set(id, &t.data).expect("set");
     }
     kir.run().unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut exe = compile_with(graph, batch, &feeds, &options);
+    let mut exe = compile_with(graph, batch, feeds, options);
     exe.run().unwrap();
     let mut compare = |what: String, node, want: &[f32]| {
         let kernel_ir = kir.get(node).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -230,5 +250,9 @@ fn random_graphs_forward_and_training_step() {
         checks.push(Check { name: format!("random {case} forward"), graph: forward, batch, seed: seed ^ 0x5eed });
         checks.push(Check { name: format!("random {case} training"), graph: train, batch, seed: seed ^ 0x7ea1 });
     }
-    run_checks(checks).assert_has(&["outer tile", "dot tile"]);
+    let forms = run_checks(checks);
+    forms.assert_has(&["outer tile", "dot tile"]);
+    if ProductIsa::host() != ProductIsa::Vector128 {
+        forms.assert_has(&["micro tile"]);
+    }
 }

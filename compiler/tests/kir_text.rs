@@ -36,12 +36,16 @@ fn forward_graph(source: &str) -> Graph {
 /// program; returns the texts.
 fn round_trip_plans(graph: &Graph, what: &str) -> Vec<String> {
     let mut texts = Vec::new();
-    for batch in [4, 3] {
-        for threads in [1, 2] {
-            let options = JitOptions { threads, input_grads: true, ..JitOptions::default() };
-            let (program, _) = jit::plan(graph, batch, &options).unwrap_or_else(|e| panic!("{what}: {e}"));
-            assert!(!program.kernels.is_empty());
-            texts.push(assert_round_trip(&program, &format!("{what} batch {batch} threads {threads}")));
+    // Both product paths, whatever this CPU has (planning emits no code).
+    for target in [Target::host_128(), Target::host_128().with_products(ProductIsa::Avx512)] {
+        for batch in [4, 3] {
+            for threads in [1, 2] {
+                let options = JitOptions { threads, input_grads: true, target: Some(target), ..JitOptions::default() };
+                let (program, _) = jit::plan(graph, batch, &options).unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert!(!program.kernels.is_empty());
+                let case = format!("{what} {} batch {batch} threads {threads}", target.products);
+                texts.push(assert_round_trip(&program, &case));
+            }
         }
     }
     texts
@@ -59,8 +63,10 @@ fn round_trip_net(source: &str, what: &str) -> Vec<String> {
 #[test]
 fn lecture_lenet_round_trips() {
     let texts = round_trip_net(include_str!("../../examples/lenet.net"), "examples/lenet.net");
-    // The training program holds matrix products with fused epilogues.
-    let training = &texts[4];
+    // The training program holds matrix products with fused epilogues
+    // (texts: forward, then training, each 128-bit then AVX-512 products).
+    let training = &texts[8];
+    assert!(texts[12].contains("tile micro avx512 rows"), "no micro tile in LeNet's AVX-512 training program");
     if let Ok(path) = std::env::var("KIR_TEXT_DUMP") {
         std::fs::write(path, training).expect("dump");
     }

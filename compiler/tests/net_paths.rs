@@ -278,7 +278,7 @@ const LENET: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 4 | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | dot 4x2 b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
@@ -299,7 +299,7 @@ const LENET: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 64 | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | dot 4x2 b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
@@ -396,11 +396,11 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -419,11 +419,11 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -486,7 +486,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a: x4 over 4 | pack dcol | micro avx512 12x2
@@ -496,7 +496,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 4 | pack dcol | micro avx512 12x2
@@ -506,11 +506,11 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight: x4 over 4 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -532,7 +532,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 12x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b3b.weight.combine: x4 over 36864
     grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
@@ -542,7 +542,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b2b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 64 | pack dcol | micro avx512 12x2
@@ -552,11 +552,11 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight: x4 over 8 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -598,11 +598,11 @@ const WIDE5: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
-    grad_avg: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -618,11 +618,11 @@ const WIDE5: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc.weight: x4 over 4 | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
-    grad_avg: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv2.weight.combine: x4 over 25600
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split

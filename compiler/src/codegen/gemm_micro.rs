@@ -20,6 +20,10 @@ impl Fx<'_, '_> {
             Some(t) => self.bufptr[&t],
             None => self.iconst(0),
         };
+        let c_rows = match g.c_rows {
+            Some(t) => self.bufptr[&t],
+            None => self.iconst(0),
+        };
         let fields: [(usize, Value); GEMM_CALL_FIELDS] = [
             (offset_of!(GemmCall, m), self.iconst(g.m as i64)),
             (offset_of!(GemmCall, n), self.iconst(g.n as i64)),
@@ -35,6 +39,9 @@ impl Fx<'_, '_> {
             (offset_of!(GemmCall, wrap_stride), self.iconst(g.b_wrap.map_or(0, |w| w.stride))),
             (offset_of!(GemmCall, c), p.c),
             (offset_of!(GemmCall, c_row), self.iconst(g.c.row_stride)),
+            (offset_of!(GemmCall, c_rows), c_rows),
+            (offset_of!(GemmCall, c_wrap_row), self.iconst(g.c_wrap.map_or(0, |w| w.row as i64))),
+            (offset_of!(GemmCall, c_wrap_stride), self.iconst(g.c_wrap.map_or(0, |w| w.stride))),
             (offset_of!(GemmCall, accumulate), self.iconst(i64::from(g.epilogue.accumulate))),
             (offset_of!(GemmCall, rows), self.iconst(rows as i64)),
             (offset_of!(GemmCall, vectors), self.iconst(vectors as i64)),

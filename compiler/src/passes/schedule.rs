@@ -77,8 +77,8 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
 }
 
 /// A call to the target's wide micro-kernels, when the product's layout is
-/// one the driver reads (dense C, B rows in place or through a table, its
-/// columns adjacent or wrapping across rows) and
+/// one the driver reads (B rows in place or through a table, its columns
+/// adjacent or wrapping across rows; C dense, or scattered for sums) and
 /// packing B, where its columns are not adjacent, is shared by at least one
 /// whole register tile of rows. The tile spans two vectors when C has more
 /// columns than one vector holds, and as many rows as the ISA's registers
@@ -93,7 +93,15 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
         && e.grad_mask.as_ref().is_none_or(|(_, m)| m.col_stride == 1);
     let wrap_ok = g.b_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64 * g.b.col_stride);
-    let plain = g.k_split.is_none() && wrap_ok && g.c_rows.is_none() && g.c_wrap.is_none();
+    // A scattered C (rows through a table, wrapped columns) only takes sums.
+    let sums_only = e.accumulate
+        && e.bias.is_none()
+        && e.activation.is_none()
+        && e.pre_activation.is_none()
+        && e.grad_mask.is_none();
+    let c_ok = (g.c_rows.is_none() && g.c_wrap.is_none()) || sums_only;
+    let c_wrap_ok = g.c_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64);
+    let plain = g.k_split.is_none() && wrap_ok && c_ok && c_wrap_ok;
     let apart = g.c.buf != g.a.buf && g.c.buf != g.b.buf;
     if !(unit_columns && plain && apart) {
         return None;

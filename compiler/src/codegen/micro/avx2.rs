@@ -48,8 +48,11 @@ unsafe fn store(p: *mut f32, x: V) {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn mask(lanes: usize) -> Mask {
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+fn mask(first: usize, end: usize) -> Mask {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let below_end = _mm256_cmpgt_epi32(_mm256_set1_epi32(end as i32), lane);
+    let from_first = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(first as i32 - 1));
+    _mm256_and_si256(below_end, from_first)
 }
 
 #[inline]

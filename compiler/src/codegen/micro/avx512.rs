@@ -48,8 +48,8 @@ unsafe fn store(p: *mut f32, x: V) {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn mask(lanes: usize) -> Mask {
-    ((1u32 << lanes) - 1) as Mask
+fn mask(first: usize, end: usize) -> Mask {
+    (((1u32 << end) - 1) & !((1u32 << first) - 1)) as Mask
 }
 
 #[inline]

@@ -8,7 +8,7 @@
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
-        use super::{GemmCall, KC};
+        use super::{GemmCall, KC, Piece};
 
         /// Column vectors a register tile may span.
         const MAX_VECTORS: usize = 2;
@@ -17,21 +17,19 @@ macro_rules! driver {
 
         /// `rows x vectors` results of C from `b_rows.len()` reduction
         /// steps: `A[r, p]` at `a + r * a_row + p * a_col`, row `p` of B
-        /// at `b_rows[p]` (at least `VECTORS` whole vectors readable), C's
-        /// row `r` at `c + r * c_row` with `cols` valid columns.
+        /// at `b_rows[p]` (at least `VECTORS` whole vectors readable); lane
+        /// `l` of vector `v` of C's row `r` at `c_at[r] + offset + l` for
+        /// each piece of `v` (`first <= l < end`).
         ///
         /// # Safety
         /// Every address above is inside a live allocation.
         #[target_feature(enable = $feature)]
-        #[allow(clippy::too_many_arguments)]
         unsafe fn tile<const ROWS: usize, const VECTORS: usize>(
             a: *const f32,
-            a_row: isize,
-            a_col: isize,
+            [a_row, a_col]: [isize; 2],
             b_rows: &[*const f32],
-            c: *mut f32,
-            c_row: isize,
-            cols: usize,
+            c_at: &[*mut f32],
+            pieces: &[Piece],
             add_to_c: bool,
         ) {
             let mut acc = [[zero(); VECTORS]; ROWS];
@@ -55,21 +53,22 @@ macro_rules! driver {
                     }
                 }
             }
-            for (r, row) in acc.iter().enumerate() {
-                // SAFETY: C's row `r` and its `cols` columns are inside C (caller).
-                let c_r = unsafe { c.offset(r as isize * c_row) };
+            // Rows in order, each a read-modify-write finished before the
+            // next: rows of a scattered C may overlap one another.
+            for (row, &base) in acc.iter().zip(c_at) {
                 for (v, &sum) in row.iter().enumerate() {
-                    let lanes = cols.saturating_sub(v * LANES).min(LANES);
-                    let at = c_r.wrapping_add(v * LANES);
-                    // SAFETY: the first `lanes` lanes from `at` are C's.
-                    unsafe {
-                        if lanes == LANES {
-                            let x = if add_to_c { add(load(at), sum) } else { sum };
-                            store(at, x);
-                        } else if lanes > 0 {
-                            let m = mask(lanes);
-                            let x = if add_to_c { add(load_masked(at, m), sum) } else { sum };
-                            store_masked(at, m, x);
+                    for piece in pieces.iter().filter(|p| p.vector == v) {
+                        let at = base.wrapping_offset(piece.offset);
+                        // SAFETY: the piece's lanes from `at` are C's (caller).
+                        unsafe {
+                            if piece.first == 0 && piece.end == LANES {
+                                let x = if add_to_c { add(load(at), sum) } else { sum };
+                                store(at, x);
+                            } else {
+                                let m = mask(piece.first, piece.end);
+                                let x = if add_to_c { add(load_masked(at, m), sum) } else { sum };
+                                store_masked(at, m, x);
+                            }
                         }
                     }
                 }
@@ -79,22 +78,19 @@ macro_rules! driver {
         /// Picks the tile of `rows` rows (the driver never asks for more
         /// than the ISA's `max_rows`).
         #[target_feature(enable = $feature)]
-        #[allow(clippy::too_many_arguments)]
         unsafe fn tile_of<const VECTORS: usize>(
             rows: usize,
             a: *const f32,
-            a_row: isize,
-            a_col: isize,
+            strides: [isize; 2],
             b_rows: &[*const f32],
-            c: *mut f32,
-            c_row: isize,
-            cols: usize,
+            c_at: &[*mut f32],
+            pieces: &[Piece],
             add_to_c: bool,
         ) {
             macro_rules! go {
                 ($r:literal) => {
                     // SAFETY: forwarded from the caller.
-                    unsafe { tile::<$r, VECTORS>(a, a_row, a_col, b_rows, c, c_row, cols, add_to_c) }
+                    unsafe { tile::<$r, VECTORS>(a, strides, b_rows, c_at, pieces, add_to_c) }
                 };
             }
             match rows {
@@ -141,6 +137,15 @@ macro_rules! driver {
                     (j / wrap_row) as isize * g.wrap_stride as isize + (j % wrap_row) as isize * b_col
                 }
             };
+            let c_wrap_row = g.c_wrap_row.max(0) as usize;
+            // Where column `j` of C is, from its row's start.
+            let c_column = |j: usize| -> isize {
+                if c_wrap_row == 0 {
+                    j as isize
+                } else {
+                    (j / c_wrap_row) as isize * g.c_wrap_stride as isize + (j % c_wrap_row) as isize
+                }
+            };
             let mut columns = [0isize; PANEL_ROW];
             for j0 in (0..n).step_by(width) {
                 let cols = width.min(n - j0);
@@ -150,6 +155,23 @@ macro_rules! driver {
                 for (j, at) in columns.iter_mut().enumerate().take(cols) {
                     *at = column(j0 + j) - column(j0);
                 }
+                // C's columns of this block as runs of adjacent elements,
+                // cut at vector and wrap-row boundaries.
+                let mut piece_store = [Piece { vector: 0, first: 0, end: 0, offset: 0 }; 2 * PANEL_ROW];
+                let mut count = 0;
+                let mut j = 0;
+                while j < cols {
+                    let vector = j / LANES;
+                    let mut end = (cols.min((vector + 1) * LANES)).max(j + 1);
+                    if c_wrap_row > 0 {
+                        end = end.min(j + (c_wrap_row - (j0 + j) % c_wrap_row));
+                    }
+                    let offset = c_column(j0 + j) - c_column(j0) - (j - vector * LANES) as isize;
+                    piece_store[count] = Piece { vector, first: j - vector * LANES, end: end - vector * LANES, offset };
+                    count += 1;
+                    j = end;
+                }
+                let pieces = &piece_store[..count];
                 let mut p0 = 0;
                 loop {
                     let steps = KC.min(k - p0);
@@ -176,15 +198,25 @@ macro_rules! driver {
                     for i0 in (0..m).step_by(tile_rows) {
                         let rows = tile_rows.min(m - i0);
                         let a = g.a.wrapping_offset(i0 as isize * a_row + p0 as isize * a_col);
-                        let c = g.c.wrapping_offset(i0 as isize * g.c_row as isize + j0 as isize);
+                        let mut c_at = [g.c; 12];
+                        for (r, at) in c_at.iter_mut().enumerate().take(rows) {
+                            let row = if g.c_rows.is_null() {
+                                (i0 + r) as isize * g.c_row as isize
+                            } else {
+                                // SAFETY: the table holds `m` offsets (caller).
+                                unsafe { *g.c_rows.add(i0 + r) as isize }
+                            };
+                            *at = g.c.wrapping_offset(row + c_column(j0));
+                        }
                         let rows_b = &b_rows[..steps];
+                        let strides = [a_row, a_col];
                         // SAFETY: the block's elements are inside A, B (or
                         // the panel) and C (caller, and the loops' bounds).
                         unsafe {
                             if vectors == 1 {
-                                tile_of::<1>(rows, a, a_row, a_col, rows_b, c, g.c_row as isize, cols, add_to_c);
+                                tile_of::<1>(rows, a, strides, rows_b, &c_at[..rows], pieces, add_to_c);
                             } else {
-                                tile_of::<2>(rows, a, a_row, a_col, rows_b, c, g.c_row as isize, cols, add_to_c);
+                                tile_of::<2>(rows, a, strides, rows_b, &c_at[..rows], pieces, add_to_c);
                             }
                         }
                     }

@@ -41,8 +41,10 @@ pub const KC: usize = 256;
 /// `B[p, j]` is `column(j)` further, where `column(j)` is `j * b_col`, or
 /// with a wrap (`wrap_row > 0`) `(j / wrap_row) * wrap_stride + (j %
 /// wrap_row) * b_col` (a convolution's output positions in its input's
-/// wider rows);
-/// `C[i, j]` is at `c + i * c_row + j`.
+/// wider rows); row `i` of C starts at `c + c_rows[i]` or `c + i * c_row`
+/// and `C[i, j]` is `j`, or `(j / c_wrap_row) * c_wrap_stride + j %
+/// c_wrap_row`, further (a convolution's input gradient added into the
+/// image, taps overlapping: rows are stored one after another).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GemmCall {
@@ -70,10 +72,16 @@ pub struct GemmCall {
     pub wrap_row: i64,
     /// Distance between the rows of B's wrap.
     pub wrap_stride: i64,
-    /// `C[0, 0]`; C's columns are adjacent.
+    /// `C[0, 0]` (with `c_rows`, the base its offsets count from).
     pub c: *mut f32,
-    /// Distance between C's rows.
+    /// Distance between C's rows (without `c_rows`).
     pub c_row: i64,
+    /// Offsets of C's rows from `c` (`m` of them), or null.
+    pub c_rows: *const i32,
+    /// Columns of C per row of its wrap, or 0 for adjacent columns.
+    pub c_wrap_row: i64,
+    /// Distance between the rows of C's wrap.
+    pub c_wrap_stride: i64,
     /// Non-zero: add the product to C's previous contents.
     pub accumulate: i64,
     /// Rows of the register tile (clamped to what the ISA's registers hold).
@@ -82,9 +90,19 @@ pub struct GemmCall {
     pub vectors: i64,
 }
 
+/// Lanes `first..end` of a tile's column vector `vector`, stored from `offset`
+/// (lane `l` at `offset + l`) relative to the block's first column.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    vector: usize,
+    first: usize,
+    end: usize,
+    offset: isize,
+}
+
 /// The fields of [`GemmCall`] in memory order: what the calling kernel
 /// stores, each at `8 * index`.
-pub const GEMM_CALL_FIELDS: usize = 17;
+pub const GEMM_CALL_FIELDS: usize = 20;
 const _: () = assert!(std::mem::size_of::<GemmCall>() == 8 * GEMM_CALL_FIELDS);
 
 /// The symbol of `isa`'s driver, which the JIT resolves.

@@ -77,6 +77,9 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
         wrap_stride: wrap.map_or(0, |w| w.1 as i64),
         c: c.as_mut_ptr(),
         c_row: c_row as i64,
+        c_rows: std::ptr::null(),
+        c_wrap_row: 0,
+        c_wrap_stride: 0,
         accumulate: i64::from(accumulate),
         rows: rows as i64,
         vectors: vectors as i64,
@@ -181,6 +184,65 @@ fn results_do_not_depend_on_the_tile_or_the_split() {
                     "{isa}: {rows}x{vectors} differs"
                 );
             }
+        }
+    }
+}
+
+/// A convolution's input gradient: rows of C (taps) added into one image
+/// through a table of tap offsets, columns wrapping into the image's wider
+/// rows, taps overlapping one another.
+#[test]
+fn scattered_c_adds_every_tap_into_the_image() {
+    for isa in isas() {
+        for (row, stride) in [(3, 5), (8, 10), (isa.lanes(), isa.lanes() + 2), (isa.lanes() + 3, isa.lanes() + 5)] {
+            let (m, n, k) = (9, row * 3, 20);
+            let a = fill(m * k, 4);
+            let b = fill(k * n, 5);
+            // Tap `i` lands `(i / 3) * stride + i % 3` into the image: taps overlap.
+            let table: Vec<i32> = (0..m).map(|i| ((i / 3) * stride + i % 3) as i32).collect();
+            let image = 2 * stride + 2 + 3 * stride + 1;
+            let mut c = fill(image, 6);
+            let mut want: Vec<f64> = c.iter().map(|&x| f64::from(x)).collect();
+            for i in 0..m {
+                for j in 0..n {
+                    let sum: f64 = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+                    want[table[i] as usize + j / row * stride + j % row] += sum;
+                }
+            }
+            for vectors in [1, 2] {
+                let mut got = c.clone();
+                let call = GemmCall {
+                    m: m as i64,
+                    n: n as i64,
+                    k: k as i64,
+                    a: a.as_ptr(),
+                    a_row: k as i64,
+                    a_col: 1,
+                    b: b.as_ptr(),
+                    b_row: n as i64,
+                    b_col: 1,
+                    b_rows: std::ptr::null(),
+                    wrap_row: 0,
+                    wrap_stride: 0,
+                    c: got.as_mut_ptr(),
+                    c_row: 0,
+                    c_rows: table.as_ptr(),
+                    c_wrap_row: row as i64,
+                    c_wrap_stride: stride as i64,
+                    accumulate: 1,
+                    rows: isa.max_tile_rows(vectors) as i64,
+                    vectors: vectors as i64,
+                };
+                // SAFETY: every element the call names is inside `a`, `b`, `table` and `got`.
+                assert!(unsafe { run(isa, &call) });
+                for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(g) - w).abs() < 1e-4,
+                        "{isa} row {row} stride {stride}: image[{e}] = {g}, expected {w}"
+                    );
+                }
+            }
+            c.clear();
         }
     }
 }

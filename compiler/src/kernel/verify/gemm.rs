@@ -202,12 +202,22 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                     out.push(GemmRule::OuterNeedsUnitColumns { matrix, stride });
                 }
             }
-            for (flag, set) in
-                [("k_split", g.k_split.is_some()), ("c_rows", g.c_rows.is_some()), ("c_wrap", g.c_wrap.is_some())]
+            if g.k_split.is_some() {
+                out.push(ignored("k_split", "dot tiles"));
+            }
+            let e = &g.epilogue;
+            let sums_only = e.accumulate
+                && e.bias.is_none()
+                && e.activation.is_none()
+                && e.pre_activation.is_none()
+                && e.grad_mask.is_none();
+            if (g.c_rows.is_some() || g.c_wrap.is_some()) && !sums_only {
+                out.push(GemmRule::ScatterEpilogue { row: g.c_wrap.map_or(g.n, |w| w.row) });
+            }
+            if let Some(w) = g.c_wrap
+                && (w.row == 0 || w.stride < w.row as i64)
             {
-                if set {
-                    out.push(ignored(flag, "outer-product or dot tiles"));
-                }
+                out.push(GemmRule::WrapOverlaps { flag: "c_wrap", row: w.row, stride: w.stride });
             }
             if let Some(w) = g.b_wrap
                 && (w.row == 0 || w.stride < w.row as i64 * g.b.col_stride)
@@ -358,9 +368,19 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     };
     let dense = |m: &crate::kernel::MatrixRef| Interval::span(g.m, m.row_stride).add(Interval::span(g.n, m.col_stride));
     // C, and the matrices laid out like it.
-    let c = match scattered(g, lanes) {
-        Some((t, w)) => table(t, g.m).and_then(|rows| rows.add(scattered_columns(w, g.n, lanes))),
-        None => dense(&g.c),
+    let micro = matches!(g.tile, GemmTile::Micro { .. });
+    let micro_columns = |w: Option<ColumnWrap>| match w {
+        Some(w) if w.row > 0 => Some(wrapped_columns(w, g.n, 1)),
+        Some(_) => None,
+        None => Some(Interval::span(g.n, 1)),
+    };
+    let c = match (micro, g.c_rows, g.c_wrap) {
+        (true, Some(t), w) => table(t, g.m).zip(micro_columns(w)).and_then(|(rows, cols)| rows.add(cols)),
+        (true, None, Some(w)) => micro_columns(Some(w)).and_then(|cols| Interval::span(g.m, g.c.row_stride).add(cols)),
+        _ => match scattered(g, lanes) {
+            Some((t, w)) => table(t, g.m).and_then(|rows| rows.add(scattered_columns(w, g.n, lanes))),
+            None => dense(&g.c),
+        },
     };
     push("matrix C in", g.c.buf, Some(&g.c.offset), c);
     if let Some(m) = &g.epilogue.pre_activation {
