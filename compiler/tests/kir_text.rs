@@ -337,8 +337,9 @@ fn gemm_variants() -> Vec<Gemm> {
         Activation::LeakyRelu(0.01),
         Activation::Elu(-0.0),
     ];
-    let micro = GemmTile::Micro { isa: ProductIsa::Avx2, rows: 6, vectors: 2 };
-    let mut variants = vec![plain_gemm(outer), plain_gemm(dot), plain_gemm(micro)];
+    let micro = GemmTile::Micro { isa: ProductIsa::Avx2, rows: 6, vectors: 2, transposed: false };
+    let transposed = GemmTile::Micro { isa: ProductIsa::Avx512, rows: 12, vectors: 1, transposed: true };
+    let mut variants = vec![plain_gemm(outer), plain_gemm(dot), plain_gemm(micro), plain_gemm(transposed)];
     let mut with = |f: &dyn Fn(&mut Gemm)| {
         let mut g = plain_gemm(outer);
         f(&mut g);

@@ -92,7 +92,9 @@ fn describe_gemm(g: &Gemm) -> String {
     let mut text = match g.tile {
         GemmTile::Outer { rows, vectors, unroll } => format!("outer {rows}x{vectors} u{unroll}"),
         GemmTile::Dot { rows, cols, .. } => format!("dot {rows}x{cols}"),
-        GemmTile::Micro { isa, rows, vectors } => format!("micro {isa} {rows}x{vectors}"),
+        GemmTile::Micro { isa, rows, vectors, transposed } => {
+            format!("micro {isa} {rows}x{vectors}{}", if transposed { " transposed" } else { "" })
+        }
     };
     let flags = [
         ("b_rows", g.b_rows.is_some()),
@@ -279,9 +281,9 @@ const LENET: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 4 | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 4 | dot 4x2 b_rows k_split k_wraps
+    grad_conv2.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
+    grad_conv1.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -300,9 +302,9 @@ const LENET: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 64 | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 8 | dot 4x2 b_rows k_split k_wraps
+    grad_conv2.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
+    grad_conv1.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];
@@ -397,13 +399,13 @@ const VGG16C: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
     grad_pool_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -420,13 +422,13 @@ const VGG16C: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
     grad_pool_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
     grad_pool: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];
@@ -487,7 +489,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
     grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b3b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_b3b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a: x4 over 4 | pack dcol | micro avx512 12x2
     grad_b3a.weight: x4 over 4 | pack im2col | micro avx512 12x2
@@ -497,7 +499,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b2b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_b2b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 4 | pack dcol | micro avx512 12x2
     grad_b2a.weight: x4 over 4 | pack im2col | micro avx512 12x2
@@ -507,13 +509,13 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b1b.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_b1b.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
     grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b1a.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_b1a.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_stem.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_stem.weight.combine: serial
     ",
     // training, batch 64
@@ -533,7 +535,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
     grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b3b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_b3b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 36864
     grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
     grad_b3a.weight: x4 over 8 | pack im2col | micro avx512 12x2
@@ -543,7 +545,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b2b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_b2b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 64 | pack dcol | micro avx512 12x2
     grad_b2a.weight: x4 over 8 | pack im2col | micro avx512 12x2
@@ -553,13 +555,13 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b1b.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_b1b.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
     grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_b1a.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_b1a.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_stem.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_stem.weight.combine: serial
     ",
 ];
@@ -599,13 +601,13 @@ const WIDE5: [&str; 4] = [
     grad_fc.weight: serial | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
     grad_avg_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv3.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
     grad_avg: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
+    grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -619,13 +621,13 @@ const WIDE5: [&str; 4] = [
     grad_fc.weight: x4 over 4 | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
     grad_avg_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv3.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
     grad_avg: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
-    grad_conv2.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: x4 over 25600
-    grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
+    grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];

@@ -120,7 +120,7 @@ impl Fx<'_, '_> {
                     j += 4;
                 }
             }
-            GemmTile::Micro { rows, vectors, .. } => self.micro_call(g, &ptrs, rows, vectors),
+            GemmTile::Micro { rows, vectors, transposed, .. } => self.micro_call(g, &ptrs, [rows, vectors], transposed),
             GemmTile::Dot { rows, cols, steps } => {
                 let (rows, cols) = (rows.clamp(1, g.m), cols.clamp(1, g.n));
                 let full = g.m / rows * rows;

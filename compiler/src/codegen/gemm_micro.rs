@@ -5,49 +5,105 @@
 use super::Fx;
 use super::gemm::Ptrs;
 use super::micro::{GEMM_CALL_FIELDS, GemmCall};
-use crate::kernel::{Epilogue, Gemm};
+use crate::kernel::{ColumnWrap, Epilogue, Gemm};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
 use std::mem::offset_of;
 
+/// A field of the call: a constant, a computed address, or a table's
+/// address (null when absent).
+enum Field {
+    Const(i64),
+    Value(Value),
+    Table(Option<usize>),
+}
+
 impl Fx<'_, '_> {
-    /// Calls the driver for `g` with a `rows x vectors` register tile.
-    pub(super) fn micro_call(&mut self, g: &Gemm, p: &Ptrs, rows: usize, vectors: usize) {
+    /// Calls the driver for `g` with a `rows x vectors` register tile (of
+    /// `C^T = B^T A^T` when `transposed`).
+    pub(super) fn micro_call(&mut self, g: &Gemm, p: &Ptrs, [rows, vectors]: [usize; 2], transposed: bool) {
         let driver = self.math.micro.expect("a micro tile in a program whose target names a product ISA");
         let bytes = (8 * GEMM_CALL_FIELDS) as u32;
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
-        let b_rows = match g.b_rows {
-            Some(t) => self.bufptr[&t],
-            None => self.iconst(0),
+        let table = |fx: &mut Self, t: Option<usize>| match t {
+            Some(t) => fx.bufptr[&t],
+            None => fx.iconst(0),
         };
-        let c_rows = match g.c_rows {
-            Some(t) => self.bufptr[&t],
-            None => self.iconst(0),
+        let wrap = |w: Option<ColumnWrap>| w.map_or((0, 0), |w| (w.row as i64, w.stride));
+        let (b_wrap, c_wrap) = (wrap(g.b_wrap), wrap(g.c_wrap));
+        let accumulate = i64::from(g.epilogue.accumulate);
+        let fields: Vec<(usize, Field)> = if !transposed {
+            vec![
+                (offset_of!(GemmCall, m), Field::Const(g.m as i64)),
+                (offset_of!(GemmCall, n), Field::Const(g.n as i64)),
+                (offset_of!(GemmCall, k), Field::Const(g.k as i64)),
+                (offset_of!(GemmCall, a), Field::Value(p.a)),
+                (offset_of!(GemmCall, a_row), Field::Const(g.a.row_stride)),
+                (offset_of!(GemmCall, a_col), Field::Const(g.a.col_stride)),
+                (offset_of!(GemmCall, a_rows), Field::Table(None)),
+                (offset_of!(GemmCall, a_seg), Field::Const(0)),
+                (offset_of!(GemmCall, a_seg_stride), Field::Const(0)),
+                (offset_of!(GemmCall, b), Field::Value(p.b)),
+                (offset_of!(GemmCall, b_row), Field::Const(g.b.row_stride)),
+                (offset_of!(GemmCall, b_col), Field::Const(g.b.col_stride)),
+                (offset_of!(GemmCall, b_rows), Field::Table(g.b_rows)),
+                (offset_of!(GemmCall, b_seg), Field::Const(0)),
+                (offset_of!(GemmCall, b_seg_stride), Field::Const(0)),
+                (offset_of!(GemmCall, wrap_row), Field::Const(b_wrap.0)),
+                (offset_of!(GemmCall, wrap_stride), Field::Const(b_wrap.1)),
+                (offset_of!(GemmCall, c), Field::Value(p.c)),
+                (offset_of!(GemmCall, c_row), Field::Const(g.c.row_stride)),
+                (offset_of!(GemmCall, c_col), Field::Const(g.c.col_stride)),
+                (offset_of!(GemmCall, c_rows), Field::Table(g.c_rows)),
+                (offset_of!(GemmCall, c_wrap_row), Field::Const(c_wrap.0)),
+                (offset_of!(GemmCall, c_wrap_stride), Field::Const(c_wrap.1)),
+                (offset_of!(GemmCall, accumulate), Field::Const(accumulate)),
+                (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
+                (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
+            ]
+        } else {
+            // The dot form's B (rows: its columns, through the table;
+            // reduction in segments) is the driver's A, its A the driver's
+            // B, and C is stored transposed.
+            let split = g.k_split.expect("a transposed micro tile has k_split (verified)");
+            let inner = (g.k / split.outer.max(1)) as i64;
+            vec![
+                (offset_of!(GemmCall, m), Field::Const(g.n as i64)),
+                (offset_of!(GemmCall, n), Field::Const(g.m as i64)),
+                (offset_of!(GemmCall, k), Field::Const(g.k as i64)),
+                (offset_of!(GemmCall, a), Field::Value(p.b)),
+                (offset_of!(GemmCall, a_row), Field::Const(g.b.col_stride)),
+                (offset_of!(GemmCall, a_col), Field::Const(g.b.row_stride)),
+                (offset_of!(GemmCall, a_rows), Field::Table(g.b_rows)),
+                (offset_of!(GemmCall, a_seg), Field::Const(inner)),
+                (offset_of!(GemmCall, a_seg_stride), Field::Const(split.b_stride)),
+                (offset_of!(GemmCall, b), Field::Value(p.a)),
+                (offset_of!(GemmCall, b_row), Field::Const(g.a.col_stride)),
+                (offset_of!(GemmCall, b_col), Field::Const(g.a.row_stride)),
+                (offset_of!(GemmCall, b_rows), Field::Table(None)),
+                (offset_of!(GemmCall, b_seg), Field::Const(inner)),
+                (offset_of!(GemmCall, b_seg_stride), Field::Const(split.a_stride)),
+                (offset_of!(GemmCall, wrap_row), Field::Const(0)),
+                (offset_of!(GemmCall, wrap_stride), Field::Const(0)),
+                (offset_of!(GemmCall, c), Field::Value(p.c)),
+                (offset_of!(GemmCall, c_row), Field::Const(g.c.col_stride)),
+                (offset_of!(GemmCall, c_col), Field::Const(g.c.row_stride)),
+                (offset_of!(GemmCall, c_rows), Field::Table(None)),
+                (offset_of!(GemmCall, c_wrap_row), Field::Const(0)),
+                (offset_of!(GemmCall, c_wrap_stride), Field::Const(0)),
+                (offset_of!(GemmCall, accumulate), Field::Const(accumulate)),
+                (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
+                (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
+            ]
         };
-        let fields: [(usize, Value); GEMM_CALL_FIELDS] = [
-            (offset_of!(GemmCall, m), self.iconst(g.m as i64)),
-            (offset_of!(GemmCall, n), self.iconst(g.n as i64)),
-            (offset_of!(GemmCall, k), self.iconst(g.k as i64)),
-            (offset_of!(GemmCall, a), p.a),
-            (offset_of!(GemmCall, a_row), self.iconst(g.a.row_stride)),
-            (offset_of!(GemmCall, a_col), self.iconst(g.a.col_stride)),
-            (offset_of!(GemmCall, b), p.b),
-            (offset_of!(GemmCall, b_row), self.iconst(g.b.row_stride)),
-            (offset_of!(GemmCall, b_col), self.iconst(g.b.col_stride)),
-            (offset_of!(GemmCall, b_rows), b_rows),
-            (offset_of!(GemmCall, wrap_row), self.iconst(g.b_wrap.map_or(0, |w| w.row as i64))),
-            (offset_of!(GemmCall, wrap_stride), self.iconst(g.b_wrap.map_or(0, |w| w.stride))),
-            (offset_of!(GemmCall, c), p.c),
-            (offset_of!(GemmCall, c_row), self.iconst(g.c.row_stride)),
-            (offset_of!(GemmCall, c_rows), c_rows),
-            (offset_of!(GemmCall, c_wrap_row), self.iconst(g.c_wrap.map_or(0, |w| w.row as i64))),
-            (offset_of!(GemmCall, c_wrap_stride), self.iconst(g.c_wrap.map_or(0, |w| w.stride))),
-            (offset_of!(GemmCall, accumulate), self.iconst(i64::from(g.epilogue.accumulate))),
-            (offset_of!(GemmCall, rows), self.iconst(rows as i64)),
-            (offset_of!(GemmCall, vectors), self.iconst(vectors as i64)),
-        ];
+        debug_assert_eq!(fields.len(), GEMM_CALL_FIELDS);
         let call = self.b.ins().stack_addr(I64, slot, 0);
-        for (offset, value) in fields {
+        for (offset, field) in fields {
+            let value = match field {
+                Field::Const(c) => self.iconst(c),
+                Field::Value(v) => v,
+                Field::Table(t) => table(self, t),
+            };
             self.b.ins().store(MemFlagsData::new().with_notrap(), value, call, offset as i32);
         }
         self.b.ins().call(driver, &[call]);

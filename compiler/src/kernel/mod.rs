@@ -622,8 +622,15 @@ pub enum GemmTile {
     /// reduction in blocks of `codegen::micro::KC`; the epilogue past
     /// `accumulate` (bias, activation, stored pre-activation, mask) is a
     /// pass over C afterwards. Needs C and the epilogue's matrices with unit
-    /// column stride, none of `k_split`, `b_wrap`, `c_rows` and `c_wrap`,
-    /// and C overlapping neither A nor B.
+    /// column stride and C overlapping neither A nor B; B's columns may
+    /// wrap (with any column stride), and a C that only takes sums may be
+    /// scattered (`c_rows`, `c_wrap`).
+    ///
+    /// `transposed` runs the product as `C^T = B^T A^T` (the driver's rows
+    /// are C's columns): how a dot-form product with `k_split` (a
+    /// convolution's weight gradient, reading its input in place through
+    /// `b_rows` as a column table) reaches the driver, which then
+    /// broadcasts the input and gathers the output gradient into panels.
     Micro {
         /// The ISA whose driver runs the product.
         isa: ProductIsa,
@@ -631,6 +638,8 @@ pub enum GemmTile {
         rows: usize,
         /// The ISA's vectors across the register tile.
         vectors: usize,
+        /// Run as `C^T = B^T A^T`.
+        transposed: bool,
     },
 }
 

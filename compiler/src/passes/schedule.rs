@@ -80,41 +80,47 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
 /// one the driver reads (B rows in place or through a table, its columns
 /// adjacent or wrapping across rows; C dense, or scattered for sums) and
 /// packing B, where its columns are not adjacent, is shared by at least one
-/// whole register tile of rows. The tile spans two vectors when C has more
+/// whole register tile of rows. A dot-form product split along output rows
+/// (`k_split`: a convolution's weight gradient) runs transposed, its
+/// output gradient packed once per column block and shared by every block
+/// of kernel taps. The tile spans two vectors when the driver's C has more
 /// columns than one vector holds, and as many rows as the ISA's registers
 /// allow.
 fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     let isa = target.products;
-    if isa == ProductIsa::Vector128 {
+    if isa == ProductIsa::Vector128 || g.c.buf == g.a.buf || g.c.buf == g.b.buf {
         return None;
     }
     let e = &g.epilogue;
+    let sums_only = e.bias.is_none() && e.activation.is_none() && e.pre_activation.is_none() && e.grad_mask.is_none();
+    let tile = |rows: usize, columns: usize, transposed: bool| {
+        let vectors = if columns > isa.lanes() { 2 } else { 1 };
+        let most = isa.max_tile_rows(vectors);
+        (most, GemmTile::Micro { isa, rows: most.min(rows.max(1)), vectors, transposed })
+    };
+    if let Some(split) = g.k_split {
+        let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
+        let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
+        return (segments && plain && sums_only).then(|| tile(g.n, g.m, true).1);
+    }
     let unit_columns = g.c.col_stride == 1
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
         && e.grad_mask.as_ref().is_none_or(|(_, m)| m.col_stride == 1);
     let wrap_ok = g.b_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64 * g.b.col_stride);
     // A scattered C (rows through a table, wrapped columns) only takes sums.
-    let sums_only = e.accumulate
-        && e.bias.is_none()
-        && e.activation.is_none()
-        && e.pre_activation.is_none()
-        && e.grad_mask.is_none();
-    let c_ok = (g.c_rows.is_none() && g.c_wrap.is_none()) || sums_only;
+    let c_ok = (g.c_rows.is_none() && g.c_wrap.is_none()) || (sums_only && e.accumulate);
     let c_wrap_ok = g.c_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64);
-    let plain = g.k_split.is_none() && wrap_ok && c_ok && c_wrap_ok;
-    let apart = g.c.buf != g.a.buf && g.c.buf != g.b.buf;
-    if !(unit_columns && plain && apart) {
+    if !(unit_columns && wrap_ok && c_ok && c_wrap_ok) {
         return None;
     }
-    let vectors = if g.n > isa.lanes() { 2 } else { 1 };
-    let rows = isa.max_tile_rows(vectors);
+    let (most, tile) = tile(g.m, g.n, false);
     // A product the layout pass laid out for the micro-kernels (unsplatted
     // weights, strided wrapped columns) has no other tile.
     let laid_out = matches!(g.tile, GemmTile::Micro { .. });
-    if g.b.col_stride != 1 && g.m < rows && !laid_out {
+    if g.b.col_stride != 1 && g.m < most && !laid_out {
         return None;
     }
-    Some(GemmTile::Micro { isa, rows: rows.min(g.m.max(1)), vectors })
+    Some(tile)
 }
 
 /// Work estimate of a kernel for the parallel threshold.
@@ -187,6 +193,9 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
         GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors, lanes),
         GemmTile::Dot { rows, cols, .. } => (rows, cols, lanes),
         // Blocks of whole vectors, so no thread's block ends in a partial one.
+        // Blocks of whole vectors, so no thread's block ends in a partial
+        // one (a transposed product's vectors run along C's rows).
+        GemmTile::Micro { transposed: true, .. } => return None,
         GemmTile::Micro { isa, rows, .. } => (rows, isa.lanes(), isa.lanes()),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.

@@ -15,39 +15,42 @@ macro_rules! driver {
         /// Floats in a packed panel row.
         const PANEL_ROW: usize = MAX_VECTORS * LANES;
 
+        /// How a tile's results reach C: runs of adjacent elements, or
+        /// (C's columns apart) one element at a time.
+        #[derive(Clone, Copy)]
+        enum CStore<'p> {
+            Pieces(&'p [Piece]),
+            Strided { step: isize, cols: usize },
+        }
+
         /// `rows x vectors` results of C from `b_rows.len()` reduction
-        /// steps: `A[r, p]` at `a + r * a_row + p * a_col`, row `p` of B
-        /// at `b_rows[p]` (at least `VECTORS` whole vectors readable); lane
-        /// `l` of vector `v` of C's row `r` at `c_at[r] + offset + l` for
-        /// each piece of `v` (`first <= l < end`).
+        /// steps: `A[r, p]` at `a_at[r] + a_steps[p]`, row `p` of B at
+        /// `b_rows[p]` (at least `VECTORS` whole vectors readable); C's row
+        /// `r` from `c_at[r]` as `store` says.
         ///
         /// # Safety
         /// Every address above is inside a live allocation.
         #[target_feature(enable = $feature)]
         unsafe fn tile<const ROWS: usize, const VECTORS: usize>(
-            a: *const f32,
-            [a_row, a_col]: [isize; 2],
+            a_at: &[*const f32],
+            a_steps: &[isize],
             b_rows: &[*const f32],
             c_at: &[*mut f32],
-            pieces: &[Piece],
+            c_store: CStore<'_>,
             add_to_c: bool,
         ) {
             let mut acc = [[zero(); VECTORS]; ROWS];
-            let mut a_at = [a; ROWS];
-            for (r, at) in a_at.iter_mut().enumerate() {
-                // SAFETY: row `r` of A is inside A (caller).
-                *at = unsafe { a.offset(r as isize * a_row) };
-            }
-            for &b in b_rows {
+            let mut a = [std::ptr::null::<f32>(); ROWS];
+            a.copy_from_slice(&a_at[..ROWS]);
+            for (&b, &step) in b_rows.iter().zip(a_steps) {
                 let mut bv = [zero(); VECTORS];
                 for (v, x) in bv.iter_mut().enumerate() {
                     // SAFETY: row `p` of B holds `VECTORS` whole vectors (caller).
                     *x = unsafe { load(b.add(v * LANES)) };
                 }
-                for (row, at) in acc.iter_mut().zip(a_at.iter_mut()) {
+                for (row, &at) in acc.iter_mut().zip(&a) {
                     // SAFETY: `A[r, p]` is inside A (caller).
-                    let x = unsafe { broadcast(*at) };
-                    *at = at.wrapping_offset(a_col);
+                    let x = unsafe { broadcast(at.wrapping_offset(step)) };
                     for (sum, &bx) in row.iter_mut().zip(&bv) {
                         *sum = fma(x, bx, *sum);
                     }
@@ -57,17 +60,31 @@ macro_rules! driver {
             // next: rows of a scattered C may overlap one another.
             for (row, &base) in acc.iter().zip(c_at) {
                 for (v, &sum) in row.iter().enumerate() {
-                    for piece in pieces.iter().filter(|p| p.vector == v) {
-                        let at = base.wrapping_offset(piece.offset);
-                        // SAFETY: the piece's lanes from `at` are C's (caller).
-                        unsafe {
-                            if piece.first == 0 && piece.end == LANES {
-                                let x = if add_to_c { add(load(at), sum) } else { sum };
-                                store(at, x);
-                            } else {
-                                let m = mask(piece.first, piece.end);
-                                let x = if add_to_c { add(load_masked(at, m), sum) } else { sum };
-                                store_masked(at, m, x);
+                    match c_store {
+                        CStore::Pieces(pieces) => {
+                            for piece in pieces.iter().filter(|p| p.vector == v) {
+                                let at = base.wrapping_offset(piece.offset);
+                                // SAFETY: the piece's lanes from `at` are C's (caller).
+                                unsafe {
+                                    if piece.first == 0 && piece.end == LANES {
+                                        let x = if add_to_c { add(load(at), sum) } else { sum };
+                                        store(at, x);
+                                    } else {
+                                        let m = mask(piece.first, piece.end);
+                                        let x = if add_to_c { add(load_masked(at, m), sum) } else { sum };
+                                        store_masked(at, m, x);
+                                    }
+                                }
+                            }
+                        }
+                        CStore::Strided { step, cols } => {
+                            let mut lanes = [0f32; LANES];
+                            // SAFETY: `lanes` holds one whole vector.
+                            unsafe { store(lanes.as_mut_ptr(), sum) };
+                            for (l, &x) in lanes.iter().enumerate().take(cols.saturating_sub(v * LANES)) {
+                                let at = base.wrapping_offset((v * LANES + l) as isize * step);
+                                // SAFETY: column `v * LANES + l < cols` of C's row is C's (caller).
+                                unsafe { *at = if add_to_c { *at + x } else { x } };
                             }
                         }
                     }
@@ -80,17 +97,17 @@ macro_rules! driver {
         #[target_feature(enable = $feature)]
         unsafe fn tile_of<const VECTORS: usize>(
             rows: usize,
-            a: *const f32,
-            strides: [isize; 2],
+            a_at: &[*const f32],
+            a_steps: &[isize],
             b_rows: &[*const f32],
             c_at: &[*mut f32],
-            pieces: &[Piece],
+            c_store: CStore<'_>,
             add_to_c: bool,
         ) {
             macro_rules! go {
                 ($r:literal) => {
                     // SAFETY: forwarded from the caller.
-                    unsafe { tile::<$r, VECTORS>(a, strides, b_rows, c_at, pieces, add_to_c) }
+                    unsafe { tile::<$r, VECTORS>(a_at, a_steps, b_rows, c_at, c_store, add_to_c) }
                 };
             }
             match rows {
@@ -109,9 +126,20 @@ macro_rules! driver {
             }
         }
 
+        /// `(p / len) * stride + (p % len) * step`, or `p * step` when `len`
+        /// is 0: a reduction that runs in segments.
+        fn segmented(p: usize, len: i64, stride: i64, step: i64) -> isize {
+            if len <= 0 {
+                p as isize * step as isize
+            } else {
+                let len = len as usize;
+                (p / len) as isize * stride as isize + (p % len) as isize * step as isize
+            }
+        }
+
         /// The product `call` describes: column blocks of the tile's width,
-        /// reduction blocks of `KC` rows of B (read in place when B's
-        /// columns are adjacent and the block is whole, else packed into a
+        /// reduction blocks of `KC` rows of B (read in place when a block's
+        /// columns are adjacent whole vectors, else gathered into a
         /// zero-padded panel), row blocks of the tile's height.
         ///
         /// # Safety
@@ -125,9 +153,10 @@ macro_rules! driver {
             let vectors = (g.vectors.max(1) as usize).min(MAX_VECTORS);
             let tile_rows = (g.rows.max(1) as usize).min($isa.max_tile_rows(vectors));
             let width = vectors * LANES;
-            let (a_row, a_col, b_row, b_col) = (g.a_row as isize, g.a_col as isize, g.b_row as isize, g.b_col as isize);
+            let b_col = g.b_col as isize;
             let mut panel = [0f32; KC * PANEL_ROW];
             let mut b_rows = [std::ptr::null::<f32>(); KC];
+            let mut a_steps = [0isize; KC];
             let wrap_row = g.wrap_row.max(0) as usize;
             // Where column `j` of B is, in elements from its row's start.
             let column = |j: usize| -> isize {
@@ -138,14 +167,16 @@ macro_rules! driver {
                 }
             };
             let c_wrap_row = g.c_wrap_row.max(0) as usize;
+            let c_col = g.c_col as isize;
             // Where column `j` of C is, from its row's start.
             let c_column = |j: usize| -> isize {
                 if c_wrap_row == 0 {
-                    j as isize
+                    j as isize * c_col
                 } else {
-                    (j / c_wrap_row) as isize * g.c_wrap_stride as isize + (j % c_wrap_row) as isize
+                    (j / c_wrap_row) as isize * g.c_wrap_stride as isize + (j % c_wrap_row) as isize * c_col
                 }
             };
+            let a_step = |p: usize| segmented(p, g.a_seg, g.a_seg_stride, g.a_col);
             let mut columns = [0isize; PANEL_ROW];
             for j0 in (0..n).step_by(width) {
                 let cols = width.min(n - j0);
@@ -156,11 +187,12 @@ macro_rules! driver {
                     *at = column(j0 + j) - column(j0);
                 }
                 // C's columns of this block as runs of adjacent elements,
-                // cut at vector and wrap-row boundaries.
+                // cut at vector and wrap-row boundaries (C's columns
+                // adjacent), or one by one.
                 let mut piece_store = [Piece { vector: 0, first: 0, end: 0, offset: 0 }; 2 * PANEL_ROW];
                 let mut count = 0;
                 let mut j = 0;
-                while j < cols {
+                while j < cols && c_col == 1 {
                     let vector = j / LANES;
                     let mut end = (cols.min((vector + 1) * LANES)).max(j + 1);
                     if c_wrap_row > 0 {
@@ -171,13 +203,17 @@ macro_rules! driver {
                     count += 1;
                     j = end;
                 }
-                let pieces = &piece_store[..count];
+                let c_store = if c_col == 1 {
+                    CStore::Pieces(&piece_store[..count])
+                } else {
+                    CStore::Strided { step: c_col, cols }
+                };
                 let mut p0 = 0;
                 loop {
                     let steps = KC.min(k - p0);
                     for p in 0..steps {
                         let offset = if g.b_rows.is_null() {
-                            (p0 + p) as isize * b_row
+                            segmented(p0 + p, g.b_seg, g.b_seg_stride, g.b_row)
                         } else {
                             // SAFETY: the table holds `k` offsets (caller).
                             unsafe { *g.b_rows.add(p0 + p) as isize }
@@ -193,30 +229,38 @@ macro_rules! driver {
                             }
                             b_rows[p] = dst.as_ptr();
                         }
+                        a_steps[p] = a_step(p0 + p) - a_step(p0);
                     }
                     let add_to_c = p0 > 0 || g.accumulate != 0;
                     for i0 in (0..m).step_by(tile_rows) {
                         let rows = tile_rows.min(m - i0);
-                        let a = g.a.wrapping_offset(i0 as isize * a_row + p0 as isize * a_col);
+                        let mut a_at = [g.a; 12];
                         let mut c_at = [g.c; 12];
-                        for (r, at) in c_at.iter_mut().enumerate().take(rows) {
-                            let row = if g.c_rows.is_null() {
+                        for r in 0..rows {
+                            let a_row = if g.a_rows.is_null() {
+                                (i0 + r) as isize * g.a_row as isize
+                            } else {
+                                // SAFETY: the table holds `m` offsets (caller).
+                                unsafe { *g.a_rows.add(i0 + r) as isize }
+                            };
+                            a_at[r] = g.a.wrapping_offset(a_row + a_step(p0));
+                            let c_row = if g.c_rows.is_null() {
                                 (i0 + r) as isize * g.c_row as isize
                             } else {
                                 // SAFETY: the table holds `m` offsets (caller).
                                 unsafe { *g.c_rows.add(i0 + r) as isize }
                             };
-                            *at = g.c.wrapping_offset(row + c_column(j0));
+                            c_at[r] = g.c.wrapping_offset(c_row + c_column(j0));
                         }
-                        let rows_b = &b_rows[..steps];
-                        let strides = [a_row, a_col];
+                        let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
+                        let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
                         // SAFETY: the block's elements are inside A, B (or
                         // the panel) and C (caller, and the loops' bounds).
                         unsafe {
                             if vectors == 1 {
-                                tile_of::<1>(rows, a, strides, rows_b, &c_at[..rows], pieces, add_to_c);
+                                tile_of::<1>(rows, a_at, a_steps, b_rows, c_at, c_store, add_to_c);
                             } else {
-                                tile_of::<2>(rows, a, strides, rows_b, &c_at[..rows], pieces, add_to_c);
+                                tile_of::<2>(rows, a_at, a_steps, b_rows, c_at, c_store, add_to_c);
                             }
                         }
                     }

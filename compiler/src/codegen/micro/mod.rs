@@ -34,17 +34,22 @@ use crate::target::ProductIsa;
 pub const KC: usize = 256;
 
 /// The arguments of one product, as the calling kernel lays them out on its
-/// stack (every field 8 bytes, in this order).
+/// stack (every field 8 bytes, in this order). With `seg(p; len, stride,
+/// step)` = `(p / len) * stride + (p % len) * step` (`p * step` when `len`
+/// is 0: a reduction in segments, such as a convolution's output rows):
 ///
-/// `A[i, p]` is at `a + i * a_row + p * a_col`; row `p` of B starts at
-/// `b + b_rows[p]` when `b_rows` is not null, else at `b + p * b_row`, and
-/// `B[p, j]` is `column(j)` further, where `column(j)` is `j * b_col`, or
-/// with a wrap (`wrap_row > 0`) `(j / wrap_row) * wrap_stride + (j %
-/// wrap_row) * b_col` (a convolution's output positions in its input's
-/// wider rows); row `i` of C starts at `c + c_rows[i]` or `c + i * c_row`
-/// and `C[i, j]` is `j`, or `(j / c_wrap_row) * c_wrap_stride + j %
-/// c_wrap_row`, further (a convolution's input gradient added into the
-/// image, taps overlapping: rows are stored one after another).
+/// - `A[i, p]` is at `a + row(i) + seg(p; a_seg, a_seg_stride, a_col)`,
+///   `row(i)` being `a_rows[i]` when that table is not null, else
+///   `i * a_row`;
+/// - row `p` of B starts at `b + b_rows[p]`, or `b + seg(p; b_seg,
+///   b_seg_stride, b_row)`, and `B[p, j]` is `column(j)` further:
+///   `j * b_col`, or with a wrap (`wrap_row > 0`) `(j / wrap_row) *
+///   wrap_stride + (j % wrap_row) * b_col` (a convolution's output
+///   positions in its input's wider rows);
+/// - row `i` of C starts at `c + c_rows[i]` or `c + i * c_row`, and
+///   `C[i, j]` is `j * c_col`, or `(j / c_wrap_row) * c_wrap_stride + (j %
+///   c_wrap_row) * c_col`, further (a convolution's input gradient added
+///   into the image, taps overlapping: rows are stored one after another).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GemmCall {
@@ -54,31 +59,43 @@ pub struct GemmCall {
     pub n: i64,
     /// Reduction length.
     pub k: i64,
-    /// `A[0, 0]`.
+    /// A's origin.
     pub a: *const f32,
-    /// Distance between A's rows.
+    /// Distance between A's rows (without `a_rows`).
     pub a_row: i64,
-    /// Distance between A's columns.
+    /// Distance between A's columns (within a segment).
     pub a_col: i64,
-    /// `B[0, 0]` (with `b_rows`, the base its offsets count from).
+    /// Offsets of A's rows from `a` (`m` of them), or null.
+    pub a_rows: *const i32,
+    /// Length of A's reduction segments, or 0 for none.
+    pub a_seg: i64,
+    /// Distance between A's segments.
+    pub a_seg_stride: i64,
+    /// B's origin.
     pub b: *const f32,
-    /// Distance between B's rows (without `b_rows`).
+    /// Distance between B's rows (within a segment, without `b_rows`).
     pub b_row: i64,
-    /// Distance between B's columns.
+    /// Distance between B's columns (within a wrap row).
     pub b_col: i64,
     /// Offsets of B's rows from `b` (`k` of them), or null.
     pub b_rows: *const i32,
+    /// Length of B's reduction segments, or 0 for none.
+    pub b_seg: i64,
+    /// Distance between B's segments.
+    pub b_seg_stride: i64,
     /// Columns of B per row of its wrap, or 0 for none.
     pub wrap_row: i64,
     /// Distance between the rows of B's wrap.
     pub wrap_stride: i64,
-    /// `C[0, 0]` (with `c_rows`, the base its offsets count from).
+    /// C's origin.
     pub c: *mut f32,
     /// Distance between C's rows (without `c_rows`).
     pub c_row: i64,
+    /// Distance between C's columns (within a wrap row).
+    pub c_col: i64,
     /// Offsets of C's rows from `c` (`m` of them), or null.
     pub c_rows: *const i32,
-    /// Columns of C per row of its wrap, or 0 for adjacent columns.
+    /// Columns of C per row of its wrap, or 0 for none.
     pub c_wrap_row: i64,
     /// Distance between the rows of C's wrap.
     pub c_wrap_stride: i64,
@@ -88,6 +105,49 @@ pub struct GemmCall {
     pub rows: i64,
     /// Vectors across the register tile (1 or 2).
     pub vectors: i64,
+}
+
+impl GemmCall {
+    /// A product with every optional layout off: A, B and C dense with the
+    /// given strides (C's columns adjacent).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense(
+        [m, n, k]: [usize; 3],
+        (a, a_row, a_col): (*const f32, i64, i64),
+        (b, b_row, b_col): (*const f32, i64, i64),
+        (c, c_row): (*mut f32, i64),
+        accumulate: bool,
+        [rows, vectors]: [usize; 2],
+    ) -> GemmCall {
+        GemmCall {
+            m: m as i64,
+            n: n as i64,
+            k: k as i64,
+            a,
+            a_row,
+            a_col,
+            a_rows: std::ptr::null(),
+            a_seg: 0,
+            a_seg_stride: 0,
+            b,
+            b_row,
+            b_col,
+            b_rows: std::ptr::null(),
+            b_seg: 0,
+            b_seg_stride: 0,
+            wrap_row: 0,
+            wrap_stride: 0,
+            c,
+            c_row,
+            c_col: 1,
+            c_rows: std::ptr::null(),
+            c_wrap_row: 0,
+            c_wrap_stride: 0,
+            accumulate: i64::from(accumulate),
+            rows: rows as i64,
+            vectors: vectors as i64,
+        }
+    }
 }
 
 /// Lanes `first..end` of a tile's column vector `vector`, stored from `offset`
@@ -102,7 +162,7 @@ struct Piece {
 
 /// The fields of [`GemmCall`] in memory order: what the calling kernel
 /// stores, each at `8 * index`.
-pub const GEMM_CALL_FIELDS: usize = 20;
+pub const GEMM_CALL_FIELDS: usize = 26;
 const _: () = assert!(std::mem::size_of::<GemmCall>() == 8 * GEMM_CALL_FIELDS);
 
 /// The symbol of `isa`'s driver, which the JIT resolves.

@@ -63,26 +63,17 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
     let mut c = fill(m * c_row, 3);
     let before = c.clone();
     let call = GemmCall {
-        m: m as i64,
-        n: n as i64,
-        k: k as i64,
-        a: a.as_ptr(),
-        a_row,
-        a_col,
-        b: b.as_ptr(),
-        b_row,
-        b_col,
         b_rows: if b_table && !b_transposed { table.as_ptr() } else { std::ptr::null() },
         wrap_row: wrap.map_or(0, |w| w.0 as i64),
         wrap_stride: wrap.map_or(0, |w| w.1 as i64),
-        c: c.as_mut_ptr(),
-        c_row: c_row as i64,
-        c_rows: std::ptr::null(),
-        c_wrap_row: 0,
-        c_wrap_stride: 0,
-        accumulate: i64::from(accumulate),
-        rows: rows as i64,
-        vectors: vectors as i64,
+        ..GemmCall::dense(
+            [m, n, k],
+            (a.as_ptr(), a_row, a_col),
+            (b.as_ptr(), b_row, b_col),
+            (c.as_mut_ptr(), c_row as i64),
+            accumulate,
+            [rows, vectors],
+        )
     };
     // SAFETY: every element the call names is inside `a`, `b`, `table` and `c`.
     assert!(unsafe { run(isa, &call) });
@@ -212,26 +203,17 @@ fn scattered_c_adds_every_tap_into_the_image() {
             for vectors in [1, 2] {
                 let mut got = c.clone();
                 let call = GemmCall {
-                    m: m as i64,
-                    n: n as i64,
-                    k: k as i64,
-                    a: a.as_ptr(),
-                    a_row: k as i64,
-                    a_col: 1,
-                    b: b.as_ptr(),
-                    b_row: n as i64,
-                    b_col: 1,
-                    b_rows: std::ptr::null(),
-                    wrap_row: 0,
-                    wrap_stride: 0,
-                    c: got.as_mut_ptr(),
-                    c_row: 0,
                     c_rows: table.as_ptr(),
                     c_wrap_row: row as i64,
                     c_wrap_stride: stride as i64,
-                    accumulate: 1,
-                    rows: isa.max_tile_rows(vectors) as i64,
-                    vectors: vectors as i64,
+                    ..GemmCall::dense(
+                        [m, n, k],
+                        (a.as_ptr(), k as i64, 1),
+                        (b.as_ptr(), n as i64, 1),
+                        (got.as_mut_ptr(), 0),
+                        true,
+                        [isa.max_tile_rows(vectors), vectors],
+                    )
                 };
                 // SAFETY: every element the call names is inside `a`, `b`, `table` and `got`.
                 assert!(unsafe { run(isa, &call) });
@@ -243,6 +225,63 @@ fn scattered_c_adds_every_tap_into_the_image() {
                 }
             }
             c.clear();
+        }
+    }
+}
+
+/// A convolution's weight gradient as the transposed micro tile runs it:
+/// A's rows (kernel taps) through a table into an image, its reduction in
+/// segments (output rows inside wider input rows); B (the output gradient)
+/// read across its rows with the reduction in segments too; C stored with
+/// its columns apart (the weight gradient transposed).
+#[test]
+fn segmented_reductions_and_strided_c() {
+    for isa in isas() {
+        let (taps, channels, rows, row, stride) = (14, 2 * isa.lanes() + 3, 2 * KC / 8 + 1, 8, 11);
+        let k = rows * row;
+        let image = fill(stride * (rows + 5) + 8, 7);
+        let table: Vec<i32> = (0..taps).map(|i| ((i / 3) * stride + i % 3) as i32).collect();
+        // dY: `channels` rows of `k` positions, each output row `row` long
+        // and `row + 2` apart.
+        let dy_row = row + 2;
+        let dy = fill(channels * rows * dy_row, 8);
+        // dW is `[channels, taps + 1]`: the driver's C (taps x channels)
+        // has adjacent rows and columns `taps + 1` apart.
+        let per_channel = taps + 1;
+        let mut dw = fill(channels * per_channel, 9);
+        let before = dw.clone();
+        let call = GemmCall {
+            a_rows: table.as_ptr(),
+            a_seg: row as i64,
+            a_seg_stride: stride as i64,
+            b_seg: row as i64,
+            b_seg_stride: dy_row as i64,
+            c_col: per_channel as i64,
+            ..GemmCall::dense(
+                [taps, channels, k],
+                (image.as_ptr(), 0, 1),
+                (dy.as_ptr(), 1, (rows * dy_row) as i64),
+                (dw.as_mut_ptr(), 1),
+                true,
+                [12, 2],
+            )
+        };
+        // SAFETY: every element the call names is inside `image`, `table`, `dy` and `dw`.
+        assert!(unsafe { run(isa, &call) });
+        for i in 0..taps {
+            for j in 0..channels {
+                let mut want = f64::from(before[j * per_channel + i]);
+                for p in 0..k {
+                    let x = image[table[i] as usize + (p / row) * stride + p % row];
+                    want += f64::from(x) * f64::from(dy[j * rows * dy_row + (p / row) * dy_row + p % row]);
+                }
+                let got = f64::from(dw[j * per_channel + i]);
+                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{isa}: dW[{j}, {i}] = {got}, expected {want}");
+            }
+        }
+        // Untouched: each channel's element past the last tap.
+        for j in 0..channels {
+            assert_eq!(dw[j * per_channel + taps].to_bits(), before[j * per_channel + taps].to_bits());
         }
     }
 }

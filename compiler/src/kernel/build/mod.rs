@@ -53,7 +53,7 @@ const UNSCHEDULED_DOT: GemmTile = GemmTile::Dot { rows: 1, cols: 1, steps: DotSt
 
 /// A product laid out for `isa`'s micro-kernels (see `passes::layout`).
 fn unscheduled_micro(isa: ProductIsa) -> GemmTile {
-    GemmTile::Micro { isa, rows: 1, vectors: 1 }
+    GemmTile::Micro { isa, rows: 1, vectors: 1, transposed: false }
 }
 
 /// Lowers each fused group of `graph` to kernels at batch size `batch`.

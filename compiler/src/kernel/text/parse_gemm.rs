@@ -94,7 +94,7 @@ impl Parser {
     }
 
     /// `outer rows R vectors V unroll U`, `dot rows R cols C [steps N|written_out]`
-    /// or `micro ISA rows R vectors V`.
+    /// or `micro ISA rows R vectors V [transposed]`.
     fn tile(&mut self) -> PResult<GemmTile> {
         if self.eat_word("outer") {
             self.expect_word("rows")?;
@@ -125,7 +125,8 @@ impl Parser {
             let rows = self.usize()?;
             self.expect_word("vectors")?;
             let vectors = self.usize()?;
-            return Ok(GemmTile::Micro { isa, rows, vectors });
+            let transposed = self.eat_word("transposed");
+            return Ok(GemmTile::Micro { isa, rows, vectors, transposed });
         }
         self.expected("`outer`, `dot` or `micro`")
     }

@@ -183,7 +183,9 @@ fn write_gemm(out: &mut String, g: &Gemm, pad: &str) {
             };
             format!("tile dot rows {rows} cols {cols}{steps}")
         }
-        GemmTile::Micro { isa, rows, vectors } => format!("tile micro {isa} rows {rows} vectors {vectors}"),
+        GemmTile::Micro { isa, rows, vectors, transposed } => {
+            format!("tile micro {isa} rows {rows} vectors {vectors}{}", if transposed { " transposed" } else { "" })
+        }
     });
     line(format!("a {}", matrix(&g.a)));
     line(format!("b {}", matrix(&g.b)));

@@ -186,7 +186,7 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                 out.push(ignored("k_split", "dot tiles"));
             }
         }
-        GemmTile::Micro { isa, rows, vectors } => {
+        GemmTile::Micro { isa, rows, vectors, transposed } => {
             if isa != program.target.products {
                 out.push(GemmRule::MicroIsaNotTarget { isa, target: program.target.products });
             }
@@ -198,14 +198,34 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
             unit.extend(g.epilogue.pre_activation.as_ref().map(|m| ("pre_activation", m.col_stride)));
             unit.extend(g.epilogue.grad_mask.as_ref().map(|(_, m)| ("grad_mask", m.col_stride)));
             for (matrix, stride) in unit {
-                if stride != 1 {
+                if stride != 1 && !transposed {
                     out.push(GemmRule::OuterNeedsUnitColumns { matrix, stride });
                 }
             }
-            if g.k_split.is_some() {
-                out.push(ignored("k_split", "dot tiles"));
-            }
             let e = &g.epilogue;
+            if transposed {
+                // The driver reads the dot form's layout with A and B swapped.
+                for (flag, set) in [
+                    ("b_wrap", g.b_wrap.is_some()),
+                    ("c_rows", g.c_rows.is_some()),
+                    ("c_wrap", g.c_wrap.is_some()),
+                    ("a_splat", g.a_splat),
+                ] {
+                    if set {
+                        out.push(ignored(flag, "micro tiles that are not transposed"));
+                    }
+                }
+                if g.k_split.is_none() {
+                    out.push(ignored("transposed", "micro tiles of products with k_split"));
+                }
+                let extra =
+                    e.bias.is_some() || e.activation.is_some() || e.pre_activation.is_some() || e.grad_mask.is_some();
+                if extra {
+                    out.push(ignored("epilogue beyond accumulate", "micro tiles that are not transposed"));
+                }
+            } else if g.k_split.is_some() {
+                out.push(ignored("k_split", "dot tiles and transposed micro tiles"));
+            }
             let sums_only = e.accumulate
                 && e.bias.is_none()
                 && e.activation.is_none()
@@ -291,7 +311,11 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
     }
     let mut problems: Vec<Problem> = out.into_iter().map(Problem::Gemm).collect();
     // Tables: constant i32 data, as long as what indexes them.
-    let b_rows_index = if matches!(g.tile, GemmTile::Dot { .. }) { ("j", g.n) } else { ("p", g.k) };
+    let b_rows_index = if matches!(g.tile, GemmTile::Dot { .. } | GemmTile::Micro { transposed: true, .. }) {
+        ("j", g.n)
+    } else {
+        ("p", g.k)
+    };
     for (flag, table, (indexed_by, needed)) in [("b_rows", g.b_rows, b_rows_index), ("c_rows", g.c_rows, ("i", g.m))]
         .into_iter()
         .filter_map(|(f, t, n)| Some((f, t?, n)))
@@ -400,6 +424,18 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     let rows_a = Interval::span(g.m, g.a.row_stride);
     let split = g.k_split.filter(|s| !is_outer(g) && s.outer > 0 && g.k.is_multiple_of(s.outer));
     match (g.tile, split) {
+        (GemmTile::Micro { transposed: true, .. }, Some(s)) => {
+            let segments = |stride, step| Interval::span(s.outer, stride).add(Interval::span(g.k / s.outer, step));
+            let a = segments(s.a_stride, g.a.col_stride).and_then(|seg| rows_a.add(seg));
+            push("matrix A in", g.a.buf, Some(&g.a.offset), a);
+            let cols = match g.b_rows {
+                Some(t) => table(t, g.n),
+                None => Some(Interval::span(g.n, g.b.col_stride)),
+            };
+            let b = cols.zip(segments(s.b_stride, g.b.row_stride)).and_then(|(c, seg)| c.add(seg));
+            push("matrix B in", g.b.buf, Some(&g.b.offset), b);
+        }
+        (GemmTile::Micro { transposed: true, .. }, None) => {}
         (GemmTile::Outer { .. } | GemmTile::Micro { .. }, _) => {
             // A splat element is one float per lane, all used.
             let splat = Interval { lo: 0, hi: if g.a_splat { lanes as i64 - 1 } else { 0 } };
