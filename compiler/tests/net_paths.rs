@@ -405,7 +405,7 @@ const VGG16C: [&str; 4] = [
     grad_pool: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -428,7 +428,7 @@ const VGG16C: [&str; 4] = [
     grad_pool: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];
@@ -515,7 +515,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
     ",
     // training, batch 64
@@ -561,7 +561,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b1a.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
-    grad_stem.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
     ",
 ];

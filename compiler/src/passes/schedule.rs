@@ -101,7 +101,12 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
-        return (segments && plain && sums_only).then(|| tile(g.n, g.m, true).1);
+        // Each gathered element of the output gradient (a load and a store)
+        // feeds one multiply-add per tap, `n / lanes` vector instructions:
+        // with fewer than 4 vectors of taps the gather outweighs half the
+        // arithmetic and the 128-bit dot tile, which gathers nothing, wins.
+        let reused = g.n >= 4 * isa.lanes();
+        return (segments && plain && sums_only && reused).then(|| tile(g.n, g.m, true).1);
     }
     let unit_columns = g.c.col_stride == 1
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
