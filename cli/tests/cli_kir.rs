@@ -59,11 +59,33 @@ fn a_bad_kir_file_is_a_located_error() {
 
     // Well-formed but out of bounds: the verifier names kernel, buffer and reach.
     let lenet = &nets()[0];
-    let printed = Command::new(KILN).args(["inspect", lenet, "--batch", "4", "--emit", "kir"]).output().unwrap();
+    // The 128-bit path, which splats conv1's weights in a kernel of their own.
+    let args = ["--isa", "v128", "inspect", lenet, "--batch", "4", "--emit", "kir"];
+    let printed = Command::new(KILN).args(args).output().unwrap();
     let source = String::from_utf8(printed.stdout).unwrap();
     assert!(source.contains("for v0 in 0..450 {"), "LeNet's first kernel copies conv1's 450 weights");
     let broken = source.replacen("for v0 in 0..450 {", "for v0 in 0..451 {", 1);
     let o = kir_stdin(broken.as_bytes());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("load of %0 'conv1.weight' index reaches 450, buffer has 450 elements"), "{}", text(&o));
+}
+
+#[test]
+fn isa_flag_and_variable_are_checked() {
+    let lenet = &nets()[0];
+    let bad = Command::new(KILN).args(["--isa", "avx9000", "inspect", lenet, "--emit", "kir"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("expected v128, avx2 or avx512"), "{}", text(&bad));
+    let bad_env =
+        Command::new(KILN).env("KILN_MAX_ISA", "sse9").args(["inspect", lenet, "--emit", "kir"]).output().unwrap();
+    assert_eq!(bad_env.status.code(), Some(1), "{}", text(&bad_env));
+    assert!(text(&bad_env).contains("KILN_MAX_ISA=sse9"), "{}", text(&bad_env));
+    // v128 names no product ISA in the program; the environment caps too.
+    for v128 in [
+        Command::new(KILN).args(["--isa", "v128", "inspect", lenet, "--emit", "kir"]).output().unwrap(),
+        Command::new(KILN).env("KILN_MAX_ISA", "v128").args(["inspect", lenet, "--emit", "kir"]).output().unwrap(),
+    ] {
+        assert!(v128.status.success(), "{}", text(&v128));
+        assert!(!String::from_utf8_lossy(&v128.stdout).contains("tile micro"));
+    }
 }
