@@ -536,7 +536,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_relu_2.transpose_weight: serial
     grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
-    grad_b3b.weight.combine: x4 over 36864
+    grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
     grad_b3a.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3a.weight.combine: serial
@@ -626,7 +626,7 @@ const WIDE5: [&str; 4] = [
     grad_avg.transpose_weight: serial
     grad_avg: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
-    grad_conv2.weight.combine: x4 over 25600
+    grad_conv2.weight.combine: x4 over 4
     grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",

@@ -152,8 +152,10 @@ fn parallelize(k: &mut Kernel, threads: usize, target: &Target) {
     if l.extent < 2 {
         return;
     }
-    if l.extent >= 4096 && !contains_loop(&l.body) {
-        // A flat elementwise loop: block it so each thread keeps a vector loop.
+    if l.extent >= 4096 && !contains_gemm(&l.body) {
+        // A long loop of independent elements (with inner loops of their
+        // own, such as the chunks a combine adds): block it so each thread
+        // keeps a loop the vectorizer can take.
         let blocks = (1..=threads).rev().find(|b| l.extent % (b * lanes) == 0 || l.extent % b == 0).unwrap_or(1);
         if blocks < 2 {
             return;
@@ -171,8 +173,14 @@ fn parallelize(k: &mut Kernel, threads: usize, target: &Target) {
     k.threads = threads.min(l.extent);
 }
 
-fn contains_loop(body: &[Stmt]) -> bool {
-    body.iter().any(|s| matches!(s, Stmt::Loop(_) | Stmt::Gemm(_)))
+/// Whether a product runs anywhere in `body`.
+fn contains_gemm(body: &[Stmt]) -> bool {
+    body.iter().any(|s| match s {
+        Stmt::Gemm(_) => true,
+        Stmt::Loop(l) => contains_gemm(&l.body),
+        Stmt::If { then, otherwise, .. } => contains_gemm(then) || contains_gemm(otherwise),
+        _ => false,
+    })
 }
 
 fn max_var(body: &[Stmt]) -> VarId {
