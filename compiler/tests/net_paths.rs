@@ -492,7 +492,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a: x4 over 4 | pack dcol | micro avx512 12x2
-    grad_b3a.weight: x4 over 4 | pack im2col | micro avx512 12x2
+    grad_b3a.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s: x4 over 4 | pack dcol | micro avx512 12x2
     grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
@@ -502,7 +502,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 4 | pack dcol | micro avx512 12x2
-    grad_b2a.weight: x4 over 4 | pack im2col | micro avx512 12x2
+    grad_b2a.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s: x4 over 4 | pack dcol | micro avx512 12x2
     grad_b2s.weight: x4 over 4 | pack im2col | micro avx512 12x1
@@ -538,7 +538,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
-    grad_b3a.weight: x4 over 8 | pack im2col | micro avx512 12x2
+    grad_b3a.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s: x4 over 64 | pack dcol | micro avx512 12x2
     grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
@@ -548,7 +548,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a: x4 over 64 | pack dcol | micro avx512 12x2
-    grad_b2a.weight: x4 over 8 | pack im2col | micro avx512 12x2
+    grad_b2a.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s: x4 over 64 | pack dcol | micro avx512 12x2
     grad_b2s.weight: x4 over 8 | pack im2col | micro avx512 12x1

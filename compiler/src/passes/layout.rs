@@ -74,6 +74,10 @@ pub enum WeightGradLayout {
         /// The product reads a padded copy of each image (see
         /// [`ForwardLayout::InPlace`]).
         pad_copy: bool,
+        /// It runs transposed on the target's micro-kernels (see
+        /// [`gathered_panels_pay`]), which step through an output row by
+        /// the convolution's column stride.
+        micro: bool,
     },
     /// An explicit im2col of each image.
     Packed,
@@ -136,11 +140,27 @@ pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target:
     let (ow, p, w_in) = rows(input, output);
     let w_read = w_in + 2 * c.padding[1];
     let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_read) as i64 };
+    let taps = input[1] * c.kernel[0] * c.kernel[1];
+    if gathered_panels_pay(taps, target) {
+        // The transposed micro tile steps through each output row by the
+        // column stride (B's row stride): every stride reads in place.
+        return WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0], micro: true };
+    }
     if c.stride[1] == 1 && (ow.is_multiple_of(lanes) || split.wraps(p, lanes)) {
-        WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0] }
+        WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0], micro: false }
     } else {
         WeightGradLayout::Packed
     }
+}
+
+/// Whether a weight gradient with `taps` kernel taps runs transposed on
+/// the target's micro-kernels: each gathered element of the output
+/// gradient (a load and a store) feeds one multiply-add per tap, `taps /
+/// lanes` vector instructions; with fewer than 4 vectors of taps the gather
+/// outweighs half the arithmetic, and the 128-bit dot tile, which gathers
+/// nothing, wins.
+pub fn gathered_panels_pay(taps: usize, target: &Target) -> bool {
+    target.products != ProductIsa::Vector128 && taps >= 4 * target.products.lanes()
 }
 
 #[cfg(test)]
@@ -196,7 +216,11 @@ mod tests {
         // Rows of 16 are whole vectors: the weight gradient reads a padded copy.
         assert_eq!(
             weight_grad_layout(&conv(3, 1, 1), &x, &y, &t),
-            WeightGradLayout::InPlace { split: KSplit { outer: 16, a_stride: 16, b_stride: 18 }, pad_copy: true }
+            WeightGradLayout::InPlace {
+                split: KSplit { outer: 16, a_stride: 16, b_stride: 18 },
+                pad_copy: true,
+                micro: false
+            }
         );
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
         assert_eq!(forward_layout(&conv(1, 2, 0), &x, &y, &t), ForwardLayout::Packed);
@@ -223,6 +247,18 @@ mod tests {
         assert_eq!(
             forward_layout(&conv(1, 2, 0), &x, &y, &t),
             ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 8, stride: 32 }), pad_copy: false, splat: false }
+        );
+        // Its weight gradient has 16 taps: too few to pay for gathering the
+        // output gradient, so it packs; a 3x3 stride-2 one over 16 channels
+        // (144 taps) reads the padded input in place.
+        assert_eq!(weight_grad_layout(&conv(1, 2, 0), &x, &y, &t), WeightGradLayout::Packed);
+        assert_eq!(
+            weight_grad_layout(&conv(3, 2, 1), &x, &y, &t),
+            WeightGradLayout::InPlace {
+                split: KSplit { outer: 8, a_stride: 8, b_stride: 36 },
+                pad_copy: true,
+                micro: true
+            }
         );
     }
 

@@ -101,11 +101,7 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
-        // Each gathered element of the output gradient (a load and a store)
-        // feeds one multiply-add per tap, `n / lanes` vector instructions:
-        // with fewer than 4 vectors of taps the gather outweighs half the
-        // arithmetic and the 128-bit dot tile, which gathers nothing, wins.
-        let reused = g.n >= 4 * isa.lanes();
+        let reused = crate::passes::layout::gathered_panels_pay(g.n, target);
         return (segments && plain && sums_only && reused).then(|| tile(g.n, g.m, true).1);
     }
     let unit_columns = g.c.col_stride == 1

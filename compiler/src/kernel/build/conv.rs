@@ -405,7 +405,7 @@ impl Builder<'_> {
         let per_chunk = batch / chunks;
         let node_name = self.graph.node(id).name.clone();
         let (split, pad_copy) = match weight_grad_layout(c, &xd, &yd, &self.prog.target) {
-            WeightGradLayout::InPlace { split, pad_copy } => (Some(split), pad_copy),
+            WeightGradLayout::InPlace { split, pad_copy, micro } => (Some((split, micro)), pad_copy),
             WeightGradLayout::Packed => (None, false),
         };
         let implicit = split.is_some();
@@ -431,6 +431,13 @@ impl Builder<'_> {
         let target =
             if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
+        // A product laid out for the micro-kernels runs transposed there.
+        let tile = match split {
+            Some((_, true)) => {
+                GemmTile::Micro { isa: self.prog.target.products, rows: 1, vectors: 1, transposed: true }
+            }
+            _ => UNSCHEDULED_DOT,
+        };
         let body = vec![self.loop_over(chunks, |b, q| {
             let base = q.clone() * (o * k);
             let mut s = vec![b.zero_pass(target, base.clone(), o * k)];
@@ -445,16 +452,16 @@ impl Builder<'_> {
                         n: k,
                         k: p,
                         a: MatrixRef { buf: dy, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 },
-                        b: MatrixRef { buf: source, offset: n * image, row_stride: 1, col_stride: 0 },
+                        b: MatrixRef { buf: source, offset: n * image, row_stride: c.stride[1] as i64, col_stride: 0 },
                         c: MatrixRef { buf: target, offset: base.clone(), row_stride: k as i64, col_stride: 1 },
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
                         a_splat: false,
-                        k_split: split,
+                        k_split: split.map(|(s, _)| s),
                         b_wrap: None,
                         c_rows: None,
                         c_wrap: None,
-                        tile: UNSCHEDULED_DOT,
+                        tile,
                     })));
                     return s;
                 }
