@@ -280,7 +280,7 @@ const LENET: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool: x4 over 4 | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split
@@ -301,7 +301,7 @@ const LENET: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool: x4 over 64 | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split
@@ -398,11 +398,11 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -421,11 +421,11 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_pool: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -474,7 +474,7 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 4
     "
-    kernels 81, gemm 29, parallel 32 (x4: 32)
+    kernels 85, gemm 29, parallel 32 (x4: 32)
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -488,31 +488,35 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: serial
-    grad_x_3_from_b3a: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_x_3_from_b3a.transpose_weight: serial
+    grad_x_3_from_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b3a.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3a.weight.combine: serial
-    grad_x_3_from_b3s: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_x_3_from_b3s.transpose_weight: serial
+    grad_x_3_from_b3s: x4 over 4 | micro avx512 12x2 c_rows c_wrap
     grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
-    grad_x_2_from_b2a: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_x_2_from_b2a.transpose_weight: serial
+    grad_x_2_from_b2a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b2a.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
-    grad_x_2_from_b2s: x4 over 4 | pack dcol | micro avx512 12x2
+    grad_x_2_from_b2s.transpose_weight: serial
+    grad_x_2_from_b2s: x4 over 4 | micro avx512 12x2 c_rows c_wrap
     grad_b2s.weight: x4 over 4 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b1b.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b1a.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -520,7 +524,7 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 81, gemm 29, parallel 45 (x4: 45)
+    kernels 85, gemm 29, parallel 45 (x4: 45)
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -534,31 +538,35 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 12x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
-    grad_x_3_from_b3a: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_x_3_from_b3a.transpose_weight: serial
+    grad_x_3_from_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b3a.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3a.weight.combine: serial
-    grad_x_3_from_b3s: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_x_3_from_b3s.transpose_weight: serial
+    grad_x_3_from_b3s: x4 over 64 | micro avx512 12x2 c_rows c_wrap
     grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
-    grad_x_2_from_b2a: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_x_2_from_b2a.transpose_weight: serial
+    grad_x_2_from_b2a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b2a.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
-    grad_x_2_from_b2s: x4 over 64 | pack dcol | micro avx512 12x2
+    grad_x_2_from_b2s.transpose_weight: serial
+    grad_x_2_from_b2s: x4 over 64 | micro avx512 12x2 c_rows c_wrap
     grad_b2s.weight: x4 over 8 | pack im2col | micro avx512 12x1
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b1b.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_b1a.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -600,11 +608,11 @@ const WIDE5: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
-    grad_avg: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_avg: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
@@ -620,11 +628,11 @@ const WIDE5: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc.weight: x4 over 4 | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
-    grad_avg: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap a_splat
+    grad_avg: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: x4 over 4
     grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split

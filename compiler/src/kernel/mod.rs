@@ -657,8 +657,8 @@ pub struct KSplit {
 /// Columns of `B` that run along rows of `row` elements placed `stride`
 /// elements apart (a convolution's output positions read from its input,
 /// whose rows are wider): column `j` is at `(j / row) * stride + step *
-/// (j % row)`, `step` being B's column stride (a strided convolution's; 1
-/// for outer tiles, which need unit columns) or 1 for a scattered C.
+/// (j % row)`, `step` being the matrix's column stride (a strided
+/// convolution's; 1 for outer tiles, which need unit columns).
 /// `C` stays dense. The 128-bit backend walks blocks of `lcm(lanes, row)`
 /// columns, each a fixed pattern of vectors, and assembles a vector that
 /// straddles two rows from two loads; the micro-kernels gather such blocks.

@@ -58,6 +58,9 @@ pub enum InputGradLayout {
         /// Scatter into a zeroed padded image, then copy its interior out
         /// (zero padding: the border's gradient is dropped).
         padded: bool,
+        /// For the target's micro-kernels: any stride (C's column stride
+        /// within a row), weights transposed but not splatted.
+        micro: bool,
     },
     /// A column matrix in scratch, then a col2im pass.
     PackedColumns,
@@ -124,8 +127,14 @@ pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: 
     let padded = c.padding != [0, 0];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * (w_in + 2 * c.padding[1])) as i64 };
     let zeros = !padded || c.padding_mode == PaddingMode::Zeros;
+    if zeros && target.products != ProductIsa::Vector128 {
+        // The micro-kernels store C's rows one after another, run by run
+        // (or element by element across a strided row): every stride and
+        // row length scatters.
+        return InputGradLayout::Scattered { wrap, padded, micro: true };
+    }
     if c.stride == [1, 1] && zeros && wrap.fits(p, target.vector_lanes) {
-        InputGradLayout::Scattered { wrap, padded }
+        InputGradLayout::Scattered { wrap, padded, micro: false }
     } else {
         InputGradLayout::PackedColumns
     }
@@ -193,7 +202,10 @@ mod tests {
             forward_layout(&conv(5, 1, 0), &x2, &y2, &t),
             ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false, splat: true }
         );
-        assert_eq!(input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), InputGradLayout::Scattered { wrap, padded: false });
+        assert_eq!(
+            input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t),
+            InputGradLayout::Scattered { wrap, padded: false, micro: false }
+        );
         assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
     }
 
@@ -209,7 +221,7 @@ mod tests {
         // Zero padding scatters into a padded image; replicate packs.
         assert_eq!(
             input_grad_layout(&conv(3, 1, 1), &x, &y, &t),
-            InputGradLayout::Scattered { wrap: ColumnWrap { row: 16, stride: 18 }, padded: true }
+            InputGradLayout::Scattered { wrap: ColumnWrap { row: 16, stride: 18 }, padded: true, micro: false }
         );
         let replicate = Conv2d { padding_mode: PaddingMode::Replicate, ..conv(3, 1, 1) };
         assert_eq!(input_grad_layout(&replicate, &x, &y, &t), InputGradLayout::PackedColumns);
@@ -247,6 +259,12 @@ mod tests {
         assert_eq!(
             forward_layout(&conv(1, 2, 0), &x, &y, &t),
             ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 8, stride: 32 }), pad_copy: false, splat: false }
+        );
+        // Its input gradient scatters with a column step of 2 (and its
+        // 3x3 stride-2 sibling too).
+        assert_eq!(
+            input_grad_layout(&conv(1, 2, 0), &x, &y, &t),
+            InputGradLayout::Scattered { wrap: ColumnWrap { row: 8, stride: 32 }, padded: false, micro: true }
         );
         // Its weight gradient has 16 taps: too few to pay for gathering the
         // output gradient, so it packs; a 3x3 stride-2 one over 16 channels

@@ -104,13 +104,13 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         let reused = crate::passes::layout::gathered_panels_pay(g.n, target);
         return (segments && plain && sums_only && reused).then(|| tile(g.n, g.m, true).1);
     }
-    let unit_columns = g.c.col_stride == 1
+    let unit_columns = (g.c.col_stride == 1 || g.c_wrap.is_some())
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
         && e.grad_mask.as_ref().is_none_or(|(_, m)| m.col_stride == 1);
     let wrap_ok = g.b_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64 * g.b.col_stride);
     // A scattered C (rows through a table, wrapped columns) only takes sums.
     let c_ok = (g.c_rows.is_none() && g.c_wrap.is_none()) || (sums_only && e.accumulate);
-    let c_wrap_ok = g.c_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64);
+    let c_wrap_ok = g.c_wrap.is_none_or(|w| w.row > 0 && w.stride >= w.row as i64 * g.c.col_stride);
     if !(unit_columns && wrap_ok && c_ok && c_wrap_ok) {
         return None;
     }

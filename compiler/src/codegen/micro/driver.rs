@@ -20,7 +20,7 @@ macro_rules! driver {
         #[derive(Clone, Copy)]
         enum CStore<'p> {
             Pieces(&'p [Piece]),
-            Strided { step: isize, cols: usize },
+            Strided(&'p [isize]),
         }
 
         /// `rows x vectors` results of C from `b_rows.len()` reduction
@@ -77,13 +77,13 @@ macro_rules! driver {
                                 }
                             }
                         }
-                        CStore::Strided { step, cols } => {
+                        CStore::Strided(offsets) => {
                             let mut lanes = [0f32; LANES];
                             // SAFETY: `lanes` holds one whole vector.
                             unsafe { store(lanes.as_mut_ptr(), sum) };
-                            for (l, &x) in lanes.iter().enumerate().take(cols.saturating_sub(v * LANES)) {
-                                let at = base.wrapping_offset((v * LANES + l) as isize * step);
-                                // SAFETY: column `v * LANES + l < cols` of C's row is C's (caller).
+                            for (&x, &offset) in lanes.iter().zip(offsets.iter().skip(v * LANES)) {
+                                let at = base.wrapping_offset(offset);
+                                // SAFETY: each of the block's columns of C's row is C's (caller).
                                 unsafe { *at = if add_to_c { *at + x } else { x } };
                             }
                         }
@@ -203,10 +203,14 @@ macro_rules! driver {
                     count += 1;
                     j = end;
                 }
+                let mut c_offsets = [0isize; PANEL_ROW];
+                for (j, at) in c_offsets.iter_mut().enumerate().take(cols) {
+                    *at = c_column(j0 + j) - c_column(j0);
+                }
                 let c_store = if c_col == 1 {
                     CStore::Pieces(&piece_store[..count])
                 } else {
-                    CStore::Strided { step: c_col, cols }
+                    CStore::Strided(&c_offsets[..cols])
                 };
                 let mut p0 = 0;
                 loop {

@@ -185,25 +185,34 @@ fn results_do_not_depend_on_the_tile_or_the_split() {
 #[test]
 fn scattered_c_adds_every_tap_into_the_image() {
     for isa in isas() {
-        for (row, stride) in [(3, 5), (8, 10), (isa.lanes(), isa.lanes() + 2), (isa.lanes() + 3, isa.lanes() + 5)] {
+        for (row, stride, step) in [
+            (3, 5, 1),
+            (8, 10, 1),
+            (isa.lanes(), isa.lanes() + 2, 1),
+            (isa.lanes() + 3, isa.lanes() + 5, 1),
+            // A stride-2 convolution's: every other column of wider rows.
+            (5, 12, 2),
+            (isa.lanes() + 1, 2 * isa.lanes() + 4, 2),
+        ] {
             let (m, n, k) = (9, row * 3, 20);
             let a = fill(m * k, 4);
             let b = fill(k * n, 5);
             // Tap `i` lands `(i / 3) * stride + i % 3` into the image: taps overlap.
             let table: Vec<i32> = (0..m).map(|i| ((i / 3) * stride + i % 3) as i32).collect();
-            let image = 2 * stride + 2 + 3 * stride + 1;
+            let image = 2 * stride + 2 + 3 * stride + row * step;
             let mut c = fill(image, 6);
             let mut want: Vec<f64> = c.iter().map(|&x| f64::from(x)).collect();
             for i in 0..m {
                 for j in 0..n {
                     let sum: f64 = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
-                    want[table[i] as usize + j / row * stride + j % row] += sum;
+                    want[table[i] as usize + j / row * stride + j % row * step] += sum;
                 }
             }
             for vectors in [1, 2] {
                 let mut got = c.clone();
                 let call = GemmCall {
                     c_rows: table.as_ptr(),
+                    c_col: step as i64,
                     c_wrap_row: row as i64,
                     c_wrap_stride: stride as i64,
                     ..GemmCall::dense(
@@ -220,7 +229,7 @@ fn scattered_c_adds_every_tap_into_the_image() {
                 for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (f64::from(g) - w).abs() < 1e-4,
-                        "{isa} row {row} stride {stride}: image[{e}] = {g}, expected {w}"
+                        "{isa} row {row} stride {stride} step {step}: image[{e}] = {g}, expected {w}"
                     );
                 }
             }

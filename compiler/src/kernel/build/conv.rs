@@ -244,7 +244,7 @@ impl Builder<'_> {
         id: NodeId,
         c: &Conv2d,
         [batch, o, ch, h, wi, p]: [usize; 6],
-        (wrap, padded): (ColumnWrap, bool),
+        (wrap, padded, micro): (ColumnWrap, bool, bool),
         [dy, w]: [BufId; 2],
         finish: &Finish,
     ) -> KernelBody {
@@ -266,7 +266,8 @@ impl Builder<'_> {
             }
         }
         let table = self.table_i32(format!("{name}.taps"), offsets);
-        let lanes = self.prog.target.vector_lanes;
+        // Splatted for 128-bit outer tiles; the micro-kernels broadcast.
+        let lanes = if micro { 1 } else { self.prog.target.vector_lanes };
         let wt4 = self.scratch(format!("{name}.weight_t{lanes}"), k * o * lanes, false);
         // wt4[((kx * ch + ci) * kh + ky) * o + co][lane] = w[co][ci][ky][kx]
         let prep = self.loops(&[kw, ch, kh, o, lanes], |_, i| {
@@ -280,6 +281,7 @@ impl Builder<'_> {
         let out = finish.out;
         let image = ch * image_h * image_w;
         let scatter = if padded { self.scratch(format!("{name}.padded"), ch * h * wi, true) } else { out };
+        let tile = if micro { unscheduled_micro(self.prog.target.products) } else { UNSCHEDULED_OUTER };
         let body = vec![self.loop_over(batch, |b, n| {
             let base = n.clone() * image;
             let scatter_base = if padded { Idx::Const(0) } else { base.clone() };
@@ -295,15 +297,15 @@ impl Builder<'_> {
                     col_stride: lanes as i64,
                 },
                 b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
-                c: MatrixRef { buf: scatter, offset: scatter_base, row_stride: 0, col_stride: 1 },
+                c: MatrixRef { buf: scatter, offset: scatter_base, row_stride: 0, col_stride: c.stride[1] as i64 },
                 epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                 b_rows: None,
                 k_split: None,
                 b_wrap: None,
                 c_rows: Some(table),
                 c_wrap: Some(wrap),
-                a_splat: true,
-                tile: UNSCHEDULED_OUTER,
+                a_splat: !micro,
+                tile,
             })));
             if padded {
                 // The interior of the padded image is the gradient.
@@ -337,9 +339,9 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let out = finish.out;
         let image = ch * (h * wi) as usize;
-        if let InputGradLayout::Scattered { wrap, padded } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
+        if let InputGradLayout::Scattered { wrap, padded, micro } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
             let dims = [xd[0], o, ch, h as usize, wi as usize, p];
-            return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded), [dy, w], finish));
+            return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded, micro), [dy, w], finish));
         }
         let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
         let body = vec![self.loop_over(xd[0], |b, n| {

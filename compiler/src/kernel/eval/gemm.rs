@@ -6,7 +6,7 @@
 //! With `a`, `b`, `c` the matrices' offsets (evaluated once, when the
 //! statement runs) and `wrap(j) = (j / row) * stride + (j % row) * step`
 //! the column position of a [`crate::kernel::ColumnWrap`] (`step` is B's
-//! column stride for `b_wrap`, 1 for `c_wrap`):
+//! column stride for `b_wrap`, C's for `c_wrap`):
 //!
 //! - `A[i, p]` is at `a + i * a.row_stride + p * a.col_stride`; with
 //!   `k_split` (segment `s = p / inner`, `t = p % inner`, `inner = k /
@@ -112,7 +112,7 @@ impl Layout {
             None => strided(g.m, g.c.row_stride)?,
         };
         let c_col = match g.c_wrap {
-            Some(w) => (0..g.n).map(|j| wrapped(&w, j, 1)).collect::<Result<_, _>>()?,
+            Some(w) => (0..g.n).map(|j| wrapped(&w, j, g.c.col_stride)).collect::<Result<_, _>>()?,
             None => strided(g.n, g.c.col_stride)?,
         };
         Ok(Layout { a_row: strided(g.m, g.a.row_stride)?, a_col, b_row, b_col, c_row, c_col })

@@ -170,11 +170,7 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
     let ignored = |flag, needs| GemmRule::FlagIgnored { flag, needs, has };
     match g.tile {
         GemmTile::Outer { .. } => {
-            let dense_c = g.c_rows.is_none();
-            let mut unit = vec![("B", g.b.col_stride)];
-            if dense_c {
-                unit.push(("C", g.c.col_stride));
-            }
+            let mut unit = vec![("B", g.b.col_stride), ("C", g.c.col_stride)];
             unit.extend(g.epilogue.pre_activation.as_ref().map(|m| ("pre_activation", m.col_stride)));
             unit.extend(g.epilogue.grad_mask.as_ref().map(|(_, m)| ("grad_mask", m.col_stride)));
             for (matrix, stride) in unit {
@@ -198,7 +194,9 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
             unit.extend(g.epilogue.pre_activation.as_ref().map(|m| ("pre_activation", m.col_stride)));
             unit.extend(g.epilogue.grad_mask.as_ref().map(|(_, m)| ("grad_mask", m.col_stride)));
             for (matrix, stride) in unit {
-                if stride != 1 && !transposed {
+                // A scattered C takes its column stride within each row.
+                let scattered_c = matrix == "C" && g.c_wrap.is_some();
+                if stride != 1 && !transposed && !scattered_c {
                     out.push(GemmRule::OuterNeedsUnitColumns { matrix, stride });
                 }
             }
@@ -235,7 +233,7 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                 out.push(GemmRule::ScatterEpilogue { row: g.c_wrap.map_or(g.n, |w| w.row) });
             }
             if let Some(w) = g.c_wrap
-                && (w.row == 0 || w.stride < w.row as i64)
+                && (w.row == 0 || w.stride < w.row as i64 * g.c.col_stride)
             {
                 out.push(GemmRule::WrapOverlaps { flag: "c_wrap", row: w.row, stride: w.stride });
             }
@@ -394,7 +392,7 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
     // C, and the matrices laid out like it.
     let micro = matches!(g.tile, GemmTile::Micro { .. });
     let micro_columns = |w: Option<ColumnWrap>| match w {
-        Some(w) if w.row > 0 => Some(wrapped_columns(w, g.n, 1)),
+        Some(w) if w.row > 0 => Some(wrapped_columns(w, g.n, g.c.col_stride)),
         Some(_) => None,
         None => Some(Interval::span(g.n, 1)),
     };
