@@ -249,27 +249,33 @@ fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
 const LENET: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 7, gemm 5, parallel 2 (x4: 2)
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    kernels 9, gemm 5, parallel 2 (x4: 2)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 7, gemm 5, parallel 5 (x4: 5)
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    kernels 9, gemm 5, parallel 5 (x4: 5)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap a_splat
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
     ",
     // training, batch 4
     "
-    kernels 37, gemm 14, parallel 7 (x4: 7)
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap
+    kernels 39, gemm 14, parallel 7 (x4: 7)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -288,9 +294,11 @@ const LENET: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 37, gemm 14, parallel 15 (x4: 15)
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap
+    kernels 39, gemm 14, parallel 15 (x4: 15)
+    conv1.splat_weight: serial
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
+    conv2.splat_weight: serial
+    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap a_splat
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
@@ -326,7 +334,7 @@ const MLP: [&str; 4] = [
     // forward, batch 64
     "
     kernels 3, gemm 3, parallel 3 (x4: 3)
-    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc1+x_2: x4 over 4 | micro avx512 12x2 transposed
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: x4 over 4 | micro avx512 12x1
     ",
@@ -345,7 +353,7 @@ const MLP: [&str; 4] = [
     // training, batch 64
     "
     kernels 18, gemm 8, parallel 10 (x4: 10)
-    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc1+x_2: x4 over 4 | micro avx512 12x2 transposed
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: x4 over 4 | micro avx512 12x1
     grad_x_3+grad_fc2: x4 over 4 | micro avx512 12x2
@@ -371,7 +379,7 @@ const VGG16C: [&str; 4] = [
     "
     kernels 8, gemm 5, parallel 4 (x4: 4)
     conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
@@ -380,7 +388,7 @@ const VGG16C: [&str; 4] = [
     "
     kernels 8, gemm 5, parallel 8 (x4: 8)
     conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 12x1
@@ -389,7 +397,7 @@ const VGG16C: [&str; 4] = [
     "
     kernels 41, gemm 14, parallel 12 (x4: 12)
     conv1+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
@@ -412,7 +420,7 @@ const VGG16C: [&str; 4] = [
     "
     kernels 41, gemm 14, parallel 24 (x4: 24)
     conv1+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 12x1
@@ -450,9 +458,9 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b2s: x4 over 4 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -464,9 +472,9 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b2s: x4 over 64 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -478,9 +486,9 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b2s: x4 over 4 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -528,9 +536,9 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    b2s: x4 over 64 | pack im2col | micro avx512 12x2
+    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -586,7 +594,7 @@ const WIDE5: [&str; 4] = [
     "
     kernels 7, gemm 4, parallel 3 (x4: 3)
     conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     ",
@@ -594,7 +602,7 @@ const WIDE5: [&str; 4] = [
     "
     kernels 7, gemm 4, parallel 7 (x4: 7)
     conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: x4 over 4 | micro avx512 12x1
     ",
@@ -602,7 +610,7 @@ const WIDE5: [&str; 4] = [
     "
     kernels 35, gemm 11, parallel 9 (x4: 9)
     conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x2
@@ -622,7 +630,7 @@ const WIDE5: [&str; 4] = [
     "
     kernels 35, gemm 11, parallel 22 (x4: 22)
     conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     conv3+relu_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     fc: x4 over 4 | micro avx512 12x1
     grad_x_1: x4 over 4 | micro avx512 12x2

@@ -65,8 +65,11 @@ impl Fx<'_, '_> {
             // The dot form's B (rows: its columns, through the table;
             // reduction in segments) is the driver's A, its A the driver's
             // B, and C is stored transposed.
-            let split = g.k_split.expect("a transposed micro tile has k_split (verified)");
-            let inner = (g.k / split.outer.max(1)) as i64;
+            // Without a split, the reduction is one segment.
+            let (inner, a_stride, b_stride) = match g.k_split {
+                Some(split) => ((g.k / split.outer.max(1)) as i64, split.a_stride, split.b_stride),
+                None => (0, 0, 0),
+            };
             vec![
                 (offset_of!(GemmCall, m), Field::Const(g.n as i64)),
                 (offset_of!(GemmCall, n), Field::Const(g.m as i64)),
@@ -76,13 +79,13 @@ impl Fx<'_, '_> {
                 (offset_of!(GemmCall, a_col), Field::Const(g.b.row_stride)),
                 (offset_of!(GemmCall, a_rows), Field::Table(g.b_rows)),
                 (offset_of!(GemmCall, a_seg), Field::Const(inner)),
-                (offset_of!(GemmCall, a_seg_stride), Field::Const(split.b_stride)),
+                (offset_of!(GemmCall, a_seg_stride), Field::Const(b_stride)),
                 (offset_of!(GemmCall, b), Field::Value(p.a)),
                 (offset_of!(GemmCall, b_row), Field::Const(g.a.col_stride)),
                 (offset_of!(GemmCall, b_col), Field::Const(g.a.row_stride)),
                 (offset_of!(GemmCall, b_rows), Field::Table(None)),
                 (offset_of!(GemmCall, b_seg), Field::Const(inner)),
-                (offset_of!(GemmCall, b_seg_stride), Field::Const(split.a_stride)),
+                (offset_of!(GemmCall, b_seg_stride), Field::Const(a_stride)),
                 (offset_of!(GemmCall, wrap_row), Field::Const(0)),
                 (offset_of!(GemmCall, wrap_stride), Field::Const(0)),
                 (offset_of!(GemmCall, c), Field::Value(p.c)),

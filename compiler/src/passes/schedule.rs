@@ -83,7 +83,8 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
 /// whole register tile of rows. A dot-form product split along output rows
 /// (`k_split`: a convolution's weight gradient) runs transposed, its
 /// output gradient packed once per column block and shared by every block
-/// of kernel taps. The tile spans two vectors when the driver's C has more
+/// of kernel taps; so does a linear layer with more outputs than batch
+/// rows. The tile spans two vectors when the driver's C has more
 /// columns than one vector holds, and as many rows as the ISA's registers
 /// allow.
 fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
@@ -114,7 +115,24 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     if !(unit_columns && wrap_ok && c_ok && c_wrap_ok) {
         return None;
     }
-    let (most, tile) = tile(g.m, g.n, false);
+    // B's columns apart (a linear layer's weights, `[out, in]`): run
+    // transposed when C has more columns than rows, so the gathered panel
+    // is the smaller operand (the batch) and more rows share it; the batch
+    // then spans whole vectors of C's transpose.
+    let dense = g.b_rows.is_none() && g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
+    if dense
+        && g.b.col_stride != 1
+        && g.c.col_stride == 1
+        && g.n > g.m
+        && g.m >= isa.lanes()
+        && crate::passes::layout::gathered_panels_pay(g.n, target)
+    {
+        return Some(tile(g.n, g.m, true).1);
+    }
+    // Wrapped rows of one vector: a one-vector tile keeps every block inside
+    // a row (read in place, not gathered).
+    let one_vector_rows = g.b_wrap.is_some_and(|w| w.row == isa.lanes() || w.row % (2 * isa.lanes()) == isa.lanes());
+    let (most, tile) = tile(g.m, if one_vector_rows { 1 } else { g.n }, false);
     // A product the layout pass laid out for the micro-kernels (unsplatted
     // weights, strided wrapped columns) has no other tile.
     let laid_out = matches!(g.tile, GemmTile::Micro { .. });
@@ -204,7 +222,9 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
         // Blocks of whole vectors, so no thread's block ends in a partial one.
         // Blocks of whole vectors, so no thread's block ends in a partial
         // one (a transposed product's vectors run along C's rows).
-        GemmTile::Micro { transposed: true, .. } => return None,
+        // C's rows are the driver's columns: split them in whole vectors,
+        // or its columns (the driver's rows) in whole tiles.
+        GemmTile::Micro { isa, rows, transposed: true, .. } => (isa.lanes(), rows, 1),
         GemmTile::Micro { isa, rows, .. } => (rows, isa.lanes(), isa.lanes()),
     };
     // Wrapped columns come in whole blocks: split such a product by rows.

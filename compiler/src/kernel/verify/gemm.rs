@@ -213,13 +213,14 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                         out.push(ignored(flag, "micro tiles that are not transposed"));
                     }
                 }
-                if g.k_split.is_none() {
-                    out.push(ignored("transposed", "micro tiles of products with k_split"));
+                if g.k_split.is_none() && g.b_rows.is_some() {
+                    out.push(ignored("b_rows", "transposed micro tiles with k_split (a column table)"));
                 }
+                // The epilogue pass after the call walks C's rows by vectors.
                 let extra =
                     e.bias.is_some() || e.activation.is_some() || e.pre_activation.is_some() || e.grad_mask.is_some();
-                if extra {
-                    out.push(ignored("epilogue beyond accumulate", "micro tiles that are not transposed"));
+                if extra && (g.c.col_stride != 1 || g.k_split.is_some()) {
+                    out.push(ignored("epilogue beyond accumulate", "micro tiles over C with unit column stride"));
                 }
             } else if g.k_split.is_some() {
                 out.push(ignored("k_split", "dot tiles and transposed micro tiles"));
@@ -433,7 +434,12 @@ pub(super) fn footprints<'g>(program: &Program, g: &'g Gemm) -> Vec<Footprint<'g
             let b = cols.zip(segments(s.b_stride, g.b.row_stride)).and_then(|(c, seg)| c.add(seg));
             push("matrix B in", g.b.buf, Some(&g.b.offset), b);
         }
-        (GemmTile::Micro { transposed: true, .. }, None) => {}
+        (GemmTile::Micro { transposed: true, .. }, None) => {
+            let a = rows_a.add(Interval::span(g.k, g.a.col_stride));
+            push("matrix A in", g.a.buf, Some(&g.a.offset), a);
+            let b = Interval::span(g.n, g.b.col_stride).add(Interval::span(g.k, g.b.row_stride));
+            push("matrix B in", g.b.buf, Some(&g.b.offset), b);
+        }
         (GemmTile::Outer { .. } | GemmTile::Micro { .. }, _) => {
             // A splat element is one float per lane, all used.
             let splat = Interval { lo: 0, hi: if g.a_splat { lanes as i64 - 1 } else { 0 } };
