@@ -251,9 +251,9 @@ const LENET: [&str; 4] = [
     "
     kernels 9, gemm 5, parallel 2 (x4: 2)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
+    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap a_splat
+    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -262,9 +262,9 @@ const LENET: [&str; 4] = [
     "
     kernels 9, gemm 5, parallel 5 (x4: 5)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
+    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap a_splat
+    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
@@ -273,46 +273,46 @@ const LENET: [&str; 4] = [
     "
     kernels 39, gemm 14, parallel 7 (x4: 7)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows a_splat
+    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | micro avx512 12x2 b_rows b_wrap a_splat
+    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
-    grad_x_3+grad_fc2: serial | micro avx512 4x2
-    grad_fc3.weight: serial | micro avx512 10x2
-    grad_x_2+grad_fc1: serial | micro avx512 4x2
+    grad_x_3+grad_fc2: serial | outer 4x1 u3
+    grad_fc3.weight: serial | outer 8x1 u4
+    grad_x_2+grad_fc1: serial | outer 4x1 u3
     grad_fc2.weight: serial | micro avx512 12x2
     grad_x_1: serial | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | micro avx512 12x2 c_rows c_wrap
+    grad_pool: x4 over 4 | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split
+    grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
     "
     kernels 39, gemm 14, parallel 15 (x4: 15)
     conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows a_splat
+    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
     conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | micro avx512 12x2 b_rows b_wrap a_splat
+    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 12x1
     grad_x_3+grad_fc2: serial | micro avx512 12x2
-    grad_fc3.weight: serial | micro avx512 10x2
+    grad_fc3.weight: serial | outer 8x1 u4
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
     grad_fc2.weight: x4 over 4 | micro avx512 12x2
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | micro avx512 12x2 c_rows c_wrap
+    grad_pool: x4 over 64 | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv2.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split
+    grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];
@@ -406,7 +406,7 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
@@ -429,7 +429,7 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc1.weight: x4 over 4 | micro avx512 12x2
     grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.transpose_weight: serial
@@ -496,7 +496,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a.transpose_weight: serial
@@ -517,7 +517,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s.transpose_weight: serial
     grad_x_2_from_b2s: x4 over 4 | micro avx512 12x2 c_rows c_wrap
-    grad_b2s.weight: x4 over 4 | pack im2col | micro avx512 12x1
+    grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
@@ -546,7 +546,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_5: serial | micro avx512 12x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a.transpose_weight: serial
@@ -567,7 +567,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s.transpose_weight: serial
     grad_x_2_from_b2s: x4 over 64 | micro avx512 12x2 c_rows c_wrap
-    grad_b2s.weight: x4 over 8 | pack im2col | micro avx512 12x1
+    grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu.transpose_weight: serial
     grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
@@ -616,7 +616,7 @@ const WIDE5: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc.weight: serial | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 4 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial
@@ -636,7 +636,7 @@ const WIDE5: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 12x2
     grad_fc.weight: x4 over 4 | micro avx512 10x2
     grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 64 | pad copy | micro avx512 12x2 c_rows c_wrap
+    grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg.transpose_weight: serial

@@ -128,10 +128,12 @@ pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: 
     let padded = c.padding != [0, 0];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * (w_in + 2 * c.padding[1])) as i64 };
     let zeros = !padded || c.padding_mode == PaddingMode::Zeros;
-    if zeros && target.products != ProductIsa::Vector128 {
+    let outer_scatters = c.stride == [1, 1] && wrap.fits(p, target.vector_lanes);
+    if zeros && target.products != ProductIsa::Vector128 && (ow >= target.products.lanes() || !outer_scatters) {
         // The micro-kernels store C's rows one after another, run by run
         // (or element by element across a strided row): every stride and
-        // row length scatters.
+        // row length scatters; rows shorter than a vector cost a masked
+        // store per run, so the 128-bit tiles keep those they can take.
         return InputGradLayout::Scattered { wrap, padded, micro: true };
     }
     if c.stride == [1, 1] && zeros && wrap.fits(p, target.vector_lanes) {
@@ -151,7 +153,7 @@ pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target:
     let w_read = w_in + 2 * c.padding[1];
     let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_read) as i64 };
     let taps = input[1] * c.kernel[0] * c.kernel[1];
-    if gathered_panels_pay(taps, target) {
+    if gathered_panels_pay(taps, target) && output[1] >= target.products.lanes() {
         // The transposed micro tile steps through each output row by the
         // column stride (B's row stride): every stride reads in place.
         return WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0], micro: true };

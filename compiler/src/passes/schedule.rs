@@ -103,7 +103,9 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
         let reused = crate::passes::layout::gathered_panels_pay(g.n, target);
-        return (segments && plain && sums_only && reused).then(|| tile(g.n, g.m, true).1);
+        // The output channels span the driver's vectors: at least one whole.
+        let channels = g.m >= isa.lanes();
+        return (segments && plain && sums_only && reused && channels).then(|| tile(g.n, g.m, true).1);
     }
     let unit_columns = (g.c.col_stride == 1 || g.c_wrap.is_some())
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
@@ -132,11 +134,20 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     // Wrapped rows of one vector: a one-vector tile keeps every block inside
     // a row (read in place, not gathered).
     let one_vector_rows = g.b_wrap.is_some_and(|w| w.row == isa.lanes() || w.row % (2 * isa.lanes()) == isa.lanes());
-    let (most, tile) = tile(g.m, if one_vector_rows { 1 } else { g.n }, false);
+    let (_, tile) = tile(g.m, if one_vector_rows { 1 } else { g.n }, false);
     // A product the layout pass laid out for the micro-kernels (unsplatted
-    // weights, strided wrapped columns) has no other tile.
+    // weights, strided wrapped columns) has no other tile. Others go there
+    // when the driver reads B in place, or its gathered panels pay; and
+    // a scattered C only with rows of at least a vector (else one masked
+    // store per short run costs as much as the arithmetic).
     let laid_out = matches!(g.tile, GemmTile::Micro { .. });
-    if g.b.col_stride != 1 && g.m < most && !laid_out {
+    let lanes = isa.lanes();
+    let gathers = g.b.col_stride != 1
+        || g.b_wrap.is_some_and(|w| !w.row.is_multiple_of(lanes))
+        || (g.b_wrap.is_none() && !g.n.is_multiple_of(lanes));
+    let pays = crate::passes::layout::gathered_panels_pay(g.m, target);
+    let short_runs = g.c_wrap.is_some_and(|w| w.row < lanes);
+    if !laid_out && ((gathers && !pays) || short_runs) {
         return None;
     }
     Some(tile)
