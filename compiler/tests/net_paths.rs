@@ -458,8 +458,8 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2s: x4 over 4 | micro avx512 12x1 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -472,8 +472,8 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2s: x4 over 64 | micro avx512 12x1 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -486,8 +486,8 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 4 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 4 | pack im2col | micro avx512 12x2
+    b2s: x4 over 4 | micro avx512 12x1 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
@@ -536,8 +536,8 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    b2s: x4 over 64 | pack im2col | micro avx512 12x2
-    b2a+relu_1: x4 over 64 | pack im2col | micro avx512 12x2
+    b2s: x4 over 64 | micro avx512 12x1 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 12x1 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 12x2 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap

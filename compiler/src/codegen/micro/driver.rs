@@ -154,7 +154,9 @@ macro_rules! driver {
             let tile_rows = (g.rows.max(1) as usize).min($isa.max_tile_rows(vectors));
             let width = vectors * LANES;
             let b_col = g.b_col as isize;
-            let mut panel = [0f32; KC * PANEL_ROW];
+            // Written row by row before any tile reads it: left
+            // uninitialised, so a small product does not clear 32 KiB.
+            let mut panel = [std::mem::MaybeUninit::<f32>::uninit(); KC * PANEL_ROW];
             let mut b_rows = [std::ptr::null::<f32>(); KC];
             let mut a_steps = [0isize; KC];
             let wrap_row = g.wrap_row.max(0) as usize;
@@ -229,9 +231,10 @@ macro_rules! driver {
                             let dst = &mut panel[p * PANEL_ROW..(p + 1) * PANEL_ROW];
                             for (j, x) in dst.iter_mut().enumerate() {
                                 // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
-                                *x = if j < cols { unsafe { *row.offset(columns[j]) } } else { 0.0 };
+                                x.write(if j < cols { unsafe { *row.offset(columns[j]) } } else { 0.0 });
                             }
-                            b_rows[p] = dst.as_ptr();
+                            // Every element of the row was just written.
+                            b_rows[p] = dst.as_ptr().cast::<f32>();
                         }
                         a_steps[p] = a_step(p0 + p) - a_step(p0);
                     }
