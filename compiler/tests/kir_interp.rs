@@ -20,7 +20,7 @@ use kiln_compiler::graph::Graph;
 use kiln_compiler::graph::NodeId;
 use kiln_compiler::interp;
 use kiln_compiler::jit::{self, JitOptions};
-use kiln_compiler::kernel::{Bias, Gemm, GemmTile, KernelInterpreter, Program, Stmt};
+use kiln_compiler::kernel::{Bias, Gemm, GemmTile, KernelInterpreter, Program};
 use kiln_compiler::ops::{Loss, Sgd};
 use kiln_compiler::target::{ProductIsa, Target};
 use kiln_compiler::tensor::Tensor;
@@ -34,21 +34,8 @@ struct GemmForms(BTreeMap<&'static str, usize>);
 
 impl GemmForms {
     fn add_program(&mut self, program: &Program) {
-        fn walk(body: &[Stmt], forms: &mut GemmForms) {
-            for s in body {
-                match s {
-                    Stmt::Loop(l) => walk(&l.body, forms),
-                    Stmt::If { then, otherwise, .. } => {
-                        walk(then, forms);
-                        walk(otherwise, forms);
-                    }
-                    Stmt::Gemm(g) => forms.add_gemm(g),
-                    _ => {}
-                }
-            }
-        }
-        for k in &program.kernels {
-            walk(&k.body, self);
+        for g in program.kernels.iter().flat_map(|k| k.gemms()) {
+            self.add_gemm(g);
         }
     }
 

@@ -42,7 +42,7 @@ use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::frontend::compile_str;
 use kiln_compiler::graph::Graph;
 use kiln_compiler::jit::{self, JitOptions};
-use kiln_compiler::kernel::{BufferKind, Gemm, GemmTile, Kernel, Program, Stmt};
+use kiln_compiler::kernel::{BufferKind, Gemm, GemmTile, Kernel, Program};
 use kiln_compiler::ops::{Loss, Sgd};
 use kiln_compiler::target::{ProductIsa, Target};
 use std::collections::BTreeMap;
@@ -70,20 +70,6 @@ fn target() -> Target {
 fn planned(graph: &Graph, batch: usize, what: &str) -> Program {
     let options = JitOptions { threads: THREADS, target: Some(target()), ..JitOptions::default() };
     jit::plan(graph, batch, &options).unwrap_or_else(|e| panic!("{what}: {e}")).0
-}
-
-fn gemms<'a>(body: &'a [Stmt], out: &mut Vec<&'a Gemm>) {
-    for s in body {
-        match s {
-            Stmt::Loop(l) => gemms(&l.body, out),
-            Stmt::If { then, otherwise, .. } => {
-                gemms(then, out);
-                gemms(otherwise, out);
-            }
-            Stmt::Gemm(g) => out.push(g),
-            _ => {}
-        }
-    }
 }
 
 /// `outer 8x1 u3 b_rows a_splat`: the tile and the layout flags that set
@@ -146,8 +132,7 @@ fn summary(program: &Program) -> String {
     let mut gemm_kernels = 0;
     let mut by_threads: BTreeMap<usize, usize> = BTreeMap::new();
     for kernel in &program.kernels {
-        let mut products = Vec::new();
-        gemms(&kernel.body, &mut products);
+        let products = kernel.gemms();
         let packed = packs(program, kernel);
         if !products.is_empty() {
             gemm_kernels += 1;

@@ -18,6 +18,26 @@ enum Field {
     Table(Option<usize>),
 }
 
+/// One matrix of the call as [`GemmCall`] describes it: its origin, row and
+/// column strides, row table, reduction segments `(length, stride)` and
+/// column wrap `(row, stride)`.
+#[derive(Clone, Copy)]
+struct Side {
+    base: Value,
+    row: i64,
+    col: i64,
+    table: Option<usize>,
+    seg: (i64, i64),
+    wrap: (i64, i64),
+}
+
+impl Side {
+    /// The same elements seen transposed.
+    fn swapped(self) -> Side {
+        Side { row: self.col, col: self.row, ..self }
+    }
+}
+
 impl Fx<'_, '_> {
     /// Calls the driver for `g` with a `rows x vectors` register tile (of
     /// `C^T = B^T A^T` when `transposed`).
@@ -25,87 +45,79 @@ impl Fx<'_, '_> {
         let driver = self.math.micro.expect("a micro tile in a program whose target names a product ISA");
         let bytes = (8 * GEMM_CALL_FIELDS) as u32;
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
-        let table = |fx: &mut Self, t: Option<usize>| match t {
-            Some(t) => fx.bufptr[&t],
-            None => fx.iconst(0),
-        };
         let wrap = |w: Option<ColumnWrap>| w.map_or((0, 0), |w| (w.row as i64, w.stride));
-        let (b_wrap, c_wrap) = (wrap(g.b_wrap), wrap(g.c_wrap));
-        let accumulate = i64::from(g.epilogue.accumulate);
-        let fields: Vec<(usize, Field)> = if !transposed {
-            vec![
-                (offset_of!(GemmCall, m), Field::Const(g.m as i64)),
-                (offset_of!(GemmCall, n), Field::Const(g.n as i64)),
-                (offset_of!(GemmCall, k), Field::Const(g.k as i64)),
-                (offset_of!(GemmCall, a), Field::Value(p.a)),
-                (offset_of!(GemmCall, a_row), Field::Const(g.a.row_stride)),
-                (offset_of!(GemmCall, a_col), Field::Const(g.a.col_stride)),
-                (offset_of!(GemmCall, a_rows), Field::Table(None)),
-                (offset_of!(GemmCall, a_seg), Field::Const(0)),
-                (offset_of!(GemmCall, a_seg_stride), Field::Const(0)),
-                (offset_of!(GemmCall, b), Field::Value(p.b)),
-                (offset_of!(GemmCall, b_row), Field::Const(g.b.row_stride)),
-                (offset_of!(GemmCall, b_col), Field::Const(g.b.col_stride)),
-                (offset_of!(GemmCall, b_rows), Field::Table(g.b_rows)),
-                (offset_of!(GemmCall, b_seg), Field::Const(0)),
-                (offset_of!(GemmCall, b_seg_stride), Field::Const(0)),
-                (offset_of!(GemmCall, wrap_row), Field::Const(b_wrap.0)),
-                (offset_of!(GemmCall, wrap_stride), Field::Const(b_wrap.1)),
-                (offset_of!(GemmCall, c), Field::Value(p.c)),
-                (offset_of!(GemmCall, c_row), Field::Const(g.c.row_stride)),
-                (offset_of!(GemmCall, c_col), Field::Const(g.c.col_stride)),
-                (offset_of!(GemmCall, c_rows), Field::Table(g.c_rows)),
-                (offset_of!(GemmCall, c_wrap_row), Field::Const(c_wrap.0)),
-                (offset_of!(GemmCall, c_wrap_stride), Field::Const(c_wrap.1)),
-                (offset_of!(GemmCall, accumulate), Field::Const(accumulate)),
-                (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
-                (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
-            ]
-        } else {
-            // The dot form's B (rows: its columns, through the table;
-            // reduction in segments) is the driver's A, its A the driver's
-            // B, and C is stored transposed.
-            // Without a split, the reduction is one segment.
-            let (inner, a_stride, b_stride) = match g.k_split {
-                Some(split) => ((g.k / split.outer.max(1)) as i64, split.a_stride, split.b_stride),
-                None => (0, 0, 0),
-            };
-            vec![
-                (offset_of!(GemmCall, m), Field::Const(g.n as i64)),
-                (offset_of!(GemmCall, n), Field::Const(g.m as i64)),
-                (offset_of!(GemmCall, k), Field::Const(g.k as i64)),
-                (offset_of!(GemmCall, a), Field::Value(p.b)),
-                (offset_of!(GemmCall, a_row), Field::Const(g.b.col_stride)),
-                (offset_of!(GemmCall, a_col), Field::Const(g.b.row_stride)),
-                (offset_of!(GemmCall, a_rows), Field::Table(g.b_rows)),
-                (offset_of!(GemmCall, a_seg), Field::Const(inner)),
-                (offset_of!(GemmCall, a_seg_stride), Field::Const(b_stride)),
-                (offset_of!(GemmCall, b), Field::Value(p.a)),
-                (offset_of!(GemmCall, b_row), Field::Const(g.a.col_stride)),
-                (offset_of!(GemmCall, b_col), Field::Const(g.a.row_stride)),
-                (offset_of!(GemmCall, b_rows), Field::Table(None)),
-                (offset_of!(GemmCall, b_seg), Field::Const(inner)),
-                (offset_of!(GemmCall, b_seg_stride), Field::Const(a_stride)),
-                (offset_of!(GemmCall, wrap_row), Field::Const(0)),
-                (offset_of!(GemmCall, wrap_stride), Field::Const(0)),
-                (offset_of!(GemmCall, c), Field::Value(p.c)),
-                (offset_of!(GemmCall, c_row), Field::Const(g.c.col_stride)),
-                (offset_of!(GemmCall, c_col), Field::Const(g.c.row_stride)),
-                (offset_of!(GemmCall, c_rows), Field::Table(None)),
-                (offset_of!(GemmCall, c_wrap_row), Field::Const(0)),
-                (offset_of!(GemmCall, c_wrap_stride), Field::Const(0)),
-                (offset_of!(GemmCall, accumulate), Field::Const(accumulate)),
-                (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
-                (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
-            ]
+        // The dot form's reduction segments (a split along output rows).
+        let (inner, a_seg, b_seg) = match g.k_split {
+            Some(s) => ((g.k / s.outer.max(1)) as i64, s.a_stride, s.b_stride),
+            None => (0, 0, 0),
         };
-        debug_assert_eq!(fields.len(), GEMM_CALL_FIELDS);
+        let ir_a = Side {
+            base: p.a,
+            row: g.a.row_stride,
+            col: g.a.col_stride,
+            table: None,
+            seg: (inner, a_seg),
+            wrap: (0, 0),
+        };
+        let ir_b = Side {
+            base: p.b,
+            row: g.b.row_stride,
+            col: g.b.col_stride,
+            table: g.b_rows,
+            seg: (inner, b_seg),
+            wrap: wrap(g.b_wrap),
+        };
+        let ir_c = Side {
+            base: p.c,
+            row: g.c.row_stride,
+            col: g.c.col_stride,
+            table: g.c_rows,
+            seg: (0, 0),
+            wrap: wrap(g.c_wrap),
+        };
+        // Transposed, the dot form's B (its columns through the table) is
+        // the driver's A, its A the driver's B, and C is stored transposed:
+        // each operand with its row and column strides swapped.
+        let ((m, n), a, b, c) = if transposed {
+            ((g.n, g.m), ir_b.swapped(), ir_a.swapped(), ir_c.swapped())
+        } else {
+            ((g.m, g.n), ir_a, ir_b, ir_c)
+        };
+        let fields: [(usize, Field); GEMM_CALL_FIELDS] = [
+            (offset_of!(GemmCall, m), Field::Const(m as i64)),
+            (offset_of!(GemmCall, n), Field::Const(n as i64)),
+            (offset_of!(GemmCall, k), Field::Const(g.k as i64)),
+            (offset_of!(GemmCall, a), Field::Value(a.base)),
+            (offset_of!(GemmCall, a_row), Field::Const(a.row)),
+            (offset_of!(GemmCall, a_col), Field::Const(a.col)),
+            (offset_of!(GemmCall, a_rows), Field::Table(a.table)),
+            (offset_of!(GemmCall, a_seg), Field::Const(a.seg.0)),
+            (offset_of!(GemmCall, a_seg_stride), Field::Const(a.seg.1)),
+            (offset_of!(GemmCall, b), Field::Value(b.base)),
+            (offset_of!(GemmCall, b_row), Field::Const(b.row)),
+            (offset_of!(GemmCall, b_col), Field::Const(b.col)),
+            (offset_of!(GemmCall, b_rows), Field::Table(b.table)),
+            (offset_of!(GemmCall, b_seg), Field::Const(b.seg.0)),
+            (offset_of!(GemmCall, b_seg_stride), Field::Const(b.seg.1)),
+            (offset_of!(GemmCall, wrap_row), Field::Const(b.wrap.0)),
+            (offset_of!(GemmCall, wrap_stride), Field::Const(b.wrap.1)),
+            (offset_of!(GemmCall, c), Field::Value(c.base)),
+            (offset_of!(GemmCall, c_row), Field::Const(c.row)),
+            (offset_of!(GemmCall, c_col), Field::Const(c.col)),
+            (offset_of!(GemmCall, c_rows), Field::Table(c.table)),
+            (offset_of!(GemmCall, c_wrap_row), Field::Const(c.wrap.0)),
+            (offset_of!(GemmCall, c_wrap_stride), Field::Const(c.wrap.1)),
+            (offset_of!(GemmCall, accumulate), Field::Const(i64::from(g.epilogue.accumulate))),
+            (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
+            (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
+        ];
         let call = self.b.ins().stack_addr(I64, slot, 0);
         for (offset, field) in fields {
             let value = match field {
                 Field::Const(c) => self.iconst(c),
                 Field::Value(v) => v,
-                Field::Table(t) => table(self, t),
+                Field::Table(Some(t)) => self.bufptr[&t],
+                Field::Table(None) => self.iconst(0),
             };
             self.b.ins().store(MemFlagsData::new().with_notrap(), value, call, offset as i32);
         }

@@ -853,9 +853,9 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The tile forms of the kernel's matrix products, in program order.
-    pub fn gemm_tiles(&self) -> Vec<GemmTile> {
-        fn walk(body: &[Stmt], out: &mut Vec<GemmTile>) {
+    /// The kernel's matrix products, in program order.
+    pub fn gemms(&self) -> Vec<&Gemm> {
+        fn walk<'k>(body: &'k [Stmt], out: &mut Vec<&'k Gemm>) {
             for s in body {
                 match s {
                     Stmt::Loop(l) => walk(&l.body, out),
@@ -863,7 +863,7 @@ impl Kernel {
                         walk(then, out);
                         walk(otherwise, out);
                     }
-                    Stmt::Gemm(g) => out.push(g.tile),
+                    Stmt::Gemm(g) => out.push(g),
                     _ => {}
                 }
             }
@@ -875,7 +875,7 @@ impl Kernel {
 
     /// The wide ISA the kernel's products call, if any.
     pub fn product_isa(&self) -> Option<ProductIsa> {
-        self.gemm_tiles().into_iter().find_map(|t| match t {
+        self.gemms().into_iter().find_map(|g| match g.tile {
             GemmTile::Micro { isa, .. } => Some(isa),
             _ => None,
         })
