@@ -180,6 +180,7 @@ pub fn pooling_every_option() -> Vec<Check> {
         (2, 2, 1, 1),
         (2, 1, 0, 2),
         (3, 2, 0, 1),
+        (3, 3, 0, 1),
     ] {
         for max in [true, false] {
             if !max && d != 1 {

@@ -274,6 +274,29 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let plane = (h * w) as usize;
         let divisor = (pl.kernel[0] * pl.kernel[1]) as f32;
+        // Windows that tile the image (stride = window, no padding): every
+        // input element is in at most one window, so its gradient is read,
+        // not scattered: one pass of whole rows over the image.
+        let [kh, kw] = pl.kernel;
+        if pl.stride == pl.kernel && pl.padding == [0, 0] && pl.dilation == [1, 1] {
+            let (covered_h, covered_w) = (oh * kh, ow * kw);
+            let body = vec![self.loop_over(xd[0] * xd[1], |b, nc| {
+                let base = nc.clone() * plane;
+                let mut s = Vec::new();
+                // Rows and columns past the last window get no gradient.
+                if covered_h < h as usize || covered_w < w as usize {
+                    s.push(b.zero_pass(out, base.clone(), plane));
+                }
+                s.extend(b.loops(&[covered_h, covered_w], |_, i| {
+                    let (iy, ix) = (i[0].clone(), i[1].clone());
+                    let g = Val::load(dy, (nc.clone() * oh + iy.clone() / kh as i64) * ow + ix.clone() / kw as i64);
+                    vec![Stmt::store(out, base.clone() + iy * w + ix, g.div(Val::Const(divisor)))]
+                }));
+                s.extend(b.mask_pass(finish, base, plane));
+                s
+            })];
+            return Ok((body, (xd.iter().product::<usize>()) as u64));
+        }
         let body = vec![self.loop_over(xd[0] * xd[1], |b, nc| {
             let base = nc.clone() * plane;
             let mut s = vec![b.zero_pass(out, base.clone(), plane)];
