@@ -4,7 +4,7 @@
 //! ISA of its micro-kernels).
 
 use crate::model::{CliError, LossArg, load};
-use kiln::compiler::codegen::micro;
+use kiln::compiler::codegen::micro::{self, calibrate};
 use kiln::compiler::codegen::peak::measure_fma_peak;
 use kiln::compiler::jit::{self, Executable, JitOptions};
 use kiln::compiler::target::ProductIsa;
@@ -71,6 +71,9 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let sgd = Sgd { lr: 0.001, momentum: 0.9, ..Sgd::default() };
     let training = autodiff::derive_training(&forward, loss, sgd)?;
     let window = Duration::from_secs_f64(args.seconds);
+    // The tile table first, so every compile below has it warm; its cold
+    // cost is measured apart.
+    let tiles = TileTable::load(ProductIsa::host());
     let mut results = Vec::new();
     for &b in &args.batch {
         let batch = b as usize;
@@ -83,11 +86,34 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
         wide: micro::measure_fma_peak(wide, threads, Duration::from_millis(500)).map(|p| (wide, p)),
     };
     if args.json {
-        print_json(&results, peak);
+        print_json(&results, peak, &tiles);
     } else {
-        print_table(&forward.name, threads, &results, peak);
+        print_table(&forward.name, threads, &results, peak, &tiles);
     }
     Ok(())
+}
+
+/// Where this run's register-tile speeds came from, and what measuring
+/// them from a cold cache costs.
+struct TileTable {
+    /// "read from PATH", "measured and cached in PATH", ...; `None` when
+    /// products run on the 128-bit tiles.
+    origin: Option<String>,
+    /// One fresh measurement of the table.
+    cold: Duration,
+}
+
+impl TileTable {
+    fn load(isa: ProductIsa) -> TileTable {
+        let origin = calibrate::rates(isa).map(|(_, origin)| match origin {
+            calibrate::Origin::Cache(path) => format!("read from {}", path.display()),
+            calibrate::Origin::Measured(_, Some(path)) => format!("measured and cached in {}", path.display()),
+            calibrate::Origin::Measured(_, None) => "measured (no writable cache directory)".to_string(),
+        });
+        let start = Instant::now();
+        let cold = if origin.is_some() && calibrate::measure(isa).is_some() { start.elapsed() } else { Duration::ZERO };
+        TileTable { origin, cold }
+    }
 }
 
 fn measure(
@@ -165,7 +191,7 @@ fn data_batches(graph: &Graph, batch: usize) -> Vec<Vec<(NodeId, Vec<f32>)>> {
         .collect()
 }
 
-fn print_table(name: &str, threads: usize, results: &[Measured], peak: Peaks) {
+fn print_table(name: &str, threads: usize, results: &[Measured], peak: Peaks, tiles: &TileTable) {
     outln!("{name}: {threads} thread(s)");
     match peak.v128 {
         Some(p) => outln!("measured 128-bit FMA peak: {p:.1} GFLOP/s"),
@@ -174,6 +200,13 @@ fn print_table(name: &str, threads: usize, results: &[Measured], peak: Peaks) {
     match peak.wide {
         Some((isa, p)) => outln!("measured {isa} FMA peak: {p:.1} GFLOP/s (products run on {isa})"),
         None => outln!("products run on Cranelift's 128-bit vectors (no wide ISA, or --isa v128)"),
+    }
+    if let Some(origin) = &tiles.origin {
+        outln!(
+            "register tiles: speeds {origin}; measuring them takes {:.1} ms, which a compile adds once per machine \
+             (compile ms below: with the table warm)",
+            tiles.cold.as_secs_f64() * 1e3
+        );
     }
     outln!("\n{:>6} {:>6} {:>14} {:>12}", "batch", "mode", "images/s", "compile ms");
     for r in results {
@@ -190,7 +223,7 @@ fn print_table(name: &str, threads: usize, results: &[Measured], peak: Peaks) {
     }
 }
 
-fn print_json(results: &[Measured], peak: Peaks) {
+fn print_json(results: &[Measured], peak: Peaks, tiles: &TileTable) {
     let rows: Vec<serde_json::Value> = results
         .iter()
         .map(|r| {
@@ -212,6 +245,9 @@ fn print_json(results: &[Measured], peak: Peaks) {
         .collect();
     let doc = serde_json::json!({
         "results": rows, "kernels": kernels, "peak_gflops": peak.v128,
+        "tile_table": tiles.origin.as_ref().map(|origin| serde_json::json!({
+            "origin": origin, "cold_ms": tiles.cold.as_secs_f64() * 1e3,
+        })),
         "wide_peak": peak.wide.map(|(isa, p)| serde_json::json!({ "vectors": isa.name(), "gflops": p })),
     });
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());

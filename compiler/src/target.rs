@@ -97,15 +97,30 @@ impl ProductIsa {
         }
     }
 
+    /// The most column vectors a micro-kernel register tile may span.
+    pub const fn max_tile_vectors(self) -> usize {
+        match self {
+            ProductIsa::Vector128 => 0,
+            ProductIsa::Avx2 => 3,
+            ProductIsa::Avx512 => 4,
+        }
+    }
+
     /// The most rows a micro-kernel register tile of `vectors` vectors may
     /// have: accumulators, one B vector per column vector and the
-    /// broadcast A element fit the ISA's registers (16 ymm, 32 zmm).
+    /// broadcast A element fit the ISA's registers (16 ymm, 32 zmm); at
+    /// most 12, the A row pointers the general-purpose registers hold.
+    /// 0 when the ISA has no such tile.
     pub fn max_tile_rows(self, vectors: usize) -> usize {
-        match (self, vectors) {
-            (ProductIsa::Vector128, _) => 0,
-            (ProductIsa::Avx2, 2) => 6,
-            _ => 12,
+        if vectors == 0 || vectors > self.max_tile_vectors() {
+            return 0;
         }
+        let registers = match self {
+            ProductIsa::Vector128 => return 0,
+            ProductIsa::Avx2 => 16,
+            ProductIsa::Avx512 => 32,
+        };
+        ((registers - vectors - 1) / vectors).min(12)
     }
 
     /// The name the kernel-IR text and the CLI use.
@@ -144,6 +159,21 @@ pub struct Target {
     pub l2_bytes: usize,
     /// The vectors matrix products run on.
     pub products: ProductIsa,
+    /// Where the micro-kernels' tile speeds come from.
+    pub tiles: TileSource,
+}
+
+/// Where [`crate::passes::tiles`] takes each register tile's speed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TileSource {
+    /// The instruction-count model: the same plan on every machine (tests,
+    /// and programs planned for another CPU).
+    #[default]
+    Model,
+    /// Measured on this CPU once and cached
+    /// ([`crate::codegen::micro::calibrate`]); the model where the CPU
+    /// lacks the ISA.
+    Measured,
 }
 
 impl Target {
@@ -158,13 +188,15 @@ impl Target {
             l1d_bytes,
             l2_bytes,
             products: ProductIsa::Vector128,
+            tiles: TileSource::Model,
         }
     }
 
     /// What the Cranelift JIT schedules for on this host: its 128-bit
-    /// vectors, with matrix products on the widest ISA the CPU has.
+    /// vectors, with matrix products on the widest ISA the CPU has and
+    /// their tiles chosen from this CPU's measured tile speeds.
     pub fn host() -> Target {
-        Target { products: ProductIsa::host(), ..Target::host_128() }
+        Target { products: ProductIsa::host(), tiles: TileSource::Measured, ..Target::host_128() }
     }
 
     /// This target with matrix products on `isa`.
@@ -182,6 +214,7 @@ impl Target {
             l1d_bytes: 32 << 10,
             l2_bytes: 1 << 20,
             products: ProductIsa::Vector128,
+            tiles: TileSource::Model,
         }
     }
 
@@ -218,6 +251,9 @@ impl fmt::Display for Target {
         )?;
         if self.products != ProductIsa::Vector128 {
             write!(f, " products {}", self.products)?;
+        }
+        if self.tiles == TileSource::Measured {
+            write!(f, " tiles measured")?;
         }
         Ok(())
     }

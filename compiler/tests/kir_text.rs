@@ -9,7 +9,7 @@ use kiln_compiler::graph::{Graph, NodeId};
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::*;
 use kiln_compiler::ops::{Activation, Loss, Sgd};
-use kiln_compiler::target::{ProductIsa, Target};
+use kiln_compiler::target::{ProductIsa, Target, TileSource};
 
 /// `text` parses back to `program` and prints back to itself, byte for byte.
 /// (Text identity also pins every `f32`'s sign and NaN bits, which
@@ -203,6 +203,7 @@ fn program(kernels: Vec<Kernel>) -> Program {
             l1d_bytes: 32768,
             l2_bytes: 1 << 20,
             products: ProductIsa::Avx512,
+            tiles: TileSource::Measured,
         },
     }
 }

@@ -30,7 +30,7 @@ pub use verify::{
 
 use crate::graph::NodeId;
 use crate::ops::Activation;
-pub use crate::target::{ProductIsa, Target};
+pub use crate::target::{ProductIsa, Target, TileSource};
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
 /// Identifies a buffer of a [`Program`] (an index into [`Program::buffers`]).

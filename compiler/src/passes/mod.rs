@@ -10,6 +10,7 @@ pub mod layout;
 pub mod lowering;
 pub mod memory;
 pub mod schedule;
+pub mod tiles;
 
 pub use fuse::{Fusion, Group, GroupKind, fuse};
 pub use lowering::choose_lowering;

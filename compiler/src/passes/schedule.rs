@@ -8,7 +8,8 @@
 use crate::kernel::{
     AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, ProductIsa, Program, Stmt, Val, VarId,
 };
-use crate::target::Target;
+use crate::passes::tiles::{self, DriverProduct, TileRates};
+use crate::target::{Target, TileSource};
 use std::collections::HashSet;
 
 /// A kernel with less work than this (in flops or elements) runs on one
@@ -84,9 +85,8 @@ fn tile_for(g: &Gemm, target: &Target) -> GemmTile {
 /// (`k_split`: a convolution's weight gradient) runs transposed, its
 /// output gradient packed once per column block and shared by every block
 /// of kernel taps; so does a linear layer with more outputs than batch
-/// rows. The tile spans two vectors when the driver's C has more
-/// columns than one vector holds, and as many rows as the ISA's registers
-/// allow.
+/// rows. Its rows and vectors are the cheapest by the target's tile speeds
+/// ([`tiles::choose`]).
 fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     let isa = target.products;
     if isa == ProductIsa::Vector128 || g.c.buf == g.a.buf || g.c.buf == g.b.buf {
@@ -94,18 +94,27 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     }
     let e = &g.epilogue;
     let sums_only = e.bias.is_none() && e.activation.is_none() && e.pre_activation.is_none() && e.grad_mask.is_none();
-    let tile = |rows: usize, columns: usize, transposed: bool| {
-        let vectors = if columns > isa.lanes() { 2 } else { 1 };
-        let most = isa.max_tile_rows(vectors);
-        (most, GemmTile::Micro { isa, rows: most.min(rows.max(1)), vectors, transposed })
+    let rates = tile_rates(target);
+    let every: Vec<usize> = (1..=isa.max_tile_vectors()).collect();
+    // The cheapest tile of the product as the driver sees it.
+    let tile = |product: DriverProduct, vectors: &[usize], transposed: bool| {
+        let (rows, vectors) = tiles::choose(product, &rates, vectors)?;
+        Some(GemmTile::Micro { isa, rows, vectors, transposed })
     };
+    // Transposed, the driver's B is A with its strides swapped: its columns
+    // are A's rows.
+    let transposed_product =
+        DriverProduct { m: g.n, n: g.m, k: g.k, b_adjacent: g.a.row_stride == 1, b_wrap_row: None };
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
         let reused = crate::passes::layout::gathered_panels_pay(g.n, target);
         // The output channels span the driver's vectors: at least one whole.
         let channels = g.m >= isa.lanes();
-        return (segments && plain && sums_only && reused && channels).then(|| tile(g.n, g.m, true).1);
+        if !(segments && plain && sums_only && reused && channels) {
+            return None;
+        }
+        return tile(transposed_product, &every, true);
     }
     let unit_columns = (g.c.col_stride == 1 || g.c_wrap.is_some())
         && e.pre_activation.as_ref().is_none_or(|m| m.col_stride == 1)
@@ -129,12 +138,14 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         && g.m >= isa.lanes()
         && crate::passes::layout::gathered_panels_pay(g.n, target)
     {
-        return Some(tile(g.n, g.m, true).1);
+        return tile(transposed_product, &every, true);
     }
     // Wrapped rows of one vector: a one-vector tile keeps every block inside
     // a row (read in place, not gathered).
     let one_vector_rows = g.b_wrap.is_some_and(|w| w.row == isa.lanes() || w.row % (2 * isa.lanes()) == isa.lanes());
-    let (_, tile) = tile(g.m, if one_vector_rows { 1 } else { g.n }, false);
+    let product =
+        DriverProduct { m: g.m, n: g.n, k: g.k, b_adjacent: g.b.col_stride == 1, b_wrap_row: g.b_wrap.map(|w| w.row) };
+    let tile = tile(product, if one_vector_rows { &[1] } else { &every }, false)?;
     // A product the layout pass laid out for the micro-kernels (unsplatted
     // weights, strided wrapped columns) has no other tile. Others go there
     // when the driver reads B in place, or its gathered panels pay; and
@@ -151,6 +162,17 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         return None;
     }
     Some(tile)
+}
+
+/// Each tile's speed on the target: measured on this CPU when the target
+/// asks for it and the CPU has the ISA, else the model.
+fn tile_rates(target: &Target) -> TileRates {
+    match target.tiles {
+        TileSource::Measured => crate::codegen::micro::calibrate::rates(target.products)
+            .map(|(rates, _)| *rates)
+            .unwrap_or_else(|| TileRates::model(target.products)),
+        TileSource::Model => TileRates::model(target.products),
+    }
 }
 
 /// Work estimate of a kernel for the parallel threshold.
@@ -230,11 +252,9 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
     let (rows_min, cols_min, col_unit) = match g.tile {
         GemmTile::Outer { rows, vectors, .. } => (rows, lanes * vectors, lanes),
         GemmTile::Dot { rows, cols, .. } => (rows, cols, lanes),
-        // Blocks of whole vectors, so no thread's block ends in a partial one.
         // Blocks of whole vectors, so no thread's block ends in a partial
-        // one (a transposed product's vectors run along C's rows).
-        // C's rows are the driver's columns: split them in whole vectors,
-        // or its columns (the driver's rows) in whole tiles.
+        // one. Transposed, C's rows are the driver's columns: split them in
+        // whole vectors, or its columns (the driver's rows) in whole tiles.
         GemmTile::Micro { isa, rows, transposed: true, .. } => (isa.lanes(), rows, 1),
         GemmTile::Micro { isa, rows, .. } => (rows, isa.lanes(), isa.lanes()),
     };

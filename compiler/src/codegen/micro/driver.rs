@@ -5,15 +5,36 @@
 //! function carries its `#[target_feature]`, so rustc inlines them all
 //! into one loop nest of the ISA's instructions.
 
+/// Runs the `$rows x $vectors` tile whose row count is one of those
+/// listed (the driver clamps rows to the ISA's `max_tile_rows`,
+/// which the lists cover), on the driver's block variables
+/// (`tile` is the expanding ISA's).
+macro_rules! tile_of {
+    ($vectors:literal, [$($r:literal),*], $rows:expr, $args:ident) => {
+        match $rows {
+            $($r => tile_of!(@call $r, $vectors, $args),)*
+            _ => unreachable!("no tile of {} rows by {} vectors", $rows, $vectors),
+        }
+    };
+    (@call $r:literal, $vectors:literal, $args:ident) => {{
+        let (a_at, a_steps, b_rows, c_at, c_store, add_to_c) = $args;
+        // SAFETY: the block's elements are inside A, B (or the
+        // panel) and C (the driver's caller, and its loops' bounds).
+        unsafe { tile::<$r, $vectors>(a_at, a_steps, b_rows, c_at, c_store, add_to_c) }
+    }};
+}
+
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
         use super::{GemmCall, KC, Piece};
 
         /// Column vectors a register tile may span.
-        const MAX_VECTORS: usize = 2;
+        const MAX_VECTORS: usize = $isa.max_tile_vectors();
         /// Floats in a packed panel row.
         const PANEL_ROW: usize = MAX_VECTORS * LANES;
+        /// Vectors in the largest register tile.
+        const MAX_TILE: usize = 32;
 
         /// How a tile's results reach C: runs of adjacent elements, or
         /// (C's columns apart) one element at a time.
@@ -30,6 +51,9 @@ macro_rules! driver {
         ///
         /// # Safety
         /// Every address above is inside a live allocation.
+        // Never inlined: each tile is allocated registers on its own, not
+        // inside the driver's loop nest (where rustc spilled accumulators).
+        #[inline(never)]
         #[target_feature(enable = $feature)]
         unsafe fn tile<const ROWS: usize, const VECTORS: usize>(
             a_at: &[*const f32],
@@ -56,10 +80,22 @@ macro_rules! driver {
                     }
                 }
             }
+            // The sums leave the registers through a buffer, in a loop of
+            // constant trip counts: the stores below walk C in loops rustc
+            // may not unroll, and indexing `acc` from them would keep every
+            // accumulator in memory inside the reduction loop.
+            let mut sums = [std::mem::MaybeUninit::<V>::uninit(); MAX_TILE];
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &sum) in row.iter().enumerate() {
+                    sums[r * VECTORS + v].write(sum);
+                }
+            }
             // Rows in order, each a read-modify-write finished before the
             // next: rows of a scattered C may overlap one another.
-            for (row, &base) in acc.iter().zip(c_at) {
-                for (v, &sum) in row.iter().enumerate() {
+            for (r, &base) in c_at.iter().enumerate().take(ROWS) {
+                for v in 0..VECTORS {
+                    // SAFETY: written above for every `r < ROWS`, `v < VECTORS`.
+                    let sum = unsafe { sums[r * VECTORS + v].assume_init() };
                     match c_store {
                         CStore::Pieces(pieces) => {
                             for piece in pieces.iter().filter(|p| p.vector == v) {
@@ -89,40 +125,6 @@ macro_rules! driver {
                         }
                     }
                 }
-            }
-        }
-
-        /// Picks the tile of `rows` rows (the driver never asks for more
-        /// than the ISA's `max_rows`).
-        #[target_feature(enable = $feature)]
-        unsafe fn tile_of<const VECTORS: usize>(
-            rows: usize,
-            a_at: &[*const f32],
-            a_steps: &[isize],
-            b_rows: &[*const f32],
-            c_at: &[*mut f32],
-            c_store: CStore<'_>,
-            add_to_c: bool,
-        ) {
-            macro_rules! go {
-                ($r:literal) => {
-                    // SAFETY: forwarded from the caller.
-                    unsafe { tile::<$r, VECTORS>(a_at, a_steps, b_rows, c_at, c_store, add_to_c) }
-                };
-            }
-            match rows {
-                1 => go!(1),
-                2 => go!(2),
-                3 => go!(3),
-                4 => go!(4),
-                5 => go!(5),
-                6 => go!(6),
-                7 => go!(7),
-                8 => go!(8),
-                9 => go!(9),
-                10 => go!(10),
-                11 => go!(11),
-                _ => go!(12),
             }
         }
 
@@ -261,14 +263,12 @@ macro_rules! driver {
                         }
                         let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
                         let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
-                        // SAFETY: the block's elements are inside A, B (or
-                        // the panel) and C (caller, and the loops' bounds).
-                        unsafe {
-                            if vectors == 1 {
-                                tile_of::<1>(rows, a_at, a_steps, b_rows, c_at, c_store, add_to_c);
-                            } else {
-                                tile_of::<2>(rows, a_at, a_steps, b_rows, c_at, c_store, add_to_c);
-                            }
+                        let args = (a_at, a_steps, b_rows, c_at, c_store, add_to_c);
+                        match vectors {
+                            1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
+                            2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
+                            3 => tile_of!(3, [1, 2, 3, 4, 5, 6, 7, 8, 9], rows, args),
+                            _ => tile_of!(4, [1, 2, 3, 4, 5, 6], rows, args),
                         }
                     }
                     p0 += steps;

@@ -24,13 +24,15 @@ mod driver;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod calibrate;
 #[cfg(test)]
 mod tests;
 
 use crate::target::ProductIsa;
 
 /// Reduction block: the B rows one pass over C reads (a panel of at most
-/// `KC x 32` floats, 32 KiB, stays in L1 while every row block uses it).
+/// `KC` rows of a tile's width, 24 to 64 KiB, which every row block reuses
+/// from L1 or L2).
 pub const KC: usize = 256;
 
 /// The arguments of one product, as the calling kernel lays them out on its
@@ -103,7 +105,7 @@ pub struct GemmCall {
     pub accumulate: i64,
     /// Rows of the register tile (clamped to what the ISA's registers hold).
     pub rows: i64,
-    /// Vectors across the register tile (1 or 2).
+    /// Vectors across the register tile (1 to the ISA's `max_tile_vectors`).
     pub vectors: i64,
 }
 

@@ -113,8 +113,10 @@ fn isas() -> Vec<ProductIsa> {
 #[test]
 fn drivers_match_the_triple_loop() {
     for isa in isas() {
-        for (m, n, k) in [(1, 1, 1), (5, 7, 3), (12, 32, 9), (13, 33, 17), (32, 16, 288), (7, 70, KC + 5), (3, 5, 0)] {
-            for vectors in [1, 2] {
+        for (m, n, k) in
+            [(1, 1, 1), (5, 7, 3), (12, 32, 9), (13, 33, 17), (32, 16, 288), (7, 70, KC + 5), (9, 67, 20), (3, 5, 0)]
+        {
+            for vectors in 1..=isa.max_tile_vectors() {
                 let rows = isa.max_tile_rows(vectors);
                 for (a_transposed, b_transposed, b_table) in
                     [(false, false, false), (true, false, false), (false, true, false), (false, false, true)]
@@ -167,7 +169,7 @@ fn results_do_not_depend_on_the_tile_or_the_split() {
             vectors: 1,
         };
         let reference = check(isa, base);
-        for vectors in [1, 2] {
+        for vectors in 1..=isa.max_tile_vectors() {
             for rows in 1..=isa.max_tile_rows(vectors) {
                 let c = check(isa, Case { rows, vectors, ..base });
                 assert!(
@@ -208,7 +210,7 @@ fn scattered_c_adds_every_tap_into_the_image() {
                     want[table[i] as usize + j / row * stride + j % row * step] += sum;
                 }
             }
-            for vectors in [1, 2] {
+            for vectors in 1..=isa.max_tile_vectors() {
                 let mut got = c.clone();
                 let call = GemmCall {
                     c_rows: table.as_ptr(),

@@ -244,7 +244,13 @@ impl Parser {
         self.expect_word("l2")?;
         let l2_bytes = self.usize()?;
         let products = if self.eat_word("products") { self.product_isa()? } else { ProductIsa::Vector128 };
-        Ok(Target { vector_lanes, vector_registers, fma, l1d_bytes, l2_bytes, products })
+        let tiles = if self.eat_word("tiles") {
+            self.expect_word("measured")?;
+            TileSource::Measured
+        } else {
+            TileSource::Model
+        };
+        Ok(Target { vector_lanes, vector_registers, fma, l1d_bytes, l2_bytes, products, tiles })
     }
 
     /// `v128`, `avx2` or `avx512`.

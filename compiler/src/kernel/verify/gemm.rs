@@ -45,7 +45,7 @@ pub enum GemmRule {
     },
     /// A micro tile larger than its ISA's registers.
     #[error(
-        "a micro tile of {rows} rows by {vectors} vectors does not fit {isa}; expected 1 or 2 vectors and 1 to {max} rows"
+        "a micro tile of {rows} rows by {vectors} vectors does not fit {isa}; expected 1 to {most_vectors} vectors and 1 to {max} rows"
     )]
     MicroTileTooLarge {
         /// The ISA.
@@ -56,6 +56,8 @@ pub enum GemmRule {
         vectors: usize,
         /// The most rows for that many vectors.
         max: usize,
+        /// The most vectors a tile of the ISA spans.
+        most_vectors: usize,
     },
     /// The driver reads operands while it writes C.
     #[error("a micro tile's C overlaps operand {matrix}; expected C apart from A and B")]
@@ -187,8 +189,9 @@ pub(super) fn rules(program: &Program, g: &Gemm) -> Vec<Problem> {
                 out.push(GemmRule::MicroIsaNotTarget { isa, target: program.target.products });
             }
             let max = isa.max_tile_rows(vectors);
-            if isa == ProductIsa::Vector128 || !(1..=2).contains(&vectors) || !(1..=max).contains(&rows) {
-                out.push(GemmRule::MicroTileTooLarge { isa, rows, vectors, max });
+            let most_vectors = isa.max_tile_vectors();
+            if isa == ProductIsa::Vector128 || !(1..=most_vectors).contains(&vectors) || !(1..=max).contains(&rows) {
+                out.push(GemmRule::MicroTileTooLarge { isa, rows, vectors, max, most_vectors });
             }
             let mut unit = vec![("C", g.c.col_stride)];
             unit.extend(g.epilogue.pre_activation.as_ref().map(|m| ("pre_activation", m.col_stride)));

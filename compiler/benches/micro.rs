@@ -1,0 +1,56 @@
+//! The micro-kernel drivers alone: GFLOP/s of each ISA's driver per tile
+//! shape on dense products (A rows apart, B rows contiguous), next to the
+//! ISA's measured FMA peak on one thread.
+//!
+//! `cargo bench -p kiln-compiler --bench micro` (run on a quiet machine).
+
+use kiln_compiler::codegen::micro::{GemmCall, measure_fma_peak, run};
+use kiln_compiler::target::ProductIsa;
+use std::time::{Duration, Instant};
+
+/// GFLOP/s of `C (m x n) = A (m x k) B (k x n)` on `isa` with the tile.
+fn measure(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2]) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.01).collect();
+    let mut c = vec![0f32; m * n];
+    let call = GemmCall::dense(
+        [m, n, k],
+        (a.as_ptr(), k as i64, 1),
+        (b.as_ptr(), n as i64, 1),
+        (c.as_mut_ptr(), n as i64),
+        false,
+        tile,
+    );
+    let flops = 2.0 * (m * n * k) as f64;
+    let mut best = f64::MAX;
+    let deadline = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        // SAFETY: A, B and C hold exactly the elements `call` describes.
+        unsafe { run(isa, &call) };
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    flops / best / 1e9
+}
+
+fn main() {
+    for isa in [ProductIsa::Avx2, ProductIsa::Avx512] {
+        let Some(peak) = measure_fma_peak(isa, 1, Duration::from_millis(300)) else {
+            continue;
+        };
+        println!("{} peak {peak:.1} GFLOP/s (1 thread)", isa.name());
+        let lanes = isa.lanes();
+        for shape in [[96, 2 * lanes, 256], [192, 4 * lanes, 512], [256, 64, 3072], [64, 1024, 576]] {
+            for vectors in 1..=isa.max_tile_vectors() {
+                for rows in [4, 6, 8, 9, 10, 12] {
+                    if rows > isa.max_tile_rows(vectors) {
+                        continue;
+                    }
+                    let g = measure(isa, shape, [rows, vectors]);
+                    println!("  {shape:?} tile {rows}x{vectors}: {g:6.1} GFLOP/s {:3.0}%", 100.0 * g / peak);
+                }
+            }
+        }
+    }
+}
