@@ -35,6 +35,8 @@ macro_rules! driver {
         const PANEL_ROW: usize = MAX_VECTORS * LANES;
         /// Vectors in the largest register tile.
         const MAX_TILE: usize = 32;
+        /// Reduction steps a panel gather reads per column.
+        const GATHER_RUN: usize = 16;
 
         /// How a tile's results reach C: runs of adjacent elements, or
         /// (C's columns apart) one element at a time.
@@ -226,19 +228,30 @@ macro_rules! driver {
                             // SAFETY: the table holds `k` offsets (caller).
                             unsafe { *g.b_rows.add(p0 + p) as isize }
                         };
-                        let row = g.b.wrapping_offset(offset + column(j0));
-                        if in_place {
-                            b_rows[p] = row;
-                        } else {
-                            let dst = &mut panel[p * PANEL_ROW..(p + 1) * PANEL_ROW];
-                            for (j, x) in dst.iter_mut().enumerate() {
-                                // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
-                                x.write(if j < cols { unsafe { *row.offset(columns[j]) } } else { 0.0 });
-                            }
-                            // Every element of the row was just written.
-                            b_rows[p] = dst.as_ptr().cast::<f32>();
-                        }
+                        b_rows[p] = g.b.wrapping_offset(offset + column(j0));
                         a_steps[p] = a_step(p0 + p) - a_step(p0);
+                    }
+                    if !in_place {
+                        // Gathered column by column in runs of `GATHER_RUN`
+                        // steps: a few cache lines of B at a time, whether
+                        // its rows or its columns are the ones apart (B's
+                        // columns a power of two apart, as a transposed
+                        // operand's are, share one cache set: read across
+                        // all `steps` rows at once, they evicted each other).
+                        for run in (0..steps).step_by(GATHER_RUN) {
+                            let end = (run + GATHER_RUN).min(steps);
+                            for (j, &at) in columns.iter().enumerate().take(width) {
+                                for p in run..end {
+                                    // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
+                                    let x = if j < cols { unsafe { *b_rows[p].offset(at) } } else { 0.0 };
+                                    panel[p * width + j].write(x);
+                                }
+                            }
+                        }
+                        for (p, row) in b_rows.iter_mut().enumerate().take(steps) {
+                            // Every element of the panel's row `p` was just written.
+                            *row = panel[p * width..].as_ptr().cast::<f32>();
+                        }
                     }
                     let add_to_c = p0 > 0 || g.accumulate != 0;
                     for i0 in (0..m).step_by(tile_rows) {

@@ -30,9 +30,9 @@ mod tests;
 
 use crate::target::ProductIsa;
 
-/// Reduction block: the B rows one pass over C reads (a panel of at most
-/// `KC` rows of a tile's width, 24 to 64 KiB, which every row block reuses
-/// from L1 or L2).
+/// Reduction block: the B rows one pass over C reads (gathered, a panel of
+/// `KC` rows of the tile's width, 16 to 64 KiB with 512-bit vectors, which
+/// every row block reuses).
 pub const KC: usize = 256;
 
 /// The arguments of one product, as the calling kernel lays them out on its
