@@ -4,34 +4,13 @@
 //!
 //! `cargo bench -p kiln-compiler --bench micro` (run on a quiet machine).
 
-use kiln_compiler::codegen::micro::{GemmCall, measure_fma_peak, run};
+use kiln_compiler::codegen::micro::{calibrate, measure_fma_peak};
 use kiln_compiler::target::ProductIsa;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// GFLOP/s of `C (m x n) = A (m x k) B (k x n)` on `isa` with the tile.
 fn measure(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2]) -> f64 {
-    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.01).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.01).collect();
-    let mut c = vec![0f32; m * n];
-    let call = GemmCall::dense(
-        [m, n, k],
-        (a.as_ptr(), k as i64, 1),
-        (b.as_ptr(), n as i64, 1),
-        (c.as_mut_ptr(), n as i64),
-        false,
-        tile,
-    );
-    let flops = 2.0 * (m * n * k) as f64;
-    let mut best = f64::MAX;
-    let deadline = Instant::now() + Duration::from_millis(150);
-    while Instant::now() < deadline {
-        let start = Instant::now();
-        // SAFETY: A, B and C hold exactly the elements `call` describes.
-        unsafe { run(isa, &call) };
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    std::hint::black_box(&c);
-    flops / best / 1e9
+    2.0 * (m * n * k) as f64 / calibrate::seconds_per_run(isa, [m, n, k], tile, 40) / 1e9
 }
 
 fn main() {

@@ -29,6 +29,10 @@ pub const MAX_ISA_VARIABLE: &str = "KILN_MAX_ISA";
 /// [`ProductIsa::limit`]'s value as its discriminant; anything else: unset.
 static MAX_ISA: AtomicU8 = AtomicU8::new(u8::MAX);
 
+/// The most rows a micro-kernel register tile has on any ISA (the A row
+/// pointers the general-purpose registers hold).
+pub const MAX_TILE_ROWS: usize = 12;
+
 /// The vectors matrix-product cores run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProductIsa {
@@ -111,7 +115,7 @@ impl ProductIsa {
     /// broadcast A element fit the ISA's registers (16 ymm, 32 zmm); at
     /// most 12, the A row pointers the general-purpose registers hold.
     /// 0 when the ISA has no such tile.
-    pub fn max_tile_rows(self, vectors: usize) -> usize {
+    pub const fn max_tile_rows(self, vectors: usize) -> usize {
         if vectors == 0 || vectors > self.max_tile_vectors() {
             return 0;
         }
@@ -120,7 +124,8 @@ impl ProductIsa {
             ProductIsa::Avx2 => 16,
             ProductIsa::Avx512 => 32,
         };
-        ((registers - vectors - 1) / vectors).min(12)
+        let rows = (registers - vectors - 1) / vectors;
+        if rows < MAX_TILE_ROWS { rows } else { MAX_TILE_ROWS }
     }
 
     /// The name the kernel-IR text and the CLI use.

@@ -16,13 +16,11 @@
 //! The tile never changes a result: every element is summed in the same
 //! order whatever the tile (see [`crate::codegen::micro`]).
 
-use crate::target::ProductIsa;
+use crate::target::{MAX_TILE_ROWS as MAX_ROWS, ProductIsa};
 use std::fmt;
 
-/// Rows a tile may have, at most.
-pub const MAX_ROWS: usize = 12;
-/// Vectors a tile may span, at most (over every ISA).
-pub const MAX_VECTORS: usize = 4;
+/// Vectors a tile may span, at most: the widest ISA's.
+const MAX_VECTORS: usize = ProductIsa::Avx512.max_tile_vectors();
 
 /// Each tile's speed as a fraction of the ISA's FMA peak.
 #[derive(Clone, Copy, Debug, PartialEq)]

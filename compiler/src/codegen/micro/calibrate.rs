@@ -140,8 +140,9 @@ pub fn measure(isa: ProductIsa) -> Option<TileRates> {
     rates.complete().then_some(rates)
 }
 
-/// The fastest of `runs` runs of a dense `m x n x k` product with the tile.
-fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], runs: usize) -> f64 {
+/// The fastest of `runs` runs of a dense `m x n x k` product with the tile
+/// (A's rows `k` apart, B's `n`), in seconds.
+pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], runs: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25).collect();
     let mut c = vec![0f32; m * n];

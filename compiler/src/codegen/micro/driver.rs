@@ -34,7 +34,25 @@ macro_rules! driver {
         /// Floats in a packed panel row.
         const PANEL_ROW: usize = MAX_VECTORS * LANES;
         /// Vectors in the largest register tile.
-        const MAX_TILE: usize = 32;
+        const MAX_TILE: usize = {
+            let (mut most, mut v) = (0, 1);
+            while v <= MAX_VECTORS {
+                let vectors = v * $isa.max_tile_rows(v);
+                if vectors > most {
+                    most = vectors;
+                }
+                v += 1;
+            }
+            most
+        };
+        // The driver's `tile_of!` lists cover every tile the ISA has.
+        const _: () = assert!(
+            MAX_VECTORS <= 4
+                && $isa.max_tile_rows(1) <= 12
+                && $isa.max_tile_rows(2) <= 12
+                && $isa.max_tile_rows(3) <= 9
+                && $isa.max_tile_rows(4) <= 6
+        );
         /// Reduction steps a panel gather reads per column.
         const GATHER_RUN: usize = 16;
 
