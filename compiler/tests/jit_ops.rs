@@ -36,6 +36,11 @@ fn conv2d_input_gradient_scattered() {
 }
 
 #[test]
+fn conv2d_input_gradient_gathered() {
+    run(cases::conv2d_input_gradient_gathered());
+}
+
+#[test]
 fn conv2d_with_activation_epilogues() {
     run(cases::conv2d_with_activation_epilogues());
 }

@@ -174,6 +174,16 @@ fn convolutions_wrapping_rows() {
 }
 
 #[test]
+fn convolutions_input_gradient_gathered() {
+    let forms = run_checks(cases::conv2d_input_gradient_gathered());
+    // On a CPU with a wide ISA, the gradients ran as forward products with
+    // the activation's derivative in their epilogue.
+    if ProductIsa::Avx2.available() || ProductIsa::Avx512.available() {
+        forms.assert_has(&["micro tile", "b_wrap", "grad_mask"]);
+    }
+}
+
+#[test]
 fn dense_layers_losses_and_optimizers() {
     let forms =
         run_checks([cases::mlp_every_activation_and_loss(), cases::perceptron_loss(), cases::sgd_variants()].concat());

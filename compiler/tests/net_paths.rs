@@ -363,8 +363,8 @@ const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
     kernels 8, gemm 5, parallel 4 (x4: 4)
-    conv1+relu: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
@@ -372,8 +372,8 @@ const VGG16C: [&str; 4] = [
     // forward, batch 64
     "
     kernels 8, gemm 5, parallel 8 (x4: 8)
-    conv1+relu: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 8x1
@@ -381,8 +381,8 @@ const VGG16C: [&str; 4] = [
     // training, batch 4
     "
     kernels 41, gemm 14, parallel 12 (x4: 12)
-    conv1+relu: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
@@ -394,8 +394,7 @@ const VGG16C: [&str; 4] = [
     grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_pool: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -404,8 +403,8 @@ const VGG16C: [&str; 4] = [
     // training, batch 64
     "
     kernels 41, gemm 14, parallel 24 (x4: 24)
-    conv1+relu: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2: x4 over 4 | micro avx512 8x1
@@ -417,8 +416,7 @@ const VGG16C: [&str; 4] = [
     grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_pool: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -440,12 +438,12 @@ const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
     kernels 14, gemm 10, parallel 11 (x4: 11)
-    stem+x_1: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1a+relu: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1b: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 11x1 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -454,12 +452,12 @@ const RESNET_ISH: [&str; 4] = [
     // forward, batch 64
     "
     kernels 14, gemm 10, parallel 13 (x4: 13)
-    stem+x_1: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1a+relu: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1b: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 11x1 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -468,20 +466,19 @@ const RESNET_ISH: [&str; 4] = [
     // training, batch 4
     "
     kernels 85, gemm 29, parallel 32 (x4: 32)
-    stem+x_1: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1a+relu: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1b: x4 over 4 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 11x1 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x4
     grad_fc.weight: serial | micro avx512 6x4
-    grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a.transpose_weight: serial
@@ -492,8 +489,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 4 | micro avx512 6x4 c_rows c_wrap
     grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
-    grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
@@ -504,12 +500,10 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 4 | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b1b.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b1a.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -518,20 +512,19 @@ const RESNET_ISH: [&str; 4] = [
     // training, batch 64
     "
     kernels 85, gemm 29, parallel 45 (x4: 45)
-    stem+x_1: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1a+relu: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b1b: x4 over 64 | pad copy | micro avx512 9x2 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 11x1 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | micro avx512 11x1
     grad_x_5: serial | micro avx512 6x4
     grad_fc.weight: serial | micro avx512 6x4
-    grad_relu_2.transpose_weight: serial
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a.transpose_weight: serial
@@ -542,8 +535,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 64 | micro avx512 6x4 c_rows c_wrap
     grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
-    grad_relu_1.transpose_weight: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
@@ -554,12 +546,10 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 64 | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu.transpose_weight: serial
-    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b1b.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a.transpose_weight: serial
-    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b1a.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -578,24 +568,24 @@ const WIDE5: [&str; 4] = [
     // forward, batch 4
     "
     kernels 7, gemm 4, parallel 3 (x4: 3)
-    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
     kernels 7, gemm 4, parallel 7 (x4: 7)
-    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: x4 over 4 | micro avx512 8x1
     ",
     // training, batch 4
     "
     kernels 35, gemm 11, parallel 9 (x4: 9)
-    conv1+tanh: x4 over 4 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+tanh: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x4
@@ -604,8 +594,7 @@ const WIDE5: [&str; 4] = [
     grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_avg.transpose_weight: serial
-    grad_avg: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_avg: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
@@ -614,8 +603,8 @@ const WIDE5: [&str; 4] = [
     // training, batch 64
     "
     kernels 35, gemm 11, parallel 22 (x4: 22)
-    conv1+tanh: x4 over 64 | pad copy | micro avx512 12x2 b_rows b_wrap
-    conv2+relu: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    conv1+tanh: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: x4 over 4 | micro avx512 8x1
     grad_x_1: x4 over 4 | micro avx512 6x4
@@ -624,8 +613,7 @@ const WIDE5: [&str; 4] = [
     grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_avg.transpose_weight: serial
-    grad_avg: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
+    grad_avg: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
     grad_conv2.weight.combine: x4 over 4
     grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split

@@ -14,6 +14,8 @@
 //!   to one vector per element once per run, so the tile loads vectors;
 //! - in place on a padded copy: the forward product of a padded
 //!   convolution reads a copy of each image with its border written out;
+//! - gathered (unit-stride input gradients on the micro-kernels): the
+//!   forward convolution of the output gradient, in place as above;
 //! - packed: an explicit im2col (or column matrix) in per-thread scratch,
 //!   for what the in-place forms cannot address (strided columns; padding,
 //!   for the gradients).
@@ -64,6 +66,21 @@ pub enum InputGradLayout {
     },
     /// A column matrix in scratch, then a col2im pass.
     PackedColumns,
+    /// The forward convolution `conv` of the output gradient, read in
+    /// place by the micro-kernels as [`ForwardLayout::InPlace`] with
+    /// `wrap` and `pad_copy`: unit stride only, `conv` having the
+    /// kernel flipped, the channels swapped and padding `d (k - 1) - p`.
+    /// Every element of the gradient is stored once, where scattering adds
+    /// each tap's row into the image (overlapping read-modify-writes).
+    Gathered {
+        /// The equivalent convolution, from the output gradient's channels
+        /// to the input's.
+        conv: Conv2d,
+        /// Its columns wrapping across the padded gradient's rows.
+        wrap: ColumnWrap,
+        /// It reads a zero-padded copy of each image of the gradient.
+        pad_copy: bool,
+    },
 }
 
 /// How a convolution's weight gradient reads its input.
@@ -127,6 +144,9 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
 /// interior. Replicate padding would add the border's gradient back onto
 /// the edge, which the scatter does not do: it packs.
 pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> InputGradLayout {
+    if let Some(gathered) = gathered_input_grad(c, input, output, target) {
+        return gathered;
+    }
     let (ow, p, w_in) = rows(input, output);
     let padded = c.padding != [0, 0];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * (w_in + 2 * c.padding[1])) as i64 };
@@ -143,6 +163,26 @@ pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: 
         InputGradLayout::Scattered { wrap, padded, micro: false }
     } else {
         InputGradLayout::PackedColumns
+    }
+}
+
+/// A unit-stride input gradient with zero padding as the forward
+/// convolution `dx = conv(dy, W')` with padding `d (k - 1) - p` (the padding
+/// is at most the kernel's reach) and the kernel flipped, channels swapped:
+/// `W'[ci][co][ky][kx] = W[co][ci][kh-1-ky][kw-1-kx]`; when that
+/// convolution runs in place on the micro-kernels.
+fn gathered_input_grad(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> Option<InputGradLayout> {
+    let zeros = c.padding == [0, 0] || c.padding_mode == PaddingMode::Zeros;
+    if target.products == ProductIsa::Vector128 || c.stride != [1, 1] || !zeros {
+        return None;
+    }
+    let reach = |axis: usize| (c.dilation[axis] * c.kernel[axis].saturating_sub(1)).checked_sub(c.padding[axis]);
+    let conv = Conv2d { padding: [reach(0)?, reach(1)?], padding_mode: PaddingMode::Zeros, ..*c };
+    match forward_layout(&conv, output, input, target) {
+        ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false } => {
+            Some(InputGradLayout::Gathered { conv, wrap, pad_copy })
+        }
+        _ => None,
     }
 }
 
@@ -293,6 +333,43 @@ mod tests {
                 micro: true
             }
         );
+    }
+
+    /// A unit-stride input gradient runs as the forward convolution of the
+    /// output gradient (flipped kernel, padding `d (k - 1) - p`) where that
+    /// one runs in place on the micro-kernels; strided ones scatter.
+    #[test]
+    fn unit_stride_input_gradients_gather() {
+        let t = Target::baseline().with_products(ProductIsa::Avx512);
+        // 16x16 padded 3x3: the gradient's rows are whole vectors.
+        let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
+        let equivalent = Conv2d { padding: [1, 1], ..conv(3, 1, 1) };
+        assert_eq!(
+            input_grad_layout(&conv(3, 1, 1), &x, &y, &t),
+            InputGradLayout::Gathered { conv: equivalent, wrap: ColumnWrap { row: 16, stride: 18 }, pad_copy: true }
+        );
+        // Unpadded 3x3, dilation 2: padding 4 around the 12x12 gradient.
+        let dilated = Conv2d { dilation: [2, 2], ..conv(3, 1, 0) };
+        let (x, y) = ([4, 64, 16, 16], [4, 8, 12, 12]);
+        assert_eq!(
+            input_grad_layout(&dilated, &x, &y, &t),
+            InputGradLayout::Gathered {
+                conv: Conv2d { padding: [4, 4], ..dilated },
+                wrap: ColumnWrap { row: 16, stride: 20 },
+                pad_copy: true
+            }
+        );
+        // 8x8 rows of 64 channels: enough channels share each gathered panel.
+        let (x, y) = ([4, 64, 8, 8], [4, 64, 8, 8]);
+        assert!(matches!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::Gathered { .. }));
+        // 8x8 rows of 32 channels keep the 128-bit scatter; stride 2 scatters.
+        let (x, y) = ([4, 32, 8, 8], [4, 32, 8, 8]);
+        assert!(matches!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::Scattered { .. }));
+        let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
+        assert!(matches!(input_grad_layout(&conv(3, 2, 1), &x, &y, &t), InputGradLayout::Scattered { .. }));
+        // Padding beyond the kernel's reach has no equivalent convolution.
+        let (x, y) = ([4, 32, 16, 16], [4, 32, 18, 18]);
+        assert!(!matches!(input_grad_layout(&conv(1, 1, 1), &x, &y, &t), InputGradLayout::Gathered { .. }));
     }
 
     #[test]

@@ -140,12 +140,9 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     {
         return tile(transposed_product, &every, true);
     }
-    // Wrapped rows of one vector: a one-vector tile keeps every block inside
-    // a row (read in place, not gathered).
-    let one_vector_rows = g.b_wrap.is_some_and(|w| w.row == isa.lanes() || w.row % (2 * isa.lanes()) == isa.lanes());
     let product =
         DriverProduct { m: g.m, n: g.n, k: g.k, b_adjacent: g.b.col_stride == 1, b_wrap_row: g.b_wrap.map(|w| w.row) };
-    let tile = tile(product, if one_vector_rows { &[1] } else { &every }, false)?;
+    let tile = tile(product, &every, false)?;
     // A product the layout pass laid out for the micro-kernels (unsplatted
     // weights, strided wrapped columns) has no other tile. Others go there
     // when the driver reads B in place, or its gathered panels pay; and

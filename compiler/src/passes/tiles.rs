@@ -147,13 +147,12 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
         let width = v * lanes;
         let blocks = n.div_ceil(width);
         // Column blocks gathered into the panel: all when B's columns are
-        // apart or wrap across rows the blocks straddle, else the last one
-        // when it is partial.
-        let gathered = if !b_adjacent || b_wrap_row.is_some_and(|w| !w.is_multiple_of(width)) {
-            blocks
-        } else {
-            usize::from(!n.is_multiple_of(width))
-        };
+        // apart or wrap across rows that split the block's vectors (a
+        // block's vectors may lie in different rows, each whole in one),
+        // else the last one when it is partial.
+        let split = |w: usize| !w.is_multiple_of(lanes) && !w.is_multiple_of(width);
+        let gathered =
+            if !b_adjacent || b_wrap_row.is_some_and(split) { blocks } else { usize::from(!n.is_multiple_of(width)) };
         let gather = (gathered * width) as f64 * k;
         for rows in 1..=isa.max_tile_rows(v) {
             let full = (m / rows) as f64;
@@ -221,10 +220,10 @@ mod tests {
         // 36 rows, 64 columns: 6x4 covers them in whole tiles, 10x2 leaves
         // a 6-row block at the slow rate in each of its two column blocks.
         assert_eq!(choose(dense(36, 64, 256), &rates, &all), Some((6, 4)));
-        // Wrapped rows of 32: a 4-vector block would straddle every row
-        // and gather, two vectors read in place.
-        let wrapped = DriverProduct { b_wrap_row: Some(32), ..dense(36, 64, 256) };
-        assert_eq!(choose(wrapped, &rates, &all), Some((10, 2)));
+        // Wrapped rows of 32 hold whole vectors: a 4-vector block spans two
+        // rows and is still read in place.
+        let whole = DriverProduct { b_wrap_row: Some(32), ..dense(36, 64, 256) };
+        assert_eq!(choose(whole, &rates, &all), Some((6, 4)));
         // Only the vectors allowed are considered.
         assert_eq!(choose(dense(40, 32, 256), &rates, &[1]).map(|t| t.1), Some(1));
     }

@@ -109,6 +109,29 @@ pub fn conv2d_input_gradient_scattered() -> Vec<Check> {
     checks
 }
 
+/// A second unit-stride convolution whose input gradient runs as the
+/// forward convolution of its output gradient on the micro-kernels (rows
+/// of 16, or 64 channels), the first one's activation derivative in the
+/// product's epilogue: padding below, at and (dilated) past the reach.
+pub fn conv2d_input_gradient_gathered() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (h, w, ch, k, p, d, act) in [
+        (5, 16, 4, 3, 1, 1, Activation::Relu),
+        (6, 16, 3, 3, 0, 1, Activation::Tanh),
+        (7, 16, 2, 3, 2, 2, Activation::Relu),
+        (5, 16, 3, 5, 2, 1, Activation::Sigmoid),
+        (5, 6, 64, 3, 1, 1, Activation::Relu),
+    ] {
+        let mut g = Graph::new("conv_gather");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c1 = conv(&mut g, "conv1", x, ch, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let a1 = same_shape(&mut g, "act1", Op::Activate(act), c1);
+        let c2 = conv(&mut g, "conv2", a1, 3, conv_attrs(k, 1, p, d, PaddingMode::Zeros), true);
+        checks.extend(classifier(format!("conv gather {h}x{w} c{ch} k{k} p{p} d{d} {act:?}"), g, c2));
+    }
+    checks
+}
+
 pub fn conv2d_with_activation_epilogues() -> Vec<Check> {
     let mut checks = Vec::new();
     for act in activations() {
@@ -322,6 +345,7 @@ pub fn all() -> Vec<Check> {
         conv2d_every_option(),
         conv2d_weight_gradient_across_rows(),
         conv2d_input_gradient_scattered(),
+        conv2d_input_gradient_gathered(),
         conv2d_with_activation_epilogues(),
         mlp_every_activation_and_loss(),
         perceptron_loss(),

@@ -17,10 +17,10 @@ macro_rules! tile_of {
         }
     };
     (@call $r:literal, $vectors:literal, $args:ident) => {{
-        let (a_at, a_steps, b_rows, c_at, c_store, add_to_c) = $args;
+        let (a_at, a_steps, b_rows, b_vectors, c_at, c_store, add_to_c) = $args;
         // SAFETY: the block's elements are inside A, B (or the
         // panel) and C (the driver's caller, and its loops' bounds).
-        unsafe { tile::<$r, $vectors>(a_at, a_steps, b_rows, c_at, c_store, add_to_c) }
+        unsafe { tile::<$r, $vectors>(a_at, a_steps, b_rows, b_vectors, c_at, c_store, add_to_c) }
     }};
 }
 
@@ -64,9 +64,39 @@ macro_rules! driver {
             Strided(&'p [isize]),
         }
 
+        /// The tile's reduction: `acc[r][v] += A[r, p] * B[p, v]` over the
+        /// steps, B's vector `v` at `b_rows[p] + vector_at[v]`.
+        ///
+        /// # Safety
+        /// As [`tile`]'s.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        unsafe fn reduce<const ROWS: usize, const VECTORS: usize>(
+            acc: &mut [[V; VECTORS]; ROWS],
+            a: &[*const f32; ROWS],
+            a_steps: &[isize],
+            b_rows: &[*const f32],
+            vector_at: [isize; VECTORS],
+        ) {
+            for (&b, &step) in b_rows.iter().zip(a_steps) {
+                let mut bv = [zero(); VECTORS];
+                for (x, &at) in bv.iter_mut().zip(&vector_at) {
+                    // SAFETY: row `p` of B holds its vectors whole (caller).
+                    *x = unsafe { load(b.offset(at)) };
+                }
+                for (row, &at) in acc.iter_mut().zip(a) {
+                    // SAFETY: `A[r, p]` is inside A (caller).
+                    let x = unsafe { broadcast(at.wrapping_offset(step)) };
+                    for (sum, &bx) in row.iter_mut().zip(&bv) {
+                        *sum = fma(x, bx, *sum);
+                    }
+                }
+            }
+        }
+
         /// `rows x vectors` results of C from `b_rows.len()` reduction
-        /// steps: `A[r, p]` at `a_at[r] + a_steps[p]`, row `p` of B at
-        /// `b_rows[p]` (at least `VECTORS` whole vectors readable); C's row
+        /// steps: `A[r, p]` at `a_at[r] + a_steps[p]`, row `p` of B's
+        /// vector `v` a whole vector at `b_rows[p] + b_vectors[v]`; C's row
         /// `r` from `c_at[r]` as `store` says.
         ///
         /// # Safety
@@ -79,6 +109,7 @@ macro_rules! driver {
             a_at: &[*const f32],
             a_steps: &[isize],
             b_rows: &[*const f32],
+            b_vectors: &[isize],
             c_at: &[*mut f32],
             c_store: CStore<'_>,
             add_to_c: bool,
@@ -86,18 +117,21 @@ macro_rules! driver {
             let mut acc = [[zero(); VECTORS]; ROWS];
             let mut a = [std::ptr::null::<f32>(); ROWS];
             a.copy_from_slice(&a_at[..ROWS]);
-            for (&b, &step) in b_rows.iter().zip(a_steps) {
-                let mut bv = [zero(); VECTORS];
-                for (v, x) in bv.iter_mut().enumerate() {
-                    // SAFETY: row `p` of B holds `VECTORS` whole vectors (caller).
-                    *x = unsafe { load(b.add(v * LANES)) };
-                }
-                for (row, &at) in acc.iter_mut().zip(&a) {
-                    // SAFETY: `A[r, p]` is inside A (caller).
-                    let x = unsafe { broadcast(at.wrapping_offset(step)) };
-                    for (sum, &bx) in row.iter_mut().zip(&bv) {
-                        *sum = fma(x, bx, *sum);
-                    }
+            let mut vector_at = [0isize; VECTORS];
+            vector_at.copy_from_slice(&b_vectors[..VECTORS]);
+            let mut adjacent = [0isize; VECTORS];
+            for (v, at) in adjacent.iter_mut().enumerate() {
+                *at = (v * LANES) as isize;
+            }
+            // Adjacent vectors (a panel, or B's row in place) are read at
+            // constant offsets, which frees the registers the offsets of
+            // vectors in different wrap rows take.
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if vector_at == adjacent {
+                    reduce(&mut acc, &a, a_steps, b_rows, adjacent);
+                } else {
+                    reduce(&mut acc, &a, a_steps, b_rows, vector_at);
                 }
             }
             // The sums leave the registers through a buffer, in a loop of
@@ -160,8 +194,8 @@ macro_rules! driver {
         }
 
         /// The product `call` describes: column blocks of the tile's width,
-        /// reduction blocks of `KC` rows of B (read in place when a block's
-        /// columns are adjacent whole vectors, else gathered into a
+        /// reduction blocks of `KC` rows of B (read in place when each of a
+        /// block's vectors is whole adjacent columns, else gathered into a
         /// zero-padded panel), row blocks of the tile's height.
         ///
         /// # Safety
@@ -204,9 +238,15 @@ macro_rules! driver {
             let mut columns = [0isize; PANEL_ROW];
             for j0 in (0..n).step_by(width) {
                 let cols = width.min(n - j0);
-                // In place: whole vectors of adjacent columns (no wrap
-                // boundary inside the block).
-                let in_place = b_col == 1 && cols == width && (wrap_row == 0 || j0 % wrap_row + cols <= wrap_row);
+                // In place: whole vectors of adjacent columns, each inside
+                // one wrap row (a block may span several rows).
+                let in_place = b_col == 1
+                    && cols == width
+                    && (0..vectors).all(|v| wrap_row == 0 || (j0 + v * LANES) % wrap_row + LANES <= wrap_row);
+                let mut vector_at = [0isize; MAX_VECTORS];
+                for (v, at) in vector_at.iter_mut().enumerate().take(vectors) {
+                    *at = if in_place { column(j0 + v * LANES) - column(j0) } else { (v * LANES) as isize };
+                }
                 for (j, at) in columns.iter_mut().enumerate().take(cols) {
                     *at = column(j0 + j) - column(j0);
                 }
@@ -294,7 +334,7 @@ macro_rules! driver {
                         }
                         let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
                         let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
-                        let args = (a_at, a_steps, b_rows, c_at, c_store, add_to_c);
+                        let args = (a_at, a_steps, b_rows, &vector_at[..vectors], c_at, c_store, add_to_c);
                         match vectors {
                             1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
                             2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),

@@ -2,7 +2,8 @@
 //! the forward pass (implicit im2col through a row table over the input or
 //! over a padded copy of each image, columns wrapping across rows, or an
 //! explicit im2col buffer),
-//! the input gradient (col2im fused into the product's stores, or a `dcol`
+//! the input gradient (the forward convolution of the output gradient with
+//! the kernel flipped, col2im fused into the product's stores, or a `dcol`
 //! buffer scattered back) and the weight gradient (per-chunk partial sums
 //! combined in a fixed order).
 
@@ -87,6 +88,80 @@ impl Builder<'_> {
         })
     }
 
+    /// The rows an in-place product reads, B's row `(ci, ky, kx)` the input
+    /// row that tap reads (implicit im2col): offsets in the input, or with
+    /// `pad_copy` in a per-thread copy of each image with its border
+    /// written out. Returns the buffer read, its distance between images
+    /// and the table.
+    fn in_place_rows(
+        &mut self,
+        name: &str,
+        c: &Conv2d,
+        xd: &[usize],
+        pad_copy: bool,
+        x: BufId,
+    ) -> (BufId, usize, BufId) {
+        let (ch, h, w_in) = (xd[1], xd[2] + 2 * c.padding[0], xd[3] + 2 * c.padding[1]);
+        let (source, image) = if pad_copy {
+            (self.scratch(format!("{name}.padded"), ch * h * w_in, true), 0)
+        } else {
+            (x, ch * h * w_in)
+        };
+        let [kh, kw] = c.kernel;
+        let mut rows = Vec::with_capacity(ch * kh * kw);
+        for ci in 0..ch {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
+                }
+            }
+        }
+        (source, image, self.table_i32(format!("{name}.rows"), rows))
+    }
+
+    /// One product per image of `c` over `x` (dims `xd`, output dims `yd`)
+    /// into `finish.out`, its columns (output positions) wrapping from
+    /// input row to input row (`wrap`), so no lanes are wasted at the end
+    /// of each row; B read through `rows`, A = `weights` (`o x k`).
+    #[allow(clippy::too_many_arguments)]
+    fn wrapped_products(
+        &mut self,
+        c: &Conv2d,
+        [xd, yd]: [&[usize]; 2],
+        x: BufId,
+        rows: InPlaceRows,
+        (weights, splat, tile): (MatrixRef, bool, GemmTile),
+        wrap: ColumnWrap,
+        finish: &Finish,
+        bias: Option<Bias>,
+    ) -> Vec<Stmt> {
+        let (o, p) = (yd[1], yd[2] * yd[3]);
+        let k = xd[1] * c.kernel[0] * c.kernel[1];
+        let InPlaceRows { source, image, table, pad_copy } = rows;
+        vec![self.loop_over(xd[0], |b, n| {
+            let mut s = if pad_copy { b.pad_image(c, xd, x, n.clone(), source) } else { Vec::new() };
+            let cm = MatrixRef { buf: finish.out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
+            let epilogue = b.forward_epilogue(finish, &cm, bias.clone());
+            s.push(Stmt::Gemm(Box::new(Gemm {
+                m: o,
+                n: p,
+                k,
+                a: weights.clone(),
+                b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: c.stride[1] as i64 },
+                c: cm,
+                epilogue,
+                b_rows: Some(table),
+                k_split: None,
+                b_wrap: Some(wrap),
+                c_rows: None,
+                c_wrap: None,
+                a_splat: splat,
+                tile,
+            })));
+            s
+        })]
+    }
+
     pub(super) fn conv2d(
         &mut self,
         id: NodeId,
@@ -102,27 +177,9 @@ impl Builder<'_> {
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
         if let ForwardLayout::InPlace { wrap, pad_copy, splat } = layout {
-            // Implicit im2col: per output row, B's row (ci, ky, kx) is the
-            // input row it reads, found through a table of offsets, in the
-            // input or in a padded copy of each image.
-            let (ch, h, w_in) = (xd[1], xd[2] + 2 * c.padding[0], xd[3] + 2 * c.padding[1]);
-            let (source, image) = if pad_copy {
-                let name = format!("{}.padded", self.graph.node(id).name);
-                (self.scratch(name, ch * h * w_in, true), 0)
-            } else {
-                (x, ch * h * w_in)
-            };
+            let (source, image, table) = self.in_place_rows(&self.graph.node(id).name.clone(), c, &xd, pad_copy, x);
             let (oh, ow) = (yd[2], yd[3]);
-            let [kh, kw] = c.kernel;
-            let mut rows = Vec::with_capacity(k);
-            for ci in 0..ch {
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
-                    }
-                }
-            }
-            let table = self.table_i32(format!("{}.rows", self.graph.node(id).name), rows);
+            let w_in = xd[3] + 2 * c.padding[1];
             let weights = if splat {
                 // The weights splatted to one vector each once per run, in a
                 // kernel of their own.
@@ -145,28 +202,10 @@ impl Builder<'_> {
             // whose columns (output positions) wrap from input row to input
             // row, so no lanes are wasted at the end of each row.
             if let Some(wrap) = wrap {
-                let body = vec![self.loop_over(xd[0], |b, n| {
-                    let mut s = if pad_copy { b.pad_image(c, &xd, x, n.clone(), source) } else { Vec::new() };
-                    let cm = MatrixRef { buf: out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
-                    let epilogue = b.forward_epilogue(&epi_finish, &cm, bias.map(|bb| Bias::PerRow(bb, Idx::Const(0))));
-                    s.push(Stmt::Gemm(Box::new(Gemm {
-                        m: o,
-                        n: p,
-                        k,
-                        a: weights.clone(),
-                        b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: c.stride[1] as i64 },
-                        c: cm,
-                        epilogue,
-                        b_rows: Some(table),
-                        k_split: None,
-                        b_wrap: Some(wrap),
-                        c_rows: None,
-                        c_wrap: None,
-                        a_splat: splat,
-                        tile,
-                    })));
-                    s
-                })];
+                let rows = InPlaceRows { source, image, table, pad_copy };
+                let bias = bias.map(|bb| Bias::PerRow(bb, Idx::Const(0)));
+                let body =
+                    self.wrapped_products(c, [&xd, &yd], x, rows, (weights, splat, tile), wrap, &epi_finish, bias);
                 return Ok((body, 2 * (xd[0] * o * k * p) as u64));
             }
             let body = vec![self.loop_over(xd[0], |b, n| {
@@ -324,6 +363,43 @@ impl Builder<'_> {
         (body, 2 * (batch * o * k * p) as u64)
     }
 
+    /// A unit-stride input gradient as the forward convolution `conv` of
+    /// the output gradient (see [`InputGradLayout::Gathered`]): the weights
+    /// flipped and transposed once per run in a kernel of their own, then
+    /// one wrapped product per image, the activation's derivative applied
+    /// in its epilogue.
+    fn conv2d_grad_input_gathered(
+        &mut self,
+        id: NodeId,
+        conv: &Conv2d,
+        [yd, xd]: [&[usize]; 2],
+        (wrap, pad_copy): (ColumnWrap, bool),
+        [dy, w]: [BufId; 2],
+        finish: &Finish,
+    ) -> KernelBody {
+        let name = self.graph.node(id).name.clone();
+        let [kh, kw] = conv.kernel;
+        let (o, ch) = (yd[1], xd[1]);
+        let k = o * kh * kw;
+        let flipped = self.scratch(format!("{name}.weight_flipped"), ch * k, false);
+        // flipped[ci][co][ky][kx] = w[co][ci][kh - 1 - ky][kw - 1 - kx]
+        let prep = self.loops(&[ch, o, kh, kw], |_, i| {
+            let (ci, co, ky, kx) = (&i[0], &i[1], &i[2], &i[3]);
+            let at = ((ci.clone() * o as i64 + co.clone()) * kh as i64 + ky.clone()) * kw as i64 + kx.clone();
+            let (fy, fx) = (ky.clone() * -1i64 + (kh as i64 - 1), kx.clone() * -1i64 + (kw as i64 - 1));
+            let from = ((co.clone() * ch as i64 + ci.clone()) * kh as i64 + fy) * kw as i64 + fx;
+            vec![Stmt::store(flipped, at, Val::load(w, from))]
+        });
+        self.pre_kernels.push(make_kernel(format!("{name}.flip_weight"), vec![id], prep, 0));
+        let (source, image, table) = self.in_place_rows(&name, conv, yd, pad_copy, dy);
+        let rows = InPlaceRows { source, image, table, pad_copy };
+        let weights = MatrixRef { buf: flipped, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 };
+        let tile = unscheduled_micro(self.prog.target.products);
+        let finish = Finish { out: finish.out, activation: None, pre: None, mask: finish.mask };
+        let body = self.wrapped_products(conv, [yd, xd], dy, rows, (weights, false, tile), wrap, &finish, None);
+        (body, 2 * (xd[0] * ch * k * xd[2] * xd[3]) as u64)
+    }
+
     pub(super) fn conv2d_grad_input(
         &mut self,
         id: NodeId,
@@ -339,9 +415,15 @@ impl Builder<'_> {
         let (oh, ow) = (yd[2], yd[3]);
         let out = finish.out;
         let image = ch * (h * wi) as usize;
-        if let InputGradLayout::Scattered { wrap, padded, micro } = input_grad_layout(c, &xd, &yd, &self.prog.target) {
-            let dims = [xd[0], o, ch, h as usize, wi as usize, p];
-            return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded, micro), [dy, w], finish));
+        match input_grad_layout(c, &xd, &yd, &self.prog.target) {
+            InputGradLayout::Scattered { wrap, padded, micro } => {
+                let dims = [xd[0], o, ch, h as usize, wi as usize, p];
+                return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded, micro), [dy, w], finish));
+            }
+            InputGradLayout::Gathered { conv, wrap, pad_copy } => {
+                return Ok(self.conv2d_grad_input_gathered(id, &conv, [&yd, &xd], (wrap, pad_copy), [dy, w], finish));
+            }
+            InputGradLayout::PackedColumns => {}
         }
         let dcol = self.scratch(format!("{}.dcol", self.graph.node(id).name), k * p, true);
         let body = vec![self.loop_over(xd[0], |b, n| {
@@ -510,4 +592,13 @@ impl Builder<'_> {
 /// The largest divisor of `n` that is at most `cap`.
 fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
     (1..=cap.min(n).max(1)).rev().find(|&d| n.is_multiple_of(d)).unwrap_or(1)
+}
+
+/// What [`Builder::in_place_rows`] set up for an in-place product.
+#[derive(Clone, Copy)]
+struct InPlaceRows {
+    source: BufId,
+    image: usize,
+    table: BufId,
+    pad_copy: bool,
 }

@@ -331,14 +331,16 @@ impl Builder<'_> {
         self.loop_over(len, |_, e| vec![Stmt::store(buf, base + e, Val::Const(0.0))])
     }
 
-    /// The epilogue of a forward GEMM writing into `finish`.
+    /// The epilogue of a forward GEMM writing into `finish` (with its
+    /// activation's derivative masking the result, for a gradient computed
+    /// as a forward product).
     fn forward_epilogue(&self, finish: &Finish, c: &MatrixRef, bias: Option<Bias>) -> Epilogue {
         Epilogue {
             accumulate: false,
             bias,
             activation: finish.activation,
             pre_activation: finish.pre.map(|buf| MatrixRef { buf, ..c.clone() }),
-            grad_mask: None,
+            grad_mask: finish.mask.map(|(a, buf)| (a, MatrixRef { buf, ..c.clone() })),
         }
     }
 }
