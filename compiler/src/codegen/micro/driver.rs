@@ -55,6 +55,8 @@ macro_rules! driver {
         );
         /// Reduction steps a panel gather reads per column.
         const GATHER_RUN: usize = 16;
+        /// Rows of C a buffered product sums at a time (see `buffered`).
+        const BUFFER_ROWS: usize = 256;
 
         /// How a tile's results reach C: runs of adjacent elements, or
         /// (C's columns apart) one element at a time.
@@ -213,6 +215,14 @@ macro_rules! driver {
             // Written row by row before any tile reads it: left
             // uninitialised, so a small product does not clear 32 KiB.
             let mut panel = [std::mem::MaybeUninit::<f32>::uninit(); KC * PANEL_ROW];
+            // A C whose columns are apart (a transposed product's) summed
+            // over several reduction blocks is summed in this contiguous
+            // buffer and stored once: added into C element by element after
+            // every block, it took a quarter of the tiles' time. Not for a C
+            // whose rows come from a table, which may overlap.
+            let buffered = g.c_col != 1 && k > KC && g.c_rows.is_null();
+            let mut buffer = [std::mem::MaybeUninit::<f32>::uninit(); BUFFER_ROWS * PANEL_ROW];
+            let buffer_base = buffer.as_mut_ptr().cast::<f32>();
             let mut b_rows = [std::ptr::null::<f32>(); KC];
             let mut a_steps = [0isize; KC];
             let wrap_row = g.wrap_row.max(0) as usize;
@@ -232,6 +242,15 @@ macro_rules! driver {
                     j as isize * c_col
                 } else {
                     (j / c_wrap_row) as isize * g.c_wrap_stride as isize + (j % c_wrap_row) as isize * c_col
+                }
+            };
+            // Where row `i` of C starts.
+            let c_row_of = |i: usize| -> isize {
+                if g.c_rows.is_null() {
+                    i as isize * g.c_row as isize
+                } else {
+                    // SAFETY: the table holds `m` offsets (caller).
+                    unsafe { *g.c_rows.add(i) as isize }
                 }
             };
             let a_step = |p: usize| segmented(p, g.a_seg, g.a_seg_stride, g.a_col);
@@ -276,75 +295,109 @@ macro_rules! driver {
                 } else {
                     CStore::Strided(&c_offsets[..cols])
                 };
-                let mut p0 = 0;
-                loop {
-                    let steps = KC.min(k - p0);
-                    for p in 0..steps {
-                        let offset = if g.b_rows.is_null() {
-                            segmented(p0 + p, g.b_seg, g.b_seg_stride, g.b_row)
-                        } else {
-                            // SAFETY: the table holds `k` offsets (caller).
-                            unsafe { *g.b_rows.add(p0 + p) as isize }
-                        };
-                        b_rows[p] = g.b.wrapping_offset(offset + column(j0));
-                        a_steps[p] = a_step(p0 + p) - a_step(p0);
-                    }
-                    if !in_place {
-                        // Gathered column by column in runs of `GATHER_RUN`
-                        // steps: a few cache lines of B at a time, whether
-                        // its rows or its columns are the ones apart (B's
-                        // columns a power of two apart, as a transposed
-                        // operand's are, share one cache set: read across
-                        // all `steps` rows at once, they evicted each other).
-                        for run in (0..steps).step_by(GATHER_RUN) {
-                            let end = (run + GATHER_RUN).min(steps);
-                            for (j, &at) in columns.iter().enumerate().take(width) {
-                                for p in run..end {
-                                    // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
-                                    let x = if j < cols { unsafe { *b_rows[p].offset(at) } } else { 0.0 };
-                                    panel[p * width + j].write(x);
-                                }
+                // Whole vectors of a buffer row, for the tiles' stores.
+                let mut buffer_pieces = [Piece { vector: 0, first: 0, end: LANES, offset: 0 }; MAX_VECTORS];
+                for (v, piece) in buffer_pieces.iter_mut().enumerate() {
+                    *piece = Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize };
+                }
+                let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
+                for i_chunk in (0..m).step_by(chunk_rows) {
+                    let chunk_end = (i_chunk + chunk_rows).min(m);
+                    // The buffer's row `i - i_chunk` holds C's row `i` from column `j0`.
+                    let buffer_at = |i: usize| buffer_base.wrapping_add((i - i_chunk) * width);
+                    if buffered && g.accumulate != 0 {
+                        for i in i_chunk..chunk_end {
+                            let (from, to) = (g.c.wrapping_offset(c_row_of(i) + c_column(j0)), buffer_at(i));
+                            for (j, &at) in c_offsets.iter().enumerate().take(cols) {
+                                // SAFETY: `C[i, j0 + j]` is C's (caller); the
+                                // buffer holds `chunk_rows` rows of `width`.
+                                unsafe { *to.add(j) = *from.wrapping_offset(at) };
+                            }
+                            for j in cols..width {
+                                // SAFETY: the tiles read whole vectors, these too.
+                                unsafe { *to.add(j) = 0.0 };
                             }
                         }
-                        for (p, row) in b_rows.iter_mut().enumerate().take(steps) {
-                            // Every element of the panel's row `p` was just written.
-                            *row = panel[p * width..].as_ptr().cast::<f32>();
+                    }
+                    let mut p0 = 0;
+                    loop {
+                        let steps = KC.min(k - p0);
+                        for p in 0..steps {
+                            let offset = if g.b_rows.is_null() {
+                                segmented(p0 + p, g.b_seg, g.b_seg_stride, g.b_row)
+                            } else {
+                                // SAFETY: the table holds `k` offsets (caller).
+                                unsafe { *g.b_rows.add(p0 + p) as isize }
+                            };
+                            b_rows[p] = g.b.wrapping_offset(offset + column(j0));
+                            a_steps[p] = a_step(p0 + p) - a_step(p0);
+                        }
+                        if !in_place {
+                            // Gathered column by column in runs of `GATHER_RUN`
+                            // steps: a few cache lines of B at a time, whether
+                            // its rows or its columns are the ones apart (B's
+                            // columns a power of two apart, as a transposed
+                            // operand's are, share one cache set: read across
+                            // all `steps` rows at once, they evicted each other).
+                            for run in (0..steps).step_by(GATHER_RUN) {
+                                let end = (run + GATHER_RUN).min(steps);
+                                for (j, &at) in columns.iter().enumerate().take(width) {
+                                    for p in run..end {
+                                        // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
+                                        let x = if j < cols { unsafe { *b_rows[p].offset(at) } } else { 0.0 };
+                                        panel[p * width + j].write(x);
+                                    }
+                                }
+                            }
+                            for (p, row) in b_rows.iter_mut().enumerate().take(steps) {
+                                // Every element of the panel's row `p` was just written.
+                                *row = panel[p * width..].as_ptr().cast::<f32>();
+                            }
+                        }
+                        let add_to_c = p0 > 0 || g.accumulate != 0;
+                        for i0 in (i_chunk..chunk_end).step_by(tile_rows) {
+                            let rows = tile_rows.min(chunk_end - i0);
+                            let mut a_at = [g.a; 12];
+                            let mut c_at = [g.c; 12];
+                            for r in 0..rows {
+                                let a_row = if g.a_rows.is_null() {
+                                    (i0 + r) as isize * g.a_row as isize
+                                } else {
+                                    // SAFETY: the table holds `m` offsets (caller).
+                                    unsafe { *g.a_rows.add(i0 + r) as isize }
+                                };
+                                a_at[r] = g.a.wrapping_offset(a_row + a_step(p0));
+                                c_at[r] = if buffered {
+                                    buffer_at(i0 + r)
+                                } else {
+                                    g.c.wrapping_offset(c_row_of(i0 + r) + c_column(j0))
+                                };
+                            }
+                            let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
+                            let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
+                            let store = if buffered { CStore::Pieces(&buffer_pieces[..vectors]) } else { c_store };
+                            let args = (a_at, a_steps, b_rows, &vector_at[..vectors], c_at, store, add_to_c);
+                            match vectors {
+                                1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
+                                2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
+                                3 => tile_of!(3, [1, 2, 3, 4, 5, 6, 7, 8, 9], rows, args),
+                                _ => tile_of!(4, [1, 2, 3, 4, 5, 6], rows, args),
+                            }
+                        }
+                        p0 += steps;
+                        if p0 >= k {
+                            break;
                         }
                     }
-                    let add_to_c = p0 > 0 || g.accumulate != 0;
-                    for i0 in (0..m).step_by(tile_rows) {
-                        let rows = tile_rows.min(m - i0);
-                        let mut a_at = [g.a; 12];
-                        let mut c_at = [g.c; 12];
-                        for r in 0..rows {
-                            let a_row = if g.a_rows.is_null() {
-                                (i0 + r) as isize * g.a_row as isize
-                            } else {
-                                // SAFETY: the table holds `m` offsets (caller).
-                                unsafe { *g.a_rows.add(i0 + r) as isize }
-                            };
-                            a_at[r] = g.a.wrapping_offset(a_row + a_step(p0));
-                            let c_row = if g.c_rows.is_null() {
-                                (i0 + r) as isize * g.c_row as isize
-                            } else {
-                                // SAFETY: the table holds `m` offsets (caller).
-                                unsafe { *g.c_rows.add(i0 + r) as isize }
-                            };
-                            c_at[r] = g.c.wrapping_offset(c_row + c_column(j0));
+                    if buffered {
+                        for i in i_chunk..chunk_end {
+                            let (from, to) = (buffer_at(i), g.c.wrapping_offset(c_row_of(i) + c_column(j0)));
+                            for (j, &at) in c_offsets.iter().enumerate().take(cols) {
+                                // SAFETY: as the copy into the buffer above; every
+                                // element of the buffer's rows was just summed.
+                                unsafe { *to.wrapping_offset(at) = *from.add(j) };
+                            }
                         }
-                        let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
-                        let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
-                        let args = (a_at, a_steps, b_rows, &vector_at[..vectors], c_at, c_store, add_to_c);
-                        match vectors {
-                            1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
-                            2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
-                            3 => tile_of!(3, [1, 2, 3, 4, 5, 6, 7, 8, 9], rows, args),
-                            _ => tile_of!(4, [1, 2, 3, 4, 5, 6], rows, args),
-                        }
-                    }
-                    p0 += steps;
-                    if p0 >= k {
-                        break;
                     }
                 }
             }

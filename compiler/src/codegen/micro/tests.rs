@@ -296,3 +296,65 @@ fn segmented_reductions_and_strided_c() {
         }
     }
 }
+
+/// A transposed product's C (its columns apart) over several reduction
+/// blocks and more rows than one buffered chunk: summed in the driver's
+/// buffer and stored once, bit for bit what adding each block into C
+/// gives (a table of C's rows turns the buffer off).
+#[test]
+fn buffered_strided_c_equals_adding_each_block() {
+    for isa in isas() {
+        let (m, n, k) = (300, 2 * isa.lanes() + 3, 2 * KC + 7);
+        let a = fill(m * k, 10);
+        let b = fill(k * n, 11);
+        // C is `[n, m + 1]`: the driver's C (m x n) with columns `m + 1` apart.
+        let c_col = m + 1;
+        let table: Vec<i32> = (0..m as i32).collect();
+        for vectors in 1..=isa.max_tile_vectors() {
+            for accumulate in [false, true] {
+                let start = fill(n * c_col, 12);
+                let mut results = Vec::new();
+                for rows_from_table in [false, true] {
+                    let mut c = start.clone();
+                    let call = GemmCall {
+                        c_col: c_col as i64,
+                        c_rows: if rows_from_table { table.as_ptr() } else { std::ptr::null() },
+                        ..GemmCall::dense(
+                            [m, n, k],
+                            (a.as_ptr(), k as i64, 1),
+                            (b.as_ptr(), n as i64, 1),
+                            (c.as_mut_ptr(), 1),
+                            accumulate,
+                            [isa.max_tile_rows(vectors), vectors],
+                        )
+                    };
+                    // SAFETY: every element the call names is inside `a`, `b`, `table` and `c`.
+                    assert!(unsafe { run(isa, &call) });
+                    results.push(c);
+                }
+                let c = &results[0];
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = if accumulate { f64::from(start[j * c_col + i]) } else { 0.0 };
+                        for p in 0..k {
+                            want += f64::from(a[i * k + p]) * f64::from(b[p * n + j]);
+                        }
+                        let got = f64::from(c[j * c_col + i]);
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{isa}: C[{i}, {j}] = {got}, expected {want}"
+                        );
+                    }
+                }
+                // Untouched: each column's element past the last row.
+                for j in 0..n {
+                    assert_eq!(c[j * c_col + m].to_bits(), start[j * c_col + m].to_bits());
+                }
+                assert!(
+                    c.iter().zip(&results[1]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{isa} {vectors} vectors, accumulate {accumulate}: buffered C differs"
+                );
+            }
+        }
+    }
+}
