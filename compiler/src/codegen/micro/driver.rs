@@ -254,8 +254,13 @@ macro_rules! driver {
                 }
             };
             let a_step = |p: usize| segmented(p, g.a_seg, g.a_seg_stride, g.a_col);
+            // Whole vectors of a buffer row, for the tiles' stores.
+            let buffer_pieces: [Piece; MAX_VECTORS] =
+                std::array::from_fn(|v| Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize });
             let mut columns = [0isize; PANEL_ROW];
             for j0 in (0..n).step_by(width) {
+                // Where C's row `i` of this column block starts.
+                let c_block = |i: usize| g.c.wrapping_offset(c_row_of(i) + c_column(j0));
                 let cols = width.min(n - j0);
                 // In place: whole vectors of adjacent columns, each inside
                 // one wrap row (a block may span several rows).
@@ -295,11 +300,6 @@ macro_rules! driver {
                 } else {
                     CStore::Strided(&c_offsets[..cols])
                 };
-                // Whole vectors of a buffer row, for the tiles' stores.
-                let mut buffer_pieces = [Piece { vector: 0, first: 0, end: LANES, offset: 0 }; MAX_VECTORS];
-                for (v, piece) in buffer_pieces.iter_mut().enumerate() {
-                    *piece = Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize };
-                }
                 let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
                 for i_chunk in (0..m).step_by(chunk_rows) {
                     let chunk_end = (i_chunk + chunk_rows).min(m);
@@ -307,7 +307,7 @@ macro_rules! driver {
                     let buffer_at = |i: usize| buffer_base.wrapping_add((i - i_chunk) * width);
                     if buffered && g.accumulate != 0 {
                         for i in i_chunk..chunk_end {
-                            let (from, to) = (g.c.wrapping_offset(c_row_of(i) + c_column(j0)), buffer_at(i));
+                            let (from, to) = (c_block(i), buffer_at(i));
                             for (j, &at) in c_offsets.iter().enumerate().take(cols) {
                                 // SAFETY: `C[i, j0 + j]` is C's (caller); the
                                 // buffer holds `chunk_rows` rows of `width`.
@@ -367,11 +367,7 @@ macro_rules! driver {
                                     unsafe { *g.a_rows.add(i0 + r) as isize }
                                 };
                                 a_at[r] = g.a.wrapping_offset(a_row + a_step(p0));
-                                c_at[r] = if buffered {
-                                    buffer_at(i0 + r)
-                                } else {
-                                    g.c.wrapping_offset(c_row_of(i0 + r) + c_column(j0))
-                                };
+                                c_at[r] = if buffered { buffer_at(i0 + r) } else { c_block(i0 + r) };
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
                             let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
@@ -391,7 +387,7 @@ macro_rules! driver {
                     }
                     if buffered {
                         for i in i_chunk..chunk_end {
-                            let (from, to) = (buffer_at(i), g.c.wrapping_offset(c_row_of(i) + c_column(j0)));
+                            let (from, to) = (buffer_at(i), c_block(i));
                             for (j, &at) in c_offsets.iter().enumerate().take(cols) {
                                 // SAFETY: as the copy into the buffer above; every
                                 // element of the buffer's rows was just summed.
