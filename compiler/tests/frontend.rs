@@ -210,6 +210,22 @@ fn unknown_keyword() {
 }
 
 #[test]
+fn gelu_form_is_none_or_tanh() {
+    one_error(
+        "struct M { } fn forward(x: [N, 4]) -> [N, 4] { gelu(x, approximate = \"fast\") }",
+        &["`approximate`", "must be 'none' or 'tanh', got 'fast'"],
+    );
+    one_error(
+        "struct M { g: GELU(approximate = \"erf\") } fn forward(x: [N, 4]) -> [N, 4] { g(x) }",
+        &["`approximate`", "must be 'none' or 'tanh', got 'erf'"],
+    );
+    for ok in ["gelu(x)", "gelu(x, approximate = \"none\")", "gelu(x, \"tanh\")", "silu(x)"] {
+        let src = format!("struct M {{ }} fn forward(x: [N, 4]) -> [N, 4] {{ {ok} }}");
+        kiln_compiler::frontend::compile_str(&src).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
 fn duplicate_name() {
     one_error(
         "struct M { fc: Linear(4, 4), fc: Linear(4, 2) } fn forward(x: [N, 4]) -> [N, 4] { fc(x) }",

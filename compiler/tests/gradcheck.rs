@@ -28,7 +28,9 @@ use std::path::Path;
 use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::interp::{self, evaluate};
-use kiln_compiler::ops::{Activation, BinaryOp, Conv2d, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
+use kiln_compiler::ops::{
+    Activation, BinaryOp, Conv2d, GeluForm, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd,
+};
 use kiln_compiler::shape::{Dim, Shape, window_output_len};
 use kiln_compiler::tensor::Tensor;
 
@@ -492,6 +494,9 @@ fn activations_on_both_sides_of_zero() {
         Activation::LeakyRelu(0.01),
         Activation::Elu(1.0),
         Activation::Elu(0.5),
+        Activation::Gelu(GeluForm::Exact),
+        Activation::Gelu(GeluForm::Tanh),
+        Activation::Silu,
         Activation::Step,
     ];
     for (i, a) in all.into_iter().enumerate() {

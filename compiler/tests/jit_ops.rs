@@ -7,7 +7,7 @@ use jit_support::cases::{self, Check};
 use jit_support::*;
 use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::graph::Graph;
-use kiln_compiler::ops::{Activation, Loss, Op};
+use kiln_compiler::ops::{Activation, GeluForm, Loss, Op};
 
 /// Within 1e-5 of the interpreter, relative to the tensor's scale.
 const REL: f32 = 1e-5;
@@ -151,17 +151,25 @@ fn ulps(a: f32, b: f32) -> u32 {
     (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
 }
 
-/// The JIT's inline `exp` and `tanh` (behind sigmoid, tanh and ELU) stay
-/// within a few ulp of Rust's `f32::exp` and `f32::tanh`, which the
-/// interpreter uses, over the whole range — denormal results, overflow and
-/// the special values included.
+/// The JIT's inline `exp`, `tanh` and `erf` (behind sigmoid, tanh, ELU,
+/// GELU and SiLU) stay within a few ulp of Rust's `f32::exp` and
+/// `f32::tanh` and libm's `erff`, which the interpreter uses, over the
+/// whole range — denormal results, overflow and the special values included.
 #[test]
 fn sigmoid_tanh_elu_match_libm_within_a_few_ulp() {
     let mut values: Vec<f32> = (-2200..=2200).map(|i| i as f32 * 0.05).collect();
     values.extend([1e-30, -1e-30, 1e-6, -3e-4, 0.2499, 0.2501, 87.0, 88.9, 89.5, -87.5, -100.0, -103.0, -110.0]);
     values.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN]);
     let n = values.len();
-    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Elu(1.0)] {
+    let smooth = [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Elu(1.0),
+        Activation::Gelu(GeluForm::Exact),
+        Activation::Gelu(GeluForm::Tanh),
+        Activation::Silu,
+    ];
+    for act in smooth {
         let mut g = Graph::new("act_accuracy");
         let x = input(&mut g, "x", &[n]);
         let y = same_shape(&mut g, "act", Op::Activate(act), x);
@@ -182,8 +190,13 @@ fn sigmoid_tanh_elu_match_libm_within_a_few_ulp() {
             }
             // ELU's e^x - 1 loses relative precision near 0 in both; judge
             // it against e^x's own scale there.
-            let tol =
-                if matches!(act, Activation::Elu(_)) && v.abs() < 1.0 { (1.0f32 + want.abs()) * 4e-7 } else { 0.0 };
+            // GELU's 1 + erf(x / sqrt 2) (and 1 + tanh) cancel for negative
+            // x, so its error is the CDF's absolute one times |x|.
+            let tol = match act {
+                Activation::Elu(_) if v.abs() < 1.0 => (1.0f32 + want.abs()) * 4e-7,
+                Activation::Gelu(_) => v.abs() * 4e-7,
+                _ => 0.0,
+            };
             assert!(
                 ulps(a, want) <= 4 || (a - want).abs() <= tol,
                 "{act:?}({v}) = {a}, want {want} ({} ulp)",

@@ -8,7 +8,7 @@ use kiln_compiler::frontend::compile_str;
 use kiln_compiler::graph::{Graph, NodeId};
 use kiln_compiler::jit::{self, JitOptions};
 use kiln_compiler::kernel::*;
-use kiln_compiler::ops::{Activation, Loss, Sgd};
+use kiln_compiler::ops::{Activation, GeluForm, Loss, Sgd};
 use kiln_compiler::target::{ProductIsa, Target, TileSource};
 
 /// `text` parses back to `program` and prints back to itself, byte for byte.
@@ -337,6 +337,9 @@ fn gemm_variants() -> Vec<Gemm> {
         Activation::Step,
         Activation::LeakyRelu(0.01),
         Activation::Elu(-0.0),
+        Activation::Gelu(GeluForm::Exact),
+        Activation::Gelu(GeluForm::Tanh),
+        Activation::Silu,
     ];
     let micro = GemmTile::Micro { isa: ProductIsa::Avx2, rows: 6, vectors: 2, transposed: false };
     let transposed = GemmTile::Micro { isa: ProductIsa::Avx512, rows: 12, vectors: 1, transposed: true };

@@ -127,6 +127,46 @@ pub enum Activation {
     /// Heaviside: `1` for `x > 0`, else `0` (the perceptron's output). Its
     /// gradient is zero everywhere.
     Step,
+    /// PyTorch's `gelu`: `x * Phi(x)`, `Phi` the normal distribution's CDF
+    /// (`approximate = 'none'`) or its tanh approximation (`'tanh'`).
+    Gelu(GeluForm),
+    /// `x * sigmoid(x)` (PyTorch's `silu`, also called swish).
+    Silu,
+}
+
+/// How [`Activation::Gelu`] computes the normal CDF, as PyTorch's `approximate`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum GeluForm {
+    /// `Phi(x) = (1 + erf(x / sqrt 2)) / 2` (`approximate = 'none'`).
+    Exact,
+    /// `(1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2` (`approximate = 'tanh'`).
+    Tanh,
+}
+
+/// `sqrt(2 / pi)`, the tanh form's scale.
+pub const GELU_TANH_SCALE: f32 = 0.797_884_6;
+/// The tanh form's cubic coefficient.
+pub const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `(Phi(x), Phi'(x))` for the form, `Phi'` the derivative of the CDF.
+fn gelu_cdf(form: GeluForm, x: f32) -> (f32, f32) {
+    match form {
+        GeluForm::Exact => {
+            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            // The normal density 1/sqrt(2 pi) e^(-x^2/2).
+            let pdf = 0.398_942_3 * (-0.5 * x * x).exp();
+            (cdf, pdf)
+        }
+        GeluForm::Tanh => {
+            let t = (GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x)).tanh();
+            let dt = 0.5 * (1.0 - t * t) * GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * x * x);
+            (0.5 * (1.0 + t), dt)
+        }
+    }
 }
 
 impl Activation {
@@ -141,8 +181,10 @@ impl Activation {
                     x
                 }
             }
-            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Sigmoid => sigmoid(x),
             Activation::Tanh => x.tanh(),
+            Activation::Gelu(form) => x * gelu_cdf(form, x).0,
+            Activation::Silu => x * sigmoid(x),
             Activation::LeakyRelu(a) => {
                 if x > 0.0 {
                     x
@@ -178,8 +220,16 @@ impl Activation {
                 }
             }
             Activation::Sigmoid => {
-                let s = 1.0 / (1.0 + (-x).exp());
+                let s = sigmoid(x);
                 s * (1.0 - s)
+            }
+            Activation::Gelu(form) => {
+                let (cdf, dcdf) = gelu_cdf(form, x);
+                cdf + x * dcdf
+            }
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
             }
             Activation::Tanh => {
                 let t = x.tanh();
@@ -413,6 +463,9 @@ fn activation_name(a: Activation) -> &'static str {
         Activation::LeakyRelu(_) => "leaky_relu",
         Activation::Elu(_) => "elu",
         Activation::Step => "step",
+        Activation::Gelu(GeluForm::Exact) => "gelu",
+        Activation::Gelu(GeluForm::Tanh) => "gelu_tanh",
+        Activation::Silu => "silu",
     }
 }
 

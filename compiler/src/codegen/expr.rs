@@ -283,6 +283,8 @@ impl Fx<'_, '_> {
             UnOp::Exp => self.via_f32x4(x, Self::exp_f32x4),
             UnOp::Tanh if vec => self.tanh_f32x4(x),
             UnOp::Tanh => self.via_f32x4(x, Self::tanh_f32x4),
+            UnOp::Erf if vec => self.erf_f32x4(x),
+            UnOp::Erf => self.via_f32x4(x, Self::erf_f32x4),
             UnOp::Ln => self.call_math(self.math.ln, x, vec),
         }
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::graph::Stage;
-use crate::ops::{Activation, BinaryOp, Conv2d, Loss, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
+use crate::ops::{Activation, BinaryOp, Conv2d, GeluForm, Loss, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
 use crate::shape::Shape;
 
 fn t(shape: &[usize], data: &[f32]) -> Tensor {
@@ -216,7 +216,23 @@ fn resize_bilinear() {
 #[test]
 fn activations_and_their_gradients() {
     let x = t(&[4], &[-2., -0.5, 0.5, 2.]);
-    let cases: [(Activation, [f32; 4], [f32; 4]); 6] = [
+    // GELU and SiLU values from the closed forms in f64 (Python's `math.erf`).
+    let cases: [(Activation, [f32; 4], [f32; 4]); 9] = [
+        (
+            Activation::Gelu(GeluForm::Exact),
+            [-0.0455003, -0.1542688, 0.3457312, 1.9544997],
+            [-0.0852318, 0.1325049, 0.8674951, 1.0852318],
+        ),
+        (
+            Activation::Gelu(GeluForm::Tanh),
+            [-0.0454023, -0.154286, 0.345714, 1.9545977],
+            [-0.0860993, 0.1326301, 0.8673699, 1.0860993],
+        ),
+        (
+            Activation::Silu,
+            [-0.2384058, -0.1887703, 0.3112297, 1.7615942],
+            [-0.0907842, 0.2600388, 0.7399612, 1.0907842],
+        ),
         (Activation::Relu, [0., 0., 0.5, 2.], [0., 0., 1., 1.]),
         (Activation::LeakyRelu(0.1), [-0.2, -0.05, 0.5, 2.], [0.1, 0.1, 1., 1.]),
         (Activation::Step, [0., 0., 1., 1.], [0., 0., 0., 0.]),

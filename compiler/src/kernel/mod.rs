@@ -324,6 +324,9 @@ pub enum UnOp {
     Tanh,
     /// `x <= 0 ? 0 : x` (a NaN stays NaN, as in PyTorch).
     Relu,
+    /// The error function `erf x` (libm's `erff`; the JIT's is within a few
+    /// ulp of it).
+    Erf,
 }
 
 /// A binary function on `f32`.

@@ -7,7 +7,7 @@
 use super::*;
 use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::graph::{Graph, NodeId, Stage};
-use kiln_compiler::ops::{Activation, BinaryOp, Loss, Op, PaddingMode, Resize, ResizeMode, Sgd};
+use kiln_compiler::ops::{Activation, BinaryOp, GeluForm, Loss, Op, PaddingMode, Resize, ResizeMode, Sgd};
 use kiln_compiler::shape::Shape;
 
 /// One differential check.
@@ -156,6 +156,9 @@ pub fn activations() -> Vec<Activation> {
         Activation::Tanh,
         Activation::LeakyRelu(0.1),
         Activation::Elu(0.7),
+        Activation::Gelu(GeluForm::Exact),
+        Activation::Gelu(GeluForm::Tanh),
+        Activation::Silu,
         Activation::Step,
     ]
 }

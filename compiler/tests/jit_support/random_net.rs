@@ -4,7 +4,7 @@
 
 use super::{Rng, batched, conv, conv_attrs, flatten, input, linear, pool, pool_attrs, same_shape};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
-use kiln_compiler::ops::{Activation, BinaryOp, Op, PaddingMode, Resize, ResizeMode};
+use kiln_compiler::ops::{Activation, BinaryOp, GeluForm, Op, PaddingMode, Resize, ResizeMode};
 use kiln_compiler::shape::window_output_len;
 
 #[derive(Clone, Copy)]
@@ -23,12 +23,15 @@ impl Gen {
     }
 
     fn activation(&mut self) -> Activation {
-        match self.below(6) {
+        match self.below(9) {
             0 => Activation::Relu,
             1 => Activation::Sigmoid,
             2 => Activation::Tanh,
             3 => Activation::LeakyRelu(0.2),
             4 => Activation::Elu(1.0),
+            5 => Activation::Gelu(GeluForm::Exact),
+            6 => Activation::Gelu(GeluForm::Tanh),
+            7 => Activation::Silu,
             _ => Activation::Relu,
         }
     }

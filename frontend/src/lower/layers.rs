@@ -7,13 +7,13 @@
 
 use super::args::ArgsAt;
 use super::consts::{elements_per_sample, eval_bool, eval_f64, eval_pair, eval_usize, eval_word};
-use super::ops::Resample;
+use super::ops::{Resample, gelu_form};
 use super::{Builder, Value};
 use crate::ast::LayerDecl;
 use crate::diagnostic::FrontendError;
 use crate::graph::{NodeId, Stage};
 use crate::infer::ShapeError;
-use crate::ops::{Activation, Conv2d, Op, PaddingMode, Pool2d};
+use crate::ops::{Activation, Conv2d, GeluForm, Op, PaddingMode, Pool2d};
 use crate::shape::Shape;
 use quote::ToTokens;
 use std::collections::HashMap;
@@ -118,6 +118,21 @@ const LAYERS: &[LayerType] = &[
         ctor: "Tanh",
         signature: LayerSignature { names: &[], positional: 0, required: 0 },
         validate: |_, _| Some(LayerKind::Activation(Activation::Tanh)),
+        weights: None,
+    },
+    LayerType {
+        ctor: "GELU",
+        signature: LayerSignature { names: &["approximate"], positional: 1, required: 0 },
+        validate: |b, args| {
+            let form = args.get(b, "approximate", gelu_form).unwrap_or(GeluForm::Exact);
+            Some(LayerKind::Activation(Activation::Gelu(form)))
+        },
+        weights: None,
+    },
+    LayerType {
+        ctor: "SiLU",
+        signature: LayerSignature { names: &[], positional: 0, required: 0 },
+        validate: |_, _| Some(LayerKind::Activation(Activation::Silu)),
         weights: None,
     },
     LayerType {

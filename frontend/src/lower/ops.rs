@@ -9,15 +9,27 @@ use super::{Builder, Value};
 use crate::diagnostic::FrontendError;
 use crate::graph::{NodeId, Stage};
 use crate::infer::{ShapeError, reshape_shape};
-use crate::ops::{Activation, Op, Resize, ResizeMode};
+use crate::ops::{Activation, GeluForm, Op, Resize, ResizeMode};
 use crate::shape::Dim;
 use quote::ToTokens;
 use std::collections::HashMap;
 use syn::Expr;
 
 /// The functional ops callable in `forward`.
-pub const FUNCTIONAL_OPS: &[&str] =
-    &["relu", "sigmoid", "tanh", "leaky_relu", "elu", "step", "cat", "interpolate", "flatten", "reshape"];
+pub const FUNCTIONAL_OPS: &[&str] = &[
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "step",
+    "cat",
+    "interpolate",
+    "flatten",
+    "reshape",
+];
 
 /// Resampling options before the input size is known.
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +169,8 @@ impl Builder<'_> {
 
     pub(super) fn call_op(&mut self, op: &str, args: &[&Expr], at: &dyn ToTokens, bind: Option<&str>) -> Value {
         let signature: &[&'static str] = match op {
-            "relu" | "sigmoid" | "tanh" | "step" => &["input"],
+            "relu" | "sigmoid" | "tanh" | "silu" | "step" => &["input"],
+            "gelu" => &["input", "approximate"],
             "leaky_relu" => &["input", "negative_slope"],
             "elu" => &["input", "alpha"],
             "cat" => &["tensors", "dim"],
@@ -215,7 +228,7 @@ impl Builder<'_> {
         }
         let x = self.eval(bound["input"], None)?;
         match op {
-            "relu" | "sigmoid" | "tanh" | "step" | "leaky_relu" | "elu" => {
+            "relu" | "sigmoid" | "tanh" | "silu" | "gelu" | "step" | "leaky_relu" | "elu" => {
                 let float = |b: &mut Self, arg: &str, default: f64| -> Option<f32> {
                     match bound.get(arg).map(|e| eval_f64(e)) {
                         None => Some(default as f32),
@@ -231,6 +244,20 @@ impl Builder<'_> {
                     "sigmoid" => Activation::Sigmoid,
                     "tanh" => Activation::Tanh,
                     "step" => Activation::Step,
+                    "silu" => Activation::Silu,
+                    "gelu" => Activation::Gelu(match bound.get("approximate") {
+                        None => GeluForm::Exact,
+                        Some(e) => match gelu_form(e) {
+                            Ok(form) => form,
+                            Err(detail) => {
+                                self.error(
+                                    FrontendError::BadValue { callee: op.into(), arg: "approximate".into(), detail },
+                                    *e,
+                                );
+                                return None;
+                            }
+                        },
+                    }),
                     "leaky_relu" => Activation::LeakyRelu(float(self, "negative_slope", 0.01)?),
                     _ => Activation::Elu(float(self, "alpha", 1.0)?),
                 };
@@ -270,5 +297,14 @@ impl Builder<'_> {
                 self.reshape(&name, x, &target, at)
             }
         }
+    }
+}
+
+/// PyTorch's `approximate` argument of `gelu`: `'none'` or `'tanh'`.
+pub(super) fn gelu_form(e: &Expr) -> Result<GeluForm, String> {
+    match eval_word(e)?.as_str() {
+        "none" => Ok(GeluForm::Exact),
+        "tanh" => Ok(GeluForm::Tanh),
+        other => Err(format!("must be 'none' or 'tanh', got '{other}'")),
     }
 }

@@ -6,7 +6,7 @@
 use super::{Builder, broadcast_strides, contiguous_strides, make_kernel, unsupported};
 use crate::graph::NodeId;
 use crate::kernel::*;
-use crate::ops::{Activation, BinaryOp, Op, Sgd};
+use crate::ops::{Activation, BinaryOp, GELU_TANH_CUBIC, GELU_TANH_SCALE, GeluForm, Op, Sgd};
 use std::collections::HashMap;
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -136,14 +136,41 @@ impl Builder<'_> {
     }
 }
 
+/// `1 / (1 + e^-x)`.
+fn sigmoid(x: Val) -> Val {
+    Val::Const(1.0).div(Val::Const(1.0).add(x.un(UnOp::Neg).un(UnOp::Exp)))
+}
+
+/// `(Phi(x), Phi'(x))` of a GELU form, the same arithmetic as the graph
+/// interpreter's.
+fn gelu_cdf(form: GeluForm, x: Val) -> (Val, Val) {
+    let c = Val::Const;
+    match form {
+        GeluForm::Exact => {
+            let cdf = c(0.5).mul(c(1.0).add(x.clone().mul(c(std::f32::consts::FRAC_1_SQRT_2)).un(UnOp::Erf)));
+            let pdf = c(0.398_942_3).mul(c(-0.5).mul(x.clone()).mul(x).un(UnOp::Exp));
+            (cdf, pdf)
+        }
+        GeluForm::Tanh => {
+            let cube = c(GELU_TANH_CUBIC).mul(x.clone()).mul(x.clone()).mul(x.clone());
+            let t = c(GELU_TANH_SCALE).mul(x.clone().add(cube)).un(UnOp::Tanh);
+            let slope = c(1.0).add(c(3.0 * GELU_TANH_CUBIC).mul(x.clone()).mul(x));
+            let dt = c(0.5).mul(c(1.0).sub(t.clone().mul(t.clone()))).mul(c(GELU_TANH_SCALE)).mul(slope);
+            (c(0.5).mul(c(1.0).add(t)), dt)
+        }
+    }
+}
+
 /// The expression of `a(x)`, matching [`Activation::apply`].
 pub(crate) fn activation_expr(a: Activation, x: Val) -> Val {
     let zero = || Val::Const(0.0);
     let pos = |x: &Val| Cond::val(Cmp::Gt, x.clone(), Val::Const(0.0));
     match a {
         Activation::Relu => x.un(UnOp::Relu),
-        Activation::Sigmoid => Val::Const(1.0).div(Val::Const(1.0).add(x.un(UnOp::Neg).un(UnOp::Exp))),
+        Activation::Sigmoid => sigmoid(x),
         Activation::Tanh => x.un(UnOp::Tanh),
+        Activation::Gelu(form) => x.clone().mul(gelu_cdf(form, x).0),
+        Activation::Silu => x.clone().mul(sigmoid(x)),
         Activation::LeakyRelu(s) => Val::select(pos(&x), x.clone(), Val::Const(s).mul(x)),
         Activation::Elu(s) => Val::select(pos(&x), x.clone(), Val::Const(s).mul(x.un(UnOp::Exp).sub(Val::Const(1.0)))),
         Activation::Step => Val::select(pos(&x), Val::Const(1.0), zero()),
@@ -156,8 +183,16 @@ pub(crate) fn activation_grad_expr(a: Activation, x: Val, dy: Val) -> Val {
     match a {
         Activation::Relu => Val::select(pos(&x), dy, Val::Const(0.0)),
         Activation::Sigmoid => {
-            let s = Val::Const(1.0).div(Val::Const(1.0).add(x.un(UnOp::Neg).un(UnOp::Exp)));
+            let s = sigmoid(x);
             s.clone().mul(Val::Const(1.0).sub(s)).mul(dy)
+        }
+        Activation::Gelu(form) => {
+            let (cdf, dcdf) = gelu_cdf(form, x.clone());
+            cdf.add(x.mul(dcdf)).mul(dy)
+        }
+        Activation::Silu => {
+            let s = sigmoid(x.clone());
+            s.clone().mul(Val::Const(1.0).add(x.mul(Val::Const(1.0).sub(s)))).mul(dy)
         }
         Activation::Tanh => {
             let t = x.un(UnOp::Tanh);

@@ -102,6 +102,7 @@ pub(super) fn unary(op: UnOp, x: f32) -> f32 {
         UnOp::Exp => x.exp(),
         UnOp::Ln => x.ln(),
         UnOp::Tanh => x.tanh(),
+        UnOp::Erf => libm::erff(x),
         // `x <= 0` is false for a NaN, so a NaN passes through.
         UnOp::Relu => {
             if x <= 0.0 {

@@ -8,7 +8,7 @@ use super::lex::Tok;
 use super::parse::{PResult, Parser};
 use super::{ParseError, ParseErrorKind};
 use crate::kernel::*;
-use crate::ops::Activation;
+use crate::ops::{Activation, GeluForm};
 
 type Tall<T> = (T, usize);
 
@@ -160,8 +160,14 @@ impl Parser {
         if let Some(a) = self.numbered('a')? {
             return Ok((Val::Acc(a), 1));
         }
-        let unary =
-            [("neg", UnOp::Neg), ("exp", UnOp::Exp), ("ln", UnOp::Ln), ("tanh", UnOp::Tanh), ("relu", UnOp::Relu)];
+        let unary = [
+            ("neg", UnOp::Neg),
+            ("exp", UnOp::Exp),
+            ("ln", UnOp::Ln),
+            ("tanh", UnOp::Tanh),
+            ("relu", UnOp::Relu),
+            ("erf", UnOp::Erf),
+        ];
         for (word, op) in unary {
             if self.eat_word(word) {
                 self.expect_punct("(")?;
@@ -229,9 +235,18 @@ impl Parser {
         Ok(if negative { -magnitude } else { magnitude })
     }
 
-    /// `relu`, `sigmoid`, `tanh`, `step`, `leaky_relu(slope)` or `elu(alpha)`.
+    /// `relu`, `sigmoid`, `tanh`, `gelu`, `gelu_tanh`, `silu`, `step`,
+    /// `leaky_relu(slope)` or `elu(alpha)`.
     pub(super) fn activation(&mut self) -> PResult<Activation> {
-        for (word, a) in [("relu", Activation::Relu), ("sigmoid", Activation::Sigmoid), ("tanh", Activation::Tanh)] {
+        let plain = [
+            ("relu", Activation::Relu),
+            ("sigmoid", Activation::Sigmoid),
+            ("tanh", Activation::Tanh),
+            ("gelu_tanh", Activation::Gelu(GeluForm::Tanh)),
+            ("gelu", Activation::Gelu(GeluForm::Exact)),
+            ("silu", Activation::Silu),
+        ];
+        for (word, a) in plain {
             if self.eat_word(word) {
                 return Ok(a);
             }
@@ -247,7 +262,9 @@ impl Parser {
                 return Ok(make(parameter));
             }
         }
-        self.expected("an activation (`relu`, `sigmoid`, `tanh`, `step`, `leaky_relu(..)`, `elu(..)`)")
+        self.expected(
+            "an activation (`relu`, `sigmoid`, `tanh`, `gelu`, `gelu_tanh`, `silu`, `step`, `leaky_relu(..)`, `elu(..)`)",
+        )
     }
 
     fn cond_tall(&mut self) -> PResult<Tall<Cond>> {

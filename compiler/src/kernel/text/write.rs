@@ -3,7 +3,7 @@
 use super::lex::quote;
 use crate::graph::NodeId;
 use crate::kernel::*;
-use crate::ops::Activation;
+use crate::ops::{Activation, GeluForm};
 use std::fmt::Write;
 
 /// The text form of `program`; [`super::parse_program`] reads it back to an
@@ -243,6 +243,9 @@ pub(super) fn activation(a: Activation) -> String {
         Activation::Sigmoid => "sigmoid".to_string(),
         Activation::Tanh => "tanh".to_string(),
         Activation::Step => "step".to_string(),
+        Activation::Gelu(GeluForm::Exact) => "gelu".to_string(),
+        Activation::Gelu(GeluForm::Tanh) => "gelu_tanh".to_string(),
+        Activation::Silu => "silu".to_string(),
         Activation::LeakyRelu(slope) => format!("leaky_relu({})", f32_text(slope)),
         Activation::Elu(alpha) => format!("elu({})", f32_text(alpha)),
     }
@@ -336,6 +339,7 @@ pub(super) fn un_op(op: UnOp) -> &'static str {
         UnOp::Ln => "ln",
         UnOp::Tanh => "tanh",
         UnOp::Relu => "relu",
+        UnOp::Erf => "erf",
     }
 }
 

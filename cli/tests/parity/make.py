@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch parity fixtures that `cli/tests/cli_parity.rs` checks
+`kiln grad` against: one directory per case, each holding
+
+    model.net        the network in kiln's language
+    flags            the `kiln grad` flags of the case (loss, optimizer)
+    params/<key>.npy the initial state_dict (PyTorch's initialisation, seeded)
+    input.npy        the batch, float32
+    labels.npy       class indices, int64
+    expected/        what PyTorch computes, under the names `kiln grad` writes:
+                     output.npy, loss.npy, grad_input.npy, grad_<key>.npy,
+                     losses.npy (the loss at each step) and after_<key>.npy
+                     (the state_dict after the steps)
+
+Run from the repository root with PyTorch installed:
+    python3 cli/tests/parity/make.py
+Every case is float32 on the CPU and seeded, so the files are reproducible.
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEPS = 3
+
+
+class Activations(nn.Module):
+    """GELU (both forms) and SiLU, as layers and as functions, after
+    convolutions and linear layers."""
+
+    NET = """struct Activations {
+    conv1: Conv2d(3, 8, 3, padding = 1),
+    act1: GELU(),
+    conv2: Conv2d(8, 8, 3, stride = 2),
+    act2: SiLU(),
+    fc1: Linear(8 * 3 * 3, 16),
+    fc2: Linear(16, 10),
+}
+
+fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
+    let h = act2(conv2(act1(conv1(x))));
+    let h = gelu(fc1(h.flatten(1)), approximate = "tanh");
+    fc2(silu(h))
+}
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.act1 = nn.GELU()
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2)
+        self.act2 = nn.SiLU()
+        self.fc1 = nn.Linear(8 * 3 * 3, 16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = self.act2(self.conv2(self.act1(self.conv1(x))))
+        h = F.gelu(self.fc1(h.flatten(1)), approximate="tanh")
+        return self.fc2(F.silu(h))
+
+
+# (directory, module, input shape, SGD settings)
+CASES = [
+    ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8),
+     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)),
+]
+
+
+def save(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, np.array(array, order="C"))
+
+
+def make(name, module, shape, sgd):
+    out = os.path.join(HERE, name)
+    torch.manual_seed(0)
+    net = module()
+    x = torch.randn(*shape)
+    classes = net.fc2.out_features
+    labels = torch.randint(0, classes, (shape[0],))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "model.net"), "w") as f:
+        f.write(module.NET)
+    flags = ["--loss", "cross-entropy", "--steps", str(STEPS), "--lr", repr(sgd["lr"]),
+             "--momentum", repr(sgd["momentum"]), "--weight-decay", repr(sgd["weight_decay"])]
+    if sgd["nesterov"]:
+        flags.append("--nesterov")
+    with open(os.path.join(out, "flags"), "w") as f:
+        f.write(" ".join(flags) + "\n")
+    for key, value in net.state_dict().items():
+        save(os.path.join(out, "params", key + ".npy"), value.numpy())
+    save(os.path.join(out, "input.npy"), x.numpy())
+    save(os.path.join(out, "labels.npy"), labels.numpy().astype(np.int64))
+
+    expected = os.path.join(out, "expected")
+    xg = x.clone().requires_grad_(True)
+    logits = net(xg)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    save(os.path.join(expected, "output.npy"), logits.detach().numpy())
+    save(os.path.join(expected, "loss.npy"), loss.detach().numpy())
+    save(os.path.join(expected, "grad_input.npy"), xg.grad.numpy())
+    for key, p in net.named_parameters():
+        save(os.path.join(expected, "grad_" + key + ".npy"), p.grad.numpy())
+
+    net.zero_grad()
+    opt = torch.optim.SGD(net.parameters(), **sgd)
+    losses = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), labels)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    save(os.path.join(expected, "losses.npy"), np.array(losses, dtype=np.float32))
+    for key, value in net.state_dict().items():
+        save(os.path.join(expected, "after_" + key + ".npy"), value.numpy())
+    print(f"{name}: loss {losses[0]:.6f} -> {losses[-1]:.6f} after {STEPS} steps")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    wanted = sys.argv[1:]
+    for case in CASES:
+        if not wanted or case[0] in wanted:
+            make(*case)
