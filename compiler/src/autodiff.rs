@@ -353,6 +353,11 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
             let at = if *a == Activation::Relu { u } else { x };
             b.emit(x, u, Op::ActivateGrad(*a), vec![at, dy]);
         }
+        Op::Softmax { axis, log } => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            // Both derivatives are functions of the output, which is stored.
+            b.emit(x, u, Op::SoftmaxGrad { axis: *axis, log: *log }, vec![u, dy]);
+        }
         Op::Binary(op) => {
             let [lhs, rhs] = *ins else {
                 return Err(bad_arity());
@@ -423,6 +428,7 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::AvgPool2dGrad(_)
         | Op::ResizeGrad(_)
         | Op::ActivateGrad(_)
+        | Op::SoftmaxGrad { .. }
         | Op::LossValue(_)
         | Op::LossGrad(_)
         | Op::SgdMomentum(_)

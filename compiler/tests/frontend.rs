@@ -192,8 +192,8 @@ fn unknown_layer_type_and_unknown_op() {
         &["unknown layer type `Conv3d` for `c`", "Conv2d"],
     );
     one_error(
-        "struct M { } fn forward(x: [N, 4]) -> [N, 4] { softmax(x) }",
-        &["unknown layer or op `softmax`", "relu"],
+        "struct M { } fn forward(x: [N, 4]) -> [N, 4] { softmax2(x) }",
+        &["unknown layer or op `softmax2`", "relu"],
     );
 }
 
@@ -221,8 +221,58 @@ fn gelu_form_is_none_or_tanh() {
     );
     for ok in ["gelu(x)", "gelu(x, approximate = \"none\")", "gelu(x, \"tanh\")", "silu(x)"] {
         let src = format!("struct M {{ }} fn forward(x: [N, 4]) -> [N, 4] {{ {ok} }}");
-        kiln_compiler::frontend::compile_str(&src).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        compile_str(&src).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
+}
+
+#[test]
+fn adaptive_average_pool_is_the_tiling_average_pool() {
+    let src = "struct M { gap: AdaptiveAvgPool2d(1), p: AdaptiveAvgPool2d((2, 4)) }
+               fn forward(x: [N, 3, 8, 12]) -> [N, 3, 1, 1] {
+                   let a = p(x);
+                   let b = adaptive_avg_pool2d(x, (4, 3));
+                   gap(a) + gap(b)
+               }";
+    let g = compile_str(src).expect("valid").graph;
+    assert_eq!(shape_of(&g, "p"), "[N, 3, 2, 4]");
+    assert_eq!(shape_of(&g, "b"), "[N, 3, 4, 3]");
+    let windows: Vec<([usize; 2], [usize; 2])> = g
+        .dag()
+        .node_weights()
+        .filter_map(|n| match n.op {
+            Op::AvgPool2d(p) => Some((p.kernel, p.stride)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(windows, vec![([4, 3], [4, 3]), ([2, 4], [2, 4]), ([2, 4], [2, 4]), ([4, 3], [4, 3])]);
+    one_error(
+        "struct M { p: AdaptiveAvgPool2d(3) } fn forward(x: [N, 1, 8, 9]) -> [N, 1, 3, 3] { p(x) }",
+        &["p pools height 8 to 3", "unequal size", "(here 1, 2, 4, 8)"],
+    );
+    one_error(
+        "struct M { } fn forward(x: [N, 8]) -> [N, 8] { adaptive_avg_pool2d(x, 1) }",
+        &["a 4-D [N, C, H, W] input", "[N, 8]"],
+    );
+}
+
+#[test]
+fn softmax_dim_counts_from_the_end_when_negative() {
+    let src = "struct M { } fn forward(x: [N, 3, 4]) -> [N, 3, 4] { softmax(x, -1) + log_softmax(x, dim = 1) }";
+    let g = compile_str(src).expect("valid").graph;
+    let axes: Vec<(usize, bool)> = g
+        .dag()
+        .node_weights()
+        .filter_map(|n| match n.op {
+            Op::Softmax { axis, log } => Some((axis, log)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(axes, vec![(2, false), (1, true)]);
+    one_error(
+        "struct M { } fn forward(x: [N, 3, 4]) -> [N, 3, 4] { softmax(x, 3) }",
+        &["`dim`", "must be in -3..3 for an input of 3 axes, got 3"],
+    );
+    one_error("struct M { } fn forward(x: [N, 3]) -> [N, 3] { softmax(x) }", &["softmax", "dim"]);
 }
 
 #[test]

@@ -538,6 +538,21 @@ fn cross_entropy_on_logits() {
     gradcheck(&net.output(y), Check { loss: Loss::CrossEntropy, ..MSE });
 }
 
+/// Softmax and log-softmax on every axis of a `[N, 2, 3, 4]` input (the
+/// batch axis included), under MSE so that the gradient reaching them is not
+/// the one cross-entropy's own softmax cancels.
+#[test]
+fn softmax_and_log_softmax_every_axis() {
+    for log in [false, true] {
+        for axis in 0..4 {
+            let mut net = Net::new(710 + 10 * log as u64 + axis as u64);
+            let x = net.input("x", &[2, 3, 4], Fill::Uniform);
+            let y = net.unary("s", Op::Softmax { axis, log }, x);
+            gradcheck(&net.output(y), MSE);
+        }
+    }
+}
+
 #[test]
 fn perceptron_loss() {
     // Scores straight from the input, in ±[0.1, 1): away from the hinge at 0.

@@ -85,6 +85,11 @@ fn value_used_twice_and_residual() {
     run(cases::value_used_twice_and_residual());
 }
 
+#[test]
+fn softmax_and_log_softmax_on_every_axis() {
+    run(cases::softmax_every_axis());
+}
+
 /// PyTorch's ReLU keeps a NaN (and so does its max-free select form in the
 /// JIT), both as a standalone kernel and as a linear layer's epilogue, in
 /// vector lanes and in the scalar tail.

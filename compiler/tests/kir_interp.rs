@@ -199,6 +199,7 @@ fn pooling_resizing_and_layout() {
             cases::binary_broadcast_neg_and_sum_to(),
             cases::concat_and_slice(),
             cases::value_used_twice_and_residual(),
+            cases::softmax_every_axis(),
         ]
         .concat(),
     );

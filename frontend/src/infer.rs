@@ -75,6 +75,20 @@ pub enum ShapeError {
         /// The window's dilated extent.
         extent: usize,
     },
+    /// Adaptive pooling whose windows would differ in size.
+    #[error(
+        "pools {axis} {input} to {output}, which needs windows of unequal size; kiln pools adaptively only to a divisor of the input (here {divisors})"
+    )]
+    UnevenAdaptivePool {
+        /// `height` or `width`.
+        axis: &'static str,
+        /// The input length.
+        input: usize,
+        /// The requested output length.
+        output: usize,
+        /// The output lengths that work.
+        divisors: String,
+    },
     /// Spatial axes must not depend on the batch.
     #[error("needs height and width that do not depend on N, but receives {got}")]
     BatchedSpatial {
@@ -186,6 +200,14 @@ pub fn infer_shape(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
         Op::ActivateGrad(_) => {
             arity(2, 2)?;
             Ok(inputs[0].clone())
+        }
+        Op::Softmax { axis, .. } => {
+            arity(1, 1)?;
+            let x = inputs[0];
+            if *axis >= x.rank() {
+                return Err(ShapeError::Axis { axis: *axis, shape: x.clone(), rank: x.rank() });
+            }
+            Ok(x.clone())
         }
         other => Err(ShapeError::NotInferable { op: other.mnemonic() }),
     }

@@ -370,6 +370,22 @@ pub enum Op {
     Binary(BinaryOp),
     /// `[x]` -> `-x`.
     Neg,
+    /// `[x]` -> `e^x / sum(e^x)` along `axis`, or its logarithm
+    /// `x - max - ln(sum(e^(x - max)))` when `log`.
+    Softmax {
+        /// The axis normalised over.
+        axis: usize,
+        /// `log_softmax` rather than `softmax`.
+        log: bool,
+    },
+    /// `[y, dy]` -> dx of [`Op::Softmax`] from its output `y`:
+    /// `y * (dy - sum(dy * y))`, or `dy - e^y * sum(dy)` when `log`.
+    SoftmaxGrad {
+        /// The axis normalised over.
+        axis: usize,
+        /// `log_softmax` rather than `softmax`.
+        log: bool,
+    },
     /// `[x]` -> `x` summed over broadcast axes down to the node's shape
     /// (the adjoint of broadcasting).
     SumTo,
@@ -431,6 +447,10 @@ impl Op {
             Op::Binary(BinaryOp::Sub) => "sub".into(),
             Op::Binary(BinaryOp::Mul) => "mul".into(),
             Op::Neg => "neg".into(),
+            Op::Softmax { log: false, .. } => "softmax".into(),
+            Op::Softmax { log: true, .. } => "log_softmax".into(),
+            Op::SoftmaxGrad { log: false, .. } => "softmax_grad".into(),
+            Op::SoftmaxGrad { log: true, .. } => "log_softmax_grad".into(),
             Op::SumTo => "sum_to".into(),
             Op::Reshape => "reshape".into(),
             Op::Concat { .. } => "concat".into(),
@@ -483,7 +503,9 @@ impl fmt::Display for Op {
             }
             Op::Activate(Activation::LeakyRelu(a) | Activation::Elu(a))
             | Op::ActivateGrad(Activation::LeakyRelu(a) | Activation::Elu(a)) => write!(f, "({a})"),
-            Op::BiasGrad { axis } | Op::Concat { axis } => write!(f, "(axis={axis})"),
+            Op::BiasGrad { axis } | Op::Concat { axis } | Op::Softmax { axis, .. } | Op::SoftmaxGrad { axis, .. } => {
+                write!(f, "(axis={axis})")
+            }
             Op::Slice { axis, start } => write!(f, "(axis={axis}, start={start})"),
             Op::SgdMomentum(s) | Op::SgdStep(s) => {
                 write!(f, "(lr={}, momentum={}, nesterov={}, wd={})", s.lr, s.momentum, s.nesterov, s.weight_decay)

@@ -64,10 +64,51 @@ fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
         return self.fc2(F.silu(h))
 
 
-# (directory, module, input shape, SGD settings)
+class Residual(nn.Module):
+    """A residual block, softmax over channels as an attention map, the
+    global average pool and log-softmax logits."""
+
+    NET = """struct Residual {
+    stem: Conv2d(3, 8, 3, padding = 1),
+    c1: Conv2d(8, 8, 3, padding = 1),
+    c2: Conv2d(8, 8, 3, padding = 1),
+    gap: AdaptiveAvgPool2d(1),
+    fc: Linear(8, 10),
+}
+
+fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
+    let h = relu(stem(x));
+    let h = h * softmax(h, 1);
+    let r = relu(c2(relu(c1(h))) + h);
+    let p = adaptive_avg_pool2d(r, (2, 4));
+    let z = fc(gap(p).flatten(1));
+    log_softmax(z, dim = -1)
+}
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.c1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        h = h * F.softmax(h, 1)
+        r = F.relu(self.c2(F.relu(self.c1(h))) + h)
+        p = F.adaptive_avg_pool2d(r, (2, 4))
+        z = self.fc(self.gap(p).flatten(1))
+        return F.log_softmax(z, dim=-1)
+
+
+# (directory, module, input shape, classes, SGD settings)
 CASES = [
-    ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8),
+    ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8), 10,
      dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)),
+    ("residual_softmax_adaptive_pool_sgd", Residual, (5, 3, 8, 8), 10,
+     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)),
 ]
 
 
@@ -76,12 +117,11 @@ def save(path, array):
     np.save(path, np.array(array, order="C"))
 
 
-def make(name, module, shape, sgd):
+def make(name, module, shape, classes, sgd):
     out = os.path.join(HERE, name)
     torch.manual_seed(0)
     net = module()
     x = torch.randn(*shape)
-    classes = net.fc2.out_features
     labels = torch.randint(0, classes, (shape[0],))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "model.net"), "w") as f:

@@ -21,6 +21,7 @@ mod loss;
 mod pool;
 mod resize;
 mod sgd;
+mod softmax;
 #[cfg(test)]
 mod tests;
 mod window;
@@ -33,6 +34,7 @@ use loss::{loss_grad, loss_value};
 use pool::{avg_pool2d, avg_pool2d_grad, max_pool2d, max_pool2d_grad};
 use resize::{resize, resize_grad};
 use sgd::{sgd_momentum, sgd_step};
+use softmax::{softmax, softmax_grad};
 
 use std::collections::HashMap;
 
@@ -301,6 +303,14 @@ fn run_op(op: &Op, args: &[&Tensor], out: &[usize]) -> OpResult {
         Op::Neg => {
             let [x] = operands(args)?;
             neg(x, out)
+        }
+        Op::Softmax { axis, log } => {
+            let [x] = operands(args)?;
+            softmax(x, *axis, *log, out)
+        }
+        Op::SoftmaxGrad { axis, log } => {
+            let [y, dy] = operands(args)?;
+            softmax_grad(y, dy, *axis, *log, out)
         }
         Op::SumTo => {
             let [x] = operands(args)?;

@@ -261,6 +261,32 @@ fn activations_and_their_gradients() {
 }
 
 #[test]
+fn softmax_and_log_softmax_along_an_axis() {
+    // Along axis 1 of [2, 3]: rows [0, 1, 2] and [1, 1, 1]; values from the
+    // closed forms in f64.
+    let x = t(&[2, 3], &[0., 1., 2., 1., 1., 1.]);
+    let soft = [0.09003057, 0.24472847, 0.66524096, 1. / 3., 1. / 3., 1. / 3.];
+    close(&run(Op::Softmax { axis: 1, log: false }, &[&x], &[2, 3]), &soft);
+    let log: Vec<f32> = soft.iter().map(|s| s.ln()).collect();
+    close(&run(Op::Softmax { axis: 1, log: true }, &[&x], &[2, 3]), &log);
+    // Along axis 0 the columns are normalised: [0, 1], [1, 1], [2, 1].
+    let e = std::f32::consts::E;
+    let col = [1. / (1. + e), 0.5, e / (1. + e), e / (1. + e), 0.5, 1. / (1. + e)];
+    close(&run(Op::Softmax { axis: 0, log: false }, &[&x], &[2, 3]), &col);
+    // Gradients from the output: dy = [1, 0, 0] on the first row picks the
+    // Jacobian's first column, y0 * ([1, 0, 0] - y0) elementwise.
+    let y = t(&[2, 3], &soft);
+    let dy = t(&[2, 3], &[1., 0., 0., 0., 0., 3.]);
+    let s = &soft;
+    let want =
+        [s[0] * (1. - s[0]), -s[1] * s[0], -s[2] * s[0], -s[3] * s[5] * 3., -s[4] * s[5] * 3., s[5] * (3. - 3. * s[5])];
+    close(&run(Op::SoftmaxGrad { axis: 1, log: false }, &[&y, &dy], &[2, 3]), &want);
+    let logy = t(&[2, 3], &log);
+    let want = [1. - s[0], -s[1], -s[2], -3. * s[3], -3. * s[4], 3. - 3. * s[5]];
+    close(&run(Op::SoftmaxGrad { axis: 1, log: true }, &[&logy, &dy], &[2, 3]), &want);
+}
+
+#[test]
 fn binary_broadcasting_neg_and_sum_to() {
     let a = iota(&[2, 3]);
     let row = t(&[3], &[10., 20., 30.]);

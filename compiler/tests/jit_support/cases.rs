@@ -342,6 +342,32 @@ pub fn value_used_twice_and_residual() -> Vec<Check> {
     forward_and_training("residual".into(), g, Loss::Mse, 2).into()
 }
 
+/// Softmax and log-softmax over every axis of an NCHW map (the batch axis
+/// included) and of a feature vector, forward and through the backward.
+pub fn softmax_every_axis() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for log in [false, true] {
+        for axis in 0..4 {
+            let mut g = Graph::new("softmax");
+            let x = input(&mut g, "x", &[2, 4, 5]);
+            let c = conv(&mut g, "c", x, 3, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+            let s = g.add("s", Op::Softmax { axis, log }, batched(&[3, 4, 5]), vec![c], Stage::Forward);
+            let f = flatten(&mut g, "flat", s);
+            let y = linear(&mut g, "fc", f, 3, true);
+            g.outputs.push(y);
+            checks.extend(forward_and_training(format!("softmax log {log} axis {axis}"), g, Loss::CrossEntropy, 3));
+        }
+        let mut g = Graph::new("softmax_features");
+        let x = input(&mut g, "x", &[7]);
+        let h = linear(&mut g, "fc1", x, 6, true);
+        let s = same_shape(&mut g, "s", Op::Softmax { axis: 1, log }, h);
+        let y = linear(&mut g, "fc2", s, 4, true);
+        g.outputs.push(y);
+        checks.extend(forward_and_training(format!("softmax log {log} features"), g, Loss::Mse, 5));
+    }
+    checks
+}
+
 /// Every check of the table.
 pub fn all() -> Vec<Check> {
     [
@@ -358,6 +384,7 @@ pub fn all() -> Vec<Check> {
         concat_and_slice(),
         sgd_variants(),
         value_used_twice_and_residual(),
+        softmax_every_axis(),
     ]
     .into_iter()
     .flatten()

@@ -22,6 +22,17 @@ impl Gen {
         (((self.rng.next() + 1.0) * 0.5 * n as f32) as usize).min(n - 1)
     }
 
+    /// An activation, or one time in four a softmax or log-softmax over a
+    /// non-batch axis of a value of `rank` axes.
+    fn pointwise_or_softmax(&mut self, rank: usize) -> Op {
+        if self.below(4) == 0 {
+            let axis = 1 + self.below(rank - 1);
+            Op::Softmax { axis, log: self.below(2) == 0 }
+        } else {
+            Op::Activate(self.activation())
+        }
+    }
+
     fn activation(&mut self) -> Activation {
         match self.below(9) {
             0 => Activation::Relu,
@@ -66,8 +77,8 @@ pub fn random_net(seed: u64) -> Graph {
                     }
                 }
                 2 => {
-                    let a = rg.activation();
-                    Some((same_shape(&mut g, &name, Op::Activate(a), src), kind))
+                    let op = rg.pointwise_or_softmax(4);
+                    Some((same_shape(&mut g, &name, op, src), kind))
                 }
                 3 => {
                     let k = 1 + rg.below(2);
@@ -120,8 +131,8 @@ pub fn random_net(seed: u64) -> Graph {
                     Some((linear(&mut g, &name, src, out, rg.below(2) == 0), Kind::Flat(out)))
                 }
                 1 => {
-                    let a = rg.activation();
-                    Some((same_shape(&mut g, &name, Op::Activate(a), src), kind))
+                    let op = rg.pointwise_or_softmax(2);
+                    Some((same_shape(&mut g, &name, op, src), kind))
                 }
                 _ => {
                     let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul][rg.below(3)];

@@ -13,6 +13,18 @@ pub fn eval_usize(e: &Expr) -> Result<usize, String> {
     check_length(v)
 }
 
+/// A dimension index as PyTorch takes it: `-rank..rank`, negative counting
+/// from the end.
+pub(super) fn eval_axis(e: &Expr, rank: usize) -> Result<usize, String> {
+    let v = eval_i64(e)?;
+    let r = rank as i64;
+    if (-r..r).contains(&v) {
+        Ok(if v < 0 { (v + r) as usize } else { v as usize })
+    } else {
+        Err(format!("must be in -{rank}..{rank} for an input of {rank} axes, got {v}"))
+    }
+}
+
 /// The longest axis a declaration may give (kernels index with 32-bit tables).
 pub const MAX_LENGTH: usize = i32::MAX as usize;
 /// The most elements one value may hold per sample: far beyond any machine,

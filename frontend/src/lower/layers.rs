@@ -87,6 +87,12 @@ const LAYERS: &[LayerType] = &[
         weights: None,
     },
     LayerType {
+        ctor: "AdaptiveAvgPool2d",
+        signature: LayerSignature { names: &["output_size"], positional: 1, required: 1 },
+        validate: |b, args| args.get(b, "output_size", eval_pair).map(LayerKind::AdaptiveAvgPool),
+        weights: None,
+    },
+    LayerType {
         ctor: "Linear",
         signature: LayerSignature { names: &["in_features", "out_features", "bias"], positional: 3, required: 2 },
         validate: linear,
@@ -286,6 +292,8 @@ pub(super) enum LayerKind {
     Linear,
     MaxPool(Pool2d),
     AvgPool(Pool2d),
+    /// The output size; the windows follow from the input's.
+    AdaptiveAvgPool([usize; 2]),
     Upsample(Resample),
     Activation(Activation),
     Flatten(usize),
@@ -419,6 +427,9 @@ impl Builder<'_> {
             LayerKind::AvgPool(p) => Op::AvgPool2d(p),
             LayerKind::Activation(a) => Op::Activate(a),
             LayerKind::Upsample(r) => return self.resample(&name, x, r, &layer.call, Some(&name)),
+            LayerKind::AdaptiveAvgPool(size) => {
+                return self.adaptive_avg_pool(&name, x, size, &layer.call, Some(&name));
+            }
             LayerKind::Flatten(d) => return self.flatten(&name, x, d, &layer.call),
         };
         // Layer-configuration mismatches point at the declaration, where the fix goes.

@@ -4,12 +4,12 @@
 //! `Upsample` and `Flatten` layers.
 
 use super::args::ArgsAt;
-use super::consts::{eval_bool, eval_f64, eval_f64_pair, eval_pair, eval_usize, eval_word};
+use super::consts::{eval_axis, eval_bool, eval_f64, eval_f64_pair, eval_pair, eval_usize, eval_word};
 use super::{Builder, Value};
 use crate::diagnostic::FrontendError;
 use crate::graph::{NodeId, Stage};
 use crate::infer::{ShapeError, reshape_shape};
-use crate::ops::{Activation, GeluForm, Op, Resize, ResizeMode};
+use crate::ops::{Activation, GeluForm, Op, Pool2d, Resize, ResizeMode};
 use crate::shape::Dim;
 use quote::ToTokens;
 use std::collections::HashMap;
@@ -25,6 +25,9 @@ pub const FUNCTIONAL_OPS: &[&str] = &[
     "gelu",
     "silu",
     "step",
+    "softmax",
+    "log_softmax",
+    "adaptive_avg_pool2d",
     "cat",
     "interpolate",
     "flatten",
@@ -106,6 +109,49 @@ impl Builder<'_> {
         (self.errors.len() == errors_before).then_some(Resample { size, scale, mode, align_corners })
     }
 
+    /// PyTorch's `AdaptiveAvgPool2d(size)` as the average pool whose equal
+    /// windows tile the input (`kernel = stride = input / output`): PyTorch's
+    /// windows `[floor(i H / o), ceil((i + 1) H / o))` are exactly those when
+    /// `o` divides `H`, and output 1 is the global average.
+    pub(super) fn adaptive_avg_pool(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        size: [usize; 2],
+        at: &dyn ToTokens,
+        layer: Option<&str>,
+    ) -> Value {
+        let shape = self.graph.node(x).shape.clone();
+        let who = layer.unwrap_or(name).to_string();
+        let (h, w) = match (
+            shape.rank(),
+            shape.0.get(2).and_then(|d| d.as_fixed()),
+            shape.0.get(3).and_then(|d| d.as_fixed()),
+        ) {
+            (4, Some(h), Some(w)) => (h, w),
+            _ => {
+                let origin = Some(self.describe(x));
+                let problem =
+                    ShapeError::Rank { expected: "a 4-D [N, C, H, W] input with fixed H and W".into(), got: shape };
+                self.error(FrontendError::Shape { layer: who, problem, origin }, at);
+                return None;
+            }
+        };
+        let mut kernel = [0; 2];
+        for (k, (axis, input, output)) in [("height", h, size[0]), ("width", w, size[1])].into_iter().enumerate() {
+            if output == 0 || input % output != 0 {
+                let divisors: Vec<String> = (1..=input).filter(|d| input % d == 0).map(|d| d.to_string()).collect();
+                let problem = ShapeError::UnevenAdaptivePool { axis, input, output, divisors: divisors.join(", ") };
+                let origin = Some(self.describe(x));
+                self.error(FrontendError::Shape { layer: who, problem, origin }, at);
+                return None;
+            }
+            kernel[k] = input / output;
+        }
+        let pool = Pool2d { kernel, stride: kernel, padding: [0, 0], dilation: [1, 1] };
+        self.add_inferred(name, Op::AvgPool2d(pool), vec![x], at, layer)
+    }
+
     pub(super) fn resample(
         &mut self,
         name: &str,
@@ -171,6 +217,8 @@ impl Builder<'_> {
         let signature: &[&'static str] = match op {
             "relu" | "sigmoid" | "tanh" | "silu" | "step" => &["input"],
             "gelu" => &["input", "approximate"],
+            "adaptive_avg_pool2d" => &["input", "output_size"],
+            "softmax" | "log_softmax" => &["input", "dim"],
             "leaky_relu" => &["input", "negative_slope"],
             "elu" => &["input", "alpha"],
             "cat" => &["tensors", "dim"],
@@ -181,7 +229,7 @@ impl Builder<'_> {
         };
         let required: usize = match op {
             "cat" => 1,
-            "reshape" => 2,
+            "reshape" | "adaptive_avg_pool2d" | "softmax" | "log_softmax" => 2,
             _ => 1,
         };
         let positional = if op == "interpolate" { 2 } else { signature.len() };
@@ -263,6 +311,32 @@ impl Builder<'_> {
                 };
                 self.add_inferred(&name, Op::Activate(act), vec![x], at, None)
             }
+            "softmax" | "log_softmax" => {
+                let rank = self.graph.node(x).shape.rank();
+                match eval_axis(bound["dim"], rank) {
+                    Ok(axis) => {
+                        let op = Op::Softmax { axis, log: op == "log_softmax" };
+                        self.add_inferred(&name, op, vec![x], at, None)
+                    }
+                    Err(detail) => {
+                        self.error(
+                            FrontendError::BadValue { callee: op.into(), arg: "dim".into(), detail },
+                            bound["dim"],
+                        );
+                        None
+                    }
+                }
+            }
+            "adaptive_avg_pool2d" => match eval_pair(bound["output_size"]) {
+                Ok(size) => self.adaptive_avg_pool(&name, x, size, at, None),
+                Err(detail) => {
+                    self.error(
+                        FrontendError::BadValue { callee: op.into(), arg: "output_size".into(), detail },
+                        bound["output_size"],
+                    );
+                    None
+                }
+            },
             "interpolate" => {
                 let r = self.resample_options("interpolate", &bound, at)?;
                 self.resample(&name, x, r, at, None)

@@ -19,6 +19,7 @@ mod loss;
 mod pool;
 mod reduce;
 mod resize;
+mod softmax;
 
 pub(crate) use access::accesses;
 pub(crate) use elementwise::{activation_expr, activation_grad_expr};
@@ -284,6 +285,8 @@ impl Builder<'_> {
             Op::Resize(r) => self.resize(anchor, r, &ins, &finish)?,
             Op::ResizeGrad(r) => self.resize_grad(anchor, r, &ins, &finish)?,
             Op::SumTo => self.sum_to(anchor, &ins, &finish)?,
+            Op::Softmax { axis, log } => self.softmax(*axis, *log, &ins, &finish)?,
+            Op::SoftmaxGrad { axis, log } => self.softmax_grad(*axis, *log, &ins, &finish)?,
             Op::Concat { axis } => self.concat(anchor, *axis, &ins, &finish)?,
             Op::Slice { axis, start } => self.slice(anchor, *axis, *start, &ins, &finish)?,
             Op::LossValue(l) | Op::LossGrad(l) => self.loss(*l, nodes, &ins)?,
