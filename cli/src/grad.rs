@@ -1,7 +1,8 @@
 //! `kiln grad`: outputs, loss and every gradient of a model on given
 //! parameters and data, as .npy files: how kiln is checked against other frameworks.
 
-use crate::model::{CliError, LossArg, build};
+use crate::model::{CliError, LossArg, build_in};
+use kiln::compiler::mode::Mode;
 use kiln::compiler::{Graph, Loss, NodeId, Sgd, Tensor};
 use kiln::runtime::{Backend, ExecOptions, Executor, npy};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,10 @@ pub struct GradArgs {
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Evaluation mode (PyTorch's `model.eval()`): normalisation layers use
+    /// and keep their running statistics.
+    #[arg(long)]
+    eval: bool,
     /// Executor.
     #[arg(long, default_value = "jit")]
     backend: Backend,
@@ -51,7 +56,8 @@ pub struct GradArgs {
 pub fn run(args: GradArgs) -> Result<(), CliError> {
     let loss: Loss = args.loss.into();
     let sgd = Sgd { lr: args.lr, momentum: args.momentum, nesterov: args.nesterov, weight_decay: args.weight_decay };
-    let graph = build(&args.model, Some((loss, sgd)))?;
+    let mode = if args.eval { Mode::Eval } else { Mode::Train };
+    let graph = build_in(mode, &args.model, Some((loss, sgd)))?;
     let training = graph.training.clone().ok_or_else(|| CliError::Usage("no training graph".into()))?;
     let [input_node] = graph.inputs[..] else {
         return Err(CliError::Usage(format!(

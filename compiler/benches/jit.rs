@@ -42,8 +42,8 @@ fn cases() -> Vec<(&'static str, Graph, u64)> {
     // conv1: 3 -> 6, k5 on 32x32, with bias and ReLU (fused).
     let mut g = Graph::new("conv1");
     let x = leaf(&mut g, "x", Op::Input, batched(&[3, 32, 32]));
-    let w = leaf(&mut g, "w", Op::Param { fan_in: 75 }, Shape::fixed(&[6, 3, 5, 5]));
-    let b = leaf(&mut g, "b", Op::Param { fan_in: 75 }, Shape::fixed(&[6]));
+    let w = leaf(&mut g, "w", Op::param(75), Shape::fixed(&[6, 3, 5, 5]));
+    let b = leaf(&mut g, "b", Op::param(75), Shape::fixed(&[6]));
     let c = g.add("conv1", Op::Conv2d(conv(5)), batched(&[6, 28, 28]), vec![x, w, b], Stage::Forward);
     let r = g.add("relu", Op::Activate(Activation::Relu), batched(&[6, 28, 28]), vec![c], Stage::Forward);
     g.outputs.push(r);
@@ -51,14 +51,14 @@ fn cases() -> Vec<(&'static str, Graph, u64)> {
     // conv2: 6 -> 16, k5 on 14x14.
     let mut g = Graph::new("conv2");
     let x = leaf(&mut g, "x", Op::Input, batched(&[6, 14, 14]));
-    let w = leaf(&mut g, "w", Op::Param { fan_in: 150 }, Shape::fixed(&[16, 6, 5, 5]));
+    let w = leaf(&mut g, "w", Op::param(150), Shape::fixed(&[16, 6, 5, 5]));
     let c = g.add("conv2", Op::Conv2d(conv(5)), batched(&[16, 10, 10]), vec![x, w], Stage::Forward);
     g.outputs.push(c);
     out.push(("conv2", g, 2 * n * 16 * 150 * 100));
     // conv2 backward: input and weight gradients.
     let mut g = Graph::new("conv2_grads");
     let x = leaf(&mut g, "x", Op::Input, batched(&[6, 14, 14]));
-    let w = leaf(&mut g, "w", Op::Param { fan_in: 150 }, Shape::fixed(&[16, 6, 5, 5]));
+    let w = leaf(&mut g, "w", Op::param(150), Shape::fixed(&[16, 6, 5, 5]));
     let dy = leaf(&mut g, "dy", Op::Input, batched(&[16, 10, 10]));
     let dx = g.add("dx", Op::Conv2dGradInput(conv(5)), batched(&[6, 14, 14]), vec![dy, w], Stage::Backward);
     let dw = g.add("dw", Op::Conv2dGradWeight(conv(5)), Shape::fixed(&[16, 6, 5, 5]), vec![x, dy], Stage::Backward);
@@ -67,8 +67,8 @@ fn cases() -> Vec<(&'static str, Graph, u64)> {
     // fc1: 400 -> 120 with ReLU.
     let mut g = Graph::new("fc1");
     let x = leaf(&mut g, "x", Op::Input, batched(&[400]));
-    let w = leaf(&mut g, "w", Op::Param { fan_in: 400 }, Shape::fixed(&[120, 400]));
-    let b = leaf(&mut g, "b", Op::Param { fan_in: 400 }, Shape::fixed(&[120]));
+    let w = leaf(&mut g, "w", Op::param(400), Shape::fixed(&[120, 400]));
+    let b = leaf(&mut g, "b", Op::param(400), Shape::fixed(&[120]));
     let y = g.add("fc1", Op::Linear, batched(&[120]), vec![x, w, b], Stage::Forward);
     let r = g.add("relu", Op::Activate(Activation::Relu), batched(&[120]), vec![y], Stage::Forward);
     g.outputs.push(r);
@@ -104,7 +104,7 @@ fn cases() -> Vec<(&'static str, Graph, u64)> {
     // SGD with momentum on fc1's weight.
     let s = Sgd { lr: 0.001, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let mut g = Graph::new("sgd");
-    let p = leaf(&mut g, "p", Op::Param { fan_in: 400 }, Shape::fixed(&[120, 400]));
+    let p = leaf(&mut g, "p", Op::param(400), Shape::fixed(&[120, 400]));
     let gr = leaf(&mut g, "g", Op::Input, Shape::fixed(&[120, 400]));
     let buf = g.add("buf", Op::OptimState, Shape::fixed(&[120, 400]), vec![], Stage::Update);
     let nb = g.add("new_buf", Op::SgdMomentum(s), Shape::fixed(&[120, 400]), vec![p, gr, buf], Stage::Update);

@@ -20,6 +20,7 @@
 //! - Forward [`Op::SumTo`] and [`Op::Slice`] have no backward here: their
 //!   gradients need a broadcast or a zero-padding op the IR does not have.
 
+use crate::mode::{Mode, training_mode};
 use std::collections::HashSet;
 
 use crate::graph::{Graph, NodeId, Stage, Training};
@@ -192,9 +193,22 @@ impl Backward {
 /// momentum, a zero-initialised [`Op::OptimState`] leaf `momentum_<key>` and
 /// its update `new_momentum_<key>` = [`Op::SgdMomentum`] ([`Stage::Update`]).
 pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, AutodiffError> {
+    derive_training_in(Mode::Train, forward, loss, sgd)
+}
+
+/// [`derive_training`] in a given mode: [`Mode::Eval`] differentiates the
+/// forward graph as it is (running statistics, no updates of them), as
+/// PyTorch's `loss.backward()` after `model.eval()`.
+pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, AutodiffError> {
     if forward.training.is_some() {
         return Err(AutodiffError::AlreadyTraining { graph: forward.name.clone() });
     }
+    // Training mode: batch statistics, and updates of the running ones.
+    let (forward, running_updates) = match mode {
+        Mode::Train => training_mode(forward),
+        Mode::Eval => (forward.clone(), Vec::new()),
+    };
+    let forward = &forward;
     let Some(&out) = forward.outputs.first() else {
         return Err(AutodiffError::NoOutputs { graph: forward.name.clone() });
     };
@@ -260,6 +274,7 @@ pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, A
         let new_p = b.g.add(new_name, Op::SgdStep(sgd), shape, step_inputs, Stage::Update);
         updates.push((p, new_p));
     }
+    updates.extend(running_updates);
     let input_grads =
         forward.inputs.iter().filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g))).collect();
 
@@ -307,7 +322,35 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
     };
     let ins = node.inputs.as_slice();
     match &node.op {
-        Op::Input | Op::Param { .. } | Op::Labels | Op::Target | Op::OptimState => {}
+        Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState => {}
+        Op::BatchNorm(bn) | Op::BatchNormTrain(bn) => {
+            let training = matches!(node.op, Op::BatchNormTrain(_));
+            let (x, mean, var, affine) = match *ins {
+                [x, mean, var] => (x, mean, var, None),
+                [x, mean, var, w, bias] => (x, mean, var, Some((w, bias))),
+                _ => return Err(bad_arity()),
+            };
+            // The two per-channel sums the input gradient needs are the
+            // bias's and the weight's gradients.
+            let channels = b.shape(mean);
+            let base = b.name(u).to_string();
+            let sum_dy = b.add(&format!("sum_grad_{base}"), Op::BiasGrad { axis: 1 }, channels.clone(), vec![dy]);
+            let weight_grad = Op::BatchNormGradWeight { eps: bn.eps };
+            let sum_dy_xhat = b.add(&format!("sum_grad_xhat_{base}"), weight_grad, channels, vec![x, mean, var, dy]);
+            let mut operands = vec![x, mean, var, dy, sum_dy, sum_dy_xhat];
+            if let Some((w, bias)) = affine {
+                for (leaf, sum) in [(w, sum_dy_xhat), (bias, sum_dy)] {
+                    if b.needs[leaf.index()] {
+                        b.parts[leaf.index()].push(Part { node: sum, owned: false, from: u });
+                    }
+                }
+                operands.push(w);
+            }
+            // In training mode the batch statistics' own gradients are folded
+            // into the input's; `mean` and `var` get none.
+            b.emit(x, u, Op::BatchNormGradInput { eps: bn.eps, training }, operands);
+        }
+        Op::BatchMean | Op::BatchVar => {}
         Op::Conv2d(c) => {
             let (x, w, bias) = match *ins {
                 [x, w] => (x, w, None),
@@ -429,6 +472,9 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::ResizeGrad(_)
         | Op::ActivateGrad(_)
         | Op::SoftmaxGrad { .. }
+        | Op::BatchNormGradWeight { .. }
+        | Op::BatchNormGradInput { .. }
+        | Op::RunningStat { .. }
         | Op::LossValue(_)
         | Op::LossGrad(_)
         | Op::SgdMomentum(_)
@@ -452,7 +498,7 @@ mod tests {
     }
 
     fn param(g: &mut Graph, name: &str, dims: &[usize]) -> NodeId {
-        let id = g.add(name, Op::Param { fan_in: 1 }, Shape::fixed(dims), vec![], Stage::Forward);
+        let id = g.add(name, Op::param(1), Shape::fixed(dims), vec![], Stage::Forward);
         g.params.push(id);
         id
     }
@@ -615,7 +661,7 @@ mod tests {
         // y = x + p with equal shapes: p's gradient is the seed itself.
         let mut g = Graph::new("Add");
         let x = input(&mut g, "x", &[3]);
-        let p = g.add("p", Op::Param { fan_in: 1 }, batched(&[3]), vec![], Stage::Forward);
+        let p = g.add("p", Op::param(1), batched(&[3]), vec![], Stage::Forward);
         g.params.push(p);
         let y = g.add("y", Op::Binary(BinaryOp::Add), batched(&[3]), vec![x, p], Stage::Forward);
         g.outputs.push(y);

@@ -11,6 +11,7 @@ pub mod emit;
 pub mod interp;
 pub mod jit;
 pub mod kernel;
+pub mod mode;
 pub mod passes;
 pub mod target;
 pub mod tensor;

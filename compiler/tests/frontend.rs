@@ -1,6 +1,7 @@
 //! The front end: parsing, shape inference and diagnostics on declaration text.
 
 use kiln_compiler::frontend::{Diagnostics, compile_str};
+use kiln_compiler::ops::{BatchNorm, Init};
 use kiln_compiler::shape::window_output_len;
 use kiln_compiler::{Graph, Op};
 
@@ -63,8 +64,8 @@ fn lenet_shapes_follow_the_lecture() {
     );
     assert_eq!(shape_of(&g, "conv1.weight"), "[6, 3, 5, 5]");
     assert_eq!(shape_of(&g, "fc1.weight"), "[120, 400]");
-    assert_eq!(g.node(g.find("fc1.weight").unwrap()).op, Op::Param { fan_in: 400 });
-    assert_eq!(g.node(g.find("conv2.bias").unwrap()).op, Op::Param { fan_in: 150 });
+    assert_eq!(g.node(g.find("fc1.weight").unwrap()).op, Op::param(400));
+    assert_eq!(g.node(g.find("conv2.bias").unwrap()).op, Op::param(150));
     assert_eq!(g.node(g.outputs[0]).shape.at_batch(4), vec![4, 10]);
 }
 
@@ -273,6 +274,52 @@ fn softmax_dim_counts_from_the_end_when_negative() {
         &["`dim`", "must be in -3..3 for an input of 3 axes, got 3"],
     );
     one_error("struct M { } fn forward(x: [N, 3]) -> [N, 3] { softmax(x) }", &["softmax", "dim"]);
+}
+
+#[test]
+fn batch_norm_layers_declare_pytorch_state_dict_entries() {
+    let src = "struct M {
+                   conv: Conv2d(3, 4, 3, bias = false),
+                   bn: BatchNorm2d(4),
+                   fc: Linear(4 * 6 * 6, 5),
+                   bn1: BatchNorm1d(5, eps = 1e-3, momentum = 0.2, affine = false),
+               }
+               fn forward(x: [N, 3, 8, 8]) -> [N, 5] { bn1(fc(relu(bn(conv(x))).flatten(1))) }";
+    let g = compile_str(src).expect("valid").graph;
+    let keys: Vec<&str> = g.params.iter().map(|&p| g.node(p).name.as_str()).collect();
+    let want = [
+        "conv.weight",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "fc.weight",
+        "fc.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+    ];
+    assert_eq!(keys, want);
+    let op = |name: &str| g.node(g.find(name).unwrap()).op.clone();
+    assert_eq!(op("bn.weight"), Op::Param { init: Init::Fill(1.0) });
+    assert_eq!(op("bn.bias"), Op::Param { init: Init::Fill(0.0) });
+    assert_eq!(op("bn.running_var"), Op::Buffer { fill: 1.0 });
+    assert_eq!(op("bn1"), Op::BatchNorm(BatchNorm { eps: 1e-3, momentum: 0.2 }));
+    assert_eq!(shape_of(&g, "bn"), "[N, 4, 6, 6]");
+    let bn_inputs: Vec<&str> = g.node(g.find("bn").unwrap()).inputs.iter().map(|&i| g.node(i).name.as_str()).collect();
+    assert_eq!(bn_inputs, ["conv", "bn.running_mean", "bn.running_var", "bn.weight", "bn.bias"]);
+
+    let layer =
+        |decl: &str, input: &str| format!("struct M {{ bn: {decl} }} fn forward(x: {input}) -> {input} {{ bn(x) }}");
+    one_error(&layer("BatchNorm2d(5)", "[N, 4, 6, 6]"), &["bn expects 5 input channels but receives 4"]);
+    one_error(&layer("BatchNorm2d(4)", "[N, 4]"), &["bn expects a 4-D [N, C, H, W] input but receives [N, 4]"]);
+    one_error(&layer("BatchNorm1d(4)", "[N, 4, 2, 2]"), &["a 2-D [N, C] or 3-D [N, C, L] input"]);
+    one_error(
+        &layer("BatchNorm1d(4, track_running_stats = false)", "[N, 4]"),
+        &["`track_running_stats`", "must be true"],
+    );
+    one_error(&layer("BatchNorm1d(4, momentum = 2.0)", "[N, 4]"), &["`momentum`", "must be in [0, 1], got 2"]);
+    one_error(&layer("BatchNorm1d(4, eps = 0)", "[N, 4]"), &["`eps`", "must be positive"]);
+    compile_str(&layer("BatchNorm1d(4)", "[N, 4, 3]")).expect("[N, C, L] is normalised per channel");
 }
 
 #[test]

@@ -25,11 +25,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kiln_compiler::autodiff::derive_training;
+use kiln_compiler::autodiff::{derive_training, derive_training_in};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::interp::{self, evaluate};
+use kiln_compiler::mode::{Mode, training_mode};
 use kiln_compiler::ops::{
-    Activation, BinaryOp, Conv2d, GeluForm, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd,
+    Activation, BatchNorm, BinaryOp, Conv2d, GeluForm, Init, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd,
 };
 use kiln_compiler::shape::{Dim, Shape, window_output_len};
 use kiln_compiler::tensor::Tensor;
@@ -127,7 +128,7 @@ impl Net {
     fn param(&mut self, name: &str, dims: &[usize]) -> NodeId {
         let shape = Shape::fixed(dims);
         let value = self.values(&shape, Fill::Uniform);
-        let id = self.g.add(name, Op::Param { fan_in: 1 }, shape, vec![], Stage::Forward);
+        let id = self.g.add(name, Op::param(1), shape, vec![], Stage::Forward);
         self.g.params.push(id);
         self.feeds.insert(id, value);
         id
@@ -135,6 +136,42 @@ impl Net {
 
     fn node(&mut self, name: &str, op: Op, shape: Shape, inputs: Vec<NodeId>) -> NodeId {
         self.g.add(name, op, shape, inputs, Stage::Forward)
+    }
+
+    /// A state_dict leaf of shape `[c]` (a parameter or a buffer) with `value`.
+    fn channel_leaf(&mut self, name: &str, op: Op, value: Vec<f32>) -> NodeId {
+        let id = self.g.add(name, op, Shape::fixed(&[value.len()]), vec![], Stage::Forward);
+        self.g.params.push(id);
+        self.feeds.insert(id, Tensor::new(vec![value.len()], value).expect("consistent"));
+        id
+    }
+
+    /// Evaluation-mode batch normalisation of axis 1 with running statistics
+    /// (and a weight and bias when `affine`) away from their initial values.
+    fn batch_norm(&mut self, name: &str, x: NodeId, affine: bool) -> NodeId {
+        let c = self.shape(x).0[1].factor;
+        let mean: Vec<f32> = (0..c).map(|_| 0.5 * self.rng.symmetric()).collect();
+        let var: Vec<f32> = (0..c).map(|_| 0.5 + self.rng.unit()).collect();
+        let rm = self.channel_leaf(&format!("{name}.running_mean"), Op::Buffer { fill: 0.0 }, mean);
+        let rv = self.channel_leaf(&format!("{name}.running_var"), Op::Buffer { fill: 1.0 }, var);
+        let mut inputs = vec![x, rm, rv];
+        if affine {
+            let w: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * self.rng.symmetric()).collect();
+            let b: Vec<f32> = (0..c).map(|_| self.rng.symmetric()).collect();
+            inputs.push(self.channel_leaf(&format!("{name}.weight"), Op::Param { init: Init::Fill(1.0) }, w));
+            inputs.push(self.channel_leaf(&format!("{name}.bias"), Op::Param { init: Init::Fill(0.0) }, b));
+        }
+        let shape = self.shape(x);
+        self.node(name, Op::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), shape, inputs)
+    }
+
+    /// The net rewritten to training mode (batch statistics), its feeds
+    /// carried over by name.
+    fn in_training_mode(self) -> Net {
+        let (g, _) = training_mode(&self.g);
+        let feeds =
+            self.feeds.iter().map(|(&id, t)| (g.find(&self.g.node(id).name).expect("kept"), t.clone())).collect();
+        Net { g, feeds, rng: self.rng }
     }
 
     /// `[N, C, H, W]` -> `[N, C', H', W']` for a sliding window.
@@ -291,9 +328,12 @@ struct Check {
     loss: Loss,
     h: f32,
     tol: f64,
+    /// The mode the net is differentiated in (a training-mode net is
+    /// rewritten first, see [`Net::in_training_mode`]).
+    mode: Mode,
 }
 
-const MSE: Check = Check { loss: Loss::Mse, h: 1e-2, tol: 2e-3 };
+const MSE: Check = Check { loss: Loss::Mse, h: 1e-2, tol: 2e-3, mode: Mode::Train };
 
 /// Derives the training graph of `net`, evaluates it and compares every
 /// parameter and input gradient with central differences of the loss.
@@ -302,7 +342,7 @@ const MSE: Check = Check { loss: Loss::Mse, h: 1e-2, tol: 2e-3 };
 #[track_caller]
 fn gradcheck(net: &Net, check: Check) -> Graph {
     let g = &net.g;
-    let train = derive_training(g, check.loss, Sgd::default()).expect("derive_training");
+    let train = derive_training_in(check.mode, g, check.loss, Sgd::default()).expect("derive_training");
     let training = train.training.as_ref().expect("training section");
     let out = g.outputs[0];
     let out_shape = g.node(out).shape.at_batch(BATCH);
@@ -319,7 +359,8 @@ fn gradcheck(net: &Net, check: Check) -> Graph {
     assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "loss node {got} vs f64 loss {want}");
 
     let grads: Vec<(NodeId, NodeId)> = training.param_grads.iter().chain(&training.input_grads).copied().collect();
-    assert_eq!(grads.len(), g.params.len() + g.inputs.len(), "every parameter and input gets a gradient");
+    let trained = g.params.iter().filter(|&&p| matches!(g.node(p).op, Op::Param { .. })).count();
+    assert_eq!(grads.len(), trained + g.inputs.len(), "every parameter and input gets a gradient");
 
     let loss_at = |feeds: &HashMap<NodeId, Tensor>| {
         let v = evaluate(g, BATCH, feeds).expect("evaluate forward graph");
@@ -553,6 +594,30 @@ fn softmax_and_log_softmax_every_axis() {
     }
 }
 
+/// Batch normalisation in both modes: `[N, C, H, W]` with and without
+/// weight and bias, `[N, C]` and `[N, C, L]`; in training mode the batch's
+/// statistics depend on the input, and their gradients are part of its.
+#[test]
+fn batch_norm_in_both_modes() {
+    let cases: [(&[usize], bool); 4] = [(&[3, 2, 2], true), (&[3, 2, 2], false), (&[4], true), (&[3, 5], true)];
+    for (i, (dims, affine)) in cases.into_iter().enumerate() {
+        for mode in [Mode::Train, Mode::Eval] {
+            let mut net = Net::new(720 + i as u64);
+            let x = net.input("x", dims, Fill::Uniform);
+            let y = net.batch_norm("bn", x, affine);
+            // A non-linearity after it, so the loss is not a function of
+            // the normalised values' first two moments alone.
+            let y = net.unary("act", Op::Activate(Activation::Tanh), y);
+            let net = if mode == Mode::Train { net.output(y).in_training_mode() } else { net.output(y) };
+            let train = gradcheck(&net, Check { mode, ..MSE });
+            if mode == Mode::Eval {
+                let updates = train.training.as_ref().expect("training").updates.len();
+                assert_eq!(updates, if affine { 2 } else { 0 }, "evaluation mode keeps the running statistics");
+            }
+        }
+    }
+}
+
 #[test]
 fn perceptron_loss() {
     // Scores straight from the input, in ±[0.1, 1): away from the hinge at 0.
@@ -761,7 +826,7 @@ fn sgd_plain_momentum_nesterov_weight_decay() {
 #[test]
 fn sgd_momentum_three_steps_by_hand() {
     let mut g = Graph::new("p");
-    let p = g.add("p", Op::Param { fan_in: 1 }, Shape::fixed(&[1]), vec![], Stage::Forward);
+    let p = g.add("p", Op::param(1), Shape::fixed(&[1]), vec![], Stage::Forward);
     g.params.push(p);
     g.outputs.push(p);
     let sgd = Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
@@ -836,7 +901,7 @@ fn lenet_matches_pytorch() {
     let x = g.add("x", Op::Input, batched(&[3, 32, 32]), vec![], fwd);
     g.inputs.push(x);
     let param = |g: &mut Graph, name: &str, dims: &[usize]| {
-        let id = g.add(name, Op::Param { fan_in: 1 }, Shape::fixed(dims), vec![], fwd);
+        let id = g.add(name, Op::param(1), Shape::fixed(dims), vec![], fwd);
         g.params.push(id);
         id
     };

@@ -86,6 +86,11 @@ fn value_used_twice_and_residual() {
 }
 
 #[test]
+fn batch_norm_in_both_modes() {
+    run(cases::batch_norm_both_modes());
+}
+
+#[test]
 fn softmax_and_log_softmax_on_every_axis() {
     run(cases::softmax_every_axis());
 }

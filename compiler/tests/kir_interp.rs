@@ -200,6 +200,7 @@ fn pooling_resizing_and_layout() {
             cases::concat_and_slice(),
             cases::value_used_twice_and_residual(),
             cases::softmax_every_axis(),
+            cases::batch_norm_both_modes(),
         ]
         .concat(),
     );

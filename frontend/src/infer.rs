@@ -201,6 +201,18 @@ pub fn infer_shape(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
             arity(2, 2)?;
             Ok(inputs[0].clone())
         }
+        Op::BatchNorm(_) => {
+            arity(3, 5)?;
+            let x = inputs[0];
+            if x.rank() < 2 {
+                return Err(ShapeError::Rank { expected: "an [N, C, ..] input".into(), got: x.clone() });
+            }
+            let channels = inputs[1].0.first().and_then(|d| d.as_fixed()).unwrap_or(0);
+            if x.0[1] != Dim::fixed(channels) {
+                return Err(ShapeError::Channels { expected: channels, got: x.0[1] });
+            }
+            Ok(x.clone())
+        }
         Op::Softmax { axis, .. } => {
             arity(1, 1)?;
             let x = inputs[0];

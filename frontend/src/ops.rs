@@ -7,6 +7,7 @@
 //!
 //! Operand order is part of each op's contract and is given beside it.
 
+use crate::shape::Dim;
 use std::fmt;
 
 /// How a convolution reads outside its input.
@@ -287,6 +288,29 @@ impl Default for Sgd {
     }
 }
 
+/// How a parameter is first filled: PyTorch's initialisation for its layer.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Init {
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`, PyTorch's default for the
+    /// weights and biases of convolutions and linear layers.
+    Uniform {
+        /// Inputs feeding one output unit (in_channels * kh * kw, or in_features).
+        fan_in: usize,
+    },
+    /// Every element the same (a normalisation layer's weight 1 and bias 0).
+    Fill(f32),
+}
+
+/// Attributes of batch normalisation over axis 1 (PyTorch's `BatchNorm1d`
+/// and `BatchNorm2d`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct BatchNorm {
+    /// Added to the variance under the square root.
+    pub eps: f32,
+    /// Weight of the batch statistic in each running-statistic update.
+    pub momentum: f32,
+}
+
 /// The loss functions a training graph can end in. Each is a mean over the batch.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Loss {
@@ -316,10 +340,15 @@ pub enum Op {
     /// A forward argument of the network.
     Input,
     /// A trainable parameter; the node's name is its state_dict key.
-    /// `fan_in` fixes PyTorch's default initialisation bound `1/sqrt(fan_in)`.
     Param {
-        /// Inputs feeding one output unit (in_channels * kh * kw, or in_features).
-        fan_in: usize,
+        /// How it is first filled.
+        init: Init,
+    },
+    /// A state_dict entry that is not trained (a running statistic): set from
+    /// outside, changed only by the update a training graph gives it.
+    Buffer {
+        /// Its value before any training (running mean 0, running variance 1).
+        fill: f32,
     },
     /// Integer class labels `[N]`, stored as f32.
     Labels,
@@ -345,6 +374,44 @@ pub enum Op {
     BiasGrad {
         /// The axis that is kept (1 for NCHW channels and for `[N, out]`).
         axis: usize,
+    },
+
+    // ----- normalisation -----
+    /// `[x, running_mean, running_var]` or `[.., weight, bias]`: evaluation
+    /// mode, `(x - mean) / sqrt(var + eps) * weight + bias` per channel
+    /// (axis 1), with the running statistics.
+    BatchNorm(BatchNorm),
+    /// `[x, mean, var]` or `[.., weight, bias]`: training mode, the same
+    /// normalisation with the batch's statistics (`mean` and `var` are
+    /// [`Op::BatchMean`] and [`Op::BatchVar`] of `x`; the backward accounts
+    /// for them).
+    BatchNormTrain(BatchNorm),
+    /// `[x]` -> `[C]`: the mean over every axis but 1.
+    BatchMean,
+    /// `[x, mean]` -> `[C]`: the biased variance over every axis but 1.
+    BatchVar,
+    /// `[x, mean, var, dy]` -> `[C]`: `sum(dy * (x - mean) / sqrt(var + eps))`
+    /// over every axis but 1 (the weight's gradient).
+    BatchNormGradWeight {
+        /// The layer's eps.
+        eps: f32,
+    },
+    /// `[x, mean, var, dy, sum_dy, sum_dy_xhat]` or `[.., weight]` -> dx of
+    /// [`Op::BatchNormTrain`] (`training`) or of [`Op::BatchNorm`].
+    BatchNormGradInput {
+        /// The layer's eps.
+        eps: f32,
+        /// Batch statistics (their own gradients folded in) or running ones.
+        training: bool,
+    },
+    /// `[running, batch]` -> `(1 - momentum) * running + momentum * batch`,
+    /// the batch statistic first scaled by `M / (M - 1)` when `unbias` gives
+    /// the count `M` (the unbiased variance PyTorch keeps).
+    RunningStat {
+        /// The layer's momentum.
+        momentum: f32,
+        /// Values per channel, for the unbiased variance.
+        unbias: Option<Dim>,
     },
 
     // ----- pooling and resampling -----
@@ -425,6 +492,14 @@ impl Op {
         match self {
             Op::Input => "input".into(),
             Op::Param { .. } => "param".into(),
+            Op::Buffer { .. } => "buffer".into(),
+            Op::BatchNorm(_) => "batch_norm".into(),
+            Op::BatchNormTrain(_) => "batch_norm_train".into(),
+            Op::BatchMean => "batch_mean".into(),
+            Op::BatchVar => "batch_var".into(),
+            Op::BatchNormGradWeight { .. } => "batch_norm_grad_weight".into(),
+            Op::BatchNormGradInput { .. } => "batch_norm_grad_input".into(),
+            Op::RunningStat { .. } => "running_stat".into(),
             Op::Labels => "labels".into(),
             Op::Target => "target".into(),
             Op::OptimState => "optim_state".into(),
@@ -464,7 +539,12 @@ impl Op {
 
     /// Whether the op is a leaf whose value is supplied from outside the graph.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input | Op::Param { .. } | Op::Labels | Op::Target | Op::OptimState)
+        matches!(self, Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState)
+    }
+
+    /// A parameter with PyTorch's default initialisation for `fan_in` inputs.
+    pub fn param(fan_in: usize) -> Op {
+        Op::Param { init: Init::Uniform { fan_in } }
     }
 }
 
@@ -507,6 +587,13 @@ impl fmt::Display for Op {
                 write!(f, "(axis={axis})")
             }
             Op::Slice { axis, start } => write!(f, "(axis={axis}, start={start})"),
+            Op::BatchNorm(b) | Op::BatchNormTrain(b) => write!(f, "(eps={}, momentum={})", b.eps, b.momentum),
+            Op::BatchNormGradWeight { eps } => write!(f, "(eps={eps})"),
+            Op::BatchNormGradInput { eps, training } => write!(f, "(eps={eps}, training={training})"),
+            Op::RunningStat { momentum, unbias } => match unbias {
+                Some(m) => write!(f, "(momentum={momentum}, unbias={m})"),
+                None => write!(f, "(momentum={momentum})"),
+            },
             Op::SgdMomentum(s) | Op::SgdStep(s) => {
                 write!(f, "(lr={}, momentum={}, nesterov={}, wd={})", s.lr, s.momentum, s.nesterov, s.weight_decay)
             }

@@ -16,6 +16,7 @@ use crate::executor::{Backend, ExecError, Executor};
 use crate::npy::{self, NpyError};
 use kiln_compiler::autodiff::{self, AutodiffError};
 use kiln_compiler::budget::{OutOfMemory, available_memory, check_parameters};
+use kiln_compiler::ops::Init;
 use kiln_compiler::{Graph, Loss, NodeId, Op, Sgd, Shape, Tensor};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -271,7 +272,11 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         for (i, &p) in self.graph.params.iter().enumerate() {
             let fan_in = match self.graph.node(p).op {
-                Op::Param { fan_in } => fan_in.max(1),
+                Op::Param { init: Init::Uniform { fan_in } } => fan_in.max(1),
+                Op::Param { init: Init::Fill(value) } | Op::Buffer { fill: value } => {
+                    self.params[i].data.fill(value);
+                    continue;
+                }
                 _ => 1,
             };
             let bound = 1.0 / (fan_in as f32).sqrt();

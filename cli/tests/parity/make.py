@@ -103,13 +103,73 @@ fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
         return F.log_softmax(z, dim=-1)
 
 
-# (directory, module, input shape, classes, SGD settings)
+class Norm(nn.Module):
+    """BatchNorm2d (affine, and not with its own eps and momentum) after
+    convolutions with and without bias, across a residual sum, and
+    BatchNorm1d after a linear layer."""
+
+    NET = """struct Norm {
+    conv1: Conv2d(3, 8, 3, padding = 1, bias = false),
+    bn1: BatchNorm2d(8),
+    conv2: Conv2d(8, 8, 3, padding = 1),
+    bn2: BatchNorm2d(8, eps = 1e-3, momentum = 0.3, affine = false),
+    pool: AvgPool2d(2),
+    fc1: Linear(8 * 4 * 4, 16),
+    bn3: BatchNorm1d(16),
+    fc2: Linear(16, 10),
+}
+
+fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
+    let h = relu(bn1(conv1(x)));
+    let h = pool(relu(bn2(conv2(h)) + h));
+    let h = relu(bn3(fc1(h.flatten(1))));
+    fc2(h)
+}
+"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8, eps=1e-3, momentum=0.3, affine=False)
+        self.pool = nn.AvgPool2d(2)
+        self.fc1 = nn.Linear(8 * 4 * 4, 16)
+        self.bn3 = nn.BatchNorm1d(16)
+        self.fc2 = nn.Linear(16, 10)
+        # Away from the initial 1, 0, 0, 1, so that a swapped or ignored
+        # weight, bias or running statistic shows.
+        g = torch.Generator().manual_seed(1)
+        for bn in (self.bn1, self.bn2, self.bn3):
+            c = bn.num_features
+            if bn.affine:
+                bn.weight.data = torch.rand(c, generator=g) + 0.5
+                bn.bias.data = torch.rand(c, generator=g) - 0.5
+            bn.running_mean.data = torch.rand(c, generator=g) - 0.5
+            bn.running_var.data = torch.rand(c, generator=g) + 0.5
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.pool(F.relu(self.bn2(self.conv2(h)) + h))
+        h = F.relu(self.bn3(self.fc1(h.flatten(1))))
+        return self.fc2(h)
+
+
+# (directory, module, input shape, classes, SGD settings, evaluation mode)
 CASES = [
     ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8), 10,
      dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)),
     ("residual_softmax_adaptive_pool_sgd", Residual, (5, 3, 8, 8), 10,
      dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)),
+    ("batchnorm_train_sgd", Norm, (6, 3, 8, 8), 10,
+     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-3)),
+    ("batchnorm_eval_sgd", Norm, (6, 3, 8, 8), 10,
+     dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), True),
 ]
+
+# PyTorch counts steps in `num_batches_tracked`, which only matters with
+# `momentum=None`; kiln does not keep it (and `load_state_dict` fills it in).
+SKIPPED = "num_batches_tracked"
 
 
 def save(path, array):
@@ -117,10 +177,12 @@ def save(path, array):
     np.save(path, np.array(array, order="C"))
 
 
-def make(name, module, shape, classes, sgd):
+def make(name, module, shape, classes, sgd, evaluation=False):
     out = os.path.join(HERE, name)
     torch.manual_seed(0)
     net = module()
+    if evaluation:
+        net.eval()
     x = torch.randn(*shape)
     labels = torch.randint(0, classes, (shape[0],))
     os.makedirs(out, exist_ok=True)
@@ -130,14 +192,20 @@ def make(name, module, shape, classes, sgd):
              "--momentum", repr(sgd["momentum"]), "--weight-decay", repr(sgd["weight_decay"])]
     if sgd["nesterov"]:
         flags.append("--nesterov")
+    if evaluation:
+        flags.append("--eval")
     with open(os.path.join(out, "flags"), "w") as f:
         f.write(" ".join(flags) + "\n")
     for key, value in net.state_dict().items():
-        save(os.path.join(out, "params", key + ".npy"), value.numpy())
+        if not key.endswith(SKIPPED):
+            save(os.path.join(out, "params", key + ".npy"), value.numpy())
     save(os.path.join(out, "input.npy"), x.numpy())
     save(os.path.join(out, "labels.npy"), labels.numpy().astype(np.int64))
 
     expected = os.path.join(out, "expected")
+    # `kiln grad` reports the first of its steps: in training mode that
+    # forward pass updates the running statistics once, not twice.
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
     xg = x.clone().requires_grad_(True)
     logits = net(xg)
     loss = F.cross_entropy(logits, labels)
@@ -149,6 +217,7 @@ def make(name, module, shape, classes, sgd):
         save(os.path.join(expected, "grad_" + key + ".npy"), p.grad.numpy())
 
     net.zero_grad()
+    net.load_state_dict(initial)
     opt = torch.optim.SGD(net.parameters(), **sgd)
     losses = []
     for _ in range(STEPS):
@@ -159,7 +228,8 @@ def make(name, module, shape, classes, sgd):
         opt.step()
     save(os.path.join(expected, "losses.npy"), np.array(losses, dtype=np.float32))
     for key, value in net.state_dict().items():
-        save(os.path.join(expected, "after_" + key + ".npy"), value.numpy())
+        if not key.endswith(SKIPPED):
+            save(os.path.join(expected, "after_" + key + ".npy"), value.numpy())
     print(f"{name}: loss {losses[0]:.6f} -> {losses[-1]:.6f} after {STEPS} steps")
 
 

@@ -285,6 +285,7 @@ impl Fx<'_, '_> {
             UnOp::Tanh => self.via_f32x4(x, Self::tanh_f32x4),
             UnOp::Erf if vec => self.erf_f32x4(x),
             UnOp::Erf => self.via_f32x4(x, Self::erf_f32x4),
+            UnOp::Sqrt => self.b.ins().sqrt(x),
             UnOp::Ln => self.call_math(self.math.ln, x, vec),
         }
     }

@@ -18,6 +18,7 @@ mod elementwise;
 mod layout;
 mod linear;
 mod loss;
+mod norm;
 mod pool;
 mod resize;
 mod sgd;
@@ -31,6 +32,7 @@ use elementwise::{activate, activate_grad, binary, neg, sum_to};
 use layout::{concat, reshape, slice};
 use linear::{bias_grad, linear, linear_grad_input, linear_grad_weight};
 use loss::{loss_grad, loss_value};
+use norm::{batch_mean, batch_norm, batch_norm_grad_input, batch_norm_grad_weight, batch_var, running_stat};
 use pool::{avg_pool2d, avg_pool2d_grad, max_pool2d, max_pool2d_grad};
 use resize::{resize, resize_grad};
 use sgd::{sgd_momentum, sgd_step};
@@ -128,7 +130,7 @@ pub fn evaluate(graph: &Graph, batch: usize, feeds: &HashMap<NodeId, Tensor>) ->
                     }
                 }
             }
-            run_op(&node.op, &args, &shape).map_err(|fault| match fault {
+            run_op(&node.op, &args, &shape, batch).map_err(|fault| match fault {
                 Fault::Malformed(reason) => malformed(node, reason),
                 Fault::Label { position, value, classes } => InterpError::LabelOutOfRange {
                     name: node.inputs.get(1).map_or_else(String::new, |&l| graph.node(l).name.clone()),
@@ -231,9 +233,9 @@ fn same_shape(a: &Tensor, b: &Tensor, what: &str) -> Result<(), Fault> {
     ensure(a.shape == b.shape, || format!("{what}: shapes {:?} and {:?} differ", a.shape, b.shape))
 }
 
-fn run_op(op: &Op, args: &[&Tensor], out: &[usize]) -> OpResult {
+fn run_op(op: &Op, args: &[&Tensor], out: &[usize], batch: usize) -> OpResult {
     match op {
-        Op::Input | Op::Param { .. } | Op::Labels | Op::Target | Op::OptimState => {
+        Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState => {
             Err(Fault::Malformed("a leaf has no computation".into()))
         }
         Op::Conv2d(c) => {
@@ -303,6 +305,21 @@ fn run_op(op: &Op, args: &[&Tensor], out: &[usize]) -> OpResult {
         Op::Neg => {
             let [x] = operands(args)?;
             neg(x, out)
+        }
+        Op::BatchNorm(bn) | Op::BatchNormTrain(bn) => batch_norm(args, bn.eps, out),
+        Op::BatchMean => {
+            let [x] = operands(args)?;
+            batch_mean(x, out)
+        }
+        Op::BatchVar => {
+            let [x, mean] = operands(args)?;
+            batch_var(x, mean, out)
+        }
+        Op::BatchNormGradWeight { eps } => batch_norm_grad_weight(args, *eps, out),
+        Op::BatchNormGradInput { eps, training } => batch_norm_grad_input(args, *eps, *training, out),
+        Op::RunningStat { momentum, unbias } => {
+            let [running, stat] = operands(args)?;
+            running_stat(running, stat, *momentum, unbias.map(|m| m.at_batch(batch)), out)
         }
         Op::Softmax { axis, log } => {
             let [x] = operands(args)?;

@@ -15,7 +15,7 @@ fn iota(shape: &[usize]) -> Tensor {
 }
 
 fn run(op: Op, args: &[&Tensor], out: &[usize]) -> Tensor {
-    match run_op(&op, args, out) {
+    match run_op(&op, args, out, 1) {
         Ok(v) => v,
         Err(Fault::Malformed(m)) => panic!("{op}: {m}"),
         Err(Fault::Label { position, .. }) => panic!("{op}: bad label at {position}"),
@@ -302,7 +302,7 @@ fn binary_broadcasting_neg_and_sum_to() {
     close(&run(Op::SumTo, &[&a], &[]), &[15.]);
     let cube = iota(&[2, 2, 2]);
     close(&run(Op::SumTo, &[&cube], &[2, 1, 2]), &[2., 4., 10., 12.]);
-    assert!(run_op(&Op::Binary(BinaryOp::Add), &[&a, &col], &[2, 2]).is_err());
+    assert!(run_op(&Op::Binary(BinaryOp::Add), &[&a, &col], &[2, 2], 1).is_err());
 }
 
 #[test]
@@ -317,8 +317,8 @@ fn reshape_concat_slice() {
     close(&run(Op::Slice { axis: 1, start: 1 }, &[&cat], &[2, 2]), &[1., 2., 4., 5.]);
     close(&run(Op::Slice { axis: 1, start: 3 }, &[&cat], &[2, 1]), &[10., 20.]);
     close(&run(Op::Slice { axis: 0, start: 1 }, &[&a], &[1, 3]), &[3., 4., 5.]);
-    assert!(run_op(&Op::Slice { axis: 1, start: 3 }, &[&cat], &[2, 2]).is_err());
-    assert!(run_op(&Op::Reshape, &[&a], &[4]).is_err());
+    assert!(run_op(&Op::Slice { axis: 1, start: 3 }, &[&cat], &[2, 2], 1).is_err());
+    assert!(run_op(&Op::Reshape, &[&a], &[4], 1).is_err());
 }
 
 #[test]
@@ -354,7 +354,7 @@ fn bad_labels_are_errors() {
     for bad in [3.0, -1.0, 1.5, f32::NAN, f32::INFINITY] {
         let y = t(&[2], &[0., bad]);
         for op in [Op::LossValue(Loss::CrossEntropy), Op::LossGrad(Loss::CrossEntropy)] {
-            match run_op(&op, &[&z, &y], if op.mnemonic() == "cross_entropy" { &[] } else { &[2, 3] }) {
+            match run_op(&op, &[&z, &y], if op.mnemonic() == "cross_entropy" { &[] } else { &[2, 3] }, 1) {
                 Err(Fault::Label { position: 1, classes: 3, .. }) => {}
                 _ => panic!("label {bad} accepted by {op}"),
             }
@@ -381,7 +381,7 @@ fn small_graph() -> (Graph, [NodeId; 5]) {
     let mut g = Graph::new("small");
     let n = crate::shape::Dim::batch();
     let x = g.add("x", Op::Input, Shape(vec![n, crate::shape::Dim::fixed(2)]), vec![], Stage::Forward);
-    let w = g.add("fc.weight", Op::Param { fan_in: 2 }, Shape::fixed(&[3, 2]), vec![], Stage::Forward);
+    let w = g.add("fc.weight", Op::param(2), Shape::fixed(&[3, 2]), vec![], Stage::Forward);
     let y = g.add("fc", Op::Linear, Shape(vec![n, crate::shape::Dim::fixed(3)]), vec![x, w], Stage::Forward);
     let labels = g.add("labels", Op::Labels, Shape(vec![n]), vec![], Stage::Loss);
     let buf = g.add("buf", Op::OptimState, Shape::fixed(&[3, 2]), vec![], Stage::Update);

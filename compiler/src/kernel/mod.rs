@@ -327,6 +327,8 @@ pub enum UnOp {
     /// The error function `erf x` (libm's `erff`; the JIT's is within a few
     /// ulp of it).
     Erf,
+    /// `sqrt x` (correctly rounded everywhere).
+    Sqrt,
 }
 
 /// A binary function on `f32`.

@@ -42,7 +42,16 @@ pub struct Fusion {
 /// Whether `op` computes each output element from the same element of its
 /// operands (with broadcasting), so it can share a loop with its neighbours.
 pub fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Activate(_) | Op::ActivateGrad(_) | Op::Binary(_) | Op::Neg | Op::SgdMomentum(_) | Op::SgdStep(_))
+    matches!(
+        op,
+        Op::Activate(_)
+            | Op::ActivateGrad(_)
+            | Op::Binary(_)
+            | Op::Neg
+            | Op::SgdMomentum(_)
+            | Op::SgdStep(_)
+            | Op::RunningStat { .. }
+    )
 }
 
 /// Whether an activation can be fused as the epilogue of this anchor.

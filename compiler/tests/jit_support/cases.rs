@@ -5,8 +5,9 @@
 //! kernel-IR interpreter.
 
 use super::*;
-use kiln_compiler::autodiff::derive_training;
+use kiln_compiler::autodiff::{derive_training, derive_training_in};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
+use kiln_compiler::mode::Mode;
 use kiln_compiler::ops::{Activation, BinaryOp, GeluForm, Loss, Op, PaddingMode, Resize, ResizeMode, Sgd};
 use kiln_compiler::shape::Shape;
 
@@ -260,7 +261,7 @@ pub fn resize_nearest_and_bilinear() -> Vec<Check> {
 }
 
 fn leaf(g: &mut Graph, name: &str, shape: Shape) -> NodeId {
-    let id = g.add(name, Op::Param { fan_in: 4 }, shape, vec![], Stage::Forward);
+    let id = g.add(name, Op::param(4), shape, vec![], Stage::Forward);
     g.params.push(id);
     id
 }
@@ -368,6 +369,37 @@ pub fn softmax_every_axis() -> Vec<Check> {
     checks
 }
 
+/// Batch normalisation after convolutions (with and without weight and
+/// bias, its own eps and momentum) and after a linear layer: evaluation
+/// mode forward, a training-mode step (batch statistics, running ones
+/// updated) and an evaluation-mode step.
+pub fn batch_norm_both_modes() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for affine in [true, false] {
+        let mut g = Graph::new("batch_norm");
+        let x = input(&mut g, "x", &[3, 6, 5]);
+        // No biases before a normalisation: in training mode their gradient
+        // is zero in exact arithmetic, and rounding noise in both executors.
+        let c = conv(&mut g, "c", x, 4, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), false);
+        let n = batch_norm(&mut g, "bn", c, affine, if affine { 1e-5 } else { 1e-3 }, if affine { 0.1 } else { 0.3 });
+        let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), n);
+        let f = flatten(&mut g, "flat", r);
+        let h = linear(&mut g, "fc1", f, 7, false);
+        let h = batch_norm(&mut g, "bn1d", h, true, 1e-5, 0.1);
+        let y = linear(&mut g, "fc2", h, 3, true);
+        g.outputs.push(y);
+        let eval = derive_training_in(Mode::Eval, &g, Loss::CrossEntropy, sgd()).expect("autodiff");
+        checks.extend(forward_and_training(format!("batch norm affine {affine}"), g, Loss::CrossEntropy, 4));
+        checks.push(Check {
+            name: format!("batch norm affine {affine} eval training"),
+            graph: eval,
+            batch: 4,
+            seed: 29,
+        });
+    }
+    checks
+}
+
 /// Every check of the table.
 pub fn all() -> Vec<Check> {
     [
@@ -385,6 +417,7 @@ pub fn all() -> Vec<Check> {
         sgd_variants(),
         value_used_twice_and_residual(),
         softmax_every_axis(),
+        batch_norm_both_modes(),
     ]
     .into_iter()
     .flatten()

@@ -8,7 +8,7 @@ pub mod random_net;
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::interp;
 use kiln_compiler::jit::{self, Executable, JitOptions};
-use kiln_compiler::ops::{Conv2d, Op, PaddingMode, Pool2d};
+use kiln_compiler::ops::{BatchNorm, Conv2d, Init, Op, PaddingMode, Pool2d};
 use kiln_compiler::shape::{Dim, Shape, window_output_len};
 use kiln_compiler::target::{ProductIsa, Target};
 use kiln_compiler::tensor::Tensor;
@@ -30,9 +30,31 @@ pub fn input(g: &mut Graph, name: &str, dims: &[usize]) -> NodeId {
 
 /// Adds a parameter of fixed shape.
 pub fn param(g: &mut Graph, name: &str, dims: &[usize], fan_in: usize) -> NodeId {
-    let id = g.add(name, Op::Param { fan_in }, Shape::fixed(dims), vec![], Stage::Forward);
+    let id = g.add(name, Op::param(fan_in), Shape::fixed(dims), vec![], Stage::Forward);
     g.params.push(id);
     id
+}
+
+/// Adds an evaluation-mode batch normalisation of axis 1 of `x`, with its
+/// running statistics and, when `affine`, weight and bias.
+pub fn batch_norm(g: &mut Graph, name: &str, x: NodeId, affine: bool, eps: f32, momentum: f32) -> NodeId {
+    let c = g.node(x).shape.0[1].factor;
+    let mut leaf = |key: &str, op: Op| {
+        let id = g.add(format!("{name}.{key}"), op, Shape::fixed(&[c]), vec![], Stage::Forward);
+        g.params.push(id);
+        id
+    };
+    let mut inputs = vec![x];
+    let affine_leaves = if affine {
+        vec![leaf("weight", Op::Param { init: Init::Fill(1.0) }), leaf("bias", Op::Param { init: Init::Fill(0.0) })]
+    } else {
+        Vec::new()
+    };
+    inputs.push(leaf("running_mean", Op::Buffer { fill: 0.0 }));
+    inputs.push(leaf("running_var", Op::Buffer { fill: 1.0 }));
+    inputs.extend(affine_leaves);
+    let shape = g.node(x).shape.clone();
+    g.add(name, Op::BatchNorm(BatchNorm { eps, momentum }), shape, inputs, Stage::Forward)
 }
 
 /// A conv attribute set.
@@ -151,7 +173,12 @@ pub fn random_feeds(graph: &Graph, batch: usize, seed: u64) -> HashMap<NodeId, T
         let n: usize = shape.iter().product();
         let data = match node.op {
             Op::Input => rng.vec(n, 1.0),
-            Op::Param { fan_in } => rng.vec(n, 1.0 / (fan_in.max(1) as f32).sqrt()),
+            Op::Param { init: Init::Uniform { fan_in } } => rng.vec(n, 1.0 / (fan_in.max(1) as f32).sqrt()),
+            // Away from a normalisation layer's 1 and 0, so that a swapped
+            // weight and bias shows.
+            Op::Param { init: Init::Fill(v) } => rng.vec(n, 0.5).into_iter().map(|r| v + r).collect(),
+            // Running variances must stay positive.
+            Op::Buffer { fill } => rng.vec(n, 0.5).into_iter().map(|r| fill + r.abs()).collect(),
             Op::Labels => (0..n)
                 .map(|_| {
                     ((rng.next() + 1.0) * 0.5 * classes.unwrap_or(1) as f32)

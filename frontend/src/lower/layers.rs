@@ -13,7 +13,7 @@ use crate::ast::LayerDecl;
 use crate::diagnostic::FrontendError;
 use crate::graph::{NodeId, Stage};
 use crate::infer::ShapeError;
-use crate::ops::{Activation, Conv2d, GeluForm, Op, PaddingMode, Pool2d};
+use crate::ops::{Activation, BatchNorm, Conv2d, GeluForm, Init, Op, PaddingMode, Pool2d};
 use crate::shape::Shape;
 use quote::ToTokens;
 use std::collections::HashMap;
@@ -98,6 +98,8 @@ const LAYERS: &[LayerType] = &[
         validate: linear,
         weights: Some(linear_weights),
     },
+    LayerType { ctor: "BatchNorm1d", signature: BATCH_NORM, validate: |b, args| batch_norm(b, args, 1), weights: None },
+    LayerType { ctor: "BatchNorm2d", signature: BATCH_NORM, validate: |b, args| batch_norm(b, args, 2), weights: None },
     LayerType {
         ctor: "Upsample",
         signature: LayerSignature {
@@ -229,6 +231,40 @@ fn pool_window(b: &mut Builder, args: &mut LayerArgs) -> Pool2d {
     Pool2d { kernel, stride, padding, dilation }
 }
 
+const BATCH_NORM: LayerSignature = LayerSignature {
+    names: &["num_features", "eps", "momentum", "affine", "track_running_stats"],
+    positional: 5,
+    required: 1,
+};
+
+/// `BatchNorm1d` / `BatchNorm2d` (`spatial` 1 or 2) with PyTorch's defaults.
+fn batch_norm(b: &mut Builder, args: &mut LayerArgs, spatial: usize) -> Option<LayerKind> {
+    let channels = args.get(b, "num_features", positive)?;
+    let eps = args.get(b, "eps", eval_f64).unwrap_or(1e-5);
+    let momentum = args.get(b, "momentum", eval_f64).unwrap_or(0.1);
+    let affine = args.get(b, "affine", eval_bool).unwrap_or(true);
+    let tracked = args.get(b, "track_running_stats", eval_bool).unwrap_or(true);
+    let refuse = |b: &mut Builder, arg: &str, detail: String| {
+        b.error(FrontendError::BadValue { callee: args.ctor.into(), arg: arg.into(), detail }, args.bound[arg]);
+    };
+    if eps <= 0.0 {
+        refuse(b, "eps", format!("must be positive, got {eps}"));
+        return None;
+    }
+    if !(0.0..=1.0).contains(&momentum) {
+        refuse(b, "momentum", format!("must be in [0, 1], got {momentum}"));
+        return None;
+    }
+    if !tracked {
+        let detail =
+            "must be true: kiln keeps running statistics (batch statistics in evaluation mode are not supported)";
+        refuse(b, "track_running_stats", detail.into());
+        return None;
+    }
+    let bn = BatchNorm { eps: eps as f32, momentum: momentum as f32 };
+    Some(LayerKind::BatchNorm { bn, channels, affine, spatial })
+}
+
 fn linear(b: &mut Builder, args: &mut LayerArgs) -> Option<LayerKind> {
     args.get(b, "in_features", positive);
     args.get(b, "out_features", positive);
@@ -294,6 +330,14 @@ pub(super) enum LayerKind {
     AvgPool(Pool2d),
     /// The output size; the windows follow from the input's.
     AdaptiveAvgPool([usize; 2]),
+    /// Batch normalisation of `channels` over axis 1 of an input with
+    /// `spatial` axes after it (1: `[N, C]` or `[N, C, L]`; 2: `[N, C, H, W]`).
+    BatchNorm {
+        bn: BatchNorm,
+        channels: usize,
+        affine: bool,
+        spatial: usize,
+    },
     Upsample(Resample),
     Activation(Activation),
     Flatten(usize),
@@ -320,7 +364,10 @@ impl Builder<'_> {
             let (kind, params) = match layer_type(&ctor) {
                 Some(layer_type) => {
                     let kind = self.layer_kind(decl, layer_type);
-                    let params = if kind.is_some() { self.layer_params(decl, layer_type) } else { Vec::new() };
+                    let params = match &kind {
+                        Some(kind) => self.layer_params(decl, layer_type, kind),
+                        None => Vec::new(),
+                    };
                     (kind, params)
                 }
                 None => {
@@ -335,8 +382,12 @@ impl Builder<'_> {
         }
     }
 
-    /// Weight and bias of a declaration with parameters (already validated).
-    fn layer_params(&mut self, decl: &LayerDecl, layer_type: &LayerType) -> Vec<NodeId> {
+    /// Weight and bias of a declaration with parameters (already validated),
+    /// or a normalisation layer's weight, bias and running statistics.
+    fn layer_params(&mut self, decl: &LayerDecl, layer_type: &LayerType, kind: &LayerKind) -> Vec<NodeId> {
+        if let LayerKind::BatchNorm { channels, affine, .. } = *kind {
+            return self.norm_params(decl, channels, affine);
+        }
         let Some(weights) = layer_type.weights else {
             return Vec::new();
         };
@@ -353,7 +404,7 @@ impl Builder<'_> {
         }
         let mut params = vec![self.graph.add(
             format!("{name}.weight"),
-            Op::Param { fan_in },
+            Op::param(fan_in),
             Shape::fixed(&weight_shape),
             vec![],
             Stage::Forward,
@@ -361,7 +412,7 @@ impl Builder<'_> {
         if bias {
             params.push(self.graph.add(
                 format!("{name}.bias"),
-                Op::Param { fan_in },
+                Op::param(fan_in),
                 Shape::fixed(&[out]),
                 vec![],
                 Stage::Forward,
@@ -369,6 +420,28 @@ impl Builder<'_> {
         }
         self.graph.params.extend(&params);
         params
+    }
+
+    /// PyTorch's state_dict entries of a normalisation layer, in its order:
+    /// `weight` (ones) and `bias` (zeros) when affine, then the buffers
+    /// `running_mean` (zeros) and `running_var` (ones).
+    fn norm_params(&mut self, decl: &LayerDecl, channels: usize, affine: bool) -> Vec<NodeId> {
+        let name = decl.name.to_string();
+        let mut entries = Vec::new();
+        if affine {
+            entries.push(("weight", Op::Param { init: Init::Fill(1.0) }));
+            entries.push(("bias", Op::Param { init: Init::Fill(0.0) }));
+        }
+        entries.push(("running_mean", Op::Buffer { fill: 0.0 }));
+        entries.push(("running_var", Op::Buffer { fill: 1.0 }));
+        let ids: Vec<NodeId> = entries
+            .into_iter()
+            .map(|(key, op)| {
+                self.graph.add(format!("{name}.{key}"), op, Shape::fixed(&[channels]), vec![], Stage::Forward)
+            })
+            .collect();
+        self.graph.params.extend(&ids);
+        ids
     }
 
     /// Validates a layer declaration; errors are recorded, `None` returned.
@@ -419,7 +492,7 @@ impl Builder<'_> {
         let kind = self.layers[index].kind.clone()?;
         let params = self.layers[index].params.clone();
         let mut inputs = vec![x];
-        inputs.extend(params);
+        inputs.extend(&params);
         let op = match kind {
             LayerKind::Conv(c) => Op::Conv2d(c),
             LayerKind::Linear => Op::Linear,
@@ -429,6 +502,24 @@ impl Builder<'_> {
             LayerKind::Upsample(r) => return self.resample(&name, x, r, &layer.call, Some(&name)),
             LayerKind::AdaptiveAvgPool(size) => {
                 return self.adaptive_avg_pool(&name, x, size, &layer.call, Some(&name));
+            }
+            LayerKind::BatchNorm { bn, spatial, .. } => {
+                let rank = self.graph.node(x).shape.rank();
+                let fits = if spatial == 2 { rank == 4 } else { rank == 2 || rank == 3 };
+                if !fits {
+                    let expected =
+                        if spatial == 2 { "a 4-D [N, C, H, W] input" } else { "a 2-D [N, C] or 3-D [N, C, L] input" };
+                    let problem = ShapeError::Rank { expected: expected.into(), got: self.graph.node(x).shape.clone() };
+                    let origin = Some(self.describe(x));
+                    self.error(FrontendError::Shape { layer: name.clone(), problem, origin }, &layer.call);
+                    return None;
+                }
+                // The op's operand order: x, the running statistics, then weight and bias.
+                let (affine, stats) = params.split_at(params.len() - 2);
+                let mut inputs = vec![x];
+                inputs.extend(stats);
+                inputs.extend(affine);
+                return self.add_inferred(&name, Op::BatchNorm(bn), inputs, &layer.call, Some(&name));
             }
             LayerKind::Flatten(d) => return self.flatten(&name, x, d, &layer.call),
         };

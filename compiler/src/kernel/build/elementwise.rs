@@ -94,6 +94,18 @@ impl Builder<'_> {
                     arg(1),
                 ),
                 Op::Neg => arg(0).un(UnOp::Neg),
+                Op::RunningStat { momentum, unbias } => {
+                    let factor = match unbias.map(|m| m.at_batch(self.batch)) {
+                        Some(m) if m > 1 => m as f32 / (m - 1) as f32,
+                        Some(m) => {
+                            let why = format!("an unbiased variance needs more than one value per channel, got {m}");
+                            return Err(unsupported(graph, n, why));
+                        }
+                        None => 1.0,
+                    };
+                    let stat = if factor == 1.0 { arg(1) } else { arg(1).mul(Val::Const(factor)) };
+                    Val::Const(1.0 - momentum).mul(arg(0)).add(Val::Const(*momentum).mul(stat))
+                }
                 Op::SgdMomentum(s) => Val::Const(s.momentum).mul(arg(2)).add(decayed_grad(arg(0), arg(1), s)),
                 Op::SgdStep(s) => {
                     let d = decayed_grad(arg(0), arg(1), s);

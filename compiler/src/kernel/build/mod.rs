@@ -16,6 +16,7 @@ mod elementwise;
 mod layout;
 mod linear;
 mod loss;
+mod norm;
 mod pool;
 mod reduce;
 mod resize;
@@ -286,6 +287,11 @@ impl Builder<'_> {
             Op::ResizeGrad(r) => self.resize_grad(anchor, r, &ins, &finish)?,
             Op::SumTo => self.sum_to(anchor, &ins, &finish)?,
             Op::Softmax { axis, log } => self.softmax(*axis, *log, &ins, &finish)?,
+            Op::BatchNorm(bn) | Op::BatchNormTrain(bn) => self.batch_norm(bn.eps, &ins, &finish)?,
+            Op::BatchMean => self.batch_mean(&ins, &finish)?,
+            Op::BatchVar => self.batch_var(&ins, &finish)?,
+            Op::BatchNormGradWeight { eps } => self.batch_norm_grad_weight(*eps, &ins, &finish)?,
+            Op::BatchNormGradInput { eps, training } => self.batch_norm_grad_input(*eps, *training, &ins, &finish)?,
             Op::SoftmaxGrad { axis, log } => self.softmax_grad(*axis, *log, &ins, &finish)?,
             Op::Concat { axis } => self.concat(anchor, *axis, &ins, &finish)?,
             Op::Slice { axis, start } => self.slice(anchor, *axis, *start, &ins, &finish)?,

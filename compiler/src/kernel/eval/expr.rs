@@ -103,6 +103,7 @@ pub(super) fn unary(op: UnOp, x: f32) -> f32 {
         UnOp::Ln => x.ln(),
         UnOp::Tanh => x.tanh(),
         UnOp::Erf => libm::erff(x),
+        UnOp::Sqrt => x.sqrt(),
         // `x <= 0` is false for a NaN, so a NaN passes through.
         UnOp::Relu => {
             if x <= 0.0 {

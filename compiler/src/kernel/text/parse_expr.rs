@@ -167,6 +167,7 @@ impl Parser {
             ("tanh", UnOp::Tanh),
             ("relu", UnOp::Relu),
             ("erf", UnOp::Erf),
+            ("sqrt", UnOp::Sqrt),
         ];
         for (word, op) in unary {
             if self.eat_word(word) {

@@ -340,6 +340,7 @@ pub(super) fn un_op(op: UnOp) -> &'static str {
         UnOp::Tanh => "tanh",
         UnOp::Relu => "relu",
         UnOp::Erf => "erf",
+        UnOp::Sqrt => "sqrt",
     }
 }
 

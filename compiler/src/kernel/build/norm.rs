@@ -1,0 +1,187 @@
+//! Batch normalisation over axis 1: the batch's per-channel mean and
+//! variance, the normalisation as one multiply-add per element (per channel
+//! `a = weight / sqrt(var + eps)` and `b = bias - mean * a`, PyTorch's CPU
+//! form), the weight gradient's sum and the input gradient.
+
+use super::{Builder, Finish, KernelBody};
+use crate::graph::NodeId;
+use crate::kernel::*;
+use std::ops::{Add, Div, Mul, Sub};
+
+/// The operands of a normalisation or its input gradient past `x`, `mean`, `var`.
+struct Stats {
+    x: BufId,
+    mean: BufId,
+    var: BufId,
+}
+
+impl Builder<'_> {
+    /// `(outer, channels, inner)` of `[N, C, ..]`.
+    fn channel_dims(&self, x: NodeId) -> (usize, usize, usize) {
+        let d = self.dims(x);
+        (d[0], d[1], d[2..].iter().product())
+    }
+
+    fn stats(&self, ins: &[NodeId]) -> Result<Stats, BuildError> {
+        Ok(Stats { x: self.buf(ins[0])?, mean: self.buf(ins[1])?, var: self.buf(ins[2])? })
+    }
+
+    /// `acc = 1 / sqrt(var[c] + eps)`.
+    fn inverse_std(&mut self, var: BufId, c: &Idx, eps: f32) -> (AccId, Stmt) {
+        let r = self.acc();
+        let init = Val::Const(1.0).div(Val::load(var, c.clone()).add(Val::Const(eps)).un(UnOp::Sqrt));
+        (r, Stmt::Let { acc: r, init })
+    }
+
+    /// A per-channel sum over `n` and the inner axes of `term(element)`,
+    /// finished by `done(sum)` into `out[c]`.
+    fn channel_sum(
+        &mut self,
+        x: NodeId,
+        out: BufId,
+        term: impl Fn(&Idx, &Idx) -> Val,
+        done: impl Fn(&mut Self, &Idx, Val) -> (Vec<Stmt>, Val),
+    ) -> Vec<Stmt> {
+        let (outer, c, inner) = self.channel_dims(x);
+        vec![self.loop_over(c, |b, ch| {
+            let acc = b.acc();
+            let mut s = vec![Stmt::Let { acc, init: Val::Const(0.0) }];
+            s.extend(b.loops(&[outer, inner], |_, i| {
+                let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
+                vec![Stmt::Reduce { acc, op: RedOp::Add, val: term(&at, &ch) }]
+            }));
+            let (pre, value) = done(b, &ch, Val::Acc(acc));
+            s.extend(pre);
+            s.push(Stmt::store(out, ch, value));
+            s
+        })]
+    }
+
+    pub(super) fn batch_mean(&mut self, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
+        let x = self.buf(ins[0])?;
+        let (outer, _, inner) = self.channel_dims(ins[0]);
+        let count = Val::Const((outer * inner) as f32);
+        let body = self.channel_sum(
+            ins[0],
+            finish.out,
+            |at, _| Val::load(x, at.clone()),
+            |_, _, s| (vec![], s.div(count.clone())),
+        );
+        Ok((body, self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    pub(super) fn batch_var(&mut self, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
+        let (x, mean) = (self.buf(ins[0])?, self.buf(ins[1])?);
+        let (outer, _, inner) = self.channel_dims(ins[0]);
+        let count = Val::Const((outer * inner) as f32);
+        let term = |at: &Idx, ch: &Idx| {
+            let d = Val::load(x, at.clone()).sub(Val::load(mean, ch.clone()));
+            d.clone().mul(d)
+        };
+        let body = self.channel_sum(ins[0], finish.out, term, |_, _, s| (vec![], s.div(count.clone())));
+        Ok((body, 3 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    /// `[x, mean, var]` or `[x, mean, var, weight, bias]` (either mode's forward).
+    pub(super) fn batch_norm(&mut self, eps: f32, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
+        let s = self.stats(ins)?;
+        let affine = if ins.len() == 5 { Some((self.buf(ins[3])?, self.buf(ins[4])?)) } else { None };
+        let (outer, c, inner) = self.channel_dims(ins[0]);
+        let out = finish.out;
+        let body = self.loops(&[outer, c], |b, i| {
+            let ch = &i[1];
+            let (r, mut st) = {
+                let (r, let_r) = b.inverse_std(s.var, ch, eps);
+                (r, vec![let_r])
+            };
+            let (scale, shift) = (b.acc(), b.acc());
+            let a = match affine {
+                Some((w, _)) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
+                None => Val::Acc(r),
+            };
+            st.push(Stmt::Let { acc: scale, init: a });
+            let minus_mean_scale = Val::load(s.mean, ch.clone()).mul(Val::Acc(scale));
+            let shift_val = match affine {
+                Some((_, bias)) => Val::load(bias, ch.clone()).sub(minus_mean_scale),
+                None => Val::Const(0.0).sub(minus_mean_scale),
+            };
+            st.push(Stmt::Let { acc: shift, init: shift_val });
+            let base = (i[0].clone() * c + ch.clone()) * inner;
+            st.push(b.loop_over(inner, |_, e| {
+                let at = base.clone() + e;
+                vec![Stmt::store(out, at.clone(), Val::load(s.x, at).mul(Val::Acc(scale)).add(Val::Acc(shift)))]
+            }));
+            st
+        });
+        Ok((body, 2 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    /// `[x, mean, var, dy]`: `sum(dy * (x - mean)) / sqrt(var + eps)` per channel.
+    pub(super) fn batch_norm_grad_weight(
+        &mut self,
+        eps: f32,
+        ins: &[NodeId],
+        finish: &Finish,
+    ) -> Result<KernelBody, BuildError> {
+        let s = self.stats(ins)?;
+        let dy = self.buf(ins[3])?;
+        let term = |at: &Idx, ch: &Idx| {
+            Val::load(dy, at.clone()).mul(Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone())))
+        };
+        let done = |b: &mut Self, ch: &Idx, sum: Val| {
+            let (r, let_r) = b.inverse_std(s.var, ch, eps);
+            (vec![let_r], sum.mul(Val::Acc(r)))
+        };
+        let body = self.channel_sum(ins[0], finish.out, term, done);
+        Ok((body, 3 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    /// `[x, mean, var, dy, sum_dy, sum_dy_xhat]` or `[.., weight]`: in training
+    /// mode `(dy - (x - mean) * k - sum_dy / M) * w / std` with
+    /// `k = sum_dy_xhat / (std M)` (PyTorch's CPU form), else `dy * w / std`.
+    pub(super) fn batch_norm_grad_input(
+        &mut self,
+        eps: f32,
+        training: bool,
+        ins: &[NodeId],
+        finish: &Finish,
+    ) -> Result<KernelBody, BuildError> {
+        let s = self.stats(ins)?;
+        let (dy, sum_dy, sum_dy_xhat) = (self.buf(ins[3])?, self.buf(ins[4])?, self.buf(ins[5])?);
+        let weight = if ins.len() == 7 { Some(self.buf(ins[6])?) } else { None };
+        let (outer, c, inner) = self.channel_dims(ins[0]);
+        let count = Val::Const((outer * inner) as f32);
+        let out = finish.out;
+        let body = self.loops(&[outer, c], |b, i| {
+            let ch = &i[1];
+            let (r, let_r) = b.inverse_std(s.var, ch, eps);
+            let mut st = vec![let_r];
+            let scale = b.acc();
+            let init = match weight {
+                Some(w) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
+                None => Val::Acc(r),
+            };
+            st.push(Stmt::Let { acc: scale, init });
+            let (k, mean_grad) = (b.acc(), b.acc());
+            if training {
+                let kv = Val::load(sum_dy_xhat, ch.clone()).mul(Val::Acc(r)).div(count.clone());
+                st.push(Stmt::Let { acc: k, init: kv });
+                st.push(Stmt::Let { acc: mean_grad, init: Val::load(sum_dy, ch.clone()).div(count.clone()) });
+            }
+            let base = (i[0].clone() * c + ch.clone()) * inner;
+            st.push(b.loop_over(inner, |_, e| {
+                let at = base.clone() + e;
+                let g = Val::load(dy, at.clone());
+                let g = if training {
+                    let centred = Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone()));
+                    g.sub(centred.mul(Val::Acc(k))).sub(Val::Acc(mean_grad))
+                } else {
+                    g
+                };
+                vec![Stmt::store(out, at, g.mul(Val::Acc(scale)))]
+            }));
+            st
+        });
+        Ok((body, 5 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+}
