@@ -8,6 +8,7 @@ use jit_support::*;
 use kiln_compiler::autodiff::derive_training;
 use kiln_compiler::graph::Graph;
 use kiln_compiler::ops::{Activation, GeluForm, Loss, Op};
+use kiln_compiler::target::Target;
 
 /// Within 1e-5 of the interpreter, relative to the tensor's scale.
 const REL: f32 = 1e-5;
@@ -214,4 +215,44 @@ fn sigmoid_tanh_elu_match_libm_within_a_few_ulp() {
             );
         }
     }
+}
+
+/// An evaluation-mode batch normalisation after a convolution or a linear
+/// layer with `[N, out]` output costs no pass over the activations: its
+/// kernel folds it into the product's weights and bias, and the product
+/// (with the ReLU after it as its epilogue) writes the normalised values.
+/// In training mode, and after a product whose value is read elsewhere, it
+/// stays a kernel of its own.
+#[test]
+fn evaluation_batch_norm_folds_into_the_product() {
+    let checks = cases::batch_norm_both_modes();
+    // Only outputs observable: keeping every value would keep the product's too.
+    let options = kiln_compiler::jit::JitOptions { keep_all: false, ..debug_options() };
+    let kernel_names = |g: &Graph| {
+        let (program, _) = kiln_compiler::jit::plan(g, 4, &options).expect("plans");
+        program.kernels.iter().map(|k| k.name.clone()).collect::<Vec<_>>()
+    };
+    for affine in [true, false] {
+        let name = format!("batch norm affine {affine} forward");
+        let forward = &checks.iter().find(|c| c.name == name).expect("case").graph;
+        let names = kernel_names(forward);
+        for want in ["bn.fold", "c+bn+relu", "bn1d.fold", "fc1+bn1d"] {
+            assert!(names.iter().any(|n| n == want), "{name}: no kernel {want} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n == "bn" || n == "bn1d"), "a separate normalisation pass in {names:?}");
+        // The folded product computes what the interpreter's normalisation does.
+        for isa in product_isas() {
+            let options =
+                kiln_compiler::jit::JitOptions { target: Some(Target::host().with_products(isa)), ..options.clone() };
+            let feeds = random_feeds(forward, 4, 41);
+            let mut exe = compile_with(forward, 4, &feeds, &options);
+            exe.run().unwrap();
+            let want = kiln_compiler::interp::evaluate(forward, 4, &feeds).expect("interpreter");
+            let out = forward.outputs[0];
+            assert_close(&format!("{name} on {isa:?}"), exe.get(out).unwrap(), &want[out.index()].data, 1e-5);
+        }
+    }
+    let training = &checks.iter().find(|c| c.name == "batch norm affine true training").expect("case").graph;
+    let names = kernel_names(training);
+    assert!(names.iter().any(|n| n == "bn") && !names.iter().any(|n| n.ends_with(".fold")), "{names:?}");
 }

@@ -107,12 +107,37 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
             continue;
         }
         match op {
+            Op::BatchNorm(_) => {
+                // Evaluation mode after a product whose value nothing else
+                // reads: folded into the product's weights and bias.
+                let x = node.inputs[0];
+                let g = group_of[&x];
+                let foldable = match &graph.node(x).op {
+                    Op::Conv2d(_) => true,
+                    // Channels are axis 1, the linear layer's outputs only for [N, out].
+                    Op::Linear => graph.node(x).shape.rank() == 2,
+                    _ => false,
+                };
+                if foldable
+                    && groups[g].kind == GroupKind::Anchored
+                    && groups[g].nodes == [x]
+                    && users(x) == vec![id]
+                    && !observable.contains(&x)
+                {
+                    joined = Some(g);
+                }
+            }
             Op::Activate(_) => {
                 let x = node.inputs[0];
                 let g = group_of[&x];
+                let anchor = groups[g].nodes[0];
+                let product_value = groups[g].nodes.len() == 1
+                    || (groups[g].nodes.len() == 2
+                        && groups[g].nodes[1] == x
+                        && matches!(graph.node(x).op, Op::BatchNorm(_)));
                 let anchor_ok = groups[g].kind == GroupKind::Anchored
-                    && groups[g].nodes.len() == 1
-                    && takes_activation_epilogue(&graph.node(x).op)
+                    && product_value
+                    && takes_activation_epilogue(&graph.node(anchor).op)
                     && users(x).iter().all(|&u| {
                         u == id || matches!(&graph.node(u).op, Op::ActivateGrad(a) if Op::Activate(*a) == *op && graph.node(u).inputs[0] == x)
                     });

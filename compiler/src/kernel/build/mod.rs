@@ -84,6 +84,7 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize, target: Targe
         live: fusion.groups.iter().flat_map(|g| g.nodes.iter().copied()).collect(),
         argmax: HashMap::new(),
         pre_kernels: Vec::new(),
+        overrides: HashMap::new(),
     };
     for group in &fusion.groups {
         match group.kind {
@@ -148,6 +149,9 @@ struct Builder<'g> {
     live: std::collections::HashSet<NodeId>,
     /// Kernels the group being built needs to run first (weight splats).
     pre_kernels: Vec<Kernel>,
+    /// Buffers that stand in for nodes' values while one group is built
+    /// (a product reading weights with a batch normalisation folded in).
+    overrides: HashMap<NodeId, BufId>,
     /// Per max-pool `(input, attributes)` whose gradient is computed: the
     /// buffer where the forward kernel records each window's first maximum.
     argmax: HashMap<(NodeId, Pool2d), BufId>,
@@ -223,6 +227,9 @@ impl Builder<'_> {
     }
 
     fn buf(&self, id: NodeId) -> Result<BufId, BuildError> {
+        if let Some(&b) = self.overrides.get(&id) {
+            return Ok(b);
+        }
         self.value_buf.get(&id).copied().ok_or_else(|| unsupported(self.graph, id, "its value is not stored"))
     }
 
@@ -250,12 +257,18 @@ impl Builder<'_> {
         let node = graph.node(anchor);
         let name = self.name_of(nodes);
         let mut finish = Finish { out: 0, activation: None, pre: None, mask: None };
-        let epilogue = nodes.get(1).copied();
+        // An evaluation-mode batch normalisation folded into the product.
+        let fold = match nodes.get(1).map(|&n| (n, &graph.node(n).op)) {
+            Some((n, Op::BatchNorm(bn))) => Some((n, *bn)),
+            _ => None,
+        };
+        let product_value = fold.map_or(anchor, |(n, _)| n);
+        let epilogue = nodes.get(if fold.is_some() { 2 } else { 1 }).copied();
         match epilogue.map(|e| &graph.node(e).op) {
             Some(Op::Activate(a)) => {
                 finish.activation = Some(*a);
                 finish.out = self.buf(epilogue.unwrap())?;
-                finish.pre = self.value_buf.get(&anchor).copied();
+                finish.pre = self.value_buf.get(&product_value).copied();
             }
             Some(Op::ActivateGrad(a)) => {
                 let e = graph.node(epilogue.unwrap());
@@ -264,11 +277,20 @@ impl Builder<'_> {
             }
             _ => {
                 if !matches!(node.op, Op::LossValue(_) | Op::LossGrad(_)) {
-                    finish.out = self.buf(anchor)?;
+                    finish.out = self.buf(product_value)?;
                 }
             }
         }
-        let ins = node.inputs.clone();
+        let mut ins = node.inputs.clone();
+        if let Some((bn_node, bn)) = fold {
+            // The product reads the folded weight and bias: the weight node
+            // and (as the bias operand) the normalisation's node stand for them.
+            let (weight, bias) = self.fold_batch_norm(&ins, bn_node, bn)?;
+            self.overrides.insert(ins[1], weight);
+            self.overrides.insert(bn_node, bias);
+            ins.truncate(2);
+            ins.push(bn_node);
+        }
         let body_and_flops = match &node.op {
             Op::Conv2d(c) => self.conv2d(anchor, c, &ins, &finish)?,
             Op::Conv2dGradInput(c) => self.conv2d_grad_input(anchor, c, &ins, &finish)?,
@@ -298,6 +320,7 @@ impl Builder<'_> {
             Op::LossValue(l) | Op::LossGrad(l) => self.loss(*l, nodes, &ins)?,
             other => return Err(unsupported(graph, anchor, format!("no kernel for {other}"))),
         };
+        self.overrides.clear();
         let (body, flops) = body_and_flops;
         let mut kernels = std::mem::take(&mut self.pre_kernels);
         kernels.push(make_kernel(name, nodes.to_vec(), body, flops));

@@ -3,9 +3,10 @@
 //! `a = weight / sqrt(var + eps)` and `b = bias - mean * a`, PyTorch's CPU
 //! form), the weight gradient's sum and the input gradient.
 
-use super::{Builder, Finish, KernelBody};
+use super::{Builder, Finish, KernelBody, make_kernel};
 use crate::graph::NodeId;
 use crate::kernel::*;
+use crate::ops::BatchNorm;
 use std::ops::{Add, Div, Mul, Sub};
 
 /// The operands of a normalisation or its input gradient past `x`, `mean`, `var`.
@@ -183,5 +184,57 @@ impl Builder<'_> {
             st
         });
         Ok((body, 5 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    /// An evaluation-mode normalisation folded into the product before it:
+    /// per output channel `a = weight / sqrt(var + eps)`, the product's
+    /// weight rows times `a` and its bias `(bias - mean) * a + beta`, in a
+    /// kernel of their own over the weights (no pass over the activations).
+    /// Returns the folded weight and bias buffers.
+    pub(super) fn fold_batch_norm(
+        &mut self,
+        product_ins: &[NodeId],
+        bn_node: NodeId,
+        bn: BatchNorm,
+    ) -> Result<(BufId, BufId), BuildError> {
+        let bn_ins = self.graph.node(bn_node).inputs.clone();
+        let (mean, var) = (self.buf(bn_ins[1])?, self.buf(bn_ins[2])?);
+        let affine = if bn_ins.len() == 5 { Some((self.buf(bn_ins[3])?, self.buf(bn_ins[4])?)) } else { None };
+        let w = self.buf(product_ins[1])?;
+        let product_bias = product_ins.get(2).map(|&b| self.buf(b)).transpose()?;
+        let wd = self.dims(product_ins[1]);
+        let (c, k) = (wd[0], wd[1..].iter().product::<usize>());
+        let name = self.graph.node(bn_node).name.clone();
+        let (weight, bias) = (
+            self.scratch(format!("{name}.folded_weight"), c * k, false),
+            self.scratch(format!("{name}.folded_bias"), c, false),
+        );
+        let body = vec![self.loop_over(c, |b, ch| {
+            let (r, let_r) = b.inverse_std(var, &ch, bn.eps);
+            let a = b.acc();
+            let init = match affine {
+                Some((g, _)) => Val::load(g, ch.clone()).mul(Val::Acc(r)),
+                None => Val::Acc(r),
+            };
+            let centred = match product_bias {
+                Some(pb) => Val::load(pb, ch.clone()).sub(Val::load(mean, ch.clone())),
+                None => Val::Const(0.0).sub(Val::load(mean, ch.clone())),
+            };
+            let shifted = match affine {
+                Some((_, beta)) => centred.mul(Val::Acc(a)).add(Val::load(beta, ch.clone())),
+                None => centred.mul(Val::Acc(a)),
+            };
+            vec![
+                let_r,
+                Stmt::Let { acc: a, init },
+                Stmt::store(bias, ch.clone(), shifted),
+                b.loop_over(k, |_, e| {
+                    let at = ch.clone() * k as i64 + e;
+                    vec![Stmt::store(weight, at.clone(), Val::load(w, at).mul(Val::Acc(a)))]
+                }),
+            ]
+        })];
+        self.pre_kernels.push(make_kernel(format!("{name}.fold"), vec![bn_node], body, (c * (k + 4)) as u64));
+        Ok((weight, bias))
     }
 }
