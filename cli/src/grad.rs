@@ -1,9 +1,9 @@
 //! `kiln grad`: outputs, loss and every gradient of a model on given
 //! parameters and data, as .npy files: how kiln is checked against other frameworks.
 
-use crate::model::{CliError, LossArg, build_in};
+use crate::model::{CliError, LossArg, build_in, with_label_smoothing};
 use kiln::compiler::mode::Mode;
-use kiln::compiler::{Graph, Loss, NodeId, Sgd, Tensor};
+use kiln::compiler::{Graph, NodeId, Sgd, Tensor};
 use kiln::runtime::{Backend, ExecOptions, Executor, npy};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,9 @@ pub struct GradArgs {
     /// The loss.
     #[arg(long, value_enum)]
     loss: LossArg,
+    /// Cross-entropy against smoothed labels (PyTorch's `label_smoothing`, in [0, 1]).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
     /// Run this many SGD steps on the batch and write `losses.npy` and `after_<key>.npy`.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     steps: Option<u32>,
@@ -54,7 +57,7 @@ pub struct GradArgs {
 }
 
 pub fn run(args: GradArgs) -> Result<(), CliError> {
-    let loss: Loss = args.loss.into();
+    let loss = with_label_smoothing(args.loss.into(), args.label_smoothing)?;
     let sgd = Sgd { lr: args.lr, momentum: args.momentum, nesterov: args.nesterov, weight_decay: args.weight_decay };
     let mode = if args.eval { Mode::Eval } else { Mode::Train };
     let graph = build_in(mode, &args.model, Some((loss, sgd)))?;
@@ -70,8 +73,8 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
     let input = npy::read_f32(&args.input)?;
     let batch = check_batched(&graph, input_node, &input, &args.input)?;
     let target = match (loss, &args.labels, &args.target) {
-        (Loss::CrossEntropy, Some(path), _) => npy::read_labels(path)?,
-        (Loss::CrossEntropy, None, _) => return Err(CliError::Usage("--loss cross-entropy needs --labels".into())),
+        (l, Some(path), _) if l.takes_labels() => npy::read_labels(path)?,
+        (l, None, _) if l.takes_labels() => return Err(CliError::Usage("--loss cross-entropy needs --labels".into())),
         (_, _, Some(path)) => npy::read_f32(path)?,
         (_, _, None) => return Err(CliError::Usage(format!("--loss {} needs --target", loss.name()))),
     };

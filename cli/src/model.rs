@@ -93,3 +93,15 @@ pub fn build_in(mode: Mode, path: &Path, train: Option<(Loss, Sgd)>) -> Result<G
         Some((loss, sgd)) => Ok(autodiff::derive_training_in(mode, &forward, loss, sgd)?),
     }
 }
+
+/// `loss` with PyTorch's `label_smoothing`, which only cross-entropy takes.
+pub fn with_label_smoothing(loss: Loss, smoothing: f32) -> Result<Loss, CliError> {
+    if !(0.0..=1.0).contains(&smoothing) {
+        return Err(CliError::Usage(format!("--label-smoothing must be in [0, 1], got {smoothing}")));
+    }
+    match loss {
+        _ if smoothing == 0.0 => Ok(loss),
+        Loss::CrossEntropy => Ok(Loss::cross_entropy(smoothing)),
+        _ => Err(CliError::Usage(format!("--label-smoothing needs --loss cross-entropy, not {}", loss.name()))),
+    }
+}

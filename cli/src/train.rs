@@ -50,6 +50,9 @@ pub struct TrainArgs {
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Cross-entropy against smoothed labels (PyTorch's `label_smoothing`, in [0, 1]).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
     /// Seed of initialisation, shuffling and random transforms (default 0,
     /// or the checkpoint's when resuming).
     #[arg(long)]
@@ -127,6 +130,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         batch_size: args.batch as usize,
         epochs: args.epochs,
         optimizer,
+        label_smoothing: args.label_smoothing,
         seed,
         workers: args.workers,
         backend: args.backend,

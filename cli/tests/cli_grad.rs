@@ -292,6 +292,15 @@ fn grad_rejects_bad_files_with_clear_errors() {
     run(args, &["fc expects 28 input features but receives 27", "bad.net:5:"]);
     // A bad CLI argument.
     fails_with(&["inspect", LENET, "--batch", "0"], &["--batch"]);
+    // Label smoothing outside [0, 1], or on a loss without labels.
+    let mut args = base(&d("params"), &d("x.npy"));
+    args.extend(["--label-smoothing".into(), "1.5".into()]);
+    run(args, &["--label-smoothing must be in [0, 1], got 1.5"]);
+    let mut args = base(&d("params"), &d("x.npy"));
+    let at = args.iter().position(|a| a == "cross-entropy").expect("loss flag");
+    args[at] = "mse".into();
+    args.extend(["--label-smoothing".into(), "0.1".into()]);
+    run(args, &["--label-smoothing needs --loss cross-entropy, not mse"]);
 }
 
 #[test]

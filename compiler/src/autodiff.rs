@@ -214,7 +214,7 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
     };
     let out_node = forward.node(out);
     let out_shape = out_node.shape.clone();
-    if loss == Loss::CrossEntropy && out_shape.rank() != 2 {
+    if loss.takes_labels() && out_shape.rank() != 2 {
         return Err(AutodiffError::CrossEntropyRank { output: out_node.name.clone(), shape: out_shape });
     }
 
@@ -224,7 +224,7 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
 
     // The loss and its gradient seed.
     let (target_op, target_shape, target_name) = match loss {
-        Loss::CrossEntropy => (Op::Labels, Shape(vec![out_shape.0[0]]), "labels"),
+        Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => (Op::Labels, Shape(vec![out_shape.0[0]]), "labels"),
         Loss::Mse | Loss::Perceptron => (Op::Target, out_shape.clone(), "target"),
     };
     let target_name = b.g.fresh_name(target_name);

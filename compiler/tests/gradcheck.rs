@@ -279,7 +279,8 @@ fn loss64(loss: Loss, pred: &Tensor, target: &Tensor) -> f64 {
     let p = pred.data.iter().map(|&v| v as f64);
     let t = target.data.iter().map(|&v| v as f64);
     match loss {
-        Loss::CrossEntropy => {
+        Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => {
+            let s = loss.label_smoothing().unwrap_or(0.0) as f64;
             let classes = pred.shape[1];
             let rows: Vec<&[f32]> = pred.data.chunks(classes).collect();
             let total: f64 = rows
@@ -288,7 +289,9 @@ fn loss64(loss: Loss, pred: &Tensor, target: &Tensor) -> f64 {
                 .map(|(row, &label)| {
                     let m = row.iter().fold(f64::MIN, |m, &z| m.max(z as f64));
                     let lse = m + row.iter().map(|&z| (z as f64 - m).exp()).sum::<f64>().ln();
-                    lse - row[label as usize] as f64
+                    // -log p of the label, and of every class on average.
+                    let mean = row.iter().map(|&z| z as f64).sum::<f64>() / classes as f64;
+                    (1.0 - s) * (lse - row[label as usize] as f64) + s * (lse - mean)
                 })
                 .sum();
             total / rows.len() as f64
@@ -302,7 +305,7 @@ fn loss64(loss: Loss, pred: &Tensor, target: &Tensor) -> f64 {
 fn make_target(rng: &mut Rng, loss: Loss, out: &[usize]) -> Tensor {
     let n: usize = out.iter().product();
     match loss {
-        Loss::CrossEntropy => {
+        Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => {
             let classes = out[1] as f32;
             let data = (0..out[0]).map(|_| (rng.unit() * classes).floor().min(classes - 1.0)).collect();
             Tensor::new(vec![out[0]], data).expect("consistent")
@@ -615,6 +618,16 @@ fn batch_norm_in_both_modes() {
                 assert_eq!(updates, if affine { 2 } else { 0 }, "evaluation mode keeps the running statistics");
             }
         }
+    }
+}
+
+#[test]
+fn cross_entropy_with_label_smoothing() {
+    for s in [0.1, 0.5, 1.0] {
+        let mut net = Net::new(705);
+        let x = net.input("logits", &[5], Fill::Uniform);
+        let y = net.linear("fc", x, 4, true);
+        gradcheck(&net.output(y), Check { loss: Loss::cross_entropy(s), ..MSE });
     }
 }
 

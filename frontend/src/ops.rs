@@ -316,17 +316,56 @@ pub struct BatchNorm {
 pub enum Loss {
     /// Softmax cross-entropy of logits `[N, C]` against integer labels `[N]`.
     CrossEntropy,
+    /// [`Loss::CrossEntropy`] against labels smoothed as PyTorch's
+    /// `label_smoothing`: the target puts `1 - s` on the label and `s / C`
+    /// on every class.
+    SmoothedCrossEntropy(LabelSmoothing),
     /// Mean squared error against a target of the output's shape.
     Mse,
     /// The perceptron criterion `mean(max(0, -y * s))` for `y` in {-1, 1}.
     Perceptron,
 }
 
+/// A label-smoothing amount in `(0, 1]`, kept as its bits so that a [`Loss`]
+/// stays `Eq` and `Hash`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct LabelSmoothing(u32);
+
+impl LabelSmoothing {
+    /// The amount.
+    pub fn value(self) -> f32 {
+        f32::from_bits(self.0)
+    }
+}
+
 impl Loss {
+    /// Cross-entropy with PyTorch's `label_smoothing` (0: none).
+    pub fn cross_entropy(label_smoothing: f32) -> Loss {
+        if label_smoothing == 0.0 {
+            Loss::CrossEntropy
+        } else {
+            Loss::SmoothedCrossEntropy(LabelSmoothing(label_smoothing.to_bits()))
+        }
+    }
+
+    /// For the cross-entropy losses, their label smoothing (0 for none).
+    pub fn label_smoothing(self) -> Option<f32> {
+        match self {
+            Loss::CrossEntropy => Some(0.0),
+            Loss::SmoothedCrossEntropy(s) => Some(s.value()),
+            Loss::Mse | Loss::Perceptron => None,
+        }
+    }
+
+    /// Whether the loss compares logits `[N, C]` with class labels `[N]`.
+    pub fn takes_labels(self) -> bool {
+        self.label_smoothing().is_some()
+    }
+
     /// The name used on the command line and in graph dumps.
     pub fn name(self) -> &'static str {
         match self {
-            Loss::CrossEntropy => "cross_entropy",
+            Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => "cross_entropy",
             Loss::Mse => "mse",
             Loss::Perceptron => "perceptron",
         }

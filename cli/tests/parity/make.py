@@ -155,14 +155,15 @@ fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
         return self.fc2(h)
 
 
-# (directory, module, input shape, classes, SGD settings, evaluation mode)
+# (directory, module, input shape, classes, SGD settings, evaluation mode,
+# label smoothing)
 CASES = [
     ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8), 10,
      dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)),
     ("residual_softmax_adaptive_pool_sgd", Residual, (5, 3, 8, 8), 10,
      dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)),
-    ("batchnorm_train_sgd", Norm, (6, 3, 8, 8), 10,
-     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-3)),
+    ("batchnorm_train_sgd_label_smoothing", Norm, (6, 3, 8, 8), 10,
+     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-3), False, 0.1),
     ("batchnorm_eval_sgd", Norm, (6, 3, 8, 8), 10,
      dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), True),
 ]
@@ -177,7 +178,7 @@ def save(path, array):
     np.save(path, np.array(array, order="C"))
 
 
-def make(name, module, shape, classes, sgd, evaluation=False):
+def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
     out = os.path.join(HERE, name)
     torch.manual_seed(0)
     net = module()
@@ -194,6 +195,8 @@ def make(name, module, shape, classes, sgd, evaluation=False):
         flags.append("--nesterov")
     if evaluation:
         flags.append("--eval")
+    if smoothing:
+        flags += ["--label-smoothing", repr(smoothing)]
     with open(os.path.join(out, "flags"), "w") as f:
         f.write(" ".join(flags) + "\n")
     for key, value in net.state_dict().items():
@@ -208,7 +211,7 @@ def make(name, module, shape, classes, sgd, evaluation=False):
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     xg = x.clone().requires_grad_(True)
     logits = net(xg)
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     loss.backward()
     save(os.path.join(expected, "output.npy"), logits.detach().numpy())
     save(os.path.join(expected, "loss.npy"), loss.detach().numpy())
@@ -222,7 +225,7 @@ def make(name, module, shape, classes, sgd, evaluation=False):
     losses = []
     for _ in range(STEPS):
         opt.zero_grad()
-        loss = F.cross_entropy(net(x), labels)
+        loss = F.cross_entropy(net(x), labels, label_smoothing=smoothing)
         losses.append(loss.item())
         loss.backward()
         opt.step()

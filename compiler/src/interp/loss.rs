@@ -42,13 +42,16 @@ fn log_sum_exp(row: &[f32]) -> f64 {
 pub(super) fn loss_value(pred: &Tensor, target: &Tensor, loss: Loss, out: &[usize]) -> OpResult {
     ensure(out.is_empty(), || format!("a loss is a scalar, not {out:?}"))?;
     let value = match loss {
-        Loss::CrossEntropy => {
+        Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => {
+            let s = loss.label_smoothing().unwrap_or(0.0) as f64;
             let (rows, classes) = logits_shape(pred)?;
             let labels = class_labels(target, rows, classes)?;
             let mut total = 0.0f64;
             for (r, &label) in labels.iter().enumerate() {
                 let row = &pred.data[r * classes..(r + 1) * classes];
-                total += log_sum_exp(row) - row[label] as f64;
+                // -sum_c q_c log p_c for q = (1 - s) onehot + s / C.
+                let mean: f64 = row.iter().map(|&z| z as f64).sum::<f64>() / classes as f64;
+                total += log_sum_exp(row) - (1.0 - s) * row[label] as f64 - s * mean;
             }
             total / rows as f64
         }
@@ -71,7 +74,8 @@ pub(super) fn loss_grad(pred: &Tensor, target: &Tensor, loss: Loss, out: &[usize
     ensure(out == pred.shape, || format!("output shape {out:?} should be the prediction's {:?}", pred.shape))?;
     let mut grad = Tensor::zeros(out);
     match loss {
-        Loss::CrossEntropy => {
+        Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => {
+            let s = loss.label_smoothing().unwrap_or(0.0) as f64;
             let (rows, classes) = logits_shape(pred)?;
             let labels = class_labels(target, rows, classes)?;
             for (r, &label) in labels.iter().enumerate() {
@@ -80,7 +84,8 @@ pub(super) fn loss_grad(pred: &Tensor, target: &Tensor, loss: Loss, out: &[usize
                 for (j, &z) in row.iter().enumerate() {
                     let softmax = (z as f64 - lse).exp();
                     let onehot = if j == label { 1.0 } else { 0.0 };
-                    grad.data[r * classes + j] = ((softmax - onehot) / rows as f64) as f32;
+                    let q = (1.0 - s) * onehot + s / classes as f64;
+                    grad.data[r * classes + j] = ((softmax - q) / rows as f64) as f32;
                 }
             }
         }

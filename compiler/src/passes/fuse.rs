@@ -1,7 +1,7 @@
 //! Fusion: partitions a graph's nodes into groups that each become one kernel.
 
 use crate::graph::{Graph, NodeId};
-use crate::ops::{Loss, Op};
+use crate::ops::Op;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
@@ -159,11 +159,11 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                     joined = Some(g);
                 }
             }
-            Op::LossGrad(Loss::CrossEntropy) => {
+            Op::LossGrad(l) if l.takes_labels() => {
                 if let Some(g) = groups.iter().position(|grp| {
                     grp.kind == GroupKind::Anchored
                         && grp.nodes.len() == 1
-                        && graph.node(grp.nodes[0]).op == Op::LossValue(Loss::CrossEntropy)
+                        && graph.node(grp.nodes[0]).op == Op::LossValue(*l)
                         && graph.node(grp.nodes[0]).inputs == node.inputs
                 }) {
                     joined = Some(g);

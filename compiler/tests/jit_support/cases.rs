@@ -167,7 +167,7 @@ pub fn activations() -> Vec<Activation> {
 pub fn mlp_every_activation_and_loss() -> Vec<Check> {
     let mut checks = Vec::new();
     for act in activations() {
-        for loss in [Loss::CrossEntropy, Loss::Mse] {
+        for loss in [Loss::CrossEntropy, Loss::cross_entropy(0.1), Loss::Mse] {
             for bias in [true, false] {
                 let mut g = Graph::new("mlp");
                 let x = input(&mut g, "x", &[13]);

@@ -37,6 +37,9 @@ pub struct TrainConfig {
     pub epochs: u64,
     /// The optimizer.
     pub optimizer: Optimizer,
+    /// Cross-entropy against labels smoothed as PyTorch's `label_smoothing`
+    /// (0: none).
+    pub label_smoothing: f32,
     /// Seeds the initialisation, the shuffle and random transforms.
     pub seed: u64,
     /// Background loader threads (the results do not depend on it).
@@ -68,6 +71,7 @@ impl Default for TrainConfig {
             batch_size: 4,
             epochs: 10,
             optimizer: Optimizer::default(),
+            label_smoothing: 0.0,
             seed: 0,
             workers: 2,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -179,7 +183,14 @@ impl Trainer {
         if classes == 0 {
             return Err(TrainError::Config(format!("model {} outputs no logits", forward.name)));
         }
-        let graph = autodiff::derive_training(forward, Loss::CrossEntropy, config.optimizer.compiled_sgd())?;
+        if !(0.0..=1.0).contains(&config.label_smoothing) {
+            return Err(TrainError::Config(format!(
+                "label smoothing must be in [0, 1], got {}",
+                config.label_smoothing
+            )));
+        }
+        let loss = Loss::cross_entropy(config.label_smoothing);
+        let graph = autodiff::derive_training(forward, loss, config.optimizer.compiled_sgd())?;
         let training = graph.training.clone().ok_or_else(|| TrainError::Config("no training graph".into()))?;
         let mut leaves = graph.params.clone();
         leaves.extend(training.optim_state.iter().copied());

@@ -21,7 +21,8 @@ impl Builder<'_> {
         let total = self.acc();
         let mut body = vec![Stmt::Let { acc: total, init: Val::Const(0.0) }];
         match loss {
-            Loss::CrossEntropy => {
+            Loss::CrossEntropy | Loss::SmoothedCrossEntropy(_) => {
+                let smoothing = loss.label_smoothing().unwrap_or(0.0);
                 let (rows, classes) = (pd[0], pd.get(1).copied().unwrap_or(1));
                 body.push(self.loop_over(rows, |b, r| {
                     let (m, s, lse) = (b.acc(), b.acc(), b.acc());
@@ -36,26 +37,24 @@ impl Builder<'_> {
                     }));
                     st.push(Stmt::Let { acc: lse, init: Val::Acc(m).add(Val::Acc(s).un(UnOp::Ln)) });
                     if value_buf.is_some() {
+                        // sum_c q_c z_c for the (smoothed) target q.
                         let picked = b.acc();
                         st.push(Stmt::Let { acc: picked, init: Val::Const(0.0) });
                         st.push(b.loop_over(classes, |_, c| {
-                            vec![Stmt::Reduce {
-                                acc: picked,
-                                op: RedOp::Add,
-                                val: Val::select(is_label(&c), z(&c), Val::Const(0.0)),
-                            }]
+                            let val = if smoothing == 0.0 {
+                                Val::select(is_label(&c), z(&c), Val::Const(0.0))
+                            } else {
+                                target_weight(is_label(&c), smoothing, classes).mul(z(&c))
+                            };
+                            vec![Stmt::Reduce { acc: picked, op: RedOp::Add, val }]
                         }));
                         st.push(Stmt::Reduce { acc: total, op: RedOp::Add, val: Val::Acc(lse).sub(Val::Acc(picked)) });
                     }
                     if let Some(g) = grad_buf {
                         st.push(b.loop_over(classes, |_, c| {
                             let softmax = z(&c).sub(Val::Acc(lse)).un(UnOp::Exp);
-                            let onehot = Val::select(is_label(&c), Val::Const(1.0), Val::Const(0.0));
-                            vec![Stmt::store(
-                                g,
-                                r.clone() * classes + c,
-                                softmax.sub(onehot).div(Val::Const(rows as f32)),
-                            )]
+                            let q = target_weight(is_label(&c), smoothing, classes);
+                            vec![Stmt::store(g, r.clone() * classes + c, softmax.sub(q).div(Val::Const(rows as f32)))]
                         }));
                     }
                     st
@@ -95,4 +94,11 @@ impl Builder<'_> {
         }
         Ok((body, 8 * count as u64))
     }
+}
+
+/// The target's weight on a class: 1 on the label and 0 elsewhere, or with
+/// label smoothing `s`, `1 - s + s / C` on the label and `s / C` elsewhere.
+fn target_weight(is_label: Cond, smoothing: f32, classes: usize) -> Val {
+    let spread = smoothing / classes as f32;
+    Val::select(is_label, Val::Const(1.0 - smoothing + spread), Val::Const(spread))
 }
