@@ -5,8 +5,8 @@ use crate::model::{CliError, load};
 use kiln::compiler::Sgd;
 use kiln::runtime::Backend;
 use kiln::runtime::train::{
-    Adam, Optimizer, SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, lecture_transforms, open_training_data,
-    write_chart,
+    Adam, LrSchedule, Optimizer, SYNTHETIC_SIZES, Schedule, TrainConfig, TrainError, Trainer, lecture_transforms,
+    open_training_data, write_chart,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,6 +53,14 @@ pub struct TrainArgs {
     /// Cross-entropy against smoothed labels (PyTorch's `label_smoothing`, in [0, 1]).
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f32,
+    /// Learning-rate schedule, stepped per batch: `constant`, `cosine[:MIN_LR]`
+    /// (CosineAnnealingLR over the run), `onecycle[:PCT_START]` (OneCycleLR
+    /// with max_lr = --lr, no momentum cycling) or `step:EPOCHS:GAMMA` (StepLR).
+    #[arg(long, default_value = "constant", value_parser = parse_schedule)]
+    schedule: Schedule,
+    /// Linear warm-up over this many steps before the schedule.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// Seed of initialisation, shuffling and random transforms (default 0,
     /// or the checkpoint's when resuming).
     #[arg(long)]
@@ -131,6 +139,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         epochs: args.epochs,
         optimizer,
         label_smoothing: args.label_smoothing,
+        schedule: LrSchedule { schedule: args.schedule, warmup_steps: args.warmup },
         seed,
         workers: args.workers,
         backend: args.backend,
@@ -225,4 +234,39 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         eprintln!("chart: {}", path.display());
     }
     Ok(())
+}
+
+/// `constant`, `cosine[:MIN_LR]`, `onecycle[:PCT_START]` or `step:EPOCHS:GAMMA`.
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let mut parts = text.split(':');
+    let kind = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let number = |s: &str, what: &str| s.parse::<f32>().map_err(|_| format!("{what} must be a number, got `{s}`"));
+    let schedule = match (kind, rest.as_slice()) {
+        ("constant", []) => Schedule::Constant,
+        ("cosine", []) => Schedule::Cosine { min_lr: 0.0 },
+        ("cosine", [min]) => Schedule::Cosine { min_lr: number(min, "the cosine schedule's minimum rate")? },
+        ("onecycle", []) => Schedule::OneCycle { pct_start: 0.3 },
+        ("onecycle", [pct]) => {
+            let pct_start = number(pct, "onecycle's rising fraction")?;
+            if !(pct_start > 0.0 && pct_start < 1.0) {
+                return Err(format!("onecycle's rising fraction must be in (0, 1), got {pct_start}"));
+            }
+            Schedule::OneCycle { pct_start }
+        }
+        ("step", [every, gamma]) => Schedule::Step {
+            every: every
+                .parse()
+                .ok()
+                .filter(|&e: &u64| e > 0)
+                .ok_or_else(|| format!("step's epochs between decays must be a positive integer, got `{every}`"))?,
+            gamma: number(gamma, "step's decay factor")?,
+        },
+        _ => {
+            return Err(format!(
+                "expected `constant`, `cosine[:MIN_LR]`, `onecycle[:PCT_START]` or `step:EPOCHS:GAMMA`, got `{text}`"
+            ));
+        }
+    };
+    Ok(schedule)
 }

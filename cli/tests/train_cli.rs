@@ -71,6 +71,10 @@ fn bad_arguments_and_files_are_errors_not_panics() {
         (vec!["train", "missing.net"], "missing.net"),
         (vec!["eval", &net, "--weights", "junk.safetensors"], "not a valid safetensors file"),
         (vec!["eval", &net], "--weights"),
+        (vec!["train", &net, "--schedule", "linear"], "expected `constant`, `cosine[:MIN_LR]`"),
+        (vec!["train", &net, "--schedule", "onecycle:1.5"], "rising fraction must be in (0, 1)"),
+        (vec!["train", &net, "--schedule", "step:0:0.1"], "positive integer"),
+        (vec!["train", &net, "--label-smoothing", "2"], "label smoothing must be in [0, 1]"),
     ];
     for (args, needle) in cases {
         let o = kiln(&args, d);

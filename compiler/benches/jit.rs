@@ -108,7 +108,8 @@ fn cases() -> Vec<(&'static str, Graph, u64)> {
     let gr = leaf(&mut g, "g", Op::Input, Shape::fixed(&[120, 400]));
     let buf = g.add("buf", Op::OptimState, Shape::fixed(&[120, 400]), vec![], Stage::Update);
     let nb = g.add("new_buf", Op::SgdMomentum(s), Shape::fixed(&[120, 400]), vec![p, gr, buf], Stage::Update);
-    let np = g.add("new_p", Op::SgdStep(s), Shape::fixed(&[120, 400]), vec![p, gr, nb], Stage::Update);
+    let lr = g.add("lr", Op::Hyper { initial: s.lr }, Shape::scalar(), vec![], Stage::Update);
+    let np = g.add("new_p", Op::SgdStep(s), Shape::fixed(&[120, 400]), vec![p, gr, nb, lr], Stage::Update);
     g.outputs.extend([nb, np]);
     out.push(("sgd momentum 120x400", g, 4 * 120 * 400));
     out

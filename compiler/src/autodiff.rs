@@ -252,10 +252,15 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
     let mut param_grads = Vec::new();
     let mut optim_state = Vec::new();
     let mut updates = Vec::new();
+    let mut lr = None;
     for &p in &forward.params {
         let Some(grad) = grads.get(p.index()).copied().flatten() else {
             continue;
         };
+        let lr = *lr.get_or_insert_with(|| {
+            let name = b.g.fresh_name("lr");
+            b.g.add(name, Op::Hyper { initial: sgd.lr }, Shape::scalar(), vec![], Stage::Update)
+        });
         param_grads.push((p, grad));
         let key = b.name(p).to_string();
         let shape = b.shape(p);
@@ -266,9 +271,9 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
             let new_buf = b.g.add(new_buf_name, Op::SgdMomentum(sgd), shape.clone(), vec![p, grad, buf], Stage::Update);
             optim_state.push(buf);
             updates.push((buf, new_buf));
-            vec![p, grad, new_buf]
+            vec![p, grad, new_buf, lr]
         } else {
-            vec![p, grad]
+            vec![p, grad, lr]
         };
         let new_name = b.g.fresh_name(&format!("new_{key}"));
         let new_p = b.g.add(new_name, Op::SgdStep(sgd), shape, step_inputs, Stage::Update);
@@ -279,8 +284,16 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
         forward.inputs.iter().filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g))).collect();
 
     let mut g = b.g;
-    g.training =
-        Some(Training { loss_fn: loss, loss: loss_node, target, param_grads, input_grads, optim_state, updates });
+    g.training = Some(Training {
+        loss_fn: loss,
+        loss: loss_node,
+        target,
+        param_grads,
+        input_grads,
+        optim_state,
+        updates,
+        learning_rate: lr,
+    });
     Ok(g)
 }
 
@@ -322,7 +335,13 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
     };
     let ins = node.inputs.as_slice();
     match &node.op {
-        Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState => {}
+        Op::Input
+        | Op::Param { .. }
+        | Op::Buffer { .. }
+        | Op::Labels
+        | Op::Target
+        | Op::OptimState
+        | Op::Hyper { .. } => {}
         Op::BatchNorm(bn) | Op::BatchNormTrain(bn) => {
             let training = matches!(node.op, Op::BatchNormTrain(_));
             let (x, mean, var, affine) = match *ins {
@@ -610,9 +629,13 @@ mod tests {
         let t = g.training.as_ref().expect("training");
         assert!(t.optim_state.is_empty());
         assert_eq!(t.updates.len(), 4);
+        let lr = t.learning_rate.expect("a learning-rate input");
+        assert_eq!(g.node(lr).op, Op::Hyper { initial: Sgd::default().lr });
         for &(_, new) in &t.updates {
             assert!(matches!(g.node(new).op, Op::SgdStep(_)));
-            assert_eq!(g.node(new).inputs.len(), 2);
+            // Parameter, gradient and the shared learning rate.
+            assert_eq!(g.node(new).inputs.len(), 3);
+            assert_eq!(g.node(new).inputs[2], lr);
         }
     }
 

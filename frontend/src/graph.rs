@@ -59,6 +59,9 @@ pub struct Training {
     /// `(leaf, new value)`: after a step each leaf (parameter or buffer) takes
     /// the value its update node computed.
     pub updates: Vec<(NodeId, NodeId)>,
+    /// The learning rate the updates read, an [`crate::ops::Op::Hyper`] leaf
+    /// set between steps (none when no parameter is trained).
+    pub learning_rate: Option<NodeId>,
 }
 
 /// A network as a DAG of ops.

@@ -395,6 +395,13 @@ pub enum Op {
     Target,
     /// An optimizer buffer of its parameter's shape, zero-initialised.
     OptimState,
+    /// A hyper-parameter the step reads at run time, shape `[]`: the
+    /// learning rate, which a schedule changes between steps without
+    /// recompiling. It holds `initial` until it is set.
+    Hyper {
+        /// Its value until set.
+        initial: f32,
+    },
 
     // ----- dense layers -----
     /// `[x, w]` or `[x, w, b]`: cross-correlation of NCHW `x` with `w` `[out, in, kh, kw]`.
@@ -521,7 +528,9 @@ pub enum Op {
     // ----- optimizer -----
     /// `[param, grad, buf]` -> the new momentum buffer `momentum * buf + g + wd * p`.
     SgdMomentum(Sgd),
-    /// `[param, grad]` or `[param, grad, new_buf]` -> the updated parameter.
+    /// `[param, grad, lr]` or `[param, grad, new_buf, lr]` -> the updated
+    /// parameter; the learning rate `lr` is an [`Op::Hyper`] (`Sgd::lr` is
+    /// its initial value).
     SgdStep(Sgd),
 }
 
@@ -542,6 +551,7 @@ impl Op {
             Op::Labels => "labels".into(),
             Op::Target => "target".into(),
             Op::OptimState => "optim_state".into(),
+            Op::Hyper { .. } => "hyper".into(),
             Op::Conv2d(_) => "conv2d".into(),
             Op::Conv2dGradInput(_) => "conv2d_grad_input".into(),
             Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
@@ -578,7 +588,16 @@ impl Op {
 
     /// Whether the op is a leaf whose value is supplied from outside the graph.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState)
+        matches!(
+            self,
+            Op::Input
+                | Op::Param { .. }
+                | Op::Buffer { .. }
+                | Op::Labels
+                | Op::Target
+                | Op::OptimState
+                | Op::Hyper { .. }
+        )
     }
 
     /// A parameter with PyTorch's default initialisation for `fan_in` inputs.

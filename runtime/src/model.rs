@@ -510,7 +510,8 @@ impl Model {
     /// [`Model::reset_optimizer`]). Returns the loss before the update.
     pub fn train_step(&mut self, inputs: &[&Tensor], target: &Tensor, loss: Loss, sgd: Sgd) -> Result<f32, ModelError> {
         let batch = self.check_inputs(inputs)?;
-        let key = TrainKey { loss, sgd };
+        // The learning rate is a run-time input: changing it recompiles nothing.
+        let key = TrainKey { loss, sgd: Sgd { lr: 0.0, ..sgd } };
         if self.train_key != Some(key) {
             // Another loss or optimizer setting: keep the momentum, rebuild.
             self.momentum = self.momentum_snapshot();
@@ -554,6 +555,9 @@ impl Model {
             cached.exec.set(node, &t.data)?;
         }
         cached.exec.set(training.target, &target.data)?;
+        if let Some(lr) = training.learning_rate {
+            cached.exec.set(lr, &[sgd.lr])?;
+        }
         cached.exec.run()?;
         let loss_value = cached.exec.get(training.loss)?.first().copied().unwrap_or(f32::NAN);
         for (&p, t) in graph.params.iter().zip(self.params.iter_mut()) {

@@ -311,3 +311,38 @@ fn the_diagnosis_replays_from_the_last_kept_state_deep_into_an_epoch() {
     assert_eq!(t.steps(), 1002);
     assert!(t.params().unwrap().iter().all(|(_, p)| p.data.iter().all(|v| v.is_finite())));
 }
+
+/// The schedule's rate reaches the compiled step: with `StepLR(1, 0)` the
+/// second epoch trains at rate 0 and leaves every parameter as the first
+/// epoch left it, while at a constant rate it changes them; the rate the
+/// trainer reports follows the schedule.
+#[test]
+fn the_schedule_sets_the_compiled_steps_rate() {
+    // The parameters after each of 2 epochs.
+    let run = |schedule: Schedule| {
+        let mut cfg = config(8, 2, 1, sgd(0.01, 0.9));
+        cfg.schedule = LrSchedule { schedule, warmup_steps: 0 };
+        let mut t = Trainer::new(&small_net(), cfg).unwrap();
+        let mut after = Vec::new();
+        let mut hook = |t: &Trainer, _: &EpochRecord| {
+            after.push(bits(&t.params()?));
+            Ok(())
+        };
+        t.fit(data(64, 3), None, transforms(), &mut hook).unwrap();
+        (t.learning_rate(), after)
+    };
+    let (rate, decayed) = run(Schedule::Step { every: 1, gamma: 0.0 });
+    assert_eq!(rate, 0.0);
+    assert_eq!(decayed[0], decayed[1], "an epoch at rate 0 changed the parameters");
+    let (rate, constant) = run(Schedule::Constant);
+    assert_eq!(rate, 0.01);
+    assert_eq!(constant[0], decayed[0], "the first epochs ran at the same rate");
+    assert_ne!(constant[0], constant[1]);
+
+    // The reported rate follows the schedule over the run's 2 * 8 steps.
+    let mut cfg = config(8, 2, 1, sgd(0.1, 0.0));
+    cfg.schedule = LrSchedule { schedule: Schedule::Cosine { min_lr: 0.0 }, warmup_steps: 0 };
+    let mut t = Trainer::new(&small_net(), cfg).unwrap();
+    t.fit(data(64, 3), None, transforms(), &mut no_hook()).unwrap();
+    assert!(t.learning_rate() < 1e-6, "the end of a cosine schedule: {}", t.learning_rate());
+}

@@ -189,8 +189,10 @@ fn leaf_value(
     feeds: &HashMap<NodeId, Tensor>,
 ) -> Result<Tensor, InterpError> {
     let Some(fed) = feeds.get(&id) else {
-        if node.op == Op::OptimState {
-            return Ok(Tensor::zeros(&shape));
+        match node.op {
+            Op::OptimState => return Ok(Tensor::zeros(&shape)),
+            Op::Hyper { initial } => return Ok(Tensor { shape, data: vec![initial] }),
+            _ => {}
         }
         return Err(InterpError::MissingFeed { name: node.name.clone(), kind: node.op.mnemonic(), expected: shape });
     };
@@ -235,9 +237,13 @@ fn same_shape(a: &Tensor, b: &Tensor, what: &str) -> Result<(), Fault> {
 
 fn run_op(op: &Op, args: &[&Tensor], out: &[usize], batch: usize) -> OpResult {
     match op {
-        Op::Input | Op::Param { .. } | Op::Buffer { .. } | Op::Labels | Op::Target | Op::OptimState => {
-            Err(Fault::Malformed("a leaf has no computation".into()))
-        }
+        Op::Input
+        | Op::Param { .. }
+        | Op::Buffer { .. }
+        | Op::Labels
+        | Op::Target
+        | Op::OptimState
+        | Op::Hyper { .. } => Err(Fault::Malformed("a leaf has no computation".into())),
         Op::Conv2d(c) => {
             let (x, w, b) = weight_operands(args)?;
             conv2d(x, w, b, c, out)
@@ -355,9 +361,9 @@ fn run_op(op: &Op, args: &[&Tensor], out: &[usize], batch: usize) -> OpResult {
             sgd_momentum(p, g, buf, sgd, out)
         }
         Op::SgdStep(sgd) => match *args {
-            [p, g] => sgd_step(p, g, None, sgd, out),
-            [p, g, buf] => sgd_step(p, g, Some(buf), sgd, out),
-            _ => Err(Fault::Malformed(format!("expects 2 or 3 operands but has {}", args.len()))),
+            [p, g, lr] => sgd_step(p, g, None, lr, sgd, out),
+            [p, g, buf, lr] => sgd_step(p, g, Some(buf), lr, sgd, out),
+            _ => Err(Fault::Malformed(format!("expects 3 or 4 operands but has {}", args.len()))),
         },
     }
 }

@@ -23,8 +23,17 @@ pub(super) fn sgd_momentum(p: &Tensor, g: &Tensor, buf: &Tensor, sgd: &Sgd, out:
 /// The updated parameter `p - lr * d`. Without a buffer operand `d = g + wd*p`;
 /// with the new buffer as third operand `d = new_buf`, or for Nesterov
 /// `d = (g + wd*p) + momentum * new_buf`.
-pub(super) fn sgd_step(p: &Tensor, g: &Tensor, new_buf: Option<&Tensor>, sgd: &Sgd, out: &[usize]) -> OpResult {
+pub(super) fn sgd_step(
+    p: &Tensor,
+    g: &Tensor,
+    new_buf: Option<&Tensor>,
+    lr: &Tensor,
+    sgd: &Sgd,
+    out: &[usize],
+) -> OpResult {
     same_shape(p, g, "parameter and gradient")?;
+    ensure(lr.data.len() == 1, || format!("the learning rate is a scalar, not {:?}", lr.shape))?;
+    let lr = lr.data[0];
     if let Some(buf) = new_buf {
         same_shape(p, buf, "parameter and buffer")?;
     }
@@ -37,7 +46,7 @@ pub(super) fn sgd_step(p: &Tensor, g: &Tensor, new_buf: Option<&Tensor>, sgd: &S
                 Some(buf) if sgd.nesterov => d + sgd.momentum * buf.data[i],
                 Some(buf) => buf.data[i],
             };
-            p.data[i] - sgd.lr * d
+            p.data[i] - lr * d
         })
         .collect();
     Ok(Tensor { shape: out.to_vec(), data })

@@ -369,11 +369,16 @@ fn sgd_ops() {
     // g' = 0.5 + 0.1 * 1 = 0.6; buf' = 0.9 * 2 + 0.6 = 2.4.
     let new_buf = run(Op::SgdMomentum(sgd), &[&p, &g, &buf], &[1]);
     close(&new_buf, &[2.4]);
-    close(&run(Op::SgdStep(sgd), &[&p, &g, &new_buf], &[1]), &[1. - 0.1 * 2.4]);
+    // The step reads its learning rate from the operand, not from `Sgd::lr`.
+    let lr = t(&[], &[0.1]);
+    let stale = Sgd { lr: 7.0, ..sgd };
+    close(&run(Op::SgdStep(stale), &[&p, &g, &new_buf, &lr], &[1]), &[1. - 0.1 * 2.4]);
     let nesterov = Sgd { nesterov: true, ..sgd };
-    close(&run(Op::SgdStep(nesterov), &[&p, &g, &new_buf], &[1]), &[1. - 0.1 * (0.6 + 0.9 * 2.4)]);
+    close(&run(Op::SgdStep(nesterov), &[&p, &g, &new_buf, &lr], &[1]), &[1. - 0.1 * (0.6 + 0.9 * 2.4)]);
     let plain = Sgd { momentum: 0.0, ..sgd };
-    close(&run(Op::SgdStep(plain), &[&p, &g], &[1]), &[1. - 0.1 * 0.6]);
+    close(&run(Op::SgdStep(plain), &[&p, &g, &lr], &[1]), &[1. - 0.1 * 0.6]);
+    let half = t(&[], &[0.05]);
+    close(&run(Op::SgdStep(plain), &[&p, &g, &half], &[1]), &[1. - 0.05 * 0.6]);
 }
 
 /// `x -> fc -> cross-entropy` built by hand, with a labels leaf and an optimizer buffer.

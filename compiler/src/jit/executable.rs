@@ -6,6 +6,7 @@ use crate::backend::{KernelFn, NativeCode};
 use crate::budget::{OutOfMemory, arena_bytes, available_memory, largest_buffers};
 use crate::graph::{Graph, NodeId};
 use crate::kernel::{BufId, BufferKind, Program};
+use crate::ops::Op;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,12 @@ impl Executable {
                 BufferKind::ConstI32(data) => {
                     for (slot, &v) in arena[at..at + data.len()].iter_mut().zip(data) {
                         *slot = f32::from_bits(v as u32);
+                    }
+                }
+                // A run-time hyper-parameter starts at its initial value.
+                BufferKind::Leaf(id) => {
+                    if let Some(Op::Hyper { initial }) = graph.get(*id).map(|n| &n.op) {
+                        arena[at..at + buf.len].fill(*initial);
                     }
                 }
                 _ => {}

@@ -189,6 +189,7 @@ pub fn random_feeds(graph: &Graph, batch: usize, seed: u64) -> HashMap<NodeId, T
             Op::Target if perceptron => (0..n).map(|_| if rng.next() > 0.0 { 1.0 } else { -1.0 }).collect(),
             Op::Target => rng.vec(n, 1.0),
             Op::OptimState => rng.vec(n, 0.1),
+            Op::Hyper { initial } => vec![initial],
             _ => continue,
         };
         feeds.insert(id, Tensor::new(shape, data).unwrap());

@@ -60,6 +60,7 @@ mod checkpoint;
 mod error;
 mod metrics;
 mod optim;
+mod schedule;
 mod source;
 mod trainer;
 
@@ -68,5 +69,6 @@ pub use checkpoint::{Checkpoint, load_weights, write_atomic};
 pub use error::TrainError;
 pub use metrics::{EpochRecord, EvalMetrics, LECTURE_CLASSES, display_class_names};
 pub use optim::{Adam, Optimizer};
+pub use schedule::{LrSchedule, Schedule};
 pub use source::{SYNTHETIC_SIZES, TrainData, lecture_transforms, open_training_data};
 pub use trainer::{EpochTiming, OverheadReport, TrainConfig, Trainer};

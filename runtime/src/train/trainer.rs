@@ -21,7 +21,8 @@ use kiln_compiler::{Graph, Loss, NodeId, Tensor, Training, autodiff};
 use super::checkpoint::{Checkpoint, match_params};
 use super::error::TrainError;
 use super::metrics::{EpochRecord, display_class_names};
-use super::optim::{AdamState, Optimizer};
+use super::optim::{Adam, AdamState, Optimizer};
+use super::schedule::LrSchedule;
 use crate::data::{Batch, DataLoader, Dataset, LoaderConfig, Transforms};
 use crate::executor::{Backend, Executor};
 use crate::model::Model;
@@ -40,6 +41,8 @@ pub struct TrainConfig {
     /// Cross-entropy against labels smoothed as PyTorch's `label_smoothing`
     /// (0: none).
     pub label_smoothing: f32,
+    /// How the optimizer's learning rate changes over the run.
+    pub schedule: LrSchedule,
     /// Seeds the initialisation, the shuffle and random transforms.
     pub seed: u64,
     /// Background loader threads (the results do not depend on it).
@@ -72,6 +75,7 @@ impl Default for TrainConfig {
             epochs: 10,
             optimizer: Optimizer::default(),
             label_smoothing: 0.0,
+            schedule: LrSchedule::default(),
             seed: 0,
             workers: 2,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -115,6 +119,8 @@ pub struct Trainer {
     adam: Option<AdamState>,
     epoch: u64,
     steps: u64,
+    /// Batches of an epoch, for schedules (known once an epoch starts).
+    steps_per_epoch: u64,
     history: Vec<EpochRecord>,
     snapshot: Option<Snapshot>,
     labels_buf: Vec<f32>,
@@ -226,6 +232,7 @@ impl Trainer {
             adam,
             epoch: 0,
             steps: 0,
+            steps_per_epoch: 0,
             history: Vec::new(),
             snapshot: None,
             labels_buf: Vec::new(),
@@ -419,6 +426,7 @@ impl Trainer {
     /// As [`Trainer::fit`].
     pub fn train_epoch(&mut self, loader: &DataLoader) -> Result<(f64, usize, Duration), TrainError> {
         self.prepare_remainder(loader)?;
+        self.steps_per_epoch = loader.num_batches() as u64;
         let total =
             if self.config.drop_last { loader.num_batches() * self.config.batch_size } else { loader.dataset().len() };
         let bar = self.progress_bar(total as u64, &format!("epoch {}/{}", self.epoch + 1, self.config.epochs));
@@ -476,6 +484,18 @@ impl Trainer {
         bar
     }
 
+    /// The learning rate the next step uses: the optimizer's, as the
+    /// schedule sets it for the run's step count (`epochs` times the
+    /// batches of an epoch, known once an epoch has started).
+    pub fn learning_rate(&self) -> f32 {
+        let base = match &self.config.optimizer {
+            Optimizer::Sgd(s) => s.lr,
+            Optimizer::Adam(a) => a.lr,
+        };
+        let per_epoch = self.steps_per_epoch.max(1);
+        self.config.schedule.lr(base, self.steps, per_epoch, per_epoch * self.config.epochs)
+    }
+
     /// One training step on `batch`; returns the loss.
     fn step_batch(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         let n = batch.len();
@@ -508,16 +528,21 @@ impl Trainer {
                 }
             }
         }
+        let lr = self.learning_rate();
         let exec = match (remainder, self.rem_exec.as_mut()) {
             (true, Some(rem)) => rem,
             _ => &mut self.step_exec,
         };
         exec.set(self.input, &batch.images.data)?;
         exec.set(self.training.target, &self.labels_buf)?;
+        // Adam runs on the host; the compiled step's rate stays 0 then.
+        if let (Some(node), Optimizer::Sgd(_)) = (self.training.learning_rate, &self.config.optimizer) {
+            exec.set(node, &[lr])?;
+        }
         exec.run()?;
         let loss = exec.get(self.training.loss)?[0];
         if let (Some(adam), Optimizer::Adam(cfg)) = (self.adam.as_mut(), &self.config.optimizer) {
-            adam.apply(cfg, exec, &self.training.param_grads)?;
+            adam.apply(&Adam { lr, ..*cfg }, exec, &self.training.param_grads)?;
         }
         if remainder && let Some(rem) = self.rem_exec.as_ref() {
             for &l in &self.leaves {

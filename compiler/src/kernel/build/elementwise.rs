@@ -108,13 +108,15 @@ impl Builder<'_> {
                 }
                 Op::SgdMomentum(s) => Val::Const(s.momentum).mul(arg(2)).add(decayed_grad(arg(0), arg(1), s)),
                 Op::SgdStep(s) => {
+                    // `[p, g, lr]` or `[p, g, new_buf, lr]`.
+                    let lr = arg(node.inputs.len() - 1);
                     let d = decayed_grad(arg(0), arg(1), s);
                     let d = match node.inputs.len() {
-                        3 if s.nesterov => d.add(Val::Const(s.momentum).mul(arg(2))),
-                        3 => arg(2),
+                        4 if s.nesterov => d.add(Val::Const(s.momentum).mul(arg(2))),
+                        4 => arg(2),
                         _ => d,
                     };
-                    arg(0).sub(Val::Const(s.lr).mul(d))
+                    arg(0).sub(lr.mul(d))
                 }
                 _ => return Err(unsupported(graph, n, "not elementwise")),
             };
