@@ -1,10 +1,9 @@
 //! `kiln eval`: test accuracy, per class, and the confusion matrix of trained weights.
 
 use crate::model::{CliError, load};
+use crate::transforms::{Augment, Normalization, parse_normalize, transforms_for};
 use kiln::runtime::Backend;
-use kiln::runtime::train::{
-    SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, lecture_transforms, load_weights, open_training_data,
-};
+use kiln::runtime::train::{SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, load_weights, open_training_data_for};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -18,6 +17,10 @@ pub struct EvalArgs {
     /// Weights: a kiln checkpoint or any safetensors file with the model's state_dict keys.
     #[arg(long)]
     weights: PathBuf,
+    /// Normalisation after ToTensor, as in training: `MEAN,STD`, a mean
+    /// and a std per channel, or `cifar10` (default 0.5,0.5).
+    #[arg(long, value_parser = parse_normalize)]
+    normalize: Option<Normalization>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
@@ -39,7 +42,7 @@ fn err(e: TrainError) -> CliError {
 pub fn run(args: EvalArgs) -> Result<(), CliError> {
     let forward = load(&args.model)?;
     let params = load_weights(&args.weights, &forward).map_err(err)?;
-    let data = open_training_data(args.data.as_deref(), SYNTHETIC_SIZES).map_err(err)?;
+    let data = open_training_data_for(&forward, args.data.as_deref(), SYNTHETIC_SIZES).map_err(err)?;
     eprintln!("{}", data.description);
     let Some(test) = data.test else {
         return Err(CliError::Usage("the data folder has no test split to evaluate".into()));
@@ -56,7 +59,7 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
     // The training executor is compiled at batch 1 only to hold the weights.
     config.batch_size = 1;
     let mut trainer = Trainer::with_params(&forward, config, params).map_err(err)?;
-    let transforms = lecture_transforms(&forward).map_err(err)?;
+    let transforms = transforms_for(&forward, args.normalize.as_ref(), Augment::default())?;
     let start = std::time::Instant::now();
     let metrics = trainer.evaluate(test, transforms).map_err(err)?;
     let secs = start.elapsed().as_secs_f64();

@@ -28,6 +28,7 @@ mod inspect;
 mod kir;
 mod model;
 mod train;
+mod transforms;
 
 use clap::{Parser, Subcommand};
 use kiln::compiler::target::{MAX_ISA_VARIABLE, ProductIsa};

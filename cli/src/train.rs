@@ -2,11 +2,12 @@
 //! evaluation, metrics, a chart, checkpoints and resume.
 
 use crate::model::{CliError, load};
+use crate::transforms::{Augment, Normalization, parse_augment, parse_normalize, transforms_for};
 use kiln::compiler::Sgd;
 use kiln::runtime::Backend;
 use kiln::runtime::train::{
-    Adam, LrSchedule, Optimizer, SYNTHETIC_SIZES, Schedule, TrainConfig, TrainError, Trainer, lecture_transforms,
-    open_training_data, write_chart,
+    Adam, LrSchedule, Optimizer, SYNTHETIC_SIZES, Schedule, TrainConfig, TrainError, Trainer, open_training_data_for,
+    write_chart,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,6 +62,15 @@ pub struct TrainArgs {
     /// Linear warm-up over this many steps before the schedule.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+    /// Normalisation after ToTensor: `MEAN,STD` for every channel, a mean
+    /// and a std per channel, or `cifar10` (default 0.5,0.5).
+    #[arg(long, value_parser = parse_normalize)]
+    normalize: Option<Normalization>,
+    /// Training augmentation: `crop=PAD` (random crop of the input's size
+    /// after zero padding) and/or `flip[=P]` (random horizontal flip,
+    /// P = 0.5), e.g. `crop=4,flip`. Evaluation leaves it out.
+    #[arg(long, default_value = "none", value_parser = parse_augment)]
+    augment: Augment,
     /// Seed of initialisation, shuffling and random transforms (default 0,
     /// or the checkpoint's when resuming).
     #[arg(long)]
@@ -151,9 +161,10 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         config.threads = t as usize;
     }
 
-    let data = open_training_data(args.data.as_deref(), (args.synthetic_train, args.synthetic_test)).map_err(err)?;
+    let data = open_training_data_for(&forward, args.data.as_deref(), (args.synthetic_train, args.synthetic_test))
+        .map_err(err)?;
     eprintln!("{}", data.description);
-    let transforms = lecture_transforms(&forward).map_err(err)?;
+    let transforms = transforms_for(&forward, args.normalize.as_ref(), args.augment)?;
     let mut trainer = Trainer::new(&forward, config).map_err(err)?;
     if let (Some(ck), Some(path)) = (resumed, &args.resume) {
         if ck.batch_size != 0 && ck.batch_size != args.batch as usize {
@@ -223,7 +234,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     }
     trainer.fit(data.train, data.test.clone(), transforms.clone(), &mut on_epoch).map_err(err)?;
     if let Some(test) = data.test {
-        let metrics = trainer.evaluate(test, transforms).map_err(err)?;
+        let metrics = trainer.evaluate(test, transforms.for_evaluation()).map_err(err)?;
         outln!("{metrics}");
         outln!("Confusion matrix:\n{}", metrics.confusion_table());
     }

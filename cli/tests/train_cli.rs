@@ -84,3 +84,77 @@ fn bad_arguments_and_files_are_errors_not_panics() {
         assert!(out.contains(needle), "{args:?}: `{out}` does not mention `{needle}`");
     }
 }
+
+/// A folder of grey PNGs trains a 1-channel model: the images decode to one
+/// channel (the RGB decoding the folder had before gave `[N, 3, H, W]`
+/// batches the model refused), normalised and augmented from the command
+/// line, and the two classes (bright left half or bright right half) are
+/// told apart on the test split.
+#[test]
+fn a_grey_image_folder_trains_a_one_channel_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (split, count) in [("train", 48), ("test", 16)] {
+        for (class, bright_left) in [("left", true), ("right", false)] {
+            let dir = d.join("data").join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..count {
+                let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                    let lit = (x < 4) == bright_left;
+                    let noise = ((x * 7 + y * 13 + i * 5) % 23) as u8;
+                    image::Luma([if lit { 200 + noise } else { 30 + noise }])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let model = d.join("digits.net");
+    std::fs::write(
+        &model,
+        "struct Grey { conv: Conv2d(1, 4, 3, padding = 1), pool: MaxPool2d(2), fc: Linear(4 * 4 * 4, 2) }
+         fn forward(x: [N, 1, 8, 8]) -> [N, 2] { fc(pool(relu(conv(x))).flatten(1)) }",
+    )
+    .unwrap();
+    let model = model.display().to_string();
+    let args = [
+        "train",
+        &model,
+        "--data",
+        "data",
+        "--epochs",
+        "4",
+        "--batch",
+        "8",
+        "--lr",
+        "0.05",
+        "--quiet",
+        "--normalize",
+        "0.5,0.25",
+        "--augment",
+        "flip=0,crop=1",
+        "--schedule",
+        "cosine",
+        "--label-smoothing",
+        "0.05",
+    ];
+    let o = kiln(&args, d);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("(decoded to grey)"), "{out}");
+    let accuracy: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Accuracy of the network on the 32 test images: "))
+        .and_then(|l| l.split(" %").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy line in {out}"));
+    assert!(accuracy >= 90.0, "accuracy {accuracy} % on two well-separated classes\n{out}");
+
+    // Normalisation that does not fit the model, and bad augmentation.
+    for (flag, value, needle) in [
+        ("--normalize", "0.5,0.5,0.5,0.2,0.2,0.2", "--normalize gives 3 channels, but model Grey takes 1"),
+        ("--normalize", "0.5,0", "standard deviations must be positive"),
+        ("--augment", "rotate=3", "expected `crop=PAD`, `flip` or `flip=P`"),
+    ] {
+        let o = kiln(&["train", &model, "--data", "data", "--epochs", "1", "--quiet", flag, value], d);
+        assert!(!o.status.success() && text(&o).contains(needle), "{flag} {value}: {}", text(&o));
+    }
+}

@@ -332,3 +332,14 @@ fn batches_equal_the_pipeline_applied_sample_by_sample() {
         }
     }
 }
+
+/// Evaluation leaves the random steps out of a chain and keeps the rest in order.
+#[test]
+fn evaluation_transforms_drop_augmentation() {
+    let t = Transforms::augmented(32, 4, &CIFAR10_MEAN, &CIFAR10_STD).unwrap();
+    let names = |t: &Transforms| t.steps().iter().map(|s| s.name()).collect::<Vec<_>>();
+    assert_eq!(names(&t).len(), 4);
+    let eval = t.for_evaluation();
+    assert_eq!(names(&eval), names(&t)[2..].to_vec());
+    assert!(eval.steps().iter().all(|s| !s.is_random()) && t.steps()[..2].iter().all(|s| s.is_random()));
+}

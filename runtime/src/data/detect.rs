@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::cifar::{Cifar10, Split};
 use super::dataset::Dataset;
 use super::error::DataError;
-use super::image_folder::{ImageFolder, ImageFolderOptions, decode};
+use super::image_folder::{ColorMode, ImageFolder, ImageFolderOptions, decode};
 use super::npy::NpyDataset;
 
 /// Preload an image folder when its decoded bytes would take at most this.
@@ -38,6 +38,20 @@ pub enum Layout {
 /// [`DataError::NotFound`] listing what was looked for when nothing
 /// matches; otherwise whatever the chosen reader reports.
 pub fn open_dir(dir: impl AsRef<Path>, split: Split) -> Result<(Arc<dyn Dataset>, Layout), DataError> {
+    open_dir_as(dir, split, ColorMode::Rgb)
+}
+
+/// [`open_dir`], decoding image folders to `color` (grey for a model with
+/// one input channel, as torchvision's `Grayscale`). CIFAR-10 is always RGB
+/// and `.npy` arrays keep the channels they hold.
+///
+/// # Errors
+/// As [`open_dir`].
+pub fn open_dir_as(
+    dir: impl AsRef<Path>,
+    split: Split,
+    color: ColorMode,
+) -> Result<(Arc<dyn Dataset>, Layout), DataError> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         return Err(DataError::NotFound { path: dir.to_path_buf(), what: "expected a data folder".into() });
@@ -51,10 +65,10 @@ pub fn open_dir(dir: impl AsRef<Path>, split: Split) -> Result<(Arc<dyn Dataset>
         Split::Test => &["test", "val"],
     };
     if let Some(root) = names.iter().map(|n| dir.join(n)).find(|p| p.is_dir()) {
-        let folder = ImageFolder::open(&root)?;
+        let folder = ImageFolder::open_with(&root, ImageFolderOptions { color, preload: false })?;
         let preload = match folder.samples().first() {
             Some((path, _)) => {
-                let im = decode(path, ImageFolderOptions::default().color)?;
+                let im = decode(path, color)?;
                 im.pixels().len().saturating_mul(folder.len()) <= PRELOAD_LIMIT
             }
             None => false,

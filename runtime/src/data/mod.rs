@@ -39,7 +39,7 @@ mod transforms;
 
 pub use cifar::{CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Cifar10, Split};
 pub use dataset::{Dataset, Subset};
-pub use detect::{Layout, open_dir};
+pub use detect::{Layout, open_dir, open_dir_as};
 pub use error::DataError;
 pub use image_folder::{ColorMode, IMAGE_EXTENSIONS, ImageFolder, ImageFolderOptions, decode as decode_image};
 pub use loader::{Batch, DataLoader, Epoch, LoaderConfig};

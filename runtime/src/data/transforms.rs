@@ -38,6 +38,12 @@ pub trait Transform: Send + Sync + fmt::Debug {
     /// When the input is not something this transform takes.
     fn apply(&self, item: Item, rng: &mut SampleRng) -> Result<Item, TransformError>;
 
+    /// Whether the step draws random numbers (augmentation), so that
+    /// evaluation leaves it out ([`Transforms::for_evaluation`]).
+    fn is_random(&self) -> bool {
+        false
+    }
+
     /// Whether this step turns an image into its `[C, H, W]` tensor exactly
     /// as the loader batches a left-over image ([`ToTensor`]), so the loader
     /// may write the image straight into its batch slot instead.
@@ -134,6 +140,12 @@ impl Transforms {
             .then(RandomHorizontalFlip::new(0.5)?)
             .then(ToTensor)
             .then(Normalize::new(mean, std)?))
+    }
+
+    /// The chain without its random steps: what evaluation applies (as
+    /// torchvision's test transform leaves out augmentation).
+    pub fn for_evaluation(&self) -> Transforms {
+        Transforms { steps: self.steps.iter().filter(|t| !t.is_random()).cloned().collect() }
     }
 
     /// Runs the chain on one item.
@@ -363,6 +375,10 @@ fn crop_rows<T: Copy + Default>(
 }
 
 impl Transform for RandomCrop {
+    fn is_random(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
         format!("RandomCrop({}x{}, padding={})", self.height, self.width, self.padding)
     }
@@ -450,6 +466,10 @@ fn flip_rows<T>(data: &mut [T], w: usize, px: usize) {
 }
 
 impl Transform for RandomHorizontalFlip {
+    fn is_random(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> String {
         format!("RandomHorizontalFlip(p={})", self.p)
     }

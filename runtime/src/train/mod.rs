@@ -70,5 +70,5 @@ pub use error::TrainError;
 pub use metrics::{EpochRecord, EvalMetrics, LECTURE_CLASSES, display_class_names};
 pub use optim::{Adam, Optimizer};
 pub use schedule::{LrSchedule, Schedule};
-pub use source::{SYNTHETIC_SIZES, TrainData, lecture_transforms, open_training_data};
+pub use source::{SYNTHETIC_SIZES, TrainData, lecture_transforms, open_training_data, open_training_data_for};
 pub use trainer::{EpochTiming, OverheadReport, TrainConfig, Trainer};

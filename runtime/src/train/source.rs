@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kiln_compiler::Graph;
 
 use super::error::TrainError;
-use crate::data::{DataError, Dataset, Split, SyntheticImages, Transforms, open_dir};
+use crate::data::{ColorMode, DataError, Dataset, Layout, Split, SyntheticImages, Transforms, open_dir_as};
 
 /// A training set, an optional test set, and a sentence saying what they are.
 #[derive(Debug)]
@@ -30,6 +30,29 @@ pub const SYNTHETIC_SIZES: (usize, usize) = (5000, 1000);
 /// # Errors
 /// [`TrainError::Data`] when the folder has no training data or a file is bad.
 pub fn open_training_data(dir: Option<&Path>, synthetic: (usize, usize)) -> Result<TrainData, TrainError> {
+    open_training_data_as(dir, synthetic, ColorMode::Rgb)
+}
+
+/// [`open_training_data`] for `forward`'s input: image folders decode to
+/// grey for a model taking one channel, to RGB otherwise.
+///
+/// # Errors
+/// As [`open_training_data`].
+pub fn open_training_data_for(
+    forward: &Graph,
+    dir: Option<&Path>,
+    synthetic: (usize, usize),
+) -> Result<TrainData, TrainError> {
+    let channels = forward.inputs.first().map(|&i| forward.node(i).shape.at_batch(1)).and_then(|s| s.get(1).copied());
+    let color = if channels == Some(1) { ColorMode::Gray } else { ColorMode::Rgb };
+    open_training_data_as(dir, synthetic, color)
+}
+
+fn open_training_data_as(
+    dir: Option<&Path>,
+    synthetic: (usize, usize),
+    color: ColorMode,
+) -> Result<TrainData, TrainError> {
     let Some(dir) = dir else {
         let train: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(synthetic.0, 1));
         let test: Arc<dyn Dataset> = Arc::new(SyntheticImages::new(synthetic.1, 2));
@@ -43,14 +66,15 @@ pub fn open_training_data(dir: Option<&Path>, synthetic: (usize, usize)) -> Resu
             ),
         });
     };
-    let (train, layout) = open_dir(dir, Split::Train)?;
-    let test = match open_dir(dir, Split::Test) {
+    let (train, layout) = open_dir_as(dir, Split::Train, color)?;
+    let test = match open_dir_as(dir, Split::Test, color) {
         Ok((t, _)) => Some(t),
         Err(DataError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
+    let grey = if color == ColorMode::Gray && layout == Layout::ImageFolder { " (decoded to grey)" } else { "" };
     let description = format!(
-        "{layout:?} data in {}: {} train images, {}",
+        "{layout:?} data in {}{grey}: {} train images, {}",
         dir.display(),
         train.len(),
         match &test {

@@ -370,7 +370,8 @@ impl Trainer {
         while self.epoch < self.config.epochs {
             let (train_loss, images, elapsed) = self.train_epoch(&loader)?;
             let metrics = match &test {
-                Some(t) => Some(self.evaluate(Arc::clone(t), transforms.clone())?),
+                // The test set without augmentation.
+                Some(t) => Some(self.evaluate(Arc::clone(t), transforms.for_evaluation())?),
                 None => None,
             };
             let seconds = elapsed.as_secs_f64();
