@@ -65,22 +65,54 @@ pub fn parse_augment(text: &str) -> Result<Augment, String> {
     Ok(a)
 }
 
-/// The model's input `[N, C, H, W]` as `(C, H, W)`.
-fn image_input(forward: &Graph) -> Result<(usize, usize, usize), CliError> {
+/// The model's input: images `[N, C, H, W]` as `(C, Some((H, W)))`, or
+/// feature vectors `[N, F]` as `(F, None)`.
+fn model_input(forward: &Graph) -> Result<(usize, Option<(usize, usize)>), CliError> {
     match forward.inputs.first().map(|&i| forward.node(i).shape.at_batch(1)).as_deref() {
-        Some(&[_, c, h, w]) => Ok((c, h, w)),
-        _ => Err(CliError::Usage(format!("model {} does not take images [N, C, H, W]", forward.name))),
+        Some(&[_, c, h, w]) => Ok((c, Some((h, w)))),
+        Some(&[_, f]) => Ok((f, None)),
+        _ => Err(CliError::Usage(format!(
+            "model {} takes neither images [N, C, H, W] nor feature vectors [N, F]",
+            forward.name
+        ))),
     }
 }
 
 /// The transforms for `forward`: augmentation (training only), `ToTensor`,
-/// then the normalisation, checked against the model's channels.
+/// then the normalisation, checked against the model's channels. Feature
+/// vectors are taken as they are unless `--normalize` is given (per feature).
 pub fn transforms_for(
     forward: &Graph,
     normalize: Option<&Normalization>,
     augment: Augment,
 ) -> Result<Transforms, CliError> {
-    let (c, h, w) = image_input(forward)?;
+    let (c, image) = model_input(forward)?;
+    let Some((h, w)) = image else {
+        if augment != Augment::default() {
+            return Err(CliError::Usage(format!(
+                "--augment crops and flips images; model {} takes features",
+                forward.name
+            )));
+        }
+        if normalize.is_none() {
+            return Ok(Transforms::new().then(ToTensor));
+        }
+        let mut t = Transforms::new();
+        t = t.then(ToTensor);
+        return Ok(t.then(normalization(forward, normalize, c)?));
+    };
+    let mut t = Transforms::new();
+    if let Some(padding) = augment.crop_padding {
+        t = t.then(RandomCrop::rect(h, w, padding));
+    }
+    if let Some(p) = augment.flip {
+        t = t.then(RandomHorizontalFlip::new(p).map_err(|e| CliError::Usage(e.to_string()))?);
+    }
+    Ok(t.then(ToTensor).then(normalization(forward, normalize, c)?))
+}
+
+/// `Normalize` over `c` channels (0.5 / 0.5 without `--normalize`).
+fn normalization(forward: &Graph, normalize: Option<&Normalization>, c: usize) -> Result<Normalize, CliError> {
     let (mean, std) = match normalize {
         None => (vec![0.5; c], vec![0.5; c]),
         Some(n) if n.mean.len() == 1 => (vec![n.mean[0]; c], vec![n.std[0]; c]),
@@ -93,13 +125,5 @@ pub fn transforms_for(
             )));
         }
     };
-    let mut t = Transforms::new();
-    if let Some(padding) = augment.crop_padding {
-        t = t.then(RandomCrop::rect(h, w, padding));
-    }
-    if let Some(p) = augment.flip {
-        t = t.then(RandomHorizontalFlip::new(p).map_err(|e| CliError::Usage(e.to_string()))?);
-    }
-    let normalize = Normalize::new(&mean, &std).map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok(t.then(ToTensor).then(normalize))
+    Normalize::new(&mean, &std).map_err(|e| CliError::Usage(e.to_string()))
 }

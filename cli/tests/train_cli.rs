@@ -158,3 +158,51 @@ fn a_grey_image_folder_trains_a_one_channel_model() {
         assert!(!o.status.success() && text(&o).contains(needle), "{flag} {value}: {}", text(&o));
     }
 }
+
+/// Tabular data: `train_x.npy` of shape (N, F) float32 features with
+/// `train_y.npy` integer labels trains an MLP on `[N, F]` (before, a rank-2
+/// array was refused as not an image), and it separates two classes whose
+/// features differ in mean.
+#[test]
+fn a_feature_table_trains_an_mlp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = d.join("table");
+    std::fs::create_dir_all(&data).unwrap();
+    let features = 6;
+    for (split, n) in [("train", 200usize), ("test", 60)] {
+        let mut x = Vec::with_capacity(n * features);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 2) as i64;
+            for f in 0..features {
+                // A deterministic spread around +-0.8 per class.
+                let jitter = (((i * 31 + f * 17) % 29) as f32 / 29.0 - 0.5) * 1.2;
+                x.push(if label == 1 { 0.8 } else { -0.8 } + jitter);
+            }
+            y.push(label);
+        }
+        let table = kiln::compiler::Tensor { shape: vec![n, features], data: x };
+        kiln::runtime::npy::write_f32(&data.join(format!("{split}_x.npy")), &table).unwrap();
+        npyz::to_file_1d(data.join(format!("{split}_y.npy")), y).unwrap();
+    }
+    let model = d.join("mlp.net");
+    std::fs::write(
+        &model,
+        "struct Tab { fc1: Linear(6, 16), fc2: Linear(16, 2) } fn forward(x: [N, 6]) -> [N, 2] { fc2(relu(fc1(x))) }",
+    )
+    .unwrap();
+    let model = model.display().to_string();
+    let o = kiln(&["train", &model, "--data", "table", "--epochs", "3", "--batch", "16", "--lr", "0.05", "--quiet"], d);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("200 train images, 60 test images"), "{out}");
+    let accuracy: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Accuracy of the network on the 60 test images: "))
+        .and_then(|l| l.split(" %").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy line in {out}"));
+    assert!(accuracy >= 95.0, "accuracy {accuracy} %\n{out}");
+    let o = kiln(&["train", &model, "--data", "table", "--epochs", "1", "--quiet", "--augment", "flip"], d);
+    assert!(!o.status.success() && text(&o).contains("--augment crops and flips images"), "{}", text(&o));
+}

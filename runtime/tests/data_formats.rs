@@ -371,10 +371,12 @@ fn npy_bad_inputs_name_file_and_problem() {
     let msg = err_text(NpyDataset::open(&xi, &yi));
     assert!(msg.contains("images.npy") && msg.contains("<f8") && msg.contains("float32"), "{msg}");
 
-    // Wrong rank.
-    write_npy(&xi, &[2, 12], &[0u8; 24]);
+    // Wrong rank (rank 2 is a table of features, one 1x1 image of F channels per row).
+    write_npy(&xi, &[2, 3, 2, 2, 1], &[0u8; 24]);
     let msg = err_text(NpyDataset::open(&xi, &yi));
-    assert!(msg.contains("images.npy") && msg.contains("[2, 12]") && msg.contains("(N, H, W, C)"), "{msg}");
+    assert!(msg.contains("images.npy") && msg.contains("[2, 3, 2, 2, 1]") && msg.contains("(N, F) features"), "{msg}");
+    write_npy(&xi, &[2, 12], &[0u8; 24]);
+    assert_eq!(NpyDataset::open(&xi, &yi).expect("a feature table").image_shape(), (1, 1, 12));
 
     // Labels count.
     write_npy(&xi, &[3, 2, 2, 1], &[0u8; 12]);

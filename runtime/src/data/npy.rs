@@ -110,7 +110,7 @@ impl NpyDataset {
     /// A missing file; a file that is not `.npy` or is cut short; an image
     /// dtype other than `uint8`/`float32` or a non-integer label dtype
     /// ([`DataError::Dtype`], naming found and expected); an image array of
-    /// rank other than 3 or 4, or labels of rank other than 1 (or `(N, 1)`)
+    /// rank other than 2, 3 or 4, or labels of rank other than 1 (or `(N, 1)`)
     /// ([`DataError::Shape`]); different image and label counts
     /// ([`DataError::LabelCount`]); no images; a negative label.
     pub fn open(images: impl AsRef<Path>, labels: impl AsRef<Path>) -> Result<NpyDataset, DataError> {
@@ -176,11 +176,14 @@ fn read_images(path: &Path) -> Result<Images, DataError> {
     let (n, h, w, c) = match dims[..] {
         [n, h, w, c] => (n, h, w, c),
         [n, h, w] => (n, h, w, 1),
+        // Tabular features: each row a 1x1 "image" of F channels, batched
+        // as [N, F, 1, 1], which a feature model's [N, F] input takes.
+        [n, f] => (n, 1, 1, f),
         _ => {
             return Err(DataError::Shape {
                 path: path.to_path_buf(),
                 found: raw.shape.clone(),
-                expected: "rank 4 (N, H, W, C), channels last, or rank 3 (N, H, W)".into(),
+                expected: "rank 4 (N, H, W, C), channels last, rank 3 (N, H, W), or rank 2 (N, F) features".into(),
             });
         }
     };

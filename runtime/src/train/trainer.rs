@@ -501,7 +501,10 @@ impl Trainer {
     fn step_batch(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         let n = batch.len();
         let dims = &batch.images.shape;
-        if dims.first() != Some(&n) || dims[1..] != self.sample_dims {
+        // Feature rows (`(N, F)` arrays) come batched as [N, F, 1, 1]: the
+        // same elements as a feature model's [N, F].
+        let features = self.sample_dims.len() == 1 && dims.len() == 4 && dims[1..] == [self.sample_dims[0], 1, 1];
+        if dims.first() != Some(&n) || (dims[1..] != self.sample_dims && !features) {
             let want = self.graph.node(self.input).shape.at_batch(n);
             return Err(TrainError::Config(format!(
                 "the data gives batches of shape {dims:?}, but model {} takes {want:?}",
