@@ -3,7 +3,9 @@
 use crate::model::{CliError, load};
 use crate::transforms::{Augment, Normalization, parse_normalize, transforms_for};
 use kiln::runtime::Backend;
-use kiln::runtime::train::{SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, load_weights, open_training_data_for};
+use kiln::runtime::train::{
+    SYNTHETIC_SIZES, TrainConfig, TrainError, Trainer, load_weights_converting, open_training_data_for,
+};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -41,7 +43,10 @@ fn err(e: TrainError) -> CliError {
 
 pub fn run(args: EvalArgs) -> Result<(), CliError> {
     let forward = load(&args.model)?;
-    let params = load_weights(&args.weights, &forward).map_err(err)?;
+    let (params, converted) = load_weights_converting(&args.weights, &forward).map_err(err)?;
+    if !converted.is_empty() {
+        eprintln!("{}: converted {} tensors to float32", args.weights.display(), converted.join(" and "));
+    }
     let data = open_training_data_for(&forward, args.data.as_deref(), SYNTHETIC_SIZES).map_err(err)?;
     eprintln!("{}", data.description);
     let Some(test) = data.test else {

@@ -6,6 +6,7 @@ pub mod executor;
 pub mod model;
 pub mod npy;
 pub mod train;
+mod weights;
 
 pub use executor::{Backend, ExecError, ExecOptions, Executor};
 pub use kiln_compiler::Tensor;

@@ -391,17 +391,15 @@ impl Model {
             .map_err(|e| ModelError::Safetensors { path: path.into(), detail: e.to_string() })?;
         let mut dict = HashMap::new();
         for (key, view) in st.tensors() {
-            if view.dtype() != safetensors::Dtype::F32 {
-                return Err(ModelError::Dtype { key, path: path.into(), dtype: format!("{:?}", view.dtype()) });
+            if crate::weights::is_step_counter(&key, view.dtype()) && self.index_of(&key).is_none() {
+                continue;
             }
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let Some((data, _)) = crate::weights::to_f32(&view) else {
+                return Err(ModelError::Dtype { key, path: path.into(), dtype: format!("{:?}", view.dtype()) });
+            };
             let shape = view.shape().to_vec();
-            let t = Tensor::new(shape.clone(), data).ok_or(ModelError::Malformed {
-                name: key.clone(),
-                shape,
-                len: view.data().len() / 4,
-            })?;
+            let len = data.len();
+            let t = Tensor::new(shape.clone(), data).ok_or(ModelError::Malformed { name: key.clone(), shape, len })?;
             dict.insert(key, t);
         }
         self.load_state_dict(dict)

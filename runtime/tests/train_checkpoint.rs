@@ -175,6 +175,7 @@ fn big_checkpoint(v: f32, n: usize) -> Checkpoint {
         seed: 0,
         batch_size: 1,
         history: vec![],
+        converted: vec![],
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Checkpoint {
     pub batch_size: usize,
     /// One record per completed epoch.
     pub history: Vec<EpochRecord>,
+    /// The dtypes of tensors the file held that were converted to float32
+    /// on reading (`["F16"]` for a half-precision state_dict).
+    pub converted: Vec<String>,
 }
 
 impl Checkpoint {
@@ -133,16 +136,26 @@ impl Checkpoint {
             st.names().into_iter().filter(|n| !names.iter().any(|m| m == n)).map(String::from).collect();
         rest.sort();
         names.extend(rest);
+        let mut converted: Vec<String> = Vec::new();
         for name in names {
             let view = st.tensor(&name).map_err(|e| bad(path, format!("tensor {name}: {e}")))?;
-            if view.dtype() != Dtype::F32 {
+            if crate::weights::is_step_counter(&name, view.dtype()) {
+                continue;
+            }
+            let Some((data, from)) = crate::weights::to_f32(&view) else {
                 return Err(bad(
                     path,
-                    format!("tensor {name} has dtype {:?}; kiln reads float32 (F32) tensors", view.dtype()),
+                    format!(
+                        "tensor {name} has dtype {:?}; kiln reads float32 (F32) tensors, and converts F16, BF16 and F64",
+                        view.dtype()
+                    ),
                 ));
+            };
+            if let Some(from) = from.map(|d| format!("{d:?}"))
+                && !converted.contains(&from)
+            {
+                converted.push(from);
             }
-            let data: Vec<f32> =
-                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let t = Tensor { shape: view.shape().to_vec(), data };
             match name.strip_prefix(OPTIM_PREFIX) {
                 Some(k) => optim_state.push((k.to_string(), t)),
@@ -180,6 +193,7 @@ impl Checkpoint {
             seed: num("seed")?,
             batch_size: num("batch_size")? as usize,
             history,
+            converted,
         })
     }
 
@@ -197,8 +211,17 @@ impl Checkpoint {
 /// [`TrainError::Checkpoint`] for an unreadable file, a missing parameter or
 /// one of the wrong shape.
 pub fn load_weights(path: &Path, graph: &Graph) -> Result<Vec<(String, Tensor)>, TrainError> {
+    Ok(load_weights_converting(path, graph)?.0)
+}
+
+/// [`load_weights`], and the dtypes converted to float32 on the way
+/// ([`Checkpoint::converted`]), for saying so.
+///
+/// # Errors
+/// As [`load_weights`].
+pub fn load_weights_converting(path: &Path, graph: &Graph) -> Result<(Vec<(String, Tensor)>, Vec<String>), TrainError> {
     let ck = Checkpoint::load(path)?;
-    match_params(path, graph, ck.params)
+    Ok((match_params(path, graph, ck.params)?, ck.converted))
 }
 
 /// Puts `params` in `graph`'s state_dict order, checking names and shapes.

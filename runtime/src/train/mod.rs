@@ -65,7 +65,7 @@ mod source;
 mod trainer;
 
 pub use chart::{render_chart, write_chart};
-pub use checkpoint::{Checkpoint, load_weights, write_atomic};
+pub use checkpoint::{Checkpoint, load_weights, load_weights_converting, write_atomic};
 pub use error::TrainError;
 pub use metrics::{EpochRecord, EvalMetrics, LECTURE_CLASSES, display_class_names};
 pub use optim::{Adam, Optimizer};

@@ -590,6 +590,7 @@ impl Trainer {
             seed: self.config.seed,
             batch_size: self.config.batch_size,
             history: self.history.clone(),
+            converted: Vec::new(),
         })
     }
 
