@@ -203,6 +203,9 @@ impl Checkpoint {
     }
 }
 
+/// State_dict entries in order: `(key, tensor)`.
+pub type StateDict = Vec<(String, Tensor)>;
+
 /// Reads the parameters of `graph` from a safetensors file (a kiln
 /// checkpoint or any weights file with the model's state_dict keys; extra
 /// tensors are ignored), in state_dict order.
@@ -219,7 +222,7 @@ pub fn load_weights(path: &Path, graph: &Graph) -> Result<Vec<(String, Tensor)>,
 ///
 /// # Errors
 /// As [`load_weights`].
-pub fn load_weights_converting(path: &Path, graph: &Graph) -> Result<(Vec<(String, Tensor)>, Vec<String>), TrainError> {
+pub fn load_weights_converting(path: &Path, graph: &Graph) -> Result<(StateDict, Vec<String>), TrainError> {
     let ck = Checkpoint::load(path)?;
     Ok((match_params(path, graph, ck.params)?, ck.converted))
 }
