@@ -1,8 +1,10 @@
 //! `kiln grad`: outputs, loss and every gradient of a model on given
 //! parameters and data, as .npy files: how kiln is checked against other frameworks.
 
-use crate::model::{CliError, LossArg, build_in, with_label_smoothing};
+use crate::model::{CliError, LossArg, with_label_smoothing};
+use kiln::compiler::autodiff;
 use kiln::compiler::mode::Mode;
+use kiln::compiler::ops::{Adam, Optim};
 use kiln::compiler::{Graph, NodeId, Sgd, Tensor};
 use kiln::runtime::{Backend, ExecOptions, Executor, npy};
 use std::path::{Path, PathBuf};
@@ -44,6 +46,11 @@ pub struct GradArgs {
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// The optimizer of the steps, with PyTorch's update rules (Adam's and
+    /// AdamW's betas 0.9, 0.999 and eps 1e-8; `--weight-decay` is Adam's L2
+    /// term and AdamW's decoupled decay).
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: GradOptimizer,
     /// Evaluation mode (PyTorch's `model.eval()`): normalisation layers use
     /// and keep their running statistics.
     #[arg(long)]
@@ -56,11 +63,28 @@ pub struct GradArgs {
     out: PathBuf,
 }
 
+/// `--optimizer`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GradOptimizer {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
 pub fn run(args: GradArgs) -> Result<(), CliError> {
     let loss = with_label_smoothing(args.loss.into(), args.label_smoothing)?;
     let sgd = Sgd { lr: args.lr, momentum: args.momentum, nesterov: args.nesterov, weight_decay: args.weight_decay };
+    let optim = match args.optimizer {
+        GradOptimizer::Sgd => Optim::Sgd(sgd),
+        GradOptimizer::Adam => Optim::Adam(Adam { lr: args.lr, weight_decay: args.weight_decay, ..Adam::default() }),
+        GradOptimizer::Adamw => Optim::Adam(Adam { lr: args.lr, weight_decay: args.weight_decay, ..Adam::adamw() }),
+    };
+    if !matches!(optim, Optim::Sgd(_)) && (args.momentum != 0.0 || args.nesterov) {
+        return Err(CliError::Usage("--momentum and --nesterov are SGD's; Adam keeps its own moments".into()));
+    }
     let mode = if args.eval { Mode::Eval } else { Mode::Train };
-    let graph = build_in(mode, &args.model, Some((loss, sgd)))?;
+    let forward = crate::model::load(&args.model)?;
+    let graph = autodiff::derive_training_with(mode, &forward, loss, optim)?;
     let training = graph.training.clone().ok_or_else(|| CliError::Usage("no training graph".into()))?;
     let [input_node] = graph.inputs[..] else {
         return Err(CliError::Usage(format!(
@@ -101,6 +125,15 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
     }
     exec.set(input_node, &input.data)?;
     exec.set(training.target, &target.data)?;
+    let set_corrections = |exec: &mut Executor, t: u64| -> Result<(), CliError> {
+        if let (Some((step_size, bc2_sqrt)), Optim::Adam(adam)) = (training.adam_corrections, optim) {
+            let (s, b) = adam.bias_corrections(adam.lr, t);
+            exec.set(step_size, &[s])?;
+            exec.set(bc2_sqrt, &[b])?;
+        }
+        Ok(())
+    };
+    set_corrections(&mut exec, 1)?;
     exec.run()?;
 
     std::fs::create_dir_all(&args.out).map_err(|source| CliError::Write { path: args.out.clone(), source })?;
@@ -116,7 +149,8 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
     }
     if let Some(steps) = args.steps {
         let mut losses = vec![first_loss];
-        for _ in 1..steps {
+        for t in 2..=u64::from(steps) {
+            set_corrections(&mut exec, t)?;
             exec.run()?;
             losses.push(exec.get(training.loss)?[0]);
         }

@@ -301,6 +301,10 @@ fn grad_rejects_bad_files_with_clear_errors() {
     args[at] = "mse".into();
     args.extend(["--label-smoothing".into(), "0.1".into()]);
     run(args, &["--label-smoothing needs --loss cross-entropy, not mse"]);
+    // SGD's momentum with Adam.
+    let mut args = base(&d("params"), &d("x.npy"));
+    args.extend(["--optimizer", "adamw", "--momentum", "0.9"].map(String::from));
+    run(args, &["--momentum and --nesterov are SGD's"]);
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::mode::{Mode, training_mode};
 use std::collections::HashSet;
 
 use crate::graph::{Graph, NodeId, Stage, Training};
-use crate::ops::{Activation, BinaryOp, Loss, Op, Sgd};
+use crate::ops::{Activation, BinaryOp, Loss, Op, Optim, Sgd};
 use crate::shape::Shape;
 
 /// Why a training graph could not be derived.
@@ -200,6 +200,13 @@ pub fn derive_training(forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, A
 /// forward graph as it is (running statistics, no updates of them), as
 /// PyTorch's `loss.backward()` after `model.eval()`.
 pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> Result<Graph, AutodiffError> {
+    derive_training_with(mode, forward, loss, Optim::Sgd(sgd))
+}
+
+/// [`derive_training_in`] with any optimizer: SGD, or Adam/AdamW with its
+/// two moments per parameter as optimizer state and its bias corrections
+/// as run-time inputs ([`Training::adam_corrections`]).
+pub fn derive_training_with(mode: Mode, forward: &Graph, loss: Loss, optim: Optim) -> Result<Graph, AutodiffError> {
     if forward.training.is_some() {
         return Err(AutodiffError::AlreadyTraining { graph: forward.name.clone() });
     }
@@ -253,17 +260,44 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
     let mut optim_state = Vec::new();
     let mut updates = Vec::new();
     let mut lr = None;
+    let mut adam_corrections = None;
     for &p in &forward.params {
         let Some(grad) = grads.get(p.index()).copied().flatten() else {
             continue;
         };
-        let lr = *lr.get_or_insert_with(|| {
-            let name = b.g.fresh_name("lr");
-            b.g.add(name, Op::Hyper { initial: sgd.lr }, Shape::scalar(), vec![], Stage::Update)
-        });
+        let hyper = |b: &mut Backward, name: &str, initial: f32| {
+            let name = b.g.fresh_name(name);
+            b.g.add(name, Op::Hyper { initial }, Shape::scalar(), vec![], Stage::Update)
+        };
+        let lr = *lr.get_or_insert_with(|| hyper(&mut b, "lr", optim.lr()));
         param_grads.push((p, grad));
         let key = b.name(p).to_string();
         let shape = b.shape(p);
+        let sgd = match optim {
+            Optim::Sgd(sgd) => sgd,
+            Optim::Adam(adam) => {
+                let (step_size, bc2_sqrt) = *adam_corrections.get_or_insert_with(|| {
+                    let (step, bc2) = adam.bias_corrections(adam.lr, 1);
+                    (hyper(&mut b, "adam_step_size", step), hyper(&mut b, "adam_bc2_sqrt", bc2))
+                });
+                let mut moment = |b: &mut Backward, which: &str, op: Op| {
+                    let state = b.g.fresh_name(&format!("adam_{which}.{key}"));
+                    let state = b.g.add(state, Op::OptimState, shape.clone(), vec![], Stage::Update);
+                    let new = b.g.fresh_name(&format!("new_adam_{which}.{key}"));
+                    let new = b.g.add(new, op, shape.clone(), vec![p, grad, state], Stage::Update);
+                    optim_state.push(state);
+                    updates.push((state, new));
+                    new
+                };
+                let m = moment(&mut b, "m", Op::AdamMoment1(adam));
+                let v = moment(&mut b, "v", Op::AdamMoment2(adam));
+                let new_name = b.g.fresh_name(&format!("new_{key}"));
+                let inputs = vec![p, m, v, lr, step_size, bc2_sqrt];
+                let new_p = b.g.add(new_name, Op::AdamStep(adam), shape, inputs, Stage::Update);
+                updates.push((p, new_p));
+                continue;
+            }
+        };
         let step_inputs = if sgd.momentum != 0.0 {
             let buf_name = b.g.fresh_name(&format!("momentum_{key}"));
             let buf = b.g.add(buf_name, Op::OptimState, shape.clone(), vec![], Stage::Update);
@@ -293,6 +327,7 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
         optim_state,
         updates,
         learning_rate: lr,
+        adam_corrections,
     });
     Ok(g)
 }
@@ -497,7 +532,10 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::LossValue(_)
         | Op::LossGrad(_)
         | Op::SgdMomentum(_)
-        | Op::SgdStep(_) => {
+        | Op::SgdStep(_)
+        | Op::AdamMoment1(_)
+        | Op::AdamMoment2(_)
+        | Op::AdamStep(_) => {
             return Err(unsupported("backward and training ops have no second derivative here"));
         }
     }

@@ -82,6 +82,11 @@ fn sgd_variants() {
 }
 
 #[test]
+fn adam_and_adamw_in_the_step() {
+    run(cases::adam_variants());
+}
+
+#[test]
 fn value_used_twice_and_residual() {
     run(cases::value_used_twice_and_residual());
 }

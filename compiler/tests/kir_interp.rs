@@ -185,8 +185,15 @@ fn convolutions_input_gradient_gathered() {
 
 #[test]
 fn dense_layers_losses_and_optimizers() {
-    let forms =
-        run_checks([cases::mlp_every_activation_and_loss(), cases::perceptron_loss(), cases::sgd_variants()].concat());
+    let forms = run_checks(
+        [
+            cases::mlp_every_activation_and_loss(),
+            cases::perceptron_loss(),
+            cases::sgd_variants(),
+            cases::adam_variants(),
+        ]
+        .concat(),
+    );
     forms.assert_has(&["bias per column", "activation", "pre_activation", "grad_mask"]);
 }
 

@@ -62,6 +62,9 @@ pub struct Training {
     /// The learning rate the updates read, an [`crate::ops::Op::Hyper`] leaf
     /// set between steps (none when no parameter is trained).
     pub learning_rate: Option<NodeId>,
+    /// With Adam: the `(step_size, sqrt(bias_correction2))` inputs, set each
+    /// step from [`crate::ops::Adam::bias_corrections`].
+    pub adam_corrections: Option<(NodeId, NodeId)>,
 }
 
 /// A network as a DAG of ops.

@@ -311,6 +311,70 @@ pub struct BatchNorm {
     pub momentum: f32,
 }
 
+/// Hyper-parameters of Adam and AdamW with PyTorch's update rules
+/// (`torch.optim.Adam` / `AdamW`, no AMSGrad): `g' = g + wd * p` for Adam
+/// (L2), `p *= 1 - lr * wd` first for AdamW (decoupled); `m = lerp(m, g',
+/// 1 - beta1)`, `v = beta2 * v + (1 - beta2) g'^2`; `p -= step_size * m /
+/// (sqrt(v) / sqrt(bc2) + eps)`, where the run-time inputs are
+/// `step_size = lr / (1 - beta1^t)` and `sqrt(bc2) = sqrt(1 - beta2^t)`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Adam {
+    /// Learning rate (the initial value of the run-time input).
+    pub lr: f32,
+    /// Decay of the first moment.
+    pub beta1: f32,
+    /// Decay of the second moment.
+    pub beta2: f32,
+    /// Added to the denominator.
+    pub eps: f32,
+    /// Weight decay: an L2 term (Adam) or decoupled (AdamW).
+    pub weight_decay: f32,
+    /// AdamW's decoupled weight decay.
+    pub decoupled: bool,
+}
+
+impl Default for Adam {
+    /// PyTorch's `Adam` defaults: lr 0.001, betas (0.9, 0.999), eps 1e-8, no weight decay.
+    fn default() -> Adam {
+        Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+    }
+}
+
+impl Adam {
+    /// PyTorch's `AdamW` defaults: as Adam, with decoupled weight decay 0.01.
+    pub fn adamw() -> Adam {
+        Adam { weight_decay: 0.01, decoupled: true, ..Adam::default() }
+    }
+
+    /// The run-time inputs of step `t` (from 1) at learning rate `lr`:
+    /// `(step_size, sqrt(bias_correction2))`, in f64 as PyTorch computes them.
+    pub fn bias_corrections(&self, lr: f32, t: u64) -> (f32, f32) {
+        let t = t.max(1) as i32;
+        let bc1 = 1.0 - (self.beta1 as f64).powi(t);
+        let bc2 = 1.0 - (self.beta2 as f64).powi(t);
+        ((lr as f64 / bc1) as f32, bc2.sqrt() as f32)
+    }
+}
+
+/// The optimizer a training graph's updates follow.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Optim {
+    /// Stochastic gradient descent.
+    Sgd(Sgd),
+    /// Adam or AdamW.
+    Adam(Adam),
+}
+
+impl Optim {
+    /// The learning rate it starts with.
+    pub fn lr(&self) -> f32 {
+        match self {
+            Optim::Sgd(s) => s.lr,
+            Optim::Adam(a) => a.lr,
+        }
+    }
+}
+
 /// The loss functions a training graph can end in. Each is a mean over the batch.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Loss {
@@ -532,6 +596,13 @@ pub enum Op {
     /// parameter; the learning rate `lr` is an [`Op::Hyper`] (`Sgd::lr` is
     /// its initial value).
     SgdStep(Sgd),
+    /// `[param, grad, m]` -> Adam's new first moment `lerp(m, g', 1 - beta1)`.
+    AdamMoment1(Adam),
+    /// `[param, grad, v]` -> the new second moment `beta2 * v + (1 - beta2) g'^2`.
+    AdamMoment2(Adam),
+    /// `[param, new_m, new_v, lr, step_size, bc2_sqrt]` -> the updated parameter
+    /// (the last three are [`Op::Hyper`] inputs, see [`Adam`]).
+    AdamStep(Adam),
 }
 
 impl Op {
@@ -583,6 +654,9 @@ impl Op {
             Op::LossGrad(l) => format!("{}_grad", l.name()),
             Op::SgdMomentum(_) => "sgd_momentum".into(),
             Op::SgdStep(_) => "sgd_step".into(),
+            Op::AdamMoment1(_) => "adam_moment1".into(),
+            Op::AdamMoment2(_) => "adam_moment2".into(),
+            Op::AdamStep(a) => if a.decoupled { "adamw_step" } else { "adam_step" }.into(),
         }
     }
 
@@ -652,6 +726,9 @@ impl fmt::Display for Op {
                 Some(m) => write!(f, "(momentum={momentum}, unbias={m})"),
                 None => write!(f, "(momentum={momentum})"),
             },
+            Op::AdamMoment1(a) | Op::AdamMoment2(a) | Op::AdamStep(a) => {
+                write!(f, "(lr={}, betas=({}, {}), eps={}, wd={})", a.lr, a.beta1, a.beta2, a.eps, a.weight_decay)
+            }
             Op::SgdMomentum(s) | Op::SgdStep(s) => {
                 write!(f, "(lr={}, momentum={}, nesterov={}, wd={})", s.lr, s.momentum, s.nesterov, s.weight_decay)
             }

@@ -18,6 +18,7 @@ Every case is float32 on the CPU and seeded, so the files are reproducible.
 """
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -155,6 +156,21 @@ fn forward(x: [N, 3, 8, 8]) -> [N, 10] {
         return self.fc2(h)
 
 
+class NormNoBias(Norm):
+    """`Norm` without the biases before its normalisations: their gradient
+    is zero in exact arithmetic, rounding noise in float32, and Adam's
+    normalised step turns that noise into steps of the full learning rate,
+    in a direction neither framework can reproduce."""
+
+    NET = Norm.NET.replace("Conv2d(8, 8, 3, padding = 1)", "Conv2d(8, 8, 3, padding = 1, bias = false)").replace(
+        "Linear(8 * 4 * 4, 16)", "Linear(8 * 4 * 4, 16, bias = false)")
+
+    def __init__(self):
+        super().__init__()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.fc1 = nn.Linear(8 * 4 * 4, 16, bias=False)
+
+
 # (directory, module, input shape, classes, SGD settings, evaluation mode,
 # label smoothing)
 CASES = [
@@ -166,6 +182,10 @@ CASES = [
      dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-3), False, 0.1),
     ("batchnorm_eval_sgd", Norm, (6, 3, 8, 8), 10,
      dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), True),
+    ("gelu_silu_adam_l2", Activations, (6, 3, 8, 8), 10,
+     dict(optimizer="adam", lr=0.01, weight_decay=1e-2)),
+    ("batchnorm_adamw", NormNoBias, (6, 3, 8, 8), 10,
+     dict(optimizer="adamw", lr=0.01, weight_decay=0.05), False, 0.1),
 ]
 
 # PyTorch counts steps in `num_batches_tracked`, which only matters with
@@ -186,13 +206,19 @@ def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
         net.eval()
     x = torch.randn(*shape)
     labels = torch.randint(0, classes, (shape[0],))
-    os.makedirs(out, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # no files left from an earlier version of the case
+    os.makedirs(out)
     with open(os.path.join(out, "model.net"), "w") as f:
         f.write(module.NET)
+    kind = sgd.get("optimizer", "sgd")
     flags = ["--loss", "cross-entropy", "--steps", str(STEPS), "--lr", repr(sgd["lr"]),
-             "--momentum", repr(sgd["momentum"]), "--weight-decay", repr(sgd["weight_decay"])]
-    if sgd["nesterov"]:
-        flags.append("--nesterov")
+             "--weight-decay", repr(sgd["weight_decay"])]
+    if kind == "sgd":
+        flags += ["--momentum", repr(sgd["momentum"])]
+        if sgd["nesterov"]:
+            flags.append("--nesterov")
+    else:
+        flags += ["--optimizer", kind]
     if evaluation:
         flags.append("--eval")
     if smoothing:
@@ -221,7 +247,9 @@ def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
 
     net.zero_grad()
     net.load_state_dict(initial)
-    opt = torch.optim.SGD(net.parameters(), **sgd)
+    settings = {k: v for k, v in sgd.items() if k != "optimizer"}
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind](
+        net.parameters(), **settings)
     losses = []
     for _ in range(STEPS):
         opt.zero_grad()

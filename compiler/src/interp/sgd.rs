@@ -1,8 +1,9 @@
-//! The SGD optimizer's update ops: the momentum buffer and the parameter
-//! step, with PyTorch's weight decay, dampening 0 and Nesterov rules.
+//! The optimizers' update ops: SGD's momentum buffer and parameter step
+//! (PyTorch's weight decay, dampening 0 and Nesterov rules), and Adam's and
+//! AdamW's two moments and step, in `f32` in PyTorch's order of operations.
 
-use super::{OpResult, ensure, same_shape};
-use crate::ops::Sgd;
+use super::{Fault, OpResult, ensure, same_shape};
+use crate::ops::{Adam, Sgd};
 use crate::tensor::Tensor;
 
 /// PyTorch's `g + weight_decay * p` (the decay term only when it is non-zero).
@@ -47,6 +48,55 @@ pub(super) fn sgd_step(
                 Some(buf) => buf.data[i],
             };
             p.data[i] - lr * d
+        })
+        .collect();
+    Ok(Tensor { shape: out.to_vec(), data })
+}
+
+/// Adam's gradient: with L2 weight decay (not AdamW's) `g + wd * p`.
+fn adam_grad(p: f32, g: f32, a: &Adam) -> f32 {
+    if a.weight_decay != 0.0 && !a.decoupled { g + a.weight_decay * p } else { g }
+}
+
+/// PyTorch's `lerp(start, end, weight)`, exact in both halves of the weight.
+pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+    if weight < 0.5 { start + weight * (end - start) } else { end - (end - start) * (1.0 - weight) }
+}
+
+/// The first moment `lerp(m, g', 1 - beta1)` or the second
+/// `beta2 * v + (1 - beta2) * g'^2`.
+pub(super) fn adam_moment(p: &Tensor, g: &Tensor, state: &Tensor, a: &Adam, second: bool, out: &[usize]) -> OpResult {
+    same_shape(p, g, "parameter and gradient")?;
+    same_shape(p, state, "parameter and moment")?;
+    ensure(out == p.shape, || format!("output shape {out:?} should be the parameter's {:?}", p.shape))?;
+    let data = (0..p.numel())
+        .map(|i| {
+            let g = adam_grad(p.data[i], g.data[i], a);
+            let s = state.data[i];
+            if second { s * a.beta2 + (1.0 - a.beta2) * (g * g) } else { lerp(s, g, 1.0 - a.beta1) }
+        })
+        .collect();
+    Ok(Tensor { shape: out.to_vec(), data })
+}
+
+/// `[p, m, v, lr, step_size, bc2_sqrt]`: AdamW's decay, then
+/// `p - step_size * m / (sqrt(v) / bc2_sqrt + eps)`.
+pub(super) fn adam_step(args: &[&Tensor], a: &Adam, out: &[usize]) -> OpResult {
+    let [p, m, v, lr, step_size, bc2_sqrt] = *args else {
+        return Err(Fault::Malformed(format!("expects 6 operands but has {}", args.len())));
+    };
+    same_shape(p, m, "parameter and first moment")?;
+    same_shape(p, v, "parameter and second moment")?;
+    ensure(out == p.shape, || format!("output shape {out:?} should be the parameter's {:?}", p.shape))?;
+    let scalar = |t: &Tensor, what: &str| {
+        ensure(t.data.len() == 1, || format!("{what} is a scalar, not {:?}", t.shape)).map(|_| t.data[0])
+    };
+    let (lr, step_size, bc2_sqrt) = (scalar(lr, "lr")?, scalar(step_size, "step_size")?, scalar(bc2_sqrt, "bc2_sqrt")?);
+    let decay = if a.decoupled { 1.0 - lr * a.weight_decay } else { 1.0 };
+    let data = (0..p.numel())
+        .map(|i| {
+            let denom = v.data[i].sqrt() / bc2_sqrt + a.eps;
+            p.data[i] * decay - step_size * (m.data[i] / denom)
         })
         .collect();
     Ok(Tensor { shape: out.to_vec(), data })

@@ -50,6 +50,9 @@ pub fn is_elementwise(op: &Op) -> bool {
             | Op::Neg
             | Op::SgdMomentum(_)
             | Op::SgdStep(_)
+            | Op::AdamMoment1(_)
+            | Op::AdamMoment2(_)
+            | Op::AdamStep(_)
             | Op::RunningStat { .. }
     )
 }

@@ -5,10 +5,10 @@
 //! kernel-IR interpreter.
 
 use super::*;
-use kiln_compiler::autodiff::{derive_training, derive_training_in};
+use kiln_compiler::autodiff::{derive_training, derive_training_in, derive_training_with};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::mode::Mode;
-use kiln_compiler::ops::{Activation, BinaryOp, GeluForm, Loss, Op, PaddingMode, Resize, ResizeMode, Sgd};
+use kiln_compiler::ops::{Activation, Adam, BinaryOp, GeluForm, Loss, Op, Optim, PaddingMode, Resize, ResizeMode, Sgd};
 use kiln_compiler::shape::Shape;
 
 /// One differential check.
@@ -330,6 +330,29 @@ pub fn sgd_variants() -> Vec<Check> {
     checks
 }
 
+/// Adam with and without L2 decay, AdamW, and betas whose `1 - beta1` is
+/// above a half (the other form of PyTorch's lerp), compiled into the step.
+pub fn adam_variants() -> Vec<Check> {
+    let mut checks = Vec::new();
+    let cases = [
+        Adam { lr: 0.01, ..Adam::default() },
+        Adam { lr: 0.01, weight_decay: 0.1, ..Adam::default() },
+        Adam { lr: 0.02, weight_decay: 0.05, ..Adam::adamw() },
+        Adam { lr: 0.02, beta1: 0.3, beta2: 0.6, eps: 1e-3, ..Adam::adamw() },
+    ];
+    for adam in cases {
+        let mut g = Graph::new("adam");
+        let x = input(&mut g, "x", &[6]);
+        let h = linear(&mut g, "fc1", x, 5, true);
+        let a = same_shape(&mut g, "tanh", Op::Activate(Activation::Tanh), h);
+        let y = linear(&mut g, "fc2", a, 3, true);
+        g.outputs.push(y);
+        let train = derive_training_with(Mode::Train, &g, Loss::CrossEntropy, Optim::Adam(adam)).unwrap();
+        checks.push(Check { name: format!("{adam:?}"), graph: train, batch: 4, seed: 37 });
+    }
+    checks
+}
+
 pub fn value_used_twice_and_residual() -> Vec<Check> {
     let mut g = Graph::new("dag");
     let x = input(&mut g, "x", &[3, 6, 6]);
@@ -415,6 +438,7 @@ pub fn all() -> Vec<Check> {
         binary_broadcast_neg_and_sum_to(),
         concat_and_slice(),
         sgd_variants(),
+        adam_variants(),
         value_used_twice_and_residual(),
         softmax_every_axis(),
         batch_norm_both_modes(),

@@ -6,7 +6,7 @@
 use super::{Builder, broadcast_strides, contiguous_strides, make_kernel, unsupported};
 use crate::graph::NodeId;
 use crate::kernel::*;
-use crate::ops::{Activation, BinaryOp, GELU_TANH_CUBIC, GELU_TANH_SCALE, GeluForm, Op, Sgd};
+use crate::ops::{Activation, Adam, BinaryOp, GELU_TANH_CUBIC, GELU_TANH_SCALE, GeluForm, Op, Sgd};
 use std::collections::HashMap;
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -105,6 +105,30 @@ impl Builder<'_> {
                     };
                     let stat = if factor == 1.0 { arg(1) } else { arg(1).mul(Val::Const(factor)) };
                     Val::Const(1.0 - momentum).mul(arg(0)).add(Val::Const(*momentum).mul(stat))
+                }
+                Op::AdamMoment1(a) => {
+                    let (g, m) = (adam_grad(arg(0), arg(1), a), arg(2));
+                    // PyTorch's lerp(m, g, w), its form for each half of w.
+                    let w = 1.0 - a.beta1;
+                    if w < 0.5 {
+                        m.clone().add(Val::Const(w).mul(g.sub(m)))
+                    } else {
+                        g.clone().sub(g.sub(m).mul(Val::Const(1.0 - w)))
+                    }
+                }
+                Op::AdamMoment2(a) => {
+                    let g = adam_grad(arg(0), arg(1), a);
+                    arg(2).mul(Val::Const(a.beta2)).add(Val::Const(1.0 - a.beta2).mul(g.clone().mul(g)))
+                }
+                Op::AdamStep(a) => {
+                    // `[p, m, v, lr, step_size, bc2_sqrt]`.
+                    let p = if a.decoupled && a.weight_decay != 0.0 {
+                        arg(0).mul(Val::Const(1.0).sub(arg(3).mul(Val::Const(a.weight_decay))))
+                    } else {
+                        arg(0)
+                    };
+                    let denom = arg(2).un(UnOp::Sqrt).div(arg(5)).add(Val::Const(a.eps));
+                    p.sub(arg(4).mul(arg(1).div(denom)))
                 }
                 Op::SgdMomentum(s) => Val::Const(s.momentum).mul(arg(2)).add(decayed_grad(arg(0), arg(1), s)),
                 Op::SgdStep(s) => {
@@ -221,4 +245,9 @@ pub(crate) fn activation_grad_expr(a: Activation, x: Val, dy: Val) -> Val {
 /// `g + wd * p`, or `g` when there is no weight decay (PyTorch's rule).
 fn decayed_grad(p: Val, g: Val, s: &Sgd) -> Val {
     if s.weight_decay != 0.0 { g.add(Val::Const(s.weight_decay).mul(p)) } else { g }
+}
+
+/// Adam's gradient: `g + wd * p` with L2 weight decay (not AdamW's).
+fn adam_grad(p: Val, g: Val, a: &Adam) -> Val {
+    if a.weight_decay != 0.0 && !a.decoupled { g.add(Val::Const(a.weight_decay).mul(p)) } else { g }
 }
