@@ -17,8 +17,10 @@ use std::path::PathBuf;
 pub enum OptimizerArg {
     /// SGD with momentum (PyTorch semantics, dampening 0), compiled into the step.
     Sgd,
-    /// Adam (PyTorch semantics), applied after each compiled step.
+    /// Adam (PyTorch semantics, --weight-decay as an L2 term), compiled into the step.
     Adam,
+    /// AdamW (PyTorch semantics, --weight-decay decoupled), compiled into the step.
+    Adamw,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +134,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
             weight_decay: args.weight_decay,
         }),
         OptimizerArg::Adam => Optimizer::Adam(Adam { lr: args.lr, weight_decay: args.weight_decay, ..Adam::default() }),
+        OptimizerArg::Adamw => Optimizer::Adam(Adam { lr: args.lr, weight_decay: args.weight_decay, ..Adam::adamw() }),
     };
     if !(args.lr.is_finite() && args.lr > 0.0) {
         return Err(CliError::Usage(format!("--lr must be a positive number, got {}", args.lr)));

@@ -21,12 +21,14 @@ use kiln_compiler::{Graph, Loss, NodeId, Tensor, Training, autodiff};
 use super::checkpoint::{Checkpoint, match_params};
 use super::error::TrainError;
 use super::metrics::{EpochRecord, display_class_names};
-use super::optim::{Adam, AdamState, Optimizer};
+use super::optim::Optimizer;
 use super::schedule::LrSchedule;
 use crate::data::{Batch, DataLoader, Dataset, LoaderConfig, Transforms};
 use crate::executor::{Backend, Executor};
 use crate::model::Model;
 use diagnose::{SNAPSHOT_EVERY, Snapshot};
+use kiln_compiler::mode::Mode;
+use kiln_compiler::ops::Optim;
 
 /// How a [`Trainer`] trains.
 #[derive(Clone, Debug)]
@@ -116,7 +118,6 @@ pub struct Trainer {
     rem_exec: Option<Executor>,
     eval_exec: Option<Executor>,
     eval_rem: Option<Executor>,
-    adam: Option<AdamState>,
     epoch: u64,
     steps: u64,
     /// Batches of an epoch, for schedules (known once an epoch starts).
@@ -196,7 +197,7 @@ impl Trainer {
             )));
         }
         let loss = Loss::cross_entropy(config.label_smoothing);
-        let graph = autodiff::derive_training(forward, loss, config.optimizer.compiled_sgd())?;
+        let graph = autodiff::derive_training_with(Mode::Train, forward, loss, config.optimizer.compiled())?;
         let training = graph.training.clone().ok_or_else(|| TrainError::Config("no training graph".into()))?;
         let mut leaves = graph.params.clone();
         leaves.extend(training.optim_state.iter().copied());
@@ -209,14 +210,6 @@ impl Trainer {
             let n = graph.node(s).shape.numel_at(config.batch_size);
             step_exec.set(s, &vec![0.0; n])?;
         }
-        let adam = match config.optimizer {
-            Optimizer::Adam(_) => {
-                let sizes: Vec<usize> =
-                    training.param_grads.iter().map(|&(p, _)| graph.node(p).shape.numel_at(1)).collect();
-                Some(AdamState::new(&sizes))
-            }
-            Optimizer::Sgd(_) => None,
-        };
         Ok(Trainer {
             config,
             forward: forward.clone(),
@@ -229,7 +222,6 @@ impl Trainer {
             rem_exec: None,
             eval_exec: None,
             eval_rem: None,
-            adam,
             epoch: 0,
             steps: 0,
             steps_per_epoch: 0,
@@ -489,10 +481,7 @@ impl Trainer {
     /// schedule sets it for the run's step count (`epochs` times the
     /// batches of an epoch, known once an epoch has started).
     pub fn learning_rate(&self) -> f32 {
-        let base = match &self.config.optimizer {
-            Optimizer::Sgd(s) => s.lr,
-            Optimizer::Adam(a) => a.lr,
-        };
+        let base = self.config.optimizer.lr();
         let per_epoch = self.steps_per_epoch.max(1);
         self.config.schedule.lr(base, self.steps, per_epoch, per_epoch * self.config.epochs)
     }
@@ -539,15 +528,19 @@ impl Trainer {
         };
         exec.set(self.input, &batch.images.data)?;
         exec.set(self.training.target, &self.labels_buf)?;
-        // Adam runs on the host; the compiled step's rate stays 0 then.
-        if let (Some(node), Optimizer::Sgd(_)) = (self.training.learning_rate, &self.config.optimizer) {
+        if let Some(node) = self.training.learning_rate {
             exec.set(node, &[lr])?;
+        }
+        // Adam's bias corrections for its step `t`, counted from 1.
+        if let (Some((step_size, bc2_sqrt)), Optim::Adam(adam)) =
+            (self.training.adam_corrections, self.config.optimizer.compiled())
+        {
+            let (s, b) = adam.bias_corrections(lr, self.steps + 1);
+            exec.set(step_size, &[s])?;
+            exec.set(bc2_sqrt, &[b])?;
         }
         exec.run()?;
         let loss = exec.get(self.training.loss)?[0];
-        if let (Some(adam), Optimizer::Adam(cfg)) = (self.adam.as_mut(), &self.config.optimizer) {
-            adam.apply(&Adam { lr, ..*cfg }, exec, &self.training.param_grads)?;
-        }
         if remainder && let Some(rem) = self.rem_exec.as_ref() {
             for &l in &self.leaves {
                 self.step_exec.set(l, rem.get(l)?)?;
@@ -570,21 +563,14 @@ impl Trainer {
                 Tensor { shape: node.shape.at_batch(1), data: self.step_exec.get(s)?.to_vec() },
             ));
         }
-        if let Some(adam) = &self.adam {
-            for (i, &(p, _)) in self.training.param_grads.iter().enumerate() {
-                let node = self.graph.node(p);
-                let shape = node.shape.at_batch(1);
-                optim_state
-                    .push((format!("adam_m.{}", node.name), Tensor { shape: shape.clone(), data: adam.m[i].clone() }));
-                optim_state.push((format!("adam_v.{}", node.name), Tensor { shape, data: adam.v[i].clone() }));
-            }
-        }
+        // Adam's moments are graph state (`adam_m.<key>`, `adam_v.<key>`),
+        // saved above; its step count is the run's.
         Ok(Checkpoint {
             model: self.forward.name.clone(),
             params: self.params()?,
             optim_state,
             optimizer: self.config.optimizer.to_json(),
-            adam_t: self.adam.as_ref().map_or(0, |a| a.t),
+            adam_t: if matches!(self.config.optimizer, Optimizer::Adam(_)) { self.steps } else { 0 },
             epoch: self.epoch,
             step: self.steps,
             seed: self.config.seed,
@@ -644,29 +630,11 @@ impl Trainer {
             let node = self.graph.node(s);
             momentum.push((s, take(&node.name, node.shape.at_batch(1))?));
         }
-        let mut adam_mv = Vec::new();
-        if self.adam.is_some() {
-            for &(p, _) in &self.training.param_grads {
-                let node = self.graph.node(p);
-                let shape = node.shape.at_batch(1);
-                adam_mv.push((
-                    take(&format!("adam_m.{}", node.name), shape.clone())?.data,
-                    take(&format!("adam_v.{}", node.name), shape)?.data,
-                ));
-            }
-        }
         for (&p, (_, t)) in self.graph.params.iter().zip(&params) {
             self.step_exec.set(p, &t.data)?;
         }
         for (s, t) in momentum {
             self.step_exec.set(s, &t.data)?;
-        }
-        if let Some(adam) = self.adam.as_mut() {
-            adam.t = ck.adam_t;
-            for (i, (m, v)) in adam_mv.into_iter().enumerate() {
-                adam.m[i] = m;
-                adam.v[i] = v;
-            }
         }
         self.epoch = ck.epoch;
         self.steps = ck.step;

@@ -10,7 +10,6 @@ use kiln_compiler::{NodeId, Op, Tensor, interp};
 use super::Trainer;
 use crate::data::{Batch, DataLoader};
 use crate::train::error::TrainError;
-use crate::train::optim::AdamState;
 
 /// Steps between the copies of the training state kept to diagnose a non-finite loss.
 pub(super) const SNAPSHOT_EVERY: usize = 1000;
@@ -20,7 +19,6 @@ pub(super) struct Snapshot {
     batch: usize,
     steps: u64,
     leaves: Vec<Vec<f32>>,
-    adam: Option<AdamState>,
 }
 
 impl Trainer {
@@ -33,7 +31,7 @@ impl Trainer {
             buf.clear();
             buf.extend_from_slice(self.step_exec.get(l)?);
         }
-        self.snapshot = Some(Snapshot { batch, steps: self.steps, leaves, adam: self.adam.clone() });
+        self.snapshot = Some(Snapshot { batch, steps: self.steps, leaves });
         Ok(())
     }
 
@@ -63,7 +61,6 @@ impl Trainer {
         for (buf, &l) in snap.leaves.iter().zip(&self.leaves) {
             self.step_exec.set(l, buf)?;
         }
-        self.adam = snap.adam.clone();
         self.steps = snap.steps;
         for (j, batch) in loader.epoch(self.epoch).enumerate() {
             if j < snap.batch {
