@@ -4,7 +4,7 @@
 use crate::model::{CliError, LossArg, with_label_smoothing};
 use kiln::compiler::autodiff;
 use kiln::compiler::mode::Mode;
-use kiln::compiler::ops::{Adam, Optim};
+use kiln::compiler::ops::{Adam, Optim, Update};
 use kiln::compiler::{Graph, NodeId, Sgd, Tensor};
 use kiln::runtime::{Backend, ExecOptions, Executor, npy};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,10 @@ pub struct GradArgs {
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
+    /// Clip the gradients' global 2-norm to this before each step
+    /// (PyTorch's `clip_grad_norm_`).
+    #[arg(long)]
+    clip_grad_norm: Option<f32>,
     /// The optimizer of the steps, with PyTorch's update rules (Adam's and
     /// AdamW's betas 0.9, 0.999 and eps 1e-8; `--weight-decay` is Adam's L2
     /// term and AdamW's decoupled decay).
@@ -84,7 +88,13 @@ pub fn run(args: GradArgs) -> Result<(), CliError> {
     }
     let mode = if args.eval { Mode::Eval } else { Mode::Train };
     let forward = crate::model::load(&args.model)?;
-    let graph = autodiff::derive_training_with(mode, &forward, loss, optim)?;
+    if let Some(c) = args.clip_grad_norm
+        && !(c.is_finite() && c > 0.0)
+    {
+        return Err(CliError::Usage(format!("--clip-grad-norm must be a positive number, got {c}")));
+    }
+    let update = Update { optim, clip_grad_norm: args.clip_grad_norm };
+    let graph = autodiff::derive_training_with(mode, &forward, loss, update)?;
     let training = graph.training.clone().ok_or_else(|| CliError::Usage("no training graph".into()))?;
     let [input_node] = graph.inputs[..] else {
         return Err(CliError::Usage(format!(

@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// with max_lr = --lr, no momentum cycling) or `step:EPOCHS:GAMMA` (StepLR).
     #[arg(long, default_value = "constant", value_parser = parse_schedule)]
     schedule: Schedule,
+    /// Clip the gradients' global 2-norm to this before each update
+    /// (PyTorch's `clip_grad_norm_`).
+    #[arg(long)]
+    clip_grad_norm: Option<f32>,
     /// Linear warm-up over this many steps before the schedule.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
@@ -152,6 +156,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
         epochs: args.epochs,
         optimizer,
         label_smoothing: args.label_smoothing,
+        clip_grad_norm: args.clip_grad_norm,
         schedule: LrSchedule { schedule: args.schedule, warmup_steps: args.warmup },
         seed,
         workers: args.workers,

@@ -24,7 +24,7 @@ use crate::mode::{Mode, training_mode};
 use std::collections::HashSet;
 
 use crate::graph::{Graph, NodeId, Stage, Training};
-use crate::ops::{Activation, BinaryOp, Loss, Op, Optim, Sgd};
+use crate::ops::{Activation, BinaryOp, Loss, Op, Optim, Sgd, Update};
 use crate::shape::Shape;
 
 /// Why a training graph could not be derived.
@@ -206,7 +206,13 @@ pub fn derive_training_in(mode: Mode, forward: &Graph, loss: Loss, sgd: Sgd) -> 
 /// [`derive_training_in`] with any optimizer: SGD, or Adam/AdamW with its
 /// two moments per parameter as optimizer state and its bias corrections
 /// as run-time inputs ([`Training::adam_corrections`]).
-pub fn derive_training_with(mode: Mode, forward: &Graph, loss: Loss, optim: Optim) -> Result<Graph, AutodiffError> {
+pub fn derive_training_with(
+    mode: Mode,
+    forward: &Graph,
+    loss: Loss,
+    update: impl Into<Update>,
+) -> Result<Graph, AutodiffError> {
+    let Update { optim, clip_grad_norm } = update.into();
     if forward.training.is_some() {
         return Err(AutodiffError::AlreadyTraining { graph: forward.name.clone() });
     }
@@ -261,16 +267,28 @@ pub fn derive_training_with(mode: Mode, forward: &Graph, loss: Loss, optim: Opti
     let mut updates = Vec::new();
     let mut lr = None;
     let mut adam_corrections = None;
+    let clip = match clip_grad_norm {
+        Some(max_norm) => clip_factor(&mut b, forward, &grads, max_norm),
+        None => None,
+    };
     for &p in &forward.params {
-        let Some(grad) = grads.get(p.index()).copied().flatten() else {
+        let Some(raw_grad) = grads.get(p.index()).copied().flatten() else {
             continue;
+        };
+        param_grads.push((p, raw_grad));
+        // The optimizer reads the clipped gradient; `param_grads` keep the gradient itself.
+        let grad = match clip {
+            Some(factor) => {
+                let name = b.g.fresh_name(&format!("clipped_grad_{}", b.name(p)));
+                b.g.add(name, Op::Binary(BinaryOp::Mul), b.shape(p), vec![raw_grad, factor], Stage::Update)
+            }
+            None => raw_grad,
         };
         let hyper = |b: &mut Backward, name: &str, initial: f32| {
             let name = b.g.fresh_name(name);
             b.g.add(name, Op::Hyper { initial }, Shape::scalar(), vec![], Stage::Update)
         };
         let lr = *lr.get_or_insert_with(|| hyper(&mut b, "lr", optim.lr()));
-        param_grads.push((p, grad));
         let key = b.name(p).to_string();
         let shape = b.shape(p);
         let sgd = match optim {
@@ -535,11 +553,38 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::SgdStep(_)
         | Op::AdamMoment1(_)
         | Op::AdamMoment2(_)
-        | Op::AdamStep(_) => {
+        | Op::AdamStep(_)
+        | Op::ClipFactor { .. } => {
             return Err(unsupported("backward and training ops have no second derivative here"));
         }
     }
     Ok(())
+}
+
+/// The clipping factor of the gradients of every parameter that has one:
+/// the sum of their squares, each a reduction to `[]`, then
+/// [`Op::ClipFactor`]. `None` when no parameter is trained.
+fn clip_factor(b: &mut Backward, forward: &Graph, grads: &[Option<NodeId>], max_norm: f32) -> Option<NodeId> {
+    let mut total: Option<NodeId> = None;
+    for &p in &forward.params {
+        let Some(grad) = grads.get(p.index()).copied().flatten() else {
+            continue;
+        };
+        let key = b.name(p).to_string();
+        let name = b.g.fresh_name(&format!("grad_squared_{key}"));
+        let squared = b.g.add(name, Op::Binary(BinaryOp::Mul), b.shape(p), vec![grad, grad], Stage::Update);
+        let name = b.g.fresh_name(&format!("grad_sum_squares_{key}"));
+        let sum = b.g.add(name, Op::SumTo, Shape::scalar(), vec![squared], Stage::Update);
+        total = Some(match total {
+            None => sum,
+            Some(t) => {
+                let name = b.g.fresh_name("grad_norm_squared");
+                b.g.add(name, Op::Binary(BinaryOp::Add), Shape::scalar(), vec![t, sum], Stage::Update)
+            }
+        });
+    }
+    let name = b.g.fresh_name("clip_factor");
+    total.map(|t| b.g.add(name, Op::ClipFactor { max_norm }, Shape::scalar(), vec![t], Stage::Update))
 }
 
 #[cfg(test)]

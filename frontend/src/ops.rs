@@ -375,6 +375,24 @@ impl Optim {
     }
 }
 
+/// How a training step updates the parameters: the optimizer, after
+/// optionally scaling every gradient by `min(1, max_norm / (norm + 1e-6))`,
+/// `norm` the gradients' global 2-norm (PyTorch's `clip_grad_norm_` before
+/// `optimizer.step()`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Update {
+    /// The optimizer.
+    pub optim: Optim,
+    /// The largest global gradient norm, if clipped.
+    pub clip_grad_norm: Option<f32>,
+}
+
+impl From<Optim> for Update {
+    fn from(optim: Optim) -> Update {
+        Update { optim, clip_grad_norm: None }
+    }
+}
+
 /// The loss functions a training graph can end in. Each is a mean over the batch.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Loss {
@@ -596,6 +614,12 @@ pub enum Op {
     /// parameter; the learning rate `lr` is an [`Op::Hyper`] (`Sgd::lr` is
     /// its initial value).
     SgdStep(Sgd),
+    /// `[sum_of_squares]` -> `min(1, max_norm / (sqrt(sum_of_squares) + 1e-6))`,
+    /// the factor gradient clipping scales every gradient by; shape `[]`.
+    ClipFactor {
+        /// The largest global gradient norm.
+        max_norm: f32,
+    },
     /// `[param, grad, m]` -> Adam's new first moment `lerp(m, g', 1 - beta1)`.
     AdamMoment1(Adam),
     /// `[param, grad, v]` -> the new second moment `beta2 * v + (1 - beta2) g'^2`.
@@ -654,6 +678,7 @@ impl Op {
             Op::LossGrad(l) => format!("{}_grad", l.name()),
             Op::SgdMomentum(_) => "sgd_momentum".into(),
             Op::SgdStep(_) => "sgd_step".into(),
+            Op::ClipFactor { .. } => "clip_factor".into(),
             Op::AdamMoment1(_) => "adam_moment1".into(),
             Op::AdamMoment2(_) => "adam_moment2".into(),
             Op::AdamStep(a) => if a.decoupled { "adamw_step" } else { "adam_step" }.into(),

@@ -176,8 +176,8 @@ class NormNoBias(Norm):
 CASES = [
     ("gelu_silu_sgd_nesterov_wd", Activations, (6, 3, 8, 8), 10,
      dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-3)),
-    ("residual_softmax_adaptive_pool_sgd", Residual, (5, 3, 8, 8), 10,
-     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0)),
+    ("residual_softmax_adaptive_pool_sgd_clip", Residual, (5, 3, 8, 8), 10,
+     dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, clip=0.05)),
     ("batchnorm_train_sgd_label_smoothing", Norm, (6, 3, 8, 8), 10,
      dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-3), False, 0.1),
     ("batchnorm_eval_sgd", Norm, (6, 3, 8, 8), 10,
@@ -221,6 +221,9 @@ def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
         flags += ["--optimizer", kind]
     if evaluation:
         flags.append("--eval")
+    clip = sgd.get("clip")
+    if clip:
+        flags += ["--clip-grad-norm", repr(clip)]
     if smoothing:
         flags += ["--label-smoothing", repr(smoothing)]
     with open(os.path.join(out, "flags"), "w") as f:
@@ -247,7 +250,7 @@ def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
 
     net.zero_grad()
     net.load_state_dict(initial)
-    settings = {k: v for k, v in sgd.items() if k != "optimizer"}
+    settings = {k: v for k, v in sgd.items() if k not in ("optimizer", "clip")}
     opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind](
         net.parameters(), **settings)
     losses = []
@@ -256,6 +259,8 @@ def make(name, module, shape, classes, sgd, evaluation=False, smoothing=0.0):
         loss = F.cross_entropy(net(x), labels, label_smoothing=smoothing)
         losses.append(loss.item())
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         opt.step()
     save(os.path.join(expected, "losses.npy"), np.array(losses, dtype=np.float32))
     for key, value in net.state_dict().items():

@@ -35,7 +35,7 @@ use loss::{loss_grad, loss_value};
 use norm::{batch_mean, batch_norm, batch_norm_grad_input, batch_norm_grad_weight, batch_var, running_stat};
 use pool::{avg_pool2d, avg_pool2d_grad, max_pool2d, max_pool2d_grad};
 use resize::{resize, resize_grad};
-use sgd::{adam_moment, adam_step, sgd_momentum, sgd_step};
+use sgd::{adam_moment, adam_step, clip_factor, sgd_momentum, sgd_step};
 use softmax::{softmax, softmax_grad};
 
 use std::collections::HashMap;
@@ -365,6 +365,10 @@ fn run_op(op: &Op, args: &[&Tensor], out: &[usize], batch: usize) -> OpResult {
             adam_moment(p, g, state, a, matches!(op, Op::AdamMoment2(_)), out)
         }
         Op::AdamStep(a) => adam_step(args, a, out),
+        Op::ClipFactor { max_norm } => {
+            let [sum] = operands(args)?;
+            clip_factor(sum, *max_norm, out)
+        }
         Op::SgdStep(sgd) => match *args {
             [p, g, lr] => sgd_step(p, g, None, lr, sgd, out),
             [p, g, buf, lr] => sgd_step(p, g, Some(buf), lr, sgd, out),

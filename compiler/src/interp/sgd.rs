@@ -101,3 +101,12 @@ pub(super) fn adam_step(args: &[&Tensor], a: &Adam, out: &[usize]) -> OpResult {
         .collect();
     Ok(Tensor { shape: out.to_vec(), data })
 }
+
+/// PyTorch's `clip_grad_norm_` factor from the sum of the gradients'
+/// squares: `min(1, max_norm / (sqrt(sum) + 1e-6))`, in f32.
+pub(super) fn clip_factor(sum: &Tensor, max_norm: f32, out: &[usize]) -> OpResult {
+    ensure(sum.data.len() == 1 && out.is_empty(), || format!("a clip factor is a scalar, not {:?}", sum.shape))?;
+    let factor = max_norm / (sum.data[0].sqrt() + 1e-6);
+    // `clamp(max = 1)`: a NaN norm stays NaN.
+    Ok(Tensor::scalar(if factor >= 1.0 { 1.0 } else { factor }))
+}

@@ -53,6 +53,7 @@ pub fn is_elementwise(op: &Op) -> bool {
             | Op::AdamMoment1(_)
             | Op::AdamMoment2(_)
             | Op::AdamStep(_)
+            | Op::ClipFactor { .. }
             | Op::RunningStat { .. }
     )
 }

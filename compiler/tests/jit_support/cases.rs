@@ -8,7 +8,9 @@ use super::*;
 use kiln_compiler::autodiff::{derive_training, derive_training_in, derive_training_with};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::mode::Mode;
-use kiln_compiler::ops::{Activation, Adam, BinaryOp, GeluForm, Loss, Op, Optim, PaddingMode, Resize, ResizeMode, Sgd};
+use kiln_compiler::ops::{
+    Activation, Adam, BinaryOp, GeluForm, Loss, Op, Optim, PaddingMode, Resize, ResizeMode, Sgd, Update,
+};
 use kiln_compiler::shape::Shape;
 
 /// One differential check.
@@ -349,6 +351,12 @@ pub fn adam_variants() -> Vec<Check> {
         g.outputs.push(y);
         let train = derive_training_with(Mode::Train, &g, Loss::CrossEntropy, Optim::Adam(adam)).unwrap();
         checks.push(Check { name: format!("{adam:?}"), graph: train, batch: 4, seed: 37 });
+        // Gradient clipping, binding (0.01) and not (1e3).
+        for max_norm in [0.01, 1e3] {
+            let update = Update { optim: Optim::Adam(adam), clip_grad_norm: Some(max_norm) };
+            let train = derive_training_with(Mode::Train, &g, Loss::CrossEntropy, update).unwrap();
+            checks.push(Check { name: format!("{adam:?} clipped to {max_norm}"), graph: train, batch: 4, seed: 37 });
+        }
     }
     checks
 }

@@ -28,7 +28,7 @@ use crate::executor::{Backend, Executor};
 use crate::model::Model;
 use diagnose::{SNAPSHOT_EVERY, Snapshot};
 use kiln_compiler::mode::Mode;
-use kiln_compiler::ops::Optim;
+use kiln_compiler::ops::{Optim, Update};
 
 /// How a [`Trainer`] trains.
 #[derive(Clone, Debug)]
@@ -45,6 +45,9 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     /// How the optimizer's learning rate changes over the run.
     pub schedule: LrSchedule,
+    /// Clip the gradients' global 2-norm to this before each update
+    /// (PyTorch's `clip_grad_norm_`).
+    pub clip_grad_norm: Option<f32>,
     /// Seeds the initialisation, the shuffle and random transforms.
     pub seed: u64,
     /// Background loader threads (the results do not depend on it).
@@ -78,6 +81,7 @@ impl Default for TrainConfig {
             optimizer: Optimizer::default(),
             label_smoothing: 0.0,
             schedule: LrSchedule::default(),
+            clip_grad_norm: None,
             seed: 0,
             workers: 2,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -197,7 +201,13 @@ impl Trainer {
             )));
         }
         let loss = Loss::cross_entropy(config.label_smoothing);
-        let graph = autodiff::derive_training_with(Mode::Train, forward, loss, config.optimizer.compiled())?;
+        if let Some(c) = config.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(TrainError::Config(format!("the gradient-norm clip must be a positive number, got {c}")));
+        }
+        let update = Update { optim: config.optimizer.compiled(), clip_grad_norm: config.clip_grad_norm };
+        let graph = autodiff::derive_training_with(Mode::Train, forward, loss, update)?;
         let training = graph.training.clone().ok_or_else(|| TrainError::Config("no training graph".into()))?;
         let mut leaves = graph.params.clone();
         leaves.extend(training.optim_state.iter().copied());

@@ -106,6 +106,11 @@ impl Builder<'_> {
                     let stat = if factor == 1.0 { arg(1) } else { arg(1).mul(Val::Const(factor)) };
                     Val::Const(1.0 - momentum).mul(arg(0)).add(Val::Const(*momentum).mul(stat))
                 }
+                Op::ClipFactor { max_norm } => {
+                    let factor = Val::Const(*max_norm).div(arg(0).un(UnOp::Sqrt).add(Val::Const(1e-6)));
+                    // A NaN norm stays NaN, as PyTorch's clamp keeps it.
+                    Val::select(Cond::val(Cmp::Ge, factor.clone(), Val::Const(1.0)), Val::Const(1.0), factor)
+                }
                 Op::AdamMoment1(a) => {
                     let (g, m) = (adam_grad(arg(0), arg(1), a), arg(2));
                     // PyTorch's lerp(m, g, w), its form for each half of w.
