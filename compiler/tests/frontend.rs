@@ -322,6 +322,25 @@ fn batch_norm_layers_declare_pytorch_state_dict_entries() {
     compile_str(&layer("BatchNorm1d(4)", "[N, 4, 3]")).expect("[N, C, L] is normalised per channel");
 }
 
+/// The ResNet recipe's net declares what PyTorch's does: 9 convolutions
+/// without bias, 9 batch normalisations (4 state_dict entries each) and a
+/// linear head, 32x32 down to 8x8.
+#[test]
+fn the_resnet_example_declares_pytorchs_state_dict() {
+    let g = compile_str(include_str!("../../examples/resnet.net")).expect("examples/resnet.net compiles").graph;
+    let keys: Vec<&str> = g.params.iter().map(|&p| g.node(p).name.as_str()).collect();
+    assert_eq!(keys.len(), 9 + 9 * 4 + 2, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.ends_with(".running_var")).count(), 9);
+    assert!(!keys.iter().any(|k| k.starts_with('c') && k.ends_with(".bias")), "convolutions have no bias: {keys:?}");
+    assert_eq!(shape_of(&g, "c3b"), "[N, 128, 8, 8]");
+    let params: usize = g.params.iter().map(|&p| g.node(p).shape.numel_at(1)).sum();
+    // 3*32*9 + 2*32*32*9 + 32*64*9 + 64*64*9 + 32*64 + 64*128*9 + 128*128*9 + 64*128 + 1290,
+    // plus 4 per normalised channel.
+    let convs = 864 + 2 * 9216 + 18432 + 36864 + 2048 + 73728 + 147456 + 8192;
+    let norms = 4 * (32 * 3 + 64 * 3 + 128 * 3);
+    assert_eq!(params, convs + norms + 1290);
+}
+
 #[test]
 fn duplicate_name() {
     one_error(
