@@ -60,7 +60,7 @@ pub fn is_elementwise(op: &Op) -> bool {
 
 /// Whether an activation can be fused as the epilogue of this anchor.
 fn takes_activation_epilogue(op: &Op) -> bool {
-    matches!(op, Op::Conv2d(_) | Op::Linear)
+    matches!(op, Op::Conv2d(_) | Op::Linear | Op::BatchNorm(_) | Op::BatchNormTrain(_))
 }
 
 /// Whether an activation backward can be fused as this anchor's epilogue.

@@ -417,6 +417,9 @@ pub fn batch_norm_both_modes() -> Vec<Check> {
         let f = flatten(&mut g, "flat", r);
         let h = linear(&mut g, "fc1", f, 7, false);
         let h = batch_norm(&mut g, "bn1d", h, true, 1e-5, 0.1);
+        // An activation whose backward reads its input: the normalisation
+        // stores its value beside the activation's.
+        let h = same_shape(&mut g, "gelu", Op::Activate(Activation::Gelu(GeluForm::Tanh)), h);
         let y = linear(&mut g, "fc2", h, 3, true);
         g.outputs.push(y);
         let eval = derive_training_in(Mode::Eval, &g, Loss::CrossEntropy, sgd()).expect("autodiff");

@@ -3,7 +3,7 @@
 //! `a = weight / sqrt(var + eps)` and `b = bias - mean * a`, PyTorch's CPU
 //! form), the weight gradient's sum and the input gradient.
 
-use super::{Builder, Finish, KernelBody, make_kernel};
+use super::{Builder, Finish, KernelBody, activation_expr, make_kernel};
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::BatchNorm;
@@ -108,9 +108,23 @@ impl Builder<'_> {
             };
             st.push(Stmt::Let { acc: shift, init: shift_val });
             let base = (i[0].clone() * c + ch.clone()) * inner;
-            st.push(b.loop_over(inner, |_, e| {
+            st.push(b.loop_over(inner, |b, e| {
                 let at = base.clone() + e;
-                vec![Stmt::store(out, at.clone(), Val::load(s.x, at).mul(Val::Acc(scale)).add(Val::Acc(shift)))]
+                let y = Val::load(s.x, at.clone()).mul(Val::Acc(scale)).add(Val::Acc(shift));
+                // A fused activation: the normalised value is stored only
+                // when the activation's backward needs it.
+                match finish.activation {
+                    None => vec![Stmt::store(out, at, y)],
+                    Some(a) => {
+                        let v = b.acc();
+                        let mut st = vec![Stmt::Let { acc: v, init: y }];
+                        if let Some(pre) = finish.pre {
+                            st.push(Stmt::store(pre, at.clone(), Val::Acc(v)));
+                        }
+                        st.push(Stmt::store(out, at, activation_expr(a, Val::Acc(v))));
+                        st
+                    }
+                }
             }));
             st
         });
