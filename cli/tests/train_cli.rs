@@ -12,6 +12,15 @@ fn lenet() -> String {
     format!("{}/../examples/lenet.net", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The overall test accuracy `kiln train` prints for `images` test images, in %.
+fn test_accuracy(out: &str, images: usize) -> f64 {
+    let prefix = format!("Accuracy of the network on the {images} test images: ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|l| l.split(" %").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy line in {out}"))
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -141,11 +150,7 @@ fn a_grey_image_folder_trains_a_one_channel_model() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("(decoded to grey)"), "{out}");
-    let accuracy: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Accuracy of the network on the 32 test images: "))
-        .and_then(|l| l.split(" %").next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no accuracy line in {out}"));
+    let accuracy = test_accuracy(&out, 32);
     assert!(accuracy >= 90.0, "accuracy {accuracy} % on two well-separated classes\n{out}");
 
     // Normalisation that does not fit the model, and bad augmentation.
@@ -197,11 +202,7 @@ fn a_feature_table_trains_an_mlp() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("200 train images, 60 test images"), "{out}");
-    let accuracy: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Accuracy of the network on the 60 test images: "))
-        .and_then(|l| l.split(" %").next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no accuracy line in {out}"));
+    let accuracy = test_accuracy(&out, 60);
     assert!(accuracy >= 95.0, "accuracy {accuracy} %\n{out}");
     let o = kiln(&["train", &model, "--data", "table", "--epochs", "1", "--quiet", "--augment", "flip"], d);
     assert!(!o.status.success() && text(&o).contains("--augment crops and flips images"), "{}", text(&o));

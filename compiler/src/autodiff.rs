@@ -388,6 +388,7 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
     };
     let ins = node.inputs.as_slice();
     match &node.op {
+        // Exhaustive, so a new op must say how it differentiates.
         Op::Input
         | Op::Param { .. }
         | Op::Buffer { .. }

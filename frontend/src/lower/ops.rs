@@ -109,6 +109,23 @@ impl Builder<'_> {
         (self.errors.len() == errors_before).then_some(Resample { size, scale, mode, align_corners })
     }
 
+    /// `(H, W)` of an `[N, C, H, W]` operand with fixed height and width,
+    /// or an error on `layer` saying what it received.
+    fn image_size(&mut self, layer: &str, x: NodeId, at: &dyn ToTokens) -> Option<(usize, usize)> {
+        let shape = self.graph.node(x).shape.clone();
+        let fixed = |k: usize| shape.0.get(k).and_then(|d| d.as_fixed());
+        match (shape.rank(), fixed(2), fixed(3)) {
+            (4, Some(h), Some(w)) => Some((h, w)),
+            _ => {
+                let origin = Some(self.describe(x));
+                let problem =
+                    ShapeError::Rank { expected: "a 4-D [N, C, H, W] input with fixed H and W".into(), got: shape };
+                self.error(FrontendError::Shape { layer: layer.into(), problem, origin }, at);
+                None
+            }
+        }
+    }
+
     /// PyTorch's `AdaptiveAvgPool2d(size)` as the average pool whose equal
     /// windows tile the input (`kernel = stride = input / output`): PyTorch's
     /// windows `[floor(i H / o), ceil((i + 1) H / o))` are exactly those when
@@ -121,22 +138,8 @@ impl Builder<'_> {
         at: &dyn ToTokens,
         layer: Option<&str>,
     ) -> Value {
-        let shape = self.graph.node(x).shape.clone();
         let who = layer.unwrap_or(name).to_string();
-        let (h, w) = match (
-            shape.rank(),
-            shape.0.get(2).and_then(|d| d.as_fixed()),
-            shape.0.get(3).and_then(|d| d.as_fixed()),
-        ) {
-            (4, Some(h), Some(w)) => (h, w),
-            _ => {
-                let origin = Some(self.describe(x));
-                let problem =
-                    ShapeError::Rank { expected: "a 4-D [N, C, H, W] input with fixed H and W".into(), got: shape };
-                self.error(FrontendError::Shape { layer: who, problem, origin }, at);
-                return None;
-            }
-        };
+        let (h, w) = self.image_size(&who, x, at)?;
         let mut kernel = [0; 2];
         for (k, (axis, input, output)) in [("height", h, size[0]), ("width", w, size[1])].into_iter().enumerate() {
             if output == 0 || input % output != 0 {
@@ -160,21 +163,7 @@ impl Builder<'_> {
         at: &dyn ToTokens,
         layer: Option<&str>,
     ) -> Value {
-        let shape = self.graph.node(x).shape.clone();
-        let (h, w) = match (
-            shape.rank(),
-            shape.0.get(2).and_then(|d| d.as_fixed()),
-            shape.0.get(3).and_then(|d| d.as_fixed()),
-        ) {
-            (4, Some(h), Some(w)) => (h, w),
-            _ => {
-                let origin = Some(self.describe(x));
-                let problem =
-                    ShapeError::Rank { expected: "a 4-D [N, C, H, W] input with fixed H and W".into(), got: shape };
-                self.error(FrontendError::Shape { layer: name.into(), problem, origin }, at);
-                return None;
-            }
-        };
+        let (h, w) = self.image_size(name, x, at)?;
         let (size, inverse_scale) = match (r.size, r.scale) {
             (Some(size), _) => (size, None),
             (None, Some(s)) => (
