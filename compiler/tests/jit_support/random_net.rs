@@ -1,8 +1,8 @@
 //! The generator of random valid DAGs (convolutions, pooling, resizing,
-//! activations, residual sums, concatenations, linear heads) shared by the
-//! property tests.
+//! activations, softmax, batch normalisation, residual sums,
+//! concatenations, linear heads) shared by the property tests.
 
-use super::{Rng, batched, conv, conv_attrs, flatten, input, linear, pool, pool_attrs, same_shape};
+use super::{Rng, batch_norm, batched, conv, conv_attrs, flatten, input, linear, pool, pool_attrs, same_shape};
 use kiln_compiler::graph::{Graph, NodeId, Stage};
 use kiln_compiler::ops::{Activation, BinaryOp, GeluForm, Op, PaddingMode, Resize, ResizeMode};
 use kiln_compiler::shape::window_output_len;
@@ -61,7 +61,7 @@ pub fn random_net(seed: u64) -> Graph {
         let (src, kind) = nodes[pick];
         let name = format!("n{step}");
         let made = match kind {
-            Kind::Image(c, h, w) => match rg.below(7) {
+            Kind::Image(c, h, w) => match rg.below(8) {
                 0 | 1 => {
                     let k = 1 + rg.below(3);
                     let (s, d) = (1 + rg.below(2), 1 + rg.below(2));
@@ -110,6 +110,28 @@ pub fn random_net(seed: u64) -> Graph {
                     let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul][rg.below(3)];
                     let id = g.add(&name, Op::Binary(op), batched(&[c, h, w]), vec![src, other], Stage::Forward);
                     Some((id, kind))
+                }
+                // Batch normalisation (evaluation mode forward, training mode
+                // in the step), only after a curved activation: through
+                // shift-equivariant ops (products, ReLU on its linear side,
+                // sums, pooling) a bias before it gets a gradient that is zero
+                // in exact arithmetic, which both executors compute as
+                // rounding noise. At least 4 values per channel at batch 1.
+                7 => {
+                    let curved = matches!(
+                        g.node(src).op,
+                        Op::Activate(
+                            Activation::Sigmoid
+                                | Activation::Tanh
+                                | Activation::Gelu(_)
+                                | Activation::Silu
+                                | Activation::Elu(_)
+                        )
+                    );
+                    (h * w >= 4 && curved).then(|| {
+                        let affine = rg.below(2) == 0;
+                        (batch_norm(&mut g, &name, src, affine, 1e-5, 0.1), kind)
+                    })
                 }
                 _ => {
                     let other = nodes
