@@ -331,6 +331,8 @@ pub fn derive_training_with(
         let new_p = b.g.add(new_name, Op::SgdStep(sgd), shape, step_inputs, Stage::Update);
         updates.push((p, new_p));
     }
+    // Dropout's step counter is optimizer-like state: kept, saved, restored.
+    optim_state.extend(running_updates.iter().map(|&(leaf, _)| leaf).filter(|&l| b.g.node(l).op == Op::OptimState));
     updates.extend(running_updates);
     let input_grads =
         forward.inputs.iter().filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g))).collect();
@@ -424,6 +426,15 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
             b.emit(x, u, Op::BatchNormGradInput { eps: bn.eps, training }, operands);
         }
         Op::BatchMean | Op::BatchVar => {}
+        // Evaluation mode: the identity.
+        Op::Dropout { .. } => {
+            let [x] = *ins else { return Err(bad_arity()) };
+            b.emit_unbroadcast(x, u, dy, false);
+        }
+        Op::DropoutTrain { p, seed } => {
+            let [x, step] = *ins else { return Err(bad_arity()) };
+            b.emit(x, u, Op::DropoutGrad { p: *p, seed: *seed }, vec![dy, step]);
+        }
         Op::Conv2d(c) => {
             let (x, w, bias) = match *ins {
                 [x, w] => (x, w, None),
@@ -555,7 +566,9 @@ fn backward_of(b: &mut Backward, u: NodeId, dy: NodeId) -> Result<(), AutodiffEr
         | Op::AdamMoment1(_)
         | Op::AdamMoment2(_)
         | Op::AdamStep(_)
-        | Op::ClipFactor { .. } => {
+        | Op::ClipFactor { .. }
+        | Op::DropoutGrad { .. }
+        | Op::Increment => {
             return Err(unsupported("backward and training ops have no second derivative here"));
         }
     }

@@ -22,16 +22,21 @@ pub enum Mode {
     Eval,
 }
 
-/// `forward` in training mode, and the `(buffer, new value)` updates of its
-/// running statistics. A graph without batch normalisation comes back
+/// `forward` in training mode, and the `(leaf, new value)` updates of its
+/// running statistics and, with dropout, of the step counter its masks are
+/// keyed by (an [`Op::OptimState`] leaf `dropout.step`, the first of the
+/// updates then). A graph without batch normalisation or dropout comes back
 /// unchanged (same node ids) with no updates.
 pub fn training_mode(forward: &Graph) -> (Graph, Vec<(NodeId, NodeId)>) {
-    if !forward.node_ids().any(|id| matches!(forward.node(id).op, Op::BatchNorm(_))) {
+    let rewritten = |op: &Op| matches!(op, Op::BatchNorm(_) | Op::Dropout { .. });
+    if !forward.node_ids().any(|id| rewritten(&forward.node(id).op)) {
         return (forward.clone(), Vec::new());
     }
     let mut g = Graph::new(forward.name.clone());
     let mut map: Vec<NodeId> = Vec::with_capacity(forward.len());
     let mut updates = Vec::new();
+    let mut step_counter = None;
+    let mut dropouts = 0u32;
     for id in forward.node_ids() {
         let node = forward.node(id);
         let inputs: Vec<NodeId> = node.inputs.iter().map(|i| map[i.index()]).collect();
@@ -60,6 +65,20 @@ pub fn training_mode(forward: &Graph) -> (Graph, Vec<(NodeId, NodeId)>) {
                     updates.push((buffer, new));
                 }
                 y
+            }
+            Op::Dropout { p } => {
+                let step = *step_counter.get_or_insert_with(|| {
+                    // Names with a `.` cannot clash with a user's.
+                    let counter = g.add("dropout.step", Op::OptimState, Shape::scalar(), vec![], Stage::Update);
+                    let next = g.add("new_dropout.step", Op::Increment, Shape::scalar(), vec![counter], Stage::Update);
+                    updates.insert(0, (counter, next));
+                    counter
+                });
+                // Each layer its own stream of masks.
+                let seed = dropouts.wrapping_mul(0x9e37_79b9);
+                dropouts += 1;
+                let op = Op::DropoutTrain { p, seed };
+                g.add(node.name.clone(), op, node.shape.clone(), vec![inputs[0], step], node.stage)
             }
             _ => g.add(node.name.clone(), node.op.clone(), node.shape.clone(), inputs, node.stage),
         };

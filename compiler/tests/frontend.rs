@@ -342,6 +342,28 @@ fn the_resnet_example_declares_pytorchs_state_dict() {
 }
 
 #[test]
+fn dropout_layer_and_function() {
+    let src =
+        "struct M { d: Dropout(0.3), fc: Linear(4, 4) } fn forward(x: [N, 4]) -> [N, 4] { dropout(d(fc(x)), p = 0.1) }";
+    let g = compile_str(src).expect("valid").graph;
+    let ps: Vec<f32> = g
+        .dag()
+        .node_weights()
+        .filter_map(|n| match n.op {
+            Op::Dropout { p } => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ps, vec![0.3, 0.1]);
+    compile_str("struct M { d: Dropout() } fn forward(x: [N, 4]) -> [N, 4] { d(x) }").expect("p defaults to 0.5");
+    one_error(
+        "struct M { d: Dropout(1.5) } fn forward(x: [N, 4]) -> [N, 4] { d(x) }",
+        &["`p`", "must be in [0, 1], got 1.5"],
+    );
+    one_error("struct M { } fn forward(x: [N, 4]) -> [N, 4] { dropout(x, p = -1) }", &["`p`", "must be in [0, 1]"]);
+}
+
+#[test]
 fn duplicate_name() {
     one_error(
         "struct M { fc: Linear(4, 4), fc: Linear(4, 2) } fn forward(x: [N, 4]) -> [N, 4] { fc(x) }",

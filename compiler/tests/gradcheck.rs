@@ -621,6 +621,20 @@ fn batch_norm_in_both_modes() {
     }
 }
 
+/// Dropout in training mode (a fixed mask for the step counter's value) and
+/// in evaluation mode (the identity).
+#[test]
+fn dropout_in_both_modes() {
+    for mode in [Mode::Train, Mode::Eval] {
+        let mut net = Net::new(730);
+        let x = net.input("x", &[3, 8], Fill::Uniform);
+        let y = net.unary("drop", Op::Dropout { p: 0.4 }, x);
+        let y = net.unary("act", Op::Activate(Activation::Tanh), y);
+        let net = if mode == Mode::Train { net.output(y).in_training_mode() } else { net.output(y) };
+        gradcheck(&net, Check { mode, ..MSE });
+    }
+}
+
 #[test]
 fn cross_entropy_with_label_smoothing() {
     for s in [0.1, 0.5, 1.0] {

@@ -92,6 +92,34 @@ fn value_used_twice_and_residual() {
 }
 
 #[test]
+fn dropout_in_both_modes() {
+    run(cases::dropout_in_both_modes());
+}
+
+/// Dropout's masks are keyed by element, not by thread: a training step on
+/// 1 and 2 threads is bit-identical, and the step counter moves the masks.
+#[test]
+fn dropout_masks_do_not_depend_on_threads_and_change_per_step() {
+    let check = cases::dropout_in_both_modes().into_iter().find(|c| c.name == "dropout 0.5 training").expect("case");
+    let feeds = random_feeds(&check.graph, 4, 3);
+    let drop = check.graph.find("drop").expect("dropout node");
+    let outputs = |threads: usize, steps: usize| {
+        let options = kiln_compiler::jit::JitOptions { threads, ..debug_options() };
+        let mut exe = compile_with(&check.graph, 4, &feeds, &options);
+        let mut masks = Vec::new();
+        for _ in 0..steps {
+            exe.run().unwrap();
+            masks.push(exe.get(drop).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        masks
+    };
+    let one = outputs(1, 2);
+    assert_eq!(one, outputs(2, 2), "1 and 2 threads differ");
+    let zeros = |m: &[u32]| m.iter().map(|&b| b == 0).collect::<Vec<_>>();
+    assert_ne!(zeros(&one[0]), zeros(&one[1]), "the second step reused the first step's mask");
+}
+
+#[test]
 fn batch_norm_in_both_modes() {
     run(cases::batch_norm_both_modes());
 }

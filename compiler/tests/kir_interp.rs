@@ -208,6 +208,7 @@ fn pooling_resizing_and_layout() {
             cases::value_used_twice_and_residual(),
             cases::softmax_every_axis(),
             cases::batch_norm_both_modes(),
+            cases::dropout_in_both_modes(),
         ]
         .concat(),
     );

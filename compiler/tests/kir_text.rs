@@ -217,7 +217,7 @@ fn every_expression() -> Vec<Stmt> {
         Idx::Rem(b(Idx::Div(b(Idx::Mul(b(Idx::Add(b(v0.clone()), b(Idx::Const(i64::MIN)))), i64::MAX)), 7)), 3);
     let idx_calls = Idx::Min(
         b(Idx::Max(b(Idx::Table(4, b(v1.clone()))), b(Idx::FloatTable(1, b(idx_nested.clone()))))),
-        b(Idx::Mul(b(Idx::Const(5)), 4)),
+        b(Idx::Xor(b(Idx::Mul(b(Idx::Const(5)), 4)), b(Idx::Div(b(v0.clone()), 65536)))),
     );
     let val = |x: Val| Box::new(x);
     let load = Val::Load(0, idx_left.clone());

@@ -181,7 +181,7 @@ pub fn infer_shape(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
             arity(1, 1)?;
             resize_shape(r, inputs[0])
         }
-        Op::Activate(_) | Op::Neg => {
+        Op::Activate(_) | Op::Neg | Op::Dropout { .. } => {
             arity(1, 1)?;
             Ok(inputs[0].clone())
         }

@@ -393,6 +393,51 @@ impl From<Optim> for Update {
     }
 }
 
+/// Dropout's counter-based random numbers: a hash of the layer's `seed`,
+/// the training step and the element's flat index, so masks are the same on
+/// every run and thread count. The key is mixed linearly, then by
+/// MurmurHash3's 32-bit finaliser (xor-shifts and multiplies modulo 2^32);
+/// the kernel IR computes the same in `i64` with each multiply split in
+/// 16-bit halves so that no intermediate reaches 2^63.
+pub mod dropout {
+    /// 2^32: the hash works modulo it.
+    pub const MODULUS: u64 = 1 << 32;
+    /// The mask compares the low 24 bits with `p * 2^24`.
+    pub const MASK_BITS: u64 = 1 << 24;
+    /// Steps are taken modulo 2^24 (exact in the `f32` step counter).
+    pub const STEP_PERIOD: u64 = 1 << 24;
+    /// The key's multipliers: element index, step, seed.
+    pub const KEY: [u64; 3] = [0x5bd1_e995, 0x27d4_eb2d, 0x1656_67b1];
+    /// The finaliser's multipliers (after xor-shifts by 16, then 13, then 16).
+    pub const FINALISER: [u64; 2] = [0x85eb_ca6b, 0xc2b2_ae35];
+
+    /// The hash of element `e` at `step` for a layer seeded `seed`.
+    pub fn hash(seed: u32, step: u64, e: u64) -> u64 {
+        let key = (e % MODULUS) * KEY[0] + (step % STEP_PERIOD) * KEY[1] + u64::from(seed) * KEY[2];
+        let mut h = key % MODULUS;
+        h ^= h >> 16;
+        h = (h * FINALISER[0]) % MODULUS;
+        h ^= h >> 13;
+        h = (h * FINALISER[1]) % MODULUS;
+        h ^ (h >> 16)
+    }
+
+    /// Elements whose `hash % MASK_BITS` is below this are dropped.
+    pub fn threshold(p: f32) -> u64 {
+        (f64::from(p) * MASK_BITS as f64).round() as u64
+    }
+
+    /// Whether element `e` survives at `step`.
+    pub fn keeps(seed: u32, step: u64, e: u64, p: f32) -> bool {
+        hash(seed, step, e) % MASK_BITS >= threshold(p)
+    }
+
+    /// The factor kept elements are scaled by, `1 / (1 - p)` (0 when all are dropped).
+    pub fn scale(p: f32) -> f32 {
+        if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 }
+    }
+}
+
 /// The loss functions a training graph can end in. Each is a mean over the batch.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Loss {
@@ -565,6 +610,29 @@ pub enum Op {
     Binary(BinaryOp),
     /// `[x]` -> `-x`.
     Neg,
+    /// `[x]` -> `x`: dropout in evaluation mode (training mode is
+    /// [`Op::DropoutTrain`]).
+    Dropout {
+        /// The probability of dropping an element.
+        p: f32,
+    },
+    /// `[x, step]` -> training-mode dropout: element `e` is kept, times
+    /// `1 / (1 - p)`, when [`dropout::keeps`]`(seed, step, e, p)`, else 0.
+    DropoutTrain {
+        /// The probability of dropping an element.
+        p: f32,
+        /// The layer's seed.
+        seed: u32,
+    },
+    /// `[dy, step]` -> the gradient of [`Op::DropoutTrain`]: the same mask and scale.
+    DropoutGrad {
+        /// The probability of dropping an element.
+        p: f32,
+        /// The layer's seed.
+        seed: u32,
+    },
+    /// `[counter]` -> `counter + 1` (the training step dropout is keyed by).
+    Increment,
     /// `[x]` -> `e^x / sum(e^x)` along `axis`, or its logarithm
     /// `x - max - ln(sum(e^(x - max)))` when `log`.
     Softmax {
@@ -666,6 +734,10 @@ impl Op {
             Op::Binary(BinaryOp::Sub) => "sub".into(),
             Op::Binary(BinaryOp::Mul) => "mul".into(),
             Op::Neg => "neg".into(),
+            Op::Dropout { .. } => "dropout".into(),
+            Op::DropoutTrain { .. } => "dropout_train".into(),
+            Op::DropoutGrad { .. } => "dropout_grad".into(),
+            Op::Increment => "increment".into(),
             Op::Softmax { log: false, .. } => "softmax".into(),
             Op::Softmax { log: true, .. } => "log_softmax".into(),
             Op::SoftmaxGrad { log: false, .. } => "softmax_grad".into(),
@@ -746,6 +818,8 @@ impl fmt::Display for Op {
             Op::Slice { axis, start } => write!(f, "(axis={axis}, start={start})"),
             Op::BatchNorm(b) | Op::BatchNormTrain(b) => write!(f, "(eps={}, momentum={})", b.eps, b.momentum),
             Op::BatchNormGradWeight { eps } => write!(f, "(eps={eps})"),
+            Op::Dropout { p } => write!(f, "(p={p})"),
+            Op::DropoutTrain { p, seed } | Op::DropoutGrad { p, seed } => write!(f, "(p={p}, seed={seed})"),
             Op::BatchNormGradInput { eps, training } => write!(f, "(eps={eps}, training={training})"),
             Op::RunningStat { momentum, unbias } => match unbias {
                 Some(m) => write!(f, "(momentum={momentum}, unbias={m})"),

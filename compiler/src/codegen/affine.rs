@@ -60,7 +60,7 @@ pub(super) fn collect_affine(body: &[Stmt], out: &mut Vec<Affine>) {
         }
         match i {
             Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) | Idx::FloatTable(_, a) => idx(a, out),
-            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
+            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) | Idx::Xor(a, b) => {
                 idx(a, out);
                 idx(b, out)
             }

@@ -71,6 +71,10 @@ impl Fx<'_, '_> {
                 let (a, b) = (self.idx(a, lane), self.idx(b, lane));
                 self.b.ins().smax(a, b)
             }
+            Idx::Xor(a, b) => {
+                let (a, b) = (self.idx(a, lane), self.idx(b, lane));
+                self.b.ins().bxor(a, b)
+            }
             Idx::FloatTable(t, a) => {
                 let a = self.idx(a, lane);
                 let addr = self.addr(*t, a);

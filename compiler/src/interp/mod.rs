@@ -41,7 +41,7 @@ use softmax::{softmax, softmax_grad};
 use std::collections::HashMap;
 
 use crate::graph::{Graph, Node, NodeId};
-use crate::ops::Op;
+use crate::ops::{Op, dropout};
 use crate::tensor::Tensor;
 
 /// Why a graph could not be evaluated.
@@ -326,6 +326,24 @@ fn run_op(op: &Op, args: &[&Tensor], out: &[usize], batch: usize) -> OpResult {
         Op::RunningStat { momentum, unbias } => {
             let [running, stat] = operands(args)?;
             running_stat(running, stat, *momentum, unbias.map(|m| m.at_batch(batch)), out)
+        }
+        Op::Dropout { .. } => {
+            let [x] = operands(args)?;
+            Ok(x.clone())
+        }
+        Op::DropoutTrain { p, seed } | Op::DropoutGrad { p, seed } => {
+            let [x, step] = operands(args)?;
+            ensure(out == x.shape, || format!("output shape {out:?} should be the input's {:?}", x.shape))?;
+            let step = step.data.first().copied().unwrap_or(0.0) as u64;
+            let scale = dropout::scale(*p);
+            let data = (0..x.numel())
+                .map(|e| if dropout::keeps(*seed, step, e as u64, *p) { x.data[e] * scale } else { 0.0 })
+                .collect();
+            Ok(Tensor { shape: out.to_vec(), data })
+        }
+        Op::Increment => {
+            let [c] = operands(args)?;
+            Ok(Tensor { shape: out.to_vec(), data: c.data.iter().map(|v| v + 1.0).collect() })
         }
         Op::Softmax { axis, log } => {
             let [x] = operands(args)?;

@@ -427,3 +427,30 @@ fn evaluate_checks_feeds() {
     let err = step(&g, 2, &mut leaves).unwrap_err();
     assert!(matches!(err, InterpError::NotTraining { .. }));
 }
+
+#[test]
+fn dropout_masks_follow_the_seed_step_and_element() {
+    let n = 20_000;
+    let x = t(&[n], &vec![1.0; n]);
+    let run_at = |p: f32, seed: u32, step: f32| run(Op::DropoutTrain { p, seed }, &[&x, &t(&[], &[step])], &[n]);
+    for p in [0.1f32, 0.5, 0.9] {
+        let y = run_at(p, 7, 3.0);
+        let dropped = y.data.iter().filter(|v| **v == 0.0).count() as f64 / n as f64;
+        assert!((dropped - f64::from(p)).abs() < 0.02, "p {p}: dropped {dropped}");
+        // Kept elements are scaled by 1 / (1 - p).
+        assert!(y.data.iter().all(|&v| v == 0.0 || (v - 1.0 / (1.0 - p)).abs() < 1e-6));
+        // Another step, another seed: other masks, about as different as independent ones.
+        for other in [run_at(p, 7, 4.0), run_at(p, 8, 3.0)] {
+            let differ = y.data.iter().zip(&other.data).filter(|(a, b)| (**a == 0.0) != (**b == 0.0)).count();
+            let expected = 2.0 * f64::from(p) * (1.0 - f64::from(p));
+            assert!((differ as f64 / n as f64 - expected).abs() < 0.03, "p {p}: {differ} masks differ");
+        }
+        // The same key gives the same mask.
+        assert_eq!(run_at(p, 7, 3.0).data, y.data);
+    }
+    assert!(run_at(1.0, 1, 0.0).data.iter().all(|v| *v == 0.0));
+    assert_eq!(run_at(0.0, 1, 0.0).data, x.data);
+    // Evaluation mode is the identity; the counter counts.
+    assert_eq!(run(Op::Dropout { p: 0.5 }, &[&x], &[n]).data, x.data);
+    close(&run(Op::Increment, &[&t(&[], &[41.0])], &[]), &[42.0]);
+}

@@ -89,6 +89,8 @@ pub enum Idx {
     Min(Box<Idx>, Box<Idx>),
     /// Maximum.
     Max(Box<Idx>, Box<Idx>),
+    /// Bitwise exclusive or of two non-negative values (a hash's mixing step).
+    Xor(Box<Idx>, Box<Idx>),
     /// Element of a [`BufferKind::ConstI32`] table.
     Table(BufId, Box<Idx>),
     /// An `f32` element of a buffer, truncated to an integer (indices
@@ -113,7 +115,7 @@ impl Idx {
             Idx::Const(_) => false,
             Idx::Var(w) => *w == v,
             Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) | Idx::Table(_, a) | Idx::FloatTable(_, a) => a.uses(v),
-            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => a.uses(v) || b.uses(v),
+            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) | Idx::Xor(a, b) => a.uses(v) || b.uses(v),
         }
     }
 
@@ -227,7 +229,7 @@ impl Idx {
                 }
                 Some(LaneForm { offsets: a.offsets, modulus: *k, residue: r })
             }
-            Idx::Min(..) | Idx::Max(..) | Idx::Table(..) | Idx::FloatTable(..) => uniform(),
+            Idx::Min(..) | Idx::Max(..) | Idx::Xor(..) | Idx::Table(..) | Idx::FloatTable(..) => uniform(),
         }
     }
 }

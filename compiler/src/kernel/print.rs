@@ -17,6 +17,7 @@ fn idx(i: &Idx) -> String {
         Idx::Rem(a, k) => format!("({}) % {k}", idx(a)),
         Idx::Min(a, b) => format!("min({}, {})", idx(a), idx(b)),
         Idx::Max(a, b) => format!("max({}, {})", idx(a), idx(b)),
+        Idx::Xor(a, b) => format!("xor({}, {})", idx(a), idx(b)),
         Idx::Table(t, a) => format!("t{t}[{}]", idx(a)),
         Idx::FloatTable(t, a) => format!("int(b{t}[{}])", idx(a)),
     }

@@ -55,6 +55,10 @@ pub fn is_elementwise(op: &Op) -> bool {
             | Op::AdamStep(_)
             | Op::ClipFactor { .. }
             | Op::RunningStat { .. }
+            | Op::Dropout { .. }
+            | Op::DropoutTrain { .. }
+            | Op::DropoutGrad { .. }
+            | Op::Increment
     )
 }
 

@@ -313,6 +313,7 @@ fn substitute_idx(i: Idx, v: VarId, with: &Idx) -> Idx {
         Idx::Rem(a, k) => Idx::Rem(s(a), k),
         Idx::Min(a, b) => Idx::Min(s(a), s(b)),
         Idx::Max(a, b) => Idx::Max(s(a), s(b)),
+        Idx::Xor(a, b) => Idx::Xor(s(a), s(b)),
         Idx::Table(t, a) => Idx::Table(t, s(a)),
         Idx::FloatTable(t, a) => Idx::FloatTable(t, s(a)),
     }

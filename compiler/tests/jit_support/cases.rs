@@ -434,6 +434,26 @@ pub fn batch_norm_both_modes() -> Vec<Check> {
     checks
 }
 
+/// Dropout after a convolution and after a linear layer (different seeds),
+/// p from 0 to 1: evaluation forward (the identity) and a training step
+/// (masks keyed by the step counter, which the step increments).
+pub fn dropout_in_both_modes() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for p in [0.0, 0.25, 0.5, 1.0] {
+        let mut g = Graph::new("dropout");
+        let x = input(&mut g, "x", &[3, 6, 5]);
+        let c = conv(&mut g, "c", x, 4, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let d = same_shape(&mut g, "drop", Op::Dropout { p }, c);
+        let f = flatten(&mut g, "flat", d);
+        let h = linear(&mut g, "fc1", f, 9, true);
+        let h = same_shape(&mut g, "drop2", Op::Dropout { p: 0.5 }, h);
+        let y = linear(&mut g, "fc2", h, 3, true);
+        g.outputs.push(y);
+        checks.extend(forward_and_training(format!("dropout {p}"), g, Loss::CrossEntropy, 4));
+    }
+    checks
+}
+
 /// Every check of the table.
 pub fn all() -> Vec<Check> {
     [
@@ -453,6 +473,7 @@ pub fn all() -> Vec<Check> {
         value_used_twice_and_residual(),
         softmax_every_axis(),
         batch_norm_both_modes(),
+        dropout_in_both_modes(),
     ]
     .into_iter()
     .flatten()

@@ -162,6 +162,15 @@ const LAYERS: &[LayerType] = &[
         weights: None,
     },
     LayerType {
+        ctor: "Dropout",
+        signature: LayerSignature { names: &["p"], positional: 1, required: 0 },
+        validate: |b, args| {
+            let p = args.get(b, "p", probability).unwrap_or(0.5);
+            Some(LayerKind::Dropout(p))
+        },
+        weights: None,
+    },
+    LayerType {
         ctor: "Flatten",
         signature: LayerSignature { names: &["start_dim"], positional: 1, required: 0 },
         validate: |b, args| Some(LayerKind::Flatten(args.get(b, "start_dim", eval_usize).unwrap_or(1))),
@@ -277,6 +286,12 @@ fn linear_weights(args: &Bound) -> Weights {
     (vec![o, i], o, i)
 }
 
+/// A probability in `[0, 1]`.
+pub(super) fn probability(e: &Expr) -> Result<f32, String> {
+    let p = eval_f64(e)?;
+    if (0.0..=1.0).contains(&p) { Ok(p as f32) } else { Err(format!("must be in [0, 1], got {p}")) }
+}
+
 /// A count of at least 1.
 fn positive(e: &Expr) -> Result<usize, String> {
     match eval_usize(e)? {
@@ -330,6 +345,8 @@ pub(super) enum LayerKind {
     AvgPool(Pool2d),
     /// The output size; the windows follow from the input's.
     AdaptiveAvgPool([usize; 2]),
+    /// Dropout with this probability.
+    Dropout(f32),
     /// Batch normalisation of `channels` over axis 1 of an input with
     /// `spatial` axes after it (1: `[N, C]` or `[N, C, L]`; 2: `[N, C, H, W]`).
     BatchNorm {
@@ -499,6 +516,7 @@ impl Builder<'_> {
             LayerKind::MaxPool(p) => Op::MaxPool2d(p),
             LayerKind::AvgPool(p) => Op::AvgPool2d(p),
             LayerKind::Activation(a) => Op::Activate(a),
+            LayerKind::Dropout(p) => Op::Dropout { p },
             LayerKind::Upsample(r) => return self.resample(&name, x, r, &layer.call, Some(&name)),
             LayerKind::AdaptiveAvgPool(size) => {
                 return self.adaptive_avg_pool(&name, x, size, &layer.call, Some(&name));

@@ -27,6 +27,7 @@ pub const FUNCTIONAL_OPS: &[&str] = &[
     "step",
     "softmax",
     "log_softmax",
+    "dropout",
     "adaptive_avg_pool2d",
     "cat",
     "interpolate",
@@ -208,6 +209,7 @@ impl Builder<'_> {
             "gelu" => &["input", "approximate"],
             "adaptive_avg_pool2d" => &["input", "output_size"],
             "softmax" | "log_softmax" => &["input", "dim"],
+            "dropout" => &["input", "p"],
             "leaky_relu" => &["input", "negative_slope"],
             "elu" => &["input", "alpha"],
             "cat" => &["tensors", "dim"],
@@ -299,6 +301,17 @@ impl Builder<'_> {
                     _ => Activation::Elu(float(self, "alpha", 1.0)?),
                 };
                 self.add_inferred(&name, Op::Activate(act), vec![x], at, None)
+            }
+            "dropout" => {
+                let p = match bound.get("p").map(|e| super::layers::probability(e)) {
+                    None => 0.5,
+                    Some(Ok(p)) => p,
+                    Some(Err(detail)) => {
+                        self.error(FrontendError::BadValue { callee: op.into(), arg: "p".into(), detail }, bound["p"]);
+                        return None;
+                    }
+                };
+                self.add_inferred(&name, Op::Dropout { p }, vec![x], at, None)
             }
             "softmax" | "log_softmax" => {
                 let rank = self.graph.node(x).shape.rank();

@@ -16,7 +16,7 @@ pub(crate) fn accesses(body: &[Stmt], reads: &mut Vec<BufId>, writes: &mut Vec<B
                 idx(a, reads)
             }
             Idx::Mul(a, _) | Idx::Div(a, _) | Idx::Rem(a, _) => idx(a, reads),
-            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) => {
+            Idx::Add(a, b) | Idx::Min(a, b) | Idx::Max(a, b) | Idx::Xor(a, b) => {
                 idx(a, reads);
                 idx(b, reads)
             }

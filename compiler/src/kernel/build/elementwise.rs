@@ -6,7 +6,7 @@
 use super::{Builder, broadcast_strides, contiguous_strides, make_kernel, unsupported};
 use crate::graph::NodeId;
 use crate::kernel::*;
-use crate::ops::{Activation, Adam, BinaryOp, GELU_TANH_CUBIC, GELU_TANH_SCALE, GeluForm, Op, Sgd};
+use crate::ops::{Activation, Adam, BinaryOp, GELU_TANH_CUBIC, GELU_TANH_SCALE, GeluForm, Op, Sgd, dropout};
 use std::collections::HashMap;
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -94,6 +94,17 @@ impl Builder<'_> {
                     arg(1),
                 ),
                 Op::Neg => arg(0).un(UnOp::Neg),
+                Op::Dropout { .. } => arg(0),
+                Op::Increment => arg(0).add(Val::Const(1.0)),
+                Op::DropoutTrain { p, seed } | Op::DropoutGrad { p, seed } => {
+                    let step = Idx::FloatTable(self.buf(node.inputs[1])?, Box::new(Idx::Const(0)));
+                    let keep = Cond::Index(
+                        Cmp::Ge,
+                        dropout_hash(*seed, step, out_idx.clone()),
+                        Idx::Const(dropout::threshold(*p) as i64),
+                    );
+                    Val::select(keep, arg(0).mul(Val::Const(dropout::scale(*p))), Val::Const(0.0))
+                }
                 Op::RunningStat { momentum, unbias } => {
                     let factor = match unbias.map(|m| m.at_batch(self.batch)) {
                         Some(m) if m > 1 => m as f32 / (m - 1) as f32,
@@ -255,4 +266,26 @@ fn decayed_grad(p: Val, g: Val, s: &Sgd) -> Val {
 /// Adam's gradient: `g + wd * p` with L2 weight decay (not AdamW's).
 fn adam_grad(p: Val, g: Val, a: &Adam) -> Val {
     if a.weight_decay != 0.0 && !a.decoupled { g.add(Val::Const(a.weight_decay).mul(p)) } else { g }
+}
+
+/// [`dropout::hash`]` % MASK_BITS` of element `e` at `step`, as index
+/// arithmetic: each multiply modulo 2^32 split in 16-bit halves, so every
+/// intermediate stays below 2^63.
+fn dropout_hash(seed: u32, step: Idx, e: Idx) -> Idx {
+    let m = dropout::MODULUS as i64;
+    // `(h * k) % 2^32` for `h < 2^32`: `(lo * k + ((hi * k) % 2^16) * 2^16) % 2^32`.
+    let mul_mod = |h: Idx, k: u64| {
+        let k = k as i64;
+        let half: i64 = 1 << 16;
+        ((h.clone() % half) * k + ((h / half) * k % half) * half) % m
+    };
+    let xor_shift = |h: Idx, s: u32| Idx::Xor(Box::new(h.clone()), Box::new(h / (1i64 << s)));
+    let [ke, ks, kseed] = dropout::KEY;
+    let key = (e % m) * ke as i64
+        + (step % dropout::STEP_PERIOD as i64) * ks as i64
+        + Idx::Const(i64::from(seed) * kseed as i64);
+    let h = xor_shift(key % m, 16);
+    let h = xor_shift(mul_mod(h, dropout::FINALISER[0]), 13);
+    let h = xor_shift(mul_mod(h, dropout::FINALISER[1]), 16);
+    h % dropout::MASK_BITS as i64
 }

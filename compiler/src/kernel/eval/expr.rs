@@ -81,6 +81,7 @@ pub(super) fn index(i: &Idx, arena: &Arena, frame: &Frame) -> Result<i64, Fault>
         }
         Idx::Min(a, b) => sub(a)?.min(sub(b)?),
         Idx::Max(a, b) => sub(a)?.max(sub(b)?),
+        Idx::Xor(a, b) => sub(a)? ^ sub(b)?,
         Idx::Table(t, a) => i64::from(arena.load_i32(*t, sub(a)?)?),
         Idx::FloatTable(t, a) => {
             let x = arena.load(*t, sub(a)?)?;

@@ -85,7 +85,7 @@ impl Parser {
             let (table, index, h) = self.element()?;
             return Ok((Idx::Table(table, Box::new(index)), self.taller(h)?));
         }
-        for (word, make) in [("min", Idx::Min as fn(_, _) -> _), ("max", Idx::Max)] {
+        for (word, make) in [("min", Idx::Min as fn(_, _) -> _), ("max", Idx::Max), ("xor", Idx::Xor)] {
             if self.eat_word(word) {
                 self.expect_punct("(")?;
                 let (a, ha) = self.idx_tall()?;

@@ -294,6 +294,7 @@ pub(super) fn idx(i: &Idx) -> String {
         Idx::Rem(a, k) => format!("{} % {k}", idx_operand(a, 2)),
         Idx::Min(a, b) => format!("min({}, {})", idx(a), idx(b)),
         Idx::Max(a, b) => format!("max({}, {})", idx(a), idx(b)),
+        Idx::Xor(a, b) => format!("xor({}, {})", idx(a), idx(b)),
         Idx::Table(t, a) => format!("%{t}[{}]", idx(a)),
         Idx::FloatTable(t, a) => format!("int(%{t}[{}])", idx(a)),
     }

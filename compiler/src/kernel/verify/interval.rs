@@ -129,6 +129,16 @@ impl Ranges<'_> {
                     Interval { lo: a.lo.max(b.lo), hi: a.hi.max(b.hi) }
                 })
             }
+            // Of non-negative values below 2^k, below 2^k.
+            Idx::Xor(a, b) => {
+                let (a, b) = (self.eval(a, problems), self.eval(b, problems));
+                let (a, b) = (a?, b?);
+                if a.lo < 0 || b.lo < 0 {
+                    return Err(Unbounded::Invalid);
+                }
+                let bound = (a.hi.max(b.hi) as u64 + 1).next_power_of_two() as i64;
+                Ok(Interval { lo: 0, hi: bound - 1 })
+            }
             Idx::Table(t, a) => {
                 let at = self.lookup(*t, a, true, problems)?;
                 table_range(self.program, *t, at).ok_or(Unbounded::Invalid)
