@@ -2,7 +2,6 @@
 
 use kiln::compiler::budget::{available_memory, check_parameters};
 use kiln::compiler::frontend::compile_str;
-use kiln::compiler::mode::Mode;
 use kiln::compiler::{Graph, Loss, Sgd, autodiff};
 use std::path::{Path, PathBuf};
 
@@ -82,15 +81,10 @@ pub fn load(path: &Path) -> Result<Graph, CliError> {
 
 /// The forward graph, or with `train` the whole step (forward, loss, backward, SGD update).
 pub fn build(path: &Path, train: Option<(Loss, Sgd)>) -> Result<Graph, CliError> {
-    build_in(Mode::Train, path, train)
-}
-
-/// [`build`], the training graph in `mode`.
-pub fn build_in(mode: Mode, path: &Path, train: Option<(Loss, Sgd)>) -> Result<Graph, CliError> {
     let forward = load(path)?;
     match train {
         None => Ok(forward),
-        Some((loss, sgd)) => Ok(autodiff::derive_training_in(mode, &forward, loss, sgd)?),
+        Some((loss, sgd)) => Ok(autodiff::derive_training(&forward, loss, sgd)?),
     }
 }
 

@@ -129,8 +129,6 @@ pub struct Trainer {
     history: Vec<EpochRecord>,
     snapshot: Option<Snapshot>,
     labels_buf: Vec<f32>,
-    /// The input's shape without the batch axis.
-    sample_dims: Vec<usize>,
     last_timing: EpochTiming,
 }
 
@@ -238,7 +236,6 @@ impl Trainer {
             history: Vec::new(),
             snapshot: None,
             labels_buf: Vec::new(),
-            sample_dims: forward.node(input).shape.at_batch(1)[1..].to_vec(),
             last_timing: EpochTiming::default(),
         })
     }
@@ -500,11 +497,8 @@ impl Trainer {
     fn step_batch(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         let n = batch.len();
         let dims = &batch.images.shape;
-        // Feature rows (`(N, F)` arrays) come batched as [N, F, 1, 1]: the
-        // same elements as a feature model's [N, F].
-        let features = self.sample_dims.len() == 1 && dims.len() == 4 && dims[1..] == [self.sample_dims[0], 1, 1];
-        if dims.first() != Some(&n) || (dims[1..] != self.sample_dims && !features) {
-            let want = self.graph.node(self.input).shape.at_batch(n);
+        let want = self.graph.node(self.input).shape.at_batch(n);
+        if !batch_fits(dims, &want) {
             return Err(TrainError::Config(format!(
                 "the data gives batches of shape {dims:?}, but model {} takes {want:?}",
                 self.forward.name
@@ -651,4 +645,11 @@ impl Trainer {
         self.history = ck.history;
         Ok(())
     }
+}
+
+/// Whether a batch of shape `batch` feeds a model input of shape `model`:
+/// the same shape, or feature rows (`(N, F)` arrays, batched as
+/// `[N, F, 1, 1]`) for a feature model's `[N, F]`, the same elements.
+pub(super) fn batch_fits(batch: &[usize], model: &[usize]) -> bool {
+    batch == model || (model.len() == 2 && batch == [model[0], model[1], 1, 1])
 }

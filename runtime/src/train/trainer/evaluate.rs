@@ -39,9 +39,7 @@ impl Trainer {
             let b = b?;
             let n = b.len();
             let want = self.forward.node(self.input).shape.at_batch(n);
-            // Feature rows come batched as [N, F, 1, 1] for a model's [N, F].
-            let features = want.len() == 2 && b.images.shape == [n, want[1], 1, 1];
-            if b.images.shape != want && !features {
+            if !super::batch_fits(&b.images.shape, &want) {
                 return Err(TrainError::Config(format!(
                     "the data gives batches of shape {:?}, but model {} takes {want:?}",
                     b.images.shape, self.forward.name
