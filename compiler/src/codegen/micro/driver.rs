@@ -17,17 +17,17 @@ macro_rules! tile_of {
         }
     };
     (@call $r:literal, $vectors:literal, $args:ident) => {{
-        let (a_at, a_steps, b_rows, b_vectors, c_at, c_store, add_to_c) = $args;
+        let (a_at, a_steps, b_at, b_steps, b_vectors, c_at, c_store, add_to_c) = $args;
         // SAFETY: the block's elements are inside A, B (or the
         // panel) and C (the driver's caller, and its loops' bounds).
-        unsafe { tile::<$r, $vectors>(a_at, a_steps, b_rows, b_vectors, c_at, c_store, add_to_c) }
+        unsafe { tile::<$r, $vectors>(a_at, a_steps, (b_at, b_steps), b_vectors, c_at, c_store, add_to_c) }
     }};
 }
 
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
-        use super::{GemmCall, KC, Piece};
+        use super::{GemmCall, HELD_STEPS, KC, Piece};
 
         /// Column vectors a register tile may span.
         const MAX_VECTORS: usize = $isa.max_tile_vectors();
@@ -67,7 +67,7 @@ macro_rules! driver {
         }
 
         /// The tile's reduction: `acc[r][v] += A[r, p] * B[p, v]` over the
-        /// steps, B's vector `v` at `b_rows[p] + vector_at[v]`.
+        /// steps, B's vector `v` at `b_at + b_steps[p] + vector_at[v]`.
         ///
         /// # Safety
         /// As [`tile`]'s.
@@ -77,10 +77,11 @@ macro_rules! driver {
             acc: &mut [[V; VECTORS]; ROWS],
             a: &[*const f32; ROWS],
             a_steps: &[isize],
-            b_rows: &[*const f32],
+            (b_at, b_steps): (*const f32, &[isize]),
             vector_at: [isize; VECTORS],
         ) {
-            for (&b, &step) in b_rows.iter().zip(a_steps) {
+            for (&b_step, &step) in b_steps.iter().zip(a_steps) {
+                let b = b_at.wrapping_offset(b_step);
                 let mut bv = [zero(); VECTORS];
                 for (x, &at) in bv.iter_mut().zip(&vector_at) {
                     // SAFETY: row `p` of B holds its vectors whole (caller).
@@ -96,9 +97,9 @@ macro_rules! driver {
             }
         }
 
-        /// `rows x vectors` results of C from `b_rows.len()` reduction
+        /// `rows x vectors` results of C from `b_steps.len()` reduction
         /// steps: `A[r, p]` at `a_at[r] + a_steps[p]`, row `p` of B's
-        /// vector `v` a whole vector at `b_rows[p] + b_vectors[v]`; C's row
+        /// vector `v` a whole vector at `b_at + b_steps[p] + b_vectors[v]`; C's row
         /// `r` from `c_at[r]` as `store` says.
         ///
         /// # Safety
@@ -110,7 +111,7 @@ macro_rules! driver {
         unsafe fn tile<const ROWS: usize, const VECTORS: usize>(
             a_at: &[*const f32],
             a_steps: &[isize],
-            b_rows: &[*const f32],
+            b: (*const f32, &[isize]),
             b_vectors: &[isize],
             c_at: &[*mut f32],
             c_store: CStore<'_>,
@@ -131,9 +132,9 @@ macro_rules! driver {
             // SAFETY: forwarded from the caller.
             unsafe {
                 if vector_at == adjacent {
-                    reduce(&mut acc, &a, a_steps, b_rows, adjacent);
+                    reduce(&mut acc, &a, a_steps, b, adjacent);
                 } else {
-                    reduce(&mut acc, &a, a_steps, b_rows, vector_at);
+                    reduce(&mut acc, &a, a_steps, b, vector_at);
                 }
             }
             // The sums leave the registers through a buffer, in a loop of
@@ -184,14 +185,57 @@ macro_rules! driver {
             }
         }
 
-        /// `(p / len) * stride + (p % len) * step`, or `p * step` when `len`
-        /// is 0: a reduction that runs in segments.
-        fn segmented(p: usize, len: i64, stride: i64, step: i64) -> isize {
-            if len <= 0 {
-                p as isize * step as isize
-            } else {
-                let len = len as usize;
-                (p / len) as isize * stride as isize + (p % len) as isize * step as isize
+        /// `(p / len) * stride + (p % len) * step` for `p` from `from` on,
+        /// one after another (`p * step` when `len` is 0): the offsets of a
+        /// reduction that runs in segments, without a division per step.
+        struct Segments {
+            within: usize,
+            len: usize,
+            segment: isize,
+            stride: isize,
+            step: isize,
+        }
+
+        impl Segments {
+            fn from(from: usize, len: i64, stride: i64, step: i64) -> Segments {
+                let (len, stride, step) = (len.max(0) as usize, stride as isize, step as isize);
+                if len == 0 {
+                    return Segments { within: from, len: usize::MAX, segment: 0, stride: 0, step };
+                }
+                Segments { within: from % len, len, segment: (from / len) as isize * stride, stride, step }
+            }
+
+            fn next_offset(&mut self) -> isize {
+                let at = self.segment + self.within as isize * self.step;
+                self.within += 1;
+                if self.within == self.len {
+                    self.within = 0;
+                    self.segment += self.stride;
+                }
+                at
+            }
+        }
+
+        /// Where the reduction steps `from..from + b_out.len()` are: row
+        /// `p` of B from `b` (its column 0), and `A[i, p]` from A's row `i`.
+        fn step_offsets(
+            g: &GemmCall,
+            from: usize,
+            b_out: &mut [std::mem::MaybeUninit<isize>],
+            a_out: &mut [std::mem::MaybeUninit<isize>],
+        ) {
+            let mut b_at = Segments::from(from, g.b_seg, g.b_seg_stride, g.b_row);
+            let mut a_at = Segments::from(from, g.a_seg, g.a_seg_stride, g.a_col);
+            for (i, (b, a)) in b_out.iter_mut().zip(a_out).enumerate() {
+                let row = if g.b_rows.is_null() {
+                    b_at.next_offset()
+                } else {
+                    // SAFETY: the table holds `k` offsets (caller), and
+                    // `from + i < k`.
+                    unsafe { *g.b_rows.add(from + i) as isize }
+                };
+                b.write(row);
+                a.write(a_at.next_offset());
             }
         }
 
@@ -223,8 +267,16 @@ macro_rules! driver {
             let buffered = g.c_col != 1 && k > KC && g.c_rows.is_null();
             let mut buffer = [std::mem::MaybeUninit::<f32>::uninit(); BUFFER_ROWS * PANEL_ROW];
             let buffer_base = buffer.as_mut_ptr().cast::<f32>();
-            let mut b_rows = [std::ptr::null::<f32>(); KC];
-            let mut a_steps = [0isize; KC];
+            // Row `p` of B from its origin and `A[i, p]` from A's row `i`,
+            // for every step when the reduction is short enough, else for
+            // the block at hand; a panel's rows are `width` apart.
+            let mut b_offsets = [std::mem::MaybeUninit::<isize>::uninit(); HELD_STEPS];
+            let mut a_offsets = [std::mem::MaybeUninit::<isize>::uninit(); HELD_STEPS];
+            let held = k <= HELD_STEPS;
+            if held {
+                step_offsets(g, 0, &mut b_offsets[..k], &mut a_offsets[..k]);
+            }
+            let panel_steps: [isize; KC] = std::array::from_fn(|p| (p * width) as isize);
             let wrap_row = g.wrap_row.max(0) as usize;
             // Where column `j` of B is, in elements from its row's start.
             let column = |j: usize| -> isize {
@@ -253,7 +305,6 @@ macro_rules! driver {
                     unsafe { *g.c_rows.add(i) as isize }
                 }
             };
-            let a_step = |p: usize| segmented(p, g.a_seg, g.a_seg_stride, g.a_col);
             // Whole vectors of a buffer row, for the tiles' stores.
             let buffer_pieces: [Piece; MAX_VECTORS] =
                 std::array::from_fn(|v| Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize });
@@ -262,6 +313,8 @@ macro_rules! driver {
                 // Where C's row `i` of this column block starts.
                 let c_block = |i: usize| g.c.wrapping_offset(c_row_of(i) + c_column(j0));
                 let cols = width.min(n - j0);
+                // B's column `j0`, in row 0.
+                let b_origin = g.b.wrapping_offset(column(j0));
                 // In place: whole vectors of adjacent columns, each inside
                 // one wrap row (a block may span several rows).
                 let in_place = b_col == 1
@@ -322,17 +375,23 @@ macro_rules! driver {
                     let mut p0 = 0;
                     loop {
                         let steps = KC.min(k - p0);
-                        for p in 0..steps {
-                            let offset = if g.b_rows.is_null() {
-                                segmented(p0 + p, g.b_seg, g.b_seg_stride, g.b_row)
-                            } else {
-                                // SAFETY: the table holds `k` offsets (caller).
-                                unsafe { *g.b_rows.add(p0 + p) as isize }
-                            };
-                            b_rows[p] = g.b.wrapping_offset(offset + column(j0));
-                            a_steps[p] = a_step(p0 + p) - a_step(p0);
-                        }
-                        if !in_place {
+                        let first = if held {
+                            p0
+                        } else {
+                            step_offsets(g, p0, &mut b_offsets[..steps], &mut a_offsets[..steps]);
+                            0
+                        };
+                        // SAFETY: `step_offsets` wrote these `steps` entries
+                        // (above, or for every step up front when `held`).
+                        let (b_steps, a_steps) = unsafe {
+                            (
+                                std::slice::from_raw_parts(b_offsets[first..].as_ptr().cast::<isize>(), steps),
+                                std::slice::from_raw_parts(a_offsets[first..].as_ptr().cast::<isize>(), steps),
+                            )
+                        };
+                        let (b_at, b_steps) = if in_place {
+                            (b_origin, b_steps)
+                        } else {
                             // Gathered column by column in runs of `GATHER_RUN`
                             // steps: a few cache lines of B at a time, whether
                             // its rows or its columns are the ones apart (B's
@@ -341,19 +400,22 @@ macro_rules! driver {
                             // all `steps` rows at once, they evicted each other).
                             for run in (0..steps).step_by(GATHER_RUN) {
                                 let end = (run + GATHER_RUN).min(steps);
-                                for (j, &at) in columns.iter().enumerate().take(width) {
+                                for (j, &at) in columns.iter().enumerate().take(cols) {
                                     for p in run..end {
-                                        // SAFETY: `B[p, j0 + j]` is inside B for `j < cols` (caller).
-                                        let x = if j < cols { unsafe { *b_rows[p].offset(at) } } else { 0.0 };
+                                        // SAFETY: `B[p0 + p, j0 + j]` is inside B (caller).
+                                        let x = unsafe { *b_origin.wrapping_offset(b_steps[p]).offset(at) };
                                         panel[p * width + j].write(x);
                                     }
                                 }
+                                for j in cols..width {
+                                    for p in run..end {
+                                        panel[p * width + j].write(0.0);
+                                    }
+                                }
                             }
-                            for (p, row) in b_rows.iter_mut().enumerate().take(steps) {
-                                // Every element of the panel's row `p` was just written.
-                                *row = panel[p * width..].as_ptr().cast::<f32>();
-                            }
-                        }
+                            // Every element of the panel's first `steps` rows was just written.
+                            (panel.as_ptr().cast::<f32>(), &panel_steps[..steps])
+                        };
                         let add_to_c = p0 > 0 || g.accumulate != 0;
                         for i0 in (i_chunk..chunk_end).step_by(tile_rows) {
                             let rows = tile_rows.min(chunk_end - i0);
@@ -366,13 +428,12 @@ macro_rules! driver {
                                     // SAFETY: the table holds `m` offsets (caller).
                                     unsafe { *g.a_rows.add(i0 + r) as isize }
                                 };
-                                a_at[r] = g.a.wrapping_offset(a_row + a_step(p0));
+                                a_at[r] = g.a.wrapping_offset(a_row);
                                 c_at[r] = if buffered { buffer_at(i0 + r) } else { c_block(i0 + r) };
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
-                            let (b_rows, a_steps) = (&b_rows[..steps], &a_steps[..steps]);
                             let store = if buffered { CStore::Pieces(&buffer_pieces[..vectors]) } else { c_store };
-                            let args = (a_at, a_steps, b_rows, &vector_at[..vectors], c_at, store, add_to_c);
+                            let args = (a_at, a_steps, b_at, b_steps, &vector_at[..vectors], c_at, store, add_to_c);
                             match vectors {
                                 1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
                                 2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),

@@ -35,6 +35,11 @@ use crate::target::ProductIsa;
 /// every row block reuses).
 pub const KC: usize = 256;
 
+/// Reduction steps whose offsets (B's rows, A's columns) a call works out
+/// once, up front (32 KiB for each operand on the driver's stack); a longer
+/// reduction works them out per block, for each column block again.
+pub const HELD_STEPS: usize = 16 * KC;
+
 /// The arguments of one product, as the calling kernel lays them out on its
 /// stack (every field 8 bytes, in this order). With `seg(p; len, stride,
 /// step)` = `(p / len) * stride + (p % len) * step` (`p * step` when `len`

@@ -4,7 +4,7 @@
 //! longer than one block; and results that do not depend on how the rows
 //! or columns are split.
 
-use super::{GemmCall, KC, run};
+use super::{GemmCall, HELD_STEPS, KC, run};
 use crate::target::ProductIsa;
 
 /// A fixed pseudo-random fill (values in [-1, 1)).
@@ -152,6 +152,32 @@ fn drivers_match_the_triple_loop() {
     }
 }
 
+/// A reduction longer than the offsets a call holds, its offsets worked
+/// out per block: B in place, through a table, wrapped and strided.
+#[test]
+fn reductions_longer_than_the_held_offsets() {
+    for isa in isas() {
+        for (b_table, wrap, step) in
+            [(false, None, 1), (true, None, 1), (true, Some((3, 5)), 1), (false, Some((3, 10)), 2)]
+        {
+            let case = Case {
+                m: 5,
+                n: 11,
+                k: HELD_STEPS + KC + 9,
+                a_transposed: false,
+                b_transposed: false,
+                b_table,
+                wrap,
+                step,
+                accumulate: true,
+                rows: isa.max_tile_rows(2),
+                vectors: 2,
+            };
+            check(isa, case);
+        }
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_the_tile_or_the_split() {
     for isa in isas() {
@@ -247,8 +273,9 @@ fn scattered_c_adds_every_tap_into_the_image() {
 /// its columns apart (the weight gradient transposed).
 #[test]
 fn segmented_reductions_and_strided_c() {
-    for isa in isas() {
-        let (taps, channels, rows, row, stride) = (14, 2 * isa.lanes() + 3, 2 * KC / 8 + 1, 8, 11);
+    // Reductions held whole, and longer than the offsets a call holds.
+    for (isa, rows) in isas().into_iter().flat_map(|isa| [(isa, 2 * KC / 8 + 1), (isa, HELD_STEPS / 8 + 3)]) {
+        let (taps, channels, row, stride) = (14, 2 * isa.lanes() + 3, 8, 11);
         let k = rows * row;
         let image = fill(stride * (rows + 5) + 8, 7);
         let table: Vec<i32> = (0..taps).map(|i| ((i / 3) * stride + i % 3) as i32).collect();
