@@ -26,6 +26,9 @@
 //!   input gradient scatters back from): the slow path for convolutions.
 //! - `pad copy`: the kernel copies each image with its padding written out
 //!   (one pass over the image) for a product that reads it in place.
+//! - `phase copy`: the kernel copies each image split into its stride
+//!   phases (space to depth), so a strided conv's product reads adjacent
+//!   columns in place.
 //! - `outer RxV uU` / `dot RxC` / `micro ISA RxV`: the register tile of
 //!   each product (a call to the ISA's micro-kernels for `micro`), then
 //!   its layout flags: `b_rows` (B read in place through a row table:
@@ -118,7 +121,9 @@ fn packs(program: &Program, kernel: &Kernel) -> Vec<&'static str> {
         if buffer.kind != BufferKind::Scratch {
             continue;
         }
-        for (suffix, label) in [(".im2col", "pack im2col"), (".dcol", "pack dcol"), (".padded", "pad copy")] {
+        for (suffix, label) in
+            [(".im2col", "pack im2col"), (".dcol", "pack dcol"), (".padded", "pad copy"), (".phases", "phase copy")]
+        {
             if buffer.name.ends_with(suffix) && !found.contains(&label) {
                 found.push(label);
             }
@@ -424,12 +429,11 @@ const VGG16C: [&str; 4] = [
     ",
 ];
 
-/// ResNet-ish (`bench/nets/resnet_ish.net`): every 3x3 conv is padded, so
-/// its forward product reads a padded copy and its gradients pack, as in
-/// VGG16c. The 1x1 stride-2 projections `b2s` and
-/// `b3s` pack too: the implicit path needs unit column stride, although a
-/// 1x1 conv is a plain product over strided columns, so their packing is
-/// pure overhead (k = 16 and 32, unrolled by 4). The residual adds are
+/// ResNet-ish (`bench/nets/resnet_ish.net`): every unit-stride 3x3 conv
+/// is padded, so its forward product reads a padded copy, as in VGG16c.
+/// The stride-2 convs (`b2a`, `b3a` and the 1x1 projections `b2s`, `b3s`)
+/// read a copy of each image split into its stride phases (`phase copy`),
+/// so their products read whole vectors in place too. The residual adds are
 /// separate elementwise kernels (not listed). `fc` (64 -> 10) is under the
 /// threshold at both batch sizes; of the weight-gradient combines only
 /// b3b's (8 x 36864 elements at batch 64) is large enough to run in
@@ -441,11 +445,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b3s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
-    b3a+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     ",
@@ -455,11 +459,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b3s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
-    b3a+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | micro avx512 11x1
     ",
@@ -469,11 +473,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b2s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
-    b2a+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b3s: x4 over 4 | micro avx512 6x4 b_rows b_wrap
-    b3a+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x4
@@ -515,11 +519,11 @@ const RESNET_ISH: [&str; 4] = [
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b2s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
-    b2a+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b3s: x4 over 64 | micro avx512 6x4 b_rows b_wrap
-    b3a+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
+    b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | micro avx512 11x1
     grad_x_5: serial | micro avx512 6x4

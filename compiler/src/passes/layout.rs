@@ -43,6 +43,11 @@ pub enum ForwardLayout {
         /// The weights are splatted to the backend's vectors (128-bit outer
         /// tiles); wide micro-kernels broadcast them from the weights.
         splat: bool,
+        /// The copy splits each padded image into its stride phases
+        /// ([`PhasePlanes`], space to depth), so every tap of a strided
+        /// convolution reads adjacent columns, whole vectors in place,
+        /// where strided columns had to be gathered into panels.
+        phased: bool,
     },
     /// An explicit im2col of each image.
     Packed,
@@ -120,14 +125,20 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_read) as i64 };
     let whole_rows = c.stride[1] == 1 && ow.is_multiple_of(target.products.lanes());
     let strided = c.stride[1] != 1;
-    if target.products != ProductIsa::Vector128 && (whole_rows || strided || gathered_panels_pay(output[1], target)) {
+    if target.products != ProductIsa::Vector128 && strided {
+        // One product per image on the micro-kernels over the stride
+        // phases of a copy of each image: the copy is one pass over the
+        // image, as a padded copy is, and the product reads whole vectors.
+        let planes = PhasePlanes::of(c, output);
+        let wrap = ColumnWrap { row: ow, stride: planes.width as i64 };
+        return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false, phased: true };
+    }
+    if target.products != ProductIsa::Vector128 && (whole_rows || gathered_panels_pay(output[1], target)) {
         // One product per image on the micro-kernels, the weights read as
         // they are: blocks of whole rows are read in place, and other
-        // blocks are gathered into panels: always for strided columns
-        // (the alternative packs a whole im2col; interleaved on resnet_ish,
-        // inference ran 1.25x faster gathered), for rows that are not whole
-        // vectors when enough output channels share each panel.
-        return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false };
+        // blocks (rows that are not whole vectors, when enough output
+        // channels share each panel) are gathered into panels.
+        return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false, phased: false };
     }
     if c.stride[1] != 1 {
         return ForwardLayout::Packed;
@@ -135,7 +146,55 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     // Output rows that are not whole vectors waste lanes at each row's end
     // unless the columns wrap.
     let wrap = (!ow.is_multiple_of(lanes) && wrap.fits(p, lanes)).then_some(wrap);
-    ForwardLayout::InPlace { wrap, pad_copy, splat: true }
+    ForwardLayout::InPlace { wrap, pad_copy, splat: true, phased: false }
+}
+
+/// The stride phases of a convolution's padded input (space to depth):
+/// plane `(ci, ry, cx)` holds the padded image's element `(ry + sy i, cx +
+/// sx j)` at `(i, j)`. Tap `(ky, kx)` reads the plane of phases `(ky dy %
+/// sy, kx dx % sx)` from `(ky dy / sy, kx dx / sx)` on, output position
+/// `(oy, ox)` at `(oy, ox)` further: unit strides. Only the phases some tap
+/// reads are planes (one of four for a 1x1 stride-2 projection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhasePlanes {
+    /// Row phases a tap reads, ascending.
+    pub rows: Vec<usize>,
+    /// Column phases a tap reads, ascending.
+    pub cols: Vec<usize>,
+    /// Rows of each plane: the output's and the kernel's reach in phase rows.
+    pub height: usize,
+    /// Columns of each plane.
+    pub width: usize,
+}
+
+impl PhasePlanes {
+    /// The planes of `c` producing `output` (`[n, o, oh, ow]`).
+    pub fn of(c: &Conv2d, output: &[usize]) -> PhasePlanes {
+        let axis = |a: usize| {
+            let (s, d, k) = (c.stride[a].max(1), c.dilation[a], c.kernel[a].max(1));
+            let mut phases: Vec<usize> = (0..k).map(|t| t * d % s).collect();
+            phases.sort_unstable();
+            phases.dedup();
+            (phases, output[2 + a] + (k - 1) * d / s)
+        };
+        let ((rows, height), (cols, width)) = (axis(0), axis(1));
+        PhasePlanes { rows, cols, height, width }
+    }
+
+    /// Planes per channel.
+    pub fn per_channel(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// Where tap `(ci, ky, kx)` of `c` starts reading, from the first plane.
+    pub fn tap(&self, c: &Conv2d, [ci, ky, kx]: [usize; 3]) -> usize {
+        let (y, x) = (ky * c.dilation[0], kx * c.dilation[1]);
+        let (sy, sx) = (c.stride[0].max(1), c.stride[1].max(1));
+        let phase_y = self.rows.iter().position(|&r| r == y % sy).unwrap_or(0);
+        let phase_x = self.cols.iter().position(|&r| r == x % sx).unwrap_or(0);
+        let plane = (ci * self.rows.len() + phase_y) * self.cols.len() + phase_x;
+        (plane * self.height + y / sy) * self.width + x / sx
+    }
 }
 
 /// The input gradient's layout. Scattering needs unit strides (each tap's
@@ -179,7 +238,7 @@ fn gathered_input_grad(c: &Conv2d, input: &[usize], output: &[usize], target: &T
     let reach = |axis: usize| (c.dilation[axis] * c.kernel[axis].saturating_sub(1)).checked_sub(c.padding[axis]);
     let conv = Conv2d { padding: [reach(0)?, reach(1)?], padding_mode: PaddingMode::Zeros, ..*c };
     match forward_layout(&conv, output, input, target) {
-        ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false } => {
+        ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false, phased: false } => {
             Some(InputGradLayout::Gathered { conv, wrap, pad_copy })
         }
         _ => None,
@@ -241,14 +300,14 @@ mod tests {
         let (x1, y1) = ([4, 3, 32, 32], [4, 6, 28, 28]);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x1, &y1, &t),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true }
+            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true, phased: false }
         );
         // conv2: 14x14 -> 10x10, rows of 10 wrap in blocks of 20 columns.
         let (x2, y2) = ([4, 6, 14, 14], [4, 16, 10, 10]);
         let wrap = ColumnWrap { row: 10, stride: 14 };
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x2, &y2, &t),
-            ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false, splat: true }
+            ForwardLayout::InPlace { wrap: Some(wrap), pad_copy: false, splat: true, phased: false }
         );
         assert_eq!(
             input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t),
@@ -264,7 +323,7 @@ mod tests {
         // The forward product reads a padded copy in place.
         assert_eq!(
             forward_layout(&conv(3, 1, 1), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: None, pad_copy: true, splat: true }
+            ForwardLayout::InPlace { wrap: None, pad_copy: true, splat: true, phased: false }
         );
         // Zero padding scatters into a padded image; replicate packs.
         assert_eq!(
@@ -293,26 +352,52 @@ mod tests {
         let (x, y) = ([4, 32, 16, 16], [4, 32, 16, 16]);
         assert_eq!(
             forward_layout(&conv(3, 1, 1), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 16, stride: 18 }), pad_copy: true, splat: false }
+            ForwardLayout::InPlace {
+                wrap: Some(ColumnWrap { row: 16, stride: 18 }),
+                pad_copy: true,
+                splat: false,
+                phased: false
+            }
         );
-        // Stride 2 reads every other input row (and column: B's column
-        // stride, which the builder sets).
+        // Stride 2 reads the padded image's four stride phases, planes of
+        // 6x6 (5 outputs and the kernel's reach of one phase row).
         let (x, y) = ([4, 3, 9, 9], [4, 64, 5, 5]);
         assert_eq!(
             forward_layout(&conv(3, 2, 1), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 5, stride: 22 }), pad_copy: true, splat: false }
+            ForwardLayout::InPlace {
+                wrap: Some(ColumnWrap { row: 5, stride: 6 }),
+                pad_copy: true,
+                splat: false,
+                phased: true
+            }
         );
-        // A 1x1 projection with stride 2 reads the input itself.
+        let planes = PhasePlanes::of(&conv(3, 2, 1), &y);
+        assert_eq!(planes, PhasePlanes { rows: vec![0, 1], cols: vec![0, 1], height: 6, width: 6 });
+        // Tap (ci 1, ky 2, kx 1): channel 1's plane of phases (0, 1), from
+        // its row 1.
+        assert_eq!(planes.tap(&conv(3, 2, 1), [1, 2, 1]), ((4 + 1) * 6 + 1) * 6);
+        // A 1x1 projection with stride 2 reads one phase: every other
+        // element of every other row.
         let (x, y) = ([4, 16, 16, 16], [4, 64, 8, 8]);
         assert_eq!(
             forward_layout(&conv(1, 2, 0), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 8, stride: 32 }), pad_copy: false, splat: false }
+            ForwardLayout::InPlace {
+                wrap: Some(ColumnWrap { row: 8, stride: 8 }),
+                pad_copy: false,
+                splat: false,
+                phased: true
+            }
         );
+        assert_eq!(PhasePlanes::of(&conv(1, 2, 0), &y).per_channel(), 1);
+        // Dilation 2 with stride 2: every tap in phase 0.
+        let dilated = Conv2d { dilation: [2, 2], ..conv(3, 2, 2) };
+        let planes = PhasePlanes::of(&dilated, &[4, 8, 8, 8]);
+        assert_eq!((planes.per_channel(), planes.height, planes.width), (1, 10, 10));
         // LeNet's conv1 (6 channels, rows of 28) keeps the 128-bit tiles.
         let (x, y) = ([4, 3, 32, 32], [4, 6, 28, 28]);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true }
+            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true, phased: false }
         );
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
         // Its input gradient scatters with a column step of 2 (and its
@@ -380,11 +465,16 @@ mod tests {
         let wide = narrow.with_lanes(8);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &narrow),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true }
+            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true, phased: false }
         );
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &wide),
-            ForwardLayout::InPlace { wrap: Some(ColumnWrap { row: 12, stride: 16 }), pad_copy: false, splat: true }
+            ForwardLayout::InPlace {
+                wrap: Some(ColumnWrap { row: 12, stride: 16 }),
+                pad_copy: false,
+                splat: true,
+                phased: false
+            }
         );
     }
 }

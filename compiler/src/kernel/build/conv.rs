@@ -12,7 +12,8 @@ use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
 use crate::passes::layout::{
-    ForwardLayout, InputGradLayout, WeightGradLayout, forward_layout, input_grad_layout, weight_grad_layout,
+    ForwardLayout, InputGradLayout, PhasePlanes, WeightGradLayout, forward_layout, input_grad_layout,
+    weight_grad_layout,
 };
 
 impl Builder<'_> {
@@ -88,34 +89,111 @@ impl Builder<'_> {
         })
     }
 
+    /// Writes image `n` of `x` into `dst` as the stride phases `planes` of
+    /// its padded image (see [`PhasePlanes`]): zeros or the replicated
+    /// border outside the image. Each plane row is a strided copy of an
+    /// input row between its border runs, or a blank row.
+    fn phase_image(
+        &mut self,
+        c: &Conv2d,
+        xd: &[usize],
+        planes: &PhasePlanes,
+        x: BufId,
+        n: Idx,
+        dst: BufId,
+    ) -> Vec<Stmt> {
+        let (ch, h, w) = (xd[1], xd[2] as i64, xd[3] as i64);
+        let [sy, sx] = [c.stride[0] as i64, c.stride[1] as i64];
+        let [py, px] = [c.padding[0] as i64, c.padding[1] as i64];
+        let zeros = c.padding_mode == PaddingMode::Zeros;
+        let image = n * (ch as i64 * h * w);
+        let (height, width) = (planes.height, planes.width as i64);
+        let per_channel = planes.per_channel() as i64;
+        let mut body = Vec::new();
+        for (phase_y, &ry) in planes.rows.iter().enumerate() {
+            for (phase_x, &cx) in planes.cols.iter().enumerate() {
+                let plane = (phase_y * planes.cols.len() + phase_x) as i64;
+                let cx = cx as i64;
+                // The plane's columns `lo..hi` read input columns `cx + sx j - px` inside the image.
+                let columns_from = |x: i64| (x.max(0) as u64).div_ceil(sx as u64) as i64;
+                let lo = columns_from(px - cx).min(width);
+                let hi = columns_from(w + px - cx).clamp(lo, width);
+                body.extend(self.loops(&[ch, height], |b, i| {
+                    let (ci, row) = (&i[0], &i[1]);
+                    let to = ((ci.clone() * per_channel + plane) * height as i64 + row.clone()) * width;
+                    let y = row.clone() * sy + (ry as i64 - py);
+                    let from = image.clone() + ci.clone() * (h * w) + y.clone().clamp(0, h - 1) * w;
+                    let border = |b: &mut Builder<'_>, start: i64, len: i64, column: i64| {
+                        (len > 0).then(|| {
+                            b.loop_over(len as usize, |_, e| {
+                                let val = if zeros { Val::Const(0.0) } else { Val::load(x, from.clone() + column) };
+                                vec![Stmt::store(dst, to.clone() + start + e, val)]
+                            })
+                        })
+                    };
+                    let mut inside: Vec<Stmt> = border(b, 0, lo, 0).into_iter().collect();
+                    if hi > lo {
+                        let first = cx + sx * lo - px;
+                        inside.push(b.loop_over((hi - lo) as usize, |_, e| {
+                            let val = Val::load(x, from.clone() + first + e.clone() * sx);
+                            vec![Stmt::store(dst, to.clone() + lo + e, val)]
+                        }));
+                    }
+                    inside.extend(border(b, hi, width - hi, w - 1));
+                    if !zeros {
+                        return inside;
+                    }
+                    let blank = vec![
+                        b.loop_over(width as usize, |_, e| vec![Stmt::store(dst, to.clone() + e, Val::Const(0.0))]),
+                    ];
+                    vec![Stmt::If { cond: Cond::in_range(y, 0, h), then: inside, otherwise: blank }]
+                }));
+            }
+        }
+        body
+    }
+
+    /// Writes image `n` of `x` into the copy `copy` makes, if any.
+    fn copy_image(&mut self, c: &Conv2d, xd: &[usize], copy: &ImageCopy, x: BufId, n: Idx, dst: BufId) -> Vec<Stmt> {
+        match copy {
+            ImageCopy::None => Vec::new(),
+            ImageCopy::Padded => self.pad_image(c, xd, x, n, dst),
+            ImageCopy::Phased(planes) => self.phase_image(c, xd, planes, x, n, dst),
+        }
+    }
+
     /// The rows an in-place product reads, B's row `(ci, ky, kx)` the input
-    /// row that tap reads (implicit im2col): offsets in the input, or with
-    /// `pad_copy` in a per-thread copy of each image with its border
-    /// written out. Returns the buffer read, its distance between images
-    /// and the table.
+    /// row that tap reads (implicit im2col): offsets in the input, or in a
+    /// per-thread copy of each image, its border written out (`copy`
+    /// padded) or split into stride phases. Returns the buffer read, its
+    /// distance between images and the table.
     fn in_place_rows(
         &mut self,
         name: &str,
         c: &Conv2d,
         xd: &[usize],
-        pad_copy: bool,
+        copy: &ImageCopy,
         x: BufId,
     ) -> (BufId, usize, BufId) {
         let (ch, h, w_in) = (xd[1], xd[2] + 2 * c.padding[0], xd[3] + 2 * c.padding[1]);
-        let (source, image) = if pad_copy {
-            (self.scratch(format!("{name}.padded"), ch * h * w_in, true), 0)
-        } else {
-            (x, ch * h * w_in)
-        };
         let [kh, kw] = c.kernel;
-        let mut rows = Vec::with_capacity(ch * kh * kw);
-        for ci in 0..ch {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    rows.push((ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1]) as i32);
-                }
+        let taps = (0..ch).flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| [ci, ky, kx])));
+        let (source, image, rows): (BufId, usize, Vec<i32>) = match copy {
+            ImageCopy::Phased(planes) => {
+                let len = ch * planes.per_channel() * planes.height * planes.width;
+                let source = self.scratch(format!("{name}.phases"), len, true);
+                (source, 0, taps.map(|tap| planes.tap(c, tap) as i32).collect())
             }
-        }
+            _ => {
+                let (source, image) = if matches!(copy, ImageCopy::Padded) {
+                    (self.scratch(format!("{name}.padded"), ch * h * w_in, true), 0)
+                } else {
+                    (x, ch * h * w_in)
+                };
+                let offset = |[ci, ky, kx]: [usize; 3]| ci * h * w_in + ky * c.dilation[0] * w_in + kx * c.dilation[1];
+                (source, image, taps.map(|tap| offset(tap) as i32).collect())
+            }
+        };
         (source, image, self.table_i32(format!("{name}.rows"), rows))
     }
 
@@ -137,9 +215,11 @@ impl Builder<'_> {
     ) -> Vec<Stmt> {
         let (o, p) = (yd[1], yd[2] * yd[3]);
         let k = xd[1] * c.kernel[0] * c.kernel[1];
-        let InPlaceRows { source, image, table, pad_copy } = rows;
+        let InPlaceRows { source, image, table, copy } = rows;
+        // Phase planes have adjacent columns; otherwise B steps by the stride.
+        let col_stride = if matches!(copy, ImageCopy::Phased(_)) { 1 } else { c.stride[1] as i64 };
         vec![self.loop_over(xd[0], |b, n| {
-            let mut s = if pad_copy { b.pad_image(c, xd, x, n.clone(), source) } else { Vec::new() };
+            let mut s = b.copy_image(c, xd, &copy, x, n.clone(), source);
             let cm = MatrixRef { buf: finish.out, offset: n.clone() * (o * p), row_stride: p as i64, col_stride: 1 };
             let epilogue = b.forward_epilogue(finish, &cm, bias.clone());
             s.push(Stmt::Gemm(Box::new(Gemm {
@@ -147,7 +227,7 @@ impl Builder<'_> {
                 n: p,
                 k,
                 a: weights.clone(),
-                b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride: c.stride[1] as i64 },
+                b: MatrixRef { buf: source, offset: n * image, row_stride: 0, col_stride },
                 c: cm,
                 epilogue,
                 b_rows: Some(table),
@@ -176,8 +256,15 @@ impl Builder<'_> {
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
-        if let ForwardLayout::InPlace { wrap, pad_copy, splat } = layout {
-            let (source, image, table) = self.in_place_rows(&self.graph.node(id).name.clone(), c, &xd, pad_copy, x);
+        if let ForwardLayout::InPlace { wrap, pad_copy, splat, phased } = layout {
+            let copy = if phased {
+                ImageCopy::Phased(PhasePlanes::of(c, &yd))
+            } else if pad_copy {
+                ImageCopy::Padded
+            } else {
+                ImageCopy::None
+            };
+            let (source, image, table) = self.in_place_rows(&self.graph.node(id).name.clone(), c, &xd, &copy, x);
             let (oh, ow) = (yd[2], yd[3]);
             let w_in = xd[3] + 2 * c.padding[1];
             let weights = if splat {
@@ -202,7 +289,7 @@ impl Builder<'_> {
             // whose columns (output positions) wrap from input row to input
             // row, so no lanes are wasted at the end of each row.
             if let Some(wrap) = wrap {
-                let rows = InPlaceRows { source, image, table, pad_copy };
+                let rows = InPlaceRows { source, image, table, copy };
                 let bias = bias.map(|bb| Bias::PerRow(bb, Idx::Const(0)));
                 let body =
                     self.wrapped_products(c, [&xd, &yd], x, rows, (weights, splat, tile), wrap, &epi_finish, bias);
@@ -391,8 +478,9 @@ impl Builder<'_> {
             vec![Stmt::store(flipped, at, Val::load(w, from))]
         });
         self.pre_kernels.push(make_kernel(format!("{name}.flip_weight"), vec![id], prep, 0));
-        let (source, image, table) = self.in_place_rows(&name, conv, yd, pad_copy, dy);
-        let rows = InPlaceRows { source, image, table, pad_copy };
+        let copy = if pad_copy { ImageCopy::Padded } else { ImageCopy::None };
+        let (source, image, table) = self.in_place_rows(&name, conv, yd, &copy, dy);
+        let rows = InPlaceRows { source, image, table, copy };
         let weights = MatrixRef { buf: flipped, offset: Idx::Const(0), row_stride: k as i64, col_stride: 1 };
         let tile = unscheduled_micro(self.prog.target.products);
         let finish = Finish { out: finish.out, activation: None, pre: None, mask: finish.mask };
@@ -594,11 +682,22 @@ fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
     (1..=cap.min(n).max(1)).rev().find(|&d| n.is_multiple_of(d)).unwrap_or(1)
 }
 
+/// The copy of each image an in-place product reads, if any.
+#[derive(Clone, Debug)]
+enum ImageCopy {
+    /// The input itself.
+    None,
+    /// The padded image, its border written out.
+    Padded,
+    /// The padded image's stride phases.
+    Phased(PhasePlanes),
+}
+
 /// What [`Builder::in_place_rows`] set up for an in-place product.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct InPlaceRows {
     source: BufId,
     image: usize,
     table: BufId,
-    pad_copy: bool,
+    copy: ImageCopy,
 }
