@@ -10,7 +10,7 @@ pub use kiln_compiler as compiler;
 pub use kiln_runtime as runtime;
 
 pub use kiln_compiler::{Loss, Sgd};
-pub use kiln_runtime::{Backend, Model, ModelError, Tensor};
+pub use kiln_runtime::{Backend, Mode, Model, ModelError, Tensor};
 
 /// Declares a network in the `.net` declaration language; every shape is
 /// checked at compile time and a typed API is generated.
@@ -48,6 +48,11 @@ pub use kiln_runtime::{Backend, Model, ModelError, Tensor};
 ///   input and both shapes;
 /// - `train_step(x, ..., target, loss, sgd)`: forward, loss, backward and an
 ///   SGD update in one compiled step, returning the loss;
+/// - `train()` / `eval()` / `is_training()`: PyTorch's modes (training by
+///   default). Batch normalisation uses the batch's statistics and updates
+///   its running ones in training mode, the running ones in evaluation mode;
+///   dropout masks only in training mode. `forward` and `train_step` both
+///   follow the mode;
 /// - `graph()` for inspection, and `model()` / `model_mut()` for the
 ///   [`Model`] (e.g. [`Model::set_backend`] to run on the reference
 ///   interpreter instead of the JIT);

@@ -217,10 +217,11 @@ pub fn derive_training_with(
         return Err(AutodiffError::AlreadyTraining { graph: forward.name.clone() });
     }
     // Training mode: batch statistics, and updates of the running ones.
-    let (forward, running_updates) = match mode {
+    let mut forward = match mode {
         Mode::Train => training_mode(forward),
-        Mode::Eval => (forward.clone(), Vec::new()),
+        Mode::Eval => forward.clone(),
     };
+    let running_updates = std::mem::take(&mut forward.updates);
     let forward = &forward;
     let Some(&out) = forward.outputs.first() else {
         return Err(AutodiffError::NoOutputs { graph: forward.name.clone() });
@@ -338,6 +339,7 @@ pub fn derive_training_with(
         forward.inputs.iter().filter_map(|&x| grads.get(x.index()).copied().flatten().map(|g| (x, g))).collect();
 
     let mut g = b.g;
+    g.updates = updates;
     g.training = Some(Training {
         loss_fn: loss,
         loss: loss_node,
@@ -345,7 +347,6 @@ pub fn derive_training_with(
         param_grads,
         input_grads,
         optim_state,
-        updates,
         learning_rate: lr,
         adam_corrections,
     });
@@ -692,14 +693,14 @@ mod tests {
         // One buffer and two updates per trained parameter.
         let bufs: Vec<&str> = t.optim_state.iter().map(|&b| name(b)).collect();
         assert_eq!(bufs, ["momentum_conv1.weight", "momentum_conv1.bias", "momentum_fc.weight", "momentum_fc.bias"]);
-        assert_eq!(t.updates.len(), 8);
-        for &(leaf, new) in &t.updates {
+        assert_eq!(g.updates.len(), 8);
+        for &(leaf, new) in &g.updates {
             assert_eq!(g.node(leaf).shape, g.node(new).shape);
             assert_eq!(g.node(new).stage, Stage::Update);
             assert_eq!(name(new), format!("new_{}", name(leaf)));
         }
         let spare = fwd.find("spare").expect("spare");
-        assert!(t.updates.iter().all(|&(leaf, _)| leaf != spare));
+        assert!(g.updates.iter().all(|&(leaf, _)| leaf != spare));
 
         // Forward nodes are untouched; every added node is Loss, Backward or Update.
         for id in g.node_ids() {
@@ -725,10 +726,10 @@ mod tests {
         let g = derive_training(&net(), Loss::CrossEntropy, Sgd::default()).expect("derive");
         let t = g.training.as_ref().expect("training");
         assert!(t.optim_state.is_empty());
-        assert_eq!(t.updates.len(), 4);
+        assert_eq!(g.updates.len(), 4);
         let lr = t.learning_rate.expect("a learning-rate input");
         assert_eq!(g.node(lr).op, Op::Hyper { initial: Sgd::default().lr });
-        for &(_, new) in &t.updates {
+        for &(_, new) in &g.updates {
             assert!(matches!(g.node(new).op, Op::SgdStep(_)));
             // Parameter, gradient and the shared learning rate.
             assert_eq!(g.node(new).inputs.len(), 3);

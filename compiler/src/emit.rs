@@ -28,9 +28,9 @@ pub fn to_text(graph: &Graph, batch: usize) -> String {
     let _ = writeln!(out, "  inputs: {}  outputs: {}", list(&graph.inputs), list(&graph.outputs));
     if let Some(t) = &graph.training {
         let _ = writeln!(out, "  loss: {} = %{}", t.loss_fn.name(), t.loss.index());
-        for &(leaf, new) in &t.updates {
-            let _ = writeln!(out, "  update: {} <- %{}", graph.node(leaf).name, new.index());
-        }
+    }
+    for &(leaf, new) in &graph.updates {
+        let _ = writeln!(out, "  update: {} <- %{}", graph.node(leaf).name, new.index());
     }
     out
 }
@@ -84,11 +84,8 @@ pub fn to_dot(graph: &Graph, batch: usize) -> String {
             let _ = writeln!(out, "  n{} -> n{} [label=\"{i}\", fontsize=8];", src.index(), id.index());
         }
     }
-    if let Some(t) = &graph.training {
-        for &(leaf, new) in &t.updates {
-            let _ =
-                writeln!(out, "  n{} -> n{} [style=dashed, color=gray, constraint=false];", new.index(), leaf.index());
-        }
+    for &(leaf, new) in &graph.updates {
+        let _ = writeln!(out, "  n{} -> n{} [style=dashed, color=gray, constraint=false];", new.index(), leaf.index());
     }
     out += "}\n";
     out

@@ -23,6 +23,7 @@ pub use kiln_frontend as frontend;
 pub use kiln_frontend::{graph, infer, ops, shape};
 
 pub use graph::{Graph, Node, NodeId, Stage, Training};
+pub use mode::Mode;
 pub use ops::{Activation, BinaryOp, Conv2d, Loss, Op, PaddingMode, Pool2d, Resize, ResizeMode, Sgd};
 pub use shape::{Dim, Shape};
 pub use tensor::Tensor;

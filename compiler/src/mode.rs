@@ -22,15 +22,15 @@ pub enum Mode {
     Eval,
 }
 
-/// `forward` in training mode, and the `(leaf, new value)` updates of its
-/// running statistics and, with dropout, of the step counter its masks are
-/// keyed by (an [`Op::OptimState`] leaf `dropout.step`, the first of the
-/// updates then). A graph without batch normalisation or dropout comes back
+/// `forward` in training mode, its [`Graph::updates`] those of its running
+/// statistics and, with dropout, of the step counter its masks are keyed by
+/// (an [`Op::OptimState`] leaf `dropout.step`, the first of the updates
+/// then). A graph without batch normalisation or dropout comes back
 /// unchanged (same node ids) with no updates.
-pub fn training_mode(forward: &Graph) -> (Graph, Vec<(NodeId, NodeId)>) {
+pub fn training_mode(forward: &Graph) -> Graph {
     let rewritten = |op: &Op| matches!(op, Op::BatchNorm(_) | Op::Dropout { .. });
     if !forward.node_ids().any(|id| rewritten(&forward.node(id).op)) {
-        return (forward.clone(), Vec::new());
+        return forward.clone();
     }
     let mut g = Graph::new(forward.name.clone());
     let mut map: Vec<NodeId> = Vec::with_capacity(forward.len());
@@ -88,7 +88,9 @@ pub fn training_mode(forward: &Graph) -> (Graph, Vec<(NodeId, NodeId)>) {
     g.inputs = remap(&forward.inputs);
     g.outputs = remap(&forward.outputs);
     g.params = remap(&forward.params);
-    (g, updates)
+    updates.extend(forward.updates.iter().map(|&(leaf, new)| (map[leaf.index()], map[new.index()])));
+    g.updates = updates;
+    g
 }
 
 /// The values each channel of `x` (`[N, C, ..]`) averages over: every axis but 1.
@@ -126,7 +128,8 @@ mod tests {
         let y = g.add("bn", Op::BatchNorm(bn), shape, vec![x, rm, rv, w, w], Stage::Forward);
         g.outputs.push(y);
 
-        let (t, updates) = training_mode(&g);
+        let t = training_mode(&g);
+        let updates = &t.updates;
         let op = |name: &str| t.node(t.find(name).expect(name)).op.clone();
         assert_eq!(op("bn"), Op::BatchNormTrain(bn));
         assert_eq!(op("bn.batch_mean"), Op::BatchMean);
@@ -154,8 +157,8 @@ mod tests {
         let x = plain.add("x", Op::Input, Shape(vec![Dim::batch(), Dim::fixed(2)]), vec![], Stage::Forward);
         plain.inputs.push(x);
         plain.outputs.push(x);
-        let (same, none) = training_mode(&plain);
-        assert!(none.is_empty());
+        let same = training_mode(&plain);
+        assert!(same.updates.is_empty());
         assert_eq!(same.len(), plain.len());
     }
 }

@@ -127,10 +127,8 @@ fn three_way_on(
         let node = graph.node(id);
         compare(format!("{} ({})", node.name, node.op.mnemonic()), id, &want[id.index()].data);
     }
-    if let Some(t) = &graph.training {
-        for &(leaf, new) in &t.updates {
-            compare(format!("updated {}", graph.node(leaf).name), leaf, &want[new.index()].data);
-        }
+    for &(leaf, new) in &graph.updates {
+        compare(format!("updated {}", graph.node(leaf).name), leaf, &want[new.index()].data);
     }
 }
 

@@ -41,11 +41,9 @@ fn check(name: &str, graph: &Graph, batch: usize, seed: u64, lanes: usize) -> Pr
         let what = format!("{name}, {lanes} lanes: {}", graph.node(id).name);
         assert_close(&what, kir.get(id).unwrap(), &want[id.index()].data, REL);
     }
-    if let Some(t) = &graph.training {
-        for &(leaf, new) in &t.updates {
-            let what = format!("{name}, {lanes} lanes: updated {}", graph.node(leaf).name);
-            assert_close(&what, kir.get(leaf).unwrap(), &want[new.index()].data, REL);
-        }
+    for &(leaf, new) in &graph.updates {
+        let what = format!("{name}, {lanes} lanes: updated {}", graph.node(leaf).name);
+        assert_close(&what, kir.get(leaf).unwrap(), &want[new.index()].data, REL);
     }
     program
 }

@@ -56,9 +56,6 @@ pub struct Training {
     pub input_grads: Vec<(NodeId, NodeId)>,
     /// Optimizer buffers (empty without momentum), one per parameter.
     pub optim_state: Vec<NodeId>,
-    /// `(leaf, new value)`: after a step each leaf (parameter or buffer) takes
-    /// the value its update node computed.
-    pub updates: Vec<(NodeId, NodeId)>,
     /// The learning rate the updates read, an [`crate::ops::Op::Hyper`] leaf
     /// set between steps (none when no parameter is trained).
     pub learning_rate: Option<NodeId>,
@@ -90,6 +87,11 @@ pub struct Graph {
     pub outputs: Vec<NodeId>,
     /// Parameters in state_dict order.
     pub params: Vec<NodeId>,
+    /// `(leaf, new value)`: after a run each leaf (a parameter, a buffer or
+    /// optimizer state) takes the value its update node computed. A training
+    /// step's parameter updates, and in training mode the running statistics
+    /// a forward pass updates too.
+    pub updates: Vec<(NodeId, NodeId)>,
     /// Present once a loss, its backward graph and an update were appended.
     pub training: Option<Training>,
 }
@@ -105,6 +107,7 @@ impl Graph {
             inputs: Vec::new(),
             outputs: Vec::new(),
             params: Vec::new(),
+            updates: Vec::new(),
             training: None,
         }
     }

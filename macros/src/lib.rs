@@ -181,6 +181,27 @@ fn expand(input: TokenStream) -> TokenStream {
                 self.model.graph()
             }
 
+            /// Training mode (PyTorch's `model.train()`, the default): batch
+            /// normalisation uses the batch's statistics and updates its running
+            /// ones, dropout masks. See [`::kiln::runtime::Model::train`].
+            pub fn train(&mut self) -> &mut Self {
+                self.model.train();
+                self
+            }
+
+            /// Evaluation mode (PyTorch's `model.eval()`): batch normalisation
+            /// uses its running statistics, dropout is the identity. See
+            /// [`::kiln::runtime::Model::eval`].
+            pub fn eval(&mut self) -> &mut Self {
+                self.model.eval();
+                self
+            }
+
+            /// Whether the model is in training mode (PyTorch's `model.training`).
+            pub fn is_training(&self) -> bool {
+                self.model.is_training()
+            }
+
             /// The underlying model (parameters, executors).
             pub fn model(&self) -> &::kiln::runtime::Model {
                 &self.model

@@ -187,11 +187,8 @@ impl Executor {
         match &mut self.engine {
             Engine::Jit(e) => Ok(e.run()?),
             Engine::Interp { leaves, values } => {
-                *values = if self.graph.training.is_some() {
-                    interp::step(&self.graph, self.batch, leaves)?
-                } else {
-                    interp::evaluate(&self.graph, self.batch, leaves)?
-                };
+                // Without updates a step is an evaluation.
+                *values = interp::step(&self.graph, self.batch, leaves)?;
                 Ok(())
             }
         }

@@ -9,5 +9,5 @@ pub mod train;
 mod weights;
 
 pub use executor::{Backend, ExecError, ExecOptions, Executor};
-pub use kiln_compiler::Tensor;
+pub use kiln_compiler::{Mode, Tensor};
 pub use model::{Model, ModelError};

@@ -11,11 +11,19 @@
 //! configuration), and each remembers which version of the parameters it
 //! holds, so parameters are uploaded only after they changed.
 //! Momentum buffers live with the model and follow it across batch sizes.
+//!
+//! A model is in training or evaluation mode, as a PyTorch module is
+//! ([`Model::train`], [`Model::eval`]; training by default): in training
+//! mode batch normalisation uses the batch's statistics and updates its
+//! running ones, and dropout masks, in [`Model::forward`] as in
+//! [`Model::train_step`]; in evaluation mode both use the running statistics
+//! and dropout is the identity.
 
 use crate::executor::{Backend, ExecError, Executor};
 use crate::npy::{self, NpyError};
 use kiln_compiler::autodiff::{self, AutodiffError};
 use kiln_compiler::budget::{OutOfMemory, available_memory, check_parameters};
+use kiln_compiler::mode::{Mode, training_mode};
 use kiln_compiler::ops::Init;
 use kiln_compiler::{Graph, Loss, NodeId, Op, Sgd, Shape, Tensor};
 use rand_chacha::ChaCha8Rng;
@@ -170,6 +178,7 @@ struct Cached {
 struct TrainKey {
     loss: Loss,
     sgd: Sgd,
+    mode: Mode,
 }
 
 /// A forward graph and its parameters, with execution on a [`Backend`].
@@ -183,7 +192,11 @@ pub struct Model {
     version: u64,
     backend: Backend,
     threads: usize,
-    forward_execs: HashMap<usize, Cached>,
+    mode: Mode,
+    /// Dropout's step counter: how many training-mode runs have masked,
+    /// shared by every executor so no two runs draw the same masks.
+    dropout_step: f32,
+    forward_execs: HashMap<(Mode, usize), Cached>,
     train_key: Option<TrainKey>,
     train_execs: HashMap<usize, Cached>,
     /// The training executor whose momentum buffers are newer than `momentum`.
@@ -209,6 +222,8 @@ impl Clone for Model {
         m.momentum = self.momentum_snapshot();
         m.backend = self.backend;
         m.threads = self.threads;
+        m.mode = self.mode;
+        m.dropout_step = self.dropout_step;
         m
     }
 }
@@ -227,6 +242,8 @@ impl Model {
             version: 0,
             backend: Backend::default(),
             threads,
+            mode: Mode::Train,
+            dropout_step: 0.0,
             forward_execs: HashMap::new(),
             train_key: None,
             train_execs: HashMap::new(),
@@ -444,6 +461,39 @@ impl Model {
         self.backend
     }
 
+    /// Training mode (PyTorch's `model.train()`, the default): batch
+    /// normalisation normalises with the batch's statistics and updates its
+    /// running ones, and dropout masks, in [`Model::forward`] and
+    /// [`Model::train_step`] alike.
+    pub fn train(&mut self) -> &mut Model {
+        self.mode = Mode::Train;
+        self
+    }
+
+    /// Evaluation mode (PyTorch's `model.eval()`): batch normalisation uses
+    /// its running statistics and dropout is the identity, also in
+    /// [`Model::train_step`] and [`Model::gradients`].
+    pub fn eval(&mut self) -> &mut Model {
+        self.mode = Mode::Eval;
+        self
+    }
+
+    /// Sets the mode; [`Model::train`] and [`Model::eval`] say what each does.
+    pub fn set_mode(&mut self, mode: Mode) -> &mut Model {
+        self.mode = mode;
+        self
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the model is in training mode (PyTorch's `model.training`).
+    pub fn is_training(&self) -> bool {
+        self.mode == Mode::Train
+    }
+
     /// Sets the number of worker threads for the JIT (default: all cores).
     pub fn set_threads(&mut self, threads: usize) {
         let threads = threads.max(1);
@@ -477,26 +527,53 @@ impl Model {
 
     /// Runs the network on `inputs` (one tensor per declared input, in order)
     /// and returns its outputs. The batch size is read from the tensors; each
-    /// input's shape is checked against its declaration.
+    /// input's shape is checked against its declaration. In training mode
+    /// (see [`Model::train`]) this updates batch normalisation's running
+    /// statistics, as PyTorch's forward does.
     pub fn forward(&mut self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, ModelError> {
         let batch = self.check_inputs(inputs)?;
-        if !self.forward_execs.contains_key(&batch) {
-            let exec = Executor::new(self.graph.clone(), batch, self.backend, self.threads)?;
-            self.forward_execs.insert(batch, Cached { exec, version: u64::MAX });
+        let key = (self.mode, batch);
+        if !self.forward_execs.contains_key(&key) {
+            let graph = match self.mode {
+                Mode::Train => training_mode(&self.graph),
+                Mode::Eval => self.graph.clone(),
+            };
+            let exec = Executor::new(graph, batch, self.backend, self.threads)?;
+            self.forward_execs.insert(key, Cached { exec, version: u64::MAX });
         }
         let version = self.version;
-        let Some(cached) = self.forward_execs.get_mut(&batch) else { unreachable!("inserted above") };
+        let Some(cached) = self.forward_execs.get_mut(&key) else { unreachable!("inserted above") };
+        let graph = cached.exec.shared_graph();
         if cached.version != version {
-            for (&p, t) in self.graph.params.iter().zip(&self.params) {
+            for (&p, t) in graph.params.iter().zip(&self.params) {
                 cached.exec.set(p, &t.data)?;
             }
             cached.version = version;
         }
-        for (&node, t) in self.graph.inputs.iter().zip(inputs) {
+        for (&node, t) in graph.inputs.iter().zip(inputs) {
             cached.exec.set(node, &t.data)?;
         }
+        let counter = dropout_counter(&graph);
+        if let Some(c) = counter {
+            cached.exec.set(c, &[self.dropout_step])?;
+        }
         cached.exec.run()?;
-        let outs = self.graph.outputs.iter().map(|&o| cached.exec.tensor(o)).collect::<Result<Vec<_>, _>>()?;
+        let outs = graph.outputs.iter().map(|&o| cached.exec.tensor(o)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(c) = counter {
+            self.dropout_step = cached.exec.get(c)?.first().copied().unwrap_or(self.dropout_step);
+        }
+        // Running statistics were updated: bring them home; every other
+        // executor is stale, this one current.
+        if !graph.updates.is_empty() {
+            let index: HashMap<NodeId, usize> = graph.params.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+            for &(leaf, _) in &graph.updates {
+                if let Some(&i) = index.get(&leaf) {
+                    self.params[i].data.copy_from_slice(cached.exec.get(leaf)?);
+                }
+            }
+            self.version += 1;
+            cached.version = self.version;
+        }
         Ok(outs)
     }
 
@@ -506,10 +583,12 @@ impl Model {
     /// criterion), backward, and an SGD update of every parameter with
     /// PyTorch's semantics. Momentum buffers persist across calls (see
     /// [`Model::reset_optimizer`]). Returns the loss before the update.
+    /// Batch normalisation and dropout follow the model's mode, as in
+    /// PyTorch (see [`Model::train`] and [`Model::eval`]).
     pub fn train_step(&mut self, inputs: &[&Tensor], target: &Tensor, loss: Loss, sgd: Sgd) -> Result<f32, ModelError> {
         let batch = self.check_inputs(inputs)?;
         // The learning rate is a run-time input: changing it recompiles nothing.
-        let key = TrainKey { loss, sgd: Sgd { lr: 0.0, ..sgd } };
+        let key = TrainKey { loss, sgd: Sgd { lr: 0.0, ..sgd }, mode: self.mode };
         if self.train_key != Some(key) {
             // Another loss or optimizer setting: keep the momentum, rebuild.
             self.momentum = self.momentum_snapshot();
@@ -518,7 +597,7 @@ impl Model {
             self.train_key = Some(key);
         }
         if !self.train_execs.contains_key(&batch) {
-            let graph = autodiff::derive_training(&self.graph, loss, sgd)?;
+            let graph = autodiff::derive_training_in(self.mode, &self.graph, loss, sgd)?;
             let exec = Executor::new(graph, batch, self.backend, self.threads)?;
             self.train_execs.insert(batch, Cached { exec, version: u64::MAX });
         }
@@ -556,7 +635,14 @@ impl Model {
         if let Some(lr) = training.learning_rate {
             cached.exec.set(lr, &[sgd.lr])?;
         }
+        let counter = dropout_counter(&graph);
+        if let Some(c) = counter {
+            cached.exec.set(c, &[self.dropout_step])?;
+        }
         cached.exec.run()?;
+        if let Some(c) = counter {
+            self.dropout_step = cached.exec.get(c)?.first().copied().unwrap_or(self.dropout_step);
+        }
         let loss_value = cached.exec.get(training.loss)?.first().copied().unwrap_or(f32::NAN);
         for (&p, t) in graph.params.iter().zip(self.params.iter_mut()) {
             t.data.copy_from_slice(cached.exec.get(p)?);
@@ -571,7 +657,9 @@ impl Model {
     /// The loss and the gradient of every parameter at the current parameters,
     /// without updating anything (PyTorch's `loss.backward()`; for checking
     /// against another framework). A parameter that does not reach the loss
-    /// gets a zero gradient. Compiles a training graph on each call.
+    /// gets a zero gradient. Batch normalisation and dropout follow the
+    /// model's mode; nothing is updated, running statistics included.
+    /// Compiles a training graph on each call.
     pub fn gradients(
         &mut self,
         inputs: &[&Tensor],
@@ -579,10 +667,14 @@ impl Model {
         loss: Loss,
     ) -> Result<(f32, Vec<(String, Tensor)>), ModelError> {
         let batch = self.check_inputs(inputs)?;
-        let graph = autodiff::derive_training(&self.graph, loss, Sgd { lr: 0.0, ..Sgd::default() })?;
+        // The step's updates run in a throw-away executor: nothing is kept.
+        let graph = autodiff::derive_training_in(self.mode, &self.graph, loss, Sgd { lr: 0.0, ..Sgd::default() })?;
         let Some(training) = graph.training.as_ref() else { unreachable!("derive_training sets it") };
         check_target(&graph, training.target, target, loss, batch)?;
         let mut exec = Executor::new(graph.clone(), batch, self.backend, self.threads)?;
+        if let Some(c) = dropout_counter(&graph) {
+            exec.set(c, &[self.dropout_step])?;
+        }
         for (&p, t) in graph.params.iter().zip(&self.params) {
             exec.set(p, &t.data)?;
         }
@@ -738,6 +830,11 @@ fn check_target(graph: &Graph, node: NodeId, target: &Tensor, loss: Loss, batch:
     Ok(())
 }
 
+/// Dropout's step counter leaf (see [`training_mode`]), when the graph masks.
+fn dropout_counter(g: &Graph) -> Option<NodeId> {
+    g.find("dropout.step").filter(|&id| g.node(id).op == Op::OptimState)
+}
+
 /// Parameter index -> momentum buffer leaf of a training graph.
 fn momentum_nodes(g: &Graph) -> HashMap<usize, NodeId> {
     let index: HashMap<NodeId, usize> = g.params.iter().enumerate().map(|(i, &p)| (p, i)).collect();
@@ -803,6 +900,98 @@ mod tests {
         assert!(m.momentum("fc1.weight").is_some());
         let out = m.forward(&[&x]).unwrap();
         assert_eq!(out[0].shape, vec![2, 2]);
+    }
+
+    const NORMED: &str =
+        "pub struct Normed { fc: Linear(3, 4), bn: BatchNorm1d(4), drop: Dropout(0.5), out: Linear(4, 2) }
+        fn forward(x: [N, 3]) -> [N, 2] { out(drop(relu(bn(fc(x))))) }";
+
+    fn normed_batch() -> (Tensor, Tensor) {
+        let x = Tensor::new(vec![4, 3], (0..12).map(|i| (i as f32 * 0.61).sin() * 2.0).collect()).unwrap();
+        let y = Tensor::new(vec![4], vec![0.0, 1.0, 1.0, 0.0]).unwrap();
+        (x, y)
+    }
+
+    /// `fc(x)` by hand: the values batch normalisation sees.
+    fn fc_of(m: &Model, x: &Tensor) -> Vec<[f32; 4]> {
+        let (w, b) = (m.param("fc.weight").unwrap(), m.param("fc.bias").unwrap());
+        (0..4)
+            .map(|n| {
+                std::array::from_fn(|o| b.data[o] + (0..3).map(|i| w.data[o * 3 + i] * x.data[n * 3 + i]).sum::<f32>())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn modes_choose_statistics_and_masks_as_pytorch_does() {
+        for backend in [Backend::Interp, Backend::Jit] {
+            let (x, _) = normed_batch();
+            let mut m = Model::from_source(NORMED, 2).unwrap();
+            m.set_backend(backend);
+            assert!(m.is_training(), "training mode is the default, as in PyTorch");
+            let start = m.state_dict();
+
+            // Evaluation mode changes nothing and draws no masks.
+            m.eval();
+            let a = m.forward(&[&x]).unwrap();
+            assert_eq!(m.forward(&[&x]).unwrap(), a, "{backend}");
+            assert_eq!(m.state_dict(), start);
+
+            // Training mode: the running statistics take a momentum-0.1 step
+            // towards the batch's mean and unbiased variance.
+            m.train();
+            let h = fc_of(&m, &x);
+            let first = m.forward(&[&x]).unwrap();
+            for o in 0..4 {
+                let mean = h.iter().map(|r| r[o]).sum::<f32>() / 4.0;
+                let var = h.iter().map(|r| (r[o] - mean).powi(2)).sum::<f32>() / 3.0;
+                let (rm, rv) =
+                    (m.param("bn.running_mean").unwrap().data[o], m.param("bn.running_var").unwrap().data[o]);
+                assert!((rm - 0.1 * mean).abs() < 1e-5, "{backend}: running_mean[{o}] {rm} vs {}", 0.1 * mean);
+                assert!((rv - (0.9 + 0.1 * var)).abs() < 1e-5, "{backend}: running_var[{o}] {rv}");
+            }
+            assert_ne!(first, a, "{backend}: batch statistics and a mask");
+            // Each training-mode run draws new masks.
+            assert_ne!(m.forward(&[&x]).unwrap(), first, "{backend}");
+
+            // Evaluation mode now reads the updated statistics.
+            m.eval();
+            assert_ne!(m.forward(&[&x]).unwrap(), a, "{backend}");
+        }
+    }
+
+    #[test]
+    fn training_steps_follow_the_mode_and_share_the_mask_counter() {
+        let sgd = Sgd { lr: 0.1, ..Sgd::default() };
+        let (x, y) = normed_batch();
+        let fresh = Model::from_source(NORMED, 4).unwrap();
+        let stats = |m: &Model| (m.param("bn.running_mean").cloned(), m.param("bn.running_var").cloned());
+
+        // In evaluation mode a step trains the weights and keeps the statistics.
+        let mut evaluating = fresh.clone();
+        evaluating.eval();
+        evaluating.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap();
+        assert_eq!(stats(&evaluating), stats(&fresh));
+        assert_ne!(evaluating.param("fc.weight"), fresh.param("fc.weight"));
+        let mut training = fresh.clone();
+        training.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap();
+        assert_ne!(stats(&training), stats(&fresh));
+
+        // The loss of a training-mode step depends on the statistics of the
+        // batch and the mask only; the mask on how many masking runs came first.
+        let first_step = fresh.clone().train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap();
+        let mut after_eval = fresh.clone();
+        after_eval.eval().forward(&[&x]).unwrap();
+        after_eval.train();
+        assert_eq!(after_eval.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap(), first_step);
+        let mut after_train = fresh.clone();
+        after_train.forward(&[&x]).unwrap();
+        assert_ne!(after_train.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap(), first_step);
+        // Across batch sizes too: another executor continues the count.
+        let mut other_batch = fresh.clone();
+        let x2 = Tensor::new(vec![2, 3], x.data[..6].to_vec()).unwrap();
+        other_batch.forward(&[&x2]).unwrap();
+        assert_ne!(other_batch.train_step(&[&x], &y, Loss::CrossEntropy, sgd).unwrap(), first_step);
     }
 
     /// Momentum and parameters stay consistent whether executors are kept

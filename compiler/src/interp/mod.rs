@@ -99,12 +99,6 @@ pub enum InterpError {
         /// What is wrong.
         reason: String,
     },
-    /// [`step`] was asked to train a graph without a training section.
-    #[error("graph `{graph}` has no training section (see autodiff::derive_training)")]
-    NotTraining {
-        /// The graph's name.
-        graph: String,
-    },
 }
 
 /// Evaluates every node of `graph` for batch size `batch`.
@@ -145,23 +139,23 @@ pub fn evaluate(graph: &Graph, batch: usize, feeds: &HashMap<NodeId, Tensor>) ->
     Ok(values)
 }
 
-/// One training step: evaluates `graph` on `leaves`, then replaces every
-/// leaf named in `graph.training.updates` (parameters and optimizer buffers)
-/// with the value its update node computed.
+/// One run that updates state (a training step, or a forward pass in
+/// training mode): evaluates `graph` on `leaves`, then replaces every leaf
+/// named in `graph.updates` (parameters, buffers, optimizer state) with the
+/// value its update node computed.
 ///
 /// Returns the values of all nodes of the step (before the update, as seen
 /// by the step: the loss, the gradients, the new parameters). `leaves` is
 /// left unchanged when an error is returned.
 pub fn step(graph: &Graph, batch: usize, leaves: &mut HashMap<NodeId, Tensor>) -> Result<Vec<Tensor>, InterpError> {
-    let training = graph.training.as_ref().ok_or_else(|| InterpError::NotTraining { graph: graph.name.clone() })?;
     let values = evaluate(graph, batch, leaves)?;
     // Check every update before writing any, so an error leaves `leaves` intact.
-    for &(leaf, new) in &training.updates {
+    for &(leaf, new) in &graph.updates {
         let Some(node) = graph.get(leaf) else {
             return Err(InterpError::Malformed {
                 name: format!("#{}", leaf.index()),
                 op: "update".into(),
-                reason: "the training section updates a node the graph does not have".into(),
+                reason: "the graph updates a node it does not have".into(),
             });
         };
         let expected = node.shape.at_batch(batch);
@@ -172,7 +166,7 @@ pub fn step(graph: &Graph, batch: usize, leaves: &mut HashMap<NodeId, Tensor>) -
             ));
         }
     }
-    for &(leaf, new) in &training.updates {
+    for &(leaf, new) in &graph.updates {
         leaves.insert(leaf, values[new.index()].clone());
     }
     Ok(values)

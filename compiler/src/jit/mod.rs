@@ -137,8 +137,8 @@ fn observable_nodes(graph: &Graph, keep_all: bool, input_grads: bool) -> HashSet
         if input_grads {
             keep.extend(t.input_grads.iter().map(|&(_, g)| g));
         }
-        keep.extend(t.updates.iter().map(|&(_, n)| n));
     }
+    keep.extend(graph.updates.iter().map(|&(_, n)| n));
     keep
 }
 

@@ -89,8 +89,8 @@ fn observable(graph: &Graph) -> HashSet<NodeId> {
     if let Some(t) = &graph.training {
         keep.insert(t.loss);
         keep.extend(t.param_grads.iter().map(|&(_, g)| g));
-        keep.extend(t.updates.iter().map(|&(_, n)| n));
     }
+    keep.extend(graph.updates.iter().map(|&(_, n)| n));
     keep
 }
 

@@ -273,14 +273,12 @@ fn compare(graph: &Graph, exe: &Executable, want: &[Tensor], rel: f32, isa: Prod
         let got = exe.get(id).unwrap();
         assert_close(&format!("{} ({}) on {isa}", node.name, node.op.mnemonic()), got, &want[id.index()].data, rel);
     }
-    if let Some(t) = &graph.training {
-        for &(leaf, new) in &t.updates {
-            assert_close(
-                &format!("updated {} on {isa}", graph.node(leaf).name),
-                exe.get(leaf).unwrap(),
-                &want[new.index()].data,
-                rel,
-            );
-        }
+    for &(leaf, new) in &graph.updates {
+        assert_close(
+            &format!("updated {} on {isa}", graph.node(leaf).name),
+            exe.get(leaf).unwrap(),
+            &want[new.index()].data,
+            rel,
+        );
     }
 }

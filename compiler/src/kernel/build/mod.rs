@@ -122,13 +122,11 @@ pub fn build_program(graph: &Graph, fusion: &Fusion, batch: usize, target: Targe
     let mut values: Vec<(NodeId, BufId)> = b.value_buf.iter().map(|(&n, &buf)| (n, buf)).collect();
     values.sort();
     b.prog.values = values;
-    if let Some(t) = &graph.training {
-        for &(leaf, new) in &t.updates {
-            let (Some(&l), Some(&n)) = (b.value_buf.get(&leaf), b.value_buf.get(&new)) else {
-                return Err(unsupported(graph, new, "an update node's value is not stored"));
-            };
-            b.prog.updates.push((l, n));
-        }
+    for &(leaf, new) in &graph.updates {
+        let (Some(&l), Some(&n)) = (b.value_buf.get(&leaf), b.value_buf.get(&new)) else {
+            return Err(unsupported(graph, new, "an update node's value is not stored"));
+        };
+        b.prog.updates.push((l, n));
     }
     Ok(b.prog)
 }
