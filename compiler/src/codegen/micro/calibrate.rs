@@ -24,7 +24,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 5;
+const DRIVER_REVISION: u32 = 6;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]

@@ -27,7 +27,7 @@ macro_rules! tile_of {
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
-        use super::{GemmCall, HELD_STEPS, KC, Piece};
+        use super::{GemmCall, HELD_STEPS, KC, Piece, evicts_itself};
 
         /// Column vectors a register tile may span.
         const MAX_VECTORS: usize = $isa.max_tile_vectors();
@@ -280,7 +280,9 @@ macro_rules! driver {
 
         /// The product `call` describes: column blocks of the tile's width,
         /// reduction blocks of `KC` rows of B (read in place when each of a
-        /// block's vectors is whole adjacent columns, else gathered into a
+        /// block's vectors is whole adjacent columns and the block stays in
+        /// the level-1 cache, copied vector by vector into a panel when it
+        /// does not and several row tiles read it, else gathered into a
         /// zero-padded panel), row blocks of the tile's height.
         ///
         /// # Safety
@@ -348,6 +350,10 @@ macro_rules! driver {
             let buffer_pieces: [Piece; MAX_VECTORS] =
                 std::array::from_fn(|v| Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize });
             let mut columns = [0isize; PANEL_ROW];
+            // Per reduction block of held offsets, whether B read in place
+            // evicts itself: decided on the first column block read in place
+            // (the others' lines are the same shifted by whole lines).
+            let mut evicts = [None::<bool>; HELD_STEPS / KC];
             for j0 in (0..n).step_by(width) {
                 // Where C's row `i` of this column block starts.
                 let c_block = |i: usize| g.c.wrapping_offset(c_row_of(i) + c_column(j0));
@@ -359,9 +365,12 @@ macro_rules! driver {
                 let in_place = b_col == 1
                     && cols == width
                     && (0..vectors).all(|v| wrap_row == 0 || (j0 + v * LANES) % wrap_row + LANES <= wrap_row);
+                // Vector `v` of a B row: in place, or in a panel row.
                 let mut vector_at = [0isize; MAX_VECTORS];
-                for (v, at) in vector_at.iter_mut().enumerate().take(vectors) {
-                    *at = if in_place { column(j0 + v * LANES) - column(j0) } else { (v * LANES) as isize };
+                let mut panel_at = [0isize; MAX_VECTORS];
+                for v in 0..vectors {
+                    panel_at[v] = (v * LANES) as isize;
+                    vector_at[v] = if in_place { column(j0 + v * LANES) - column(j0) } else { panel_at[v] };
                 }
                 for (j, at) in columns.iter_mut().enumerate().take(cols) {
                     *at = column(j0 + j) - column(j0);
@@ -428,8 +437,33 @@ macro_rules! driver {
                                 std::slice::from_raw_parts(a_offsets[first..].as_ptr().cast::<isize>(), steps),
                             )
                         };
-                        let (b_at, b_steps) = if in_place {
-                            (b_origin, b_steps)
+                        let reused = chunk_end - i_chunk > tile_rows;
+                        let copied = in_place && reused && {
+                            let memo = if held { evicts.get_mut(p0 / KC) } else { None };
+                            match memo {
+                                Some(Some(known)) => *known,
+                                Some(slot) => *slot.insert(evicts_itself(b_origin, b_steps, width)),
+                                None => evicts_itself(b_origin, b_steps, width),
+                            }
+                        };
+                        let (b_at, b_steps, b_vectors) = if in_place && !copied {
+                            (b_origin, b_steps, &vector_at[..vectors])
+                        } else if copied {
+                            for (p, &step) in b_steps.iter().enumerate() {
+                                for (v, &at) in vector_at.iter().enumerate().take(vectors) {
+                                    // SAFETY: row `p0 + p` of B holds the block's
+                                    // vectors whole (`in_place`); the panel holds
+                                    // `KC` rows of `PANEL_ROW >= width` floats.
+                                    // (A copy, not the ISA's load and store: this
+                                    // function has no target features to inline them.)
+                                    unsafe {
+                                        let from = b_origin.wrapping_offset(step + at);
+                                        let to = panel.as_mut_ptr().add(p * width + v * LANES).cast::<f32>();
+                                        std::ptr::copy_nonoverlapping(from, to, LANES);
+                                    }
+                                }
+                            }
+                            (panel.as_ptr().cast::<f32>(), &panel_steps[..steps], &panel_at[..vectors])
                         } else {
                             // Gathered column by column in runs of `GATHER_RUN`
                             // steps: a few cache lines of B at a time, whether
@@ -453,7 +487,7 @@ macro_rules! driver {
                                 }
                             }
                             // Every element of the panel's first `steps` rows was just written.
-                            (panel.as_ptr().cast::<f32>(), &panel_steps[..steps])
+                            (panel.as_ptr().cast::<f32>(), &panel_steps[..steps], &panel_at[..vectors])
                         };
                         let add_to_c = p0 > 0 || g.accumulate != 0;
                         for i0 in (i_chunk..chunk_end).step_by(tile_rows) {
@@ -472,7 +506,7 @@ macro_rules! driver {
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
                             let store = if buffered { CStore::Pieces(&buffer_pieces[..vectors]) } else { c_store };
-                            let args = (a_at, a_steps, b_at, b_steps, &vector_at[..vectors], c_at, store, add_to_c);
+                            let args = (a_at, a_steps, b_at, b_steps, b_vectors, c_at, store, add_to_c);
                             match vectors {
                                 1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
                                 2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),

@@ -40,6 +40,40 @@ pub const KC: usize = 256;
 /// reduction works them out per block, for each column block again.
 pub const HELD_STEPS: usize = 16 * KC;
 
+/// Sets of the level-1 data cache: 64-byte lines indexed by address
+/// bits 6 to 11 (32 KiB of 8 ways, 48 KiB of 12: every x86-64 core
+/// with AVX2).
+const L1_SETS: usize = 64;
+/// Lines of one set a block of B may take in place: the 8 ways of
+/// the smallest such cache; more cannot all stay.
+const L1_SET_SHARE: u16 = 8;
+
+/// Whether a block of B read in place (each row's `width` floats
+/// from `b_at + b_steps[p]`) would evict itself from the level-1
+/// cache before the block's next row tile reads it again: more of
+/// its lines in one set than [`L1_SET_SHARE`]. Rows a multiple of 4
+/// KiB apart (a 1x1 convolution's channels of 32x32 images, a
+/// linear layer's 1024-wide inputs) all fall in one set. A line the
+/// step before read too (a convolution's neighbouring taps) is counted
+/// once.
+pub(crate) fn evicts_itself(b_at: *const f32, b_steps: &[isize], width: usize) -> bool {
+    let mut lines = [0u16; L1_SETS];
+    let mut before = 0..0;
+    for &step in b_steps {
+        let first = b_at.wrapping_offset(step) as usize;
+        let row = first >> 6..((first + width * 4 - 1) >> 6) + 1;
+        for line in row.clone().filter(|l| !before.contains(l)) {
+            let count = &mut lines[line % L1_SETS];
+            *count += 1;
+            if *count > L1_SET_SHARE {
+                return true;
+            }
+        }
+        before = row;
+    }
+    false
+}
+
 /// The arguments of one product, as the calling kernel lays them out on its
 /// stack (every field 8 bytes, in this order). With `seg(p; len, stride,
 /// step)` = `(p / len) * stride + (p % len) * step` (`p * step` when `len`

@@ -4,7 +4,7 @@
 //! longer than one block; and results that do not depend on how the rows
 //! or columns are split.
 
-use super::{GemmCall, HELD_STEPS, KC, run};
+use super::{GemmCall, HELD_STEPS, KC, evicts_itself, run};
 use crate::target::ProductIsa;
 
 /// A fixed pseudo-random fill (values in [-1, 1)).
@@ -47,7 +47,7 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
     // enough for the wrapped columns.
     let column = |j: usize| wrap.map_or(j * step, |(row, stride)| j / row * stride + j % row * step);
     let gap = column(n.max(1) - 1) + 4;
-    let b = fill(k * gap.max(n * k), 2);
+    let b = fill((k * gap).max(n * k), 2);
     let table: Vec<i32> = (0..k).map(|p| ((k - 1 - p) * gap) as i32).collect();
     let b_at = |p: usize, j: usize| -> f32 {
         if b_transposed {
@@ -381,6 +381,51 @@ fn buffered_strided_c_equals_adding_each_block() {
                     c.iter().zip(&results[1]).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{isa} {vectors} vectors, accumulate {accumulate}: buffered C differs"
                 );
+            }
+        }
+    }
+}
+
+/// B's rows a multiple of 4 KiB apart share one level-1 set: a block of
+/// them is copied into the panel when several row tiles read it, and the
+/// product equals the plain sums either way.
+#[test]
+fn blocks_that_evict_themselves_are_copied() {
+    let base = 4096 as *const f32;
+    let steps = |n: usize, apart: usize| (0..n).map(|p| (p * apart) as isize).collect::<Vec<_>>();
+    // Rows 1024 floats apart: all in one set.
+    assert!(evicts_itself(base, &steps(KC, 1024), 16));
+    assert!(!evicts_itself(base, &steps(8, 1024), 16), "8 lines fit a set's ways");
+    // Adjacent rows (a packed panel, a dense B as wide as the tile) spread over every set.
+    assert!(!evicts_itself(base, &steps(KC, 16), 16));
+    // A 3x3 convolution's taps of 32 channels on padded 34x34 images: neighbouring
+    // taps read the same lines, channels 4624 bytes apart.
+    let taps: Vec<isize> = (0..32)
+        .flat_map(|c| (0..3).flat_map(move |ky| (0..3).map(move |kx| (c * 34 * 34 + ky * 34 + kx) as isize)))
+        .collect();
+    assert!(!evicts_itself(base, &taps[..KC], 16));
+    for isa in isas() {
+        for (b_table, k) in [(false, KC + 40), (true, KC + 40), (false, HELD_STEPS + 9)] {
+            for vectors in 1..=isa.max_tile_vectors() {
+                let rows = isa.max_tile_rows(vectors);
+                // B's rows `n + 3` = 1024 floats apart (see `check`).
+                let case = Case {
+                    m: 3 * rows + 1,
+                    n: 1021,
+                    k,
+                    a_transposed: true,
+                    b_transposed: false,
+                    b_table,
+                    wrap: None,
+                    step: 1,
+                    accumulate: b_table,
+                    rows,
+                    vectors,
+                };
+                // `check` compares every element with the plain sums; a
+                // single row tile reads the same block in place.
+                check(isa, case);
+                check(isa, Case { m: rows, ..case });
             }
         }
     }
