@@ -367,3 +367,38 @@ fn closed_stdout_ends_output_quietly() {
     assert!(out.status.success(), "status {:?}, stderr: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `--emit asm` lists the wide micro-kernels' reduction loops after the
+/// Cranelift kernels that call them: the ISA's multiply-adds on its own
+/// registers (ymm for AVX2, zmm for AVX-512), named with the tile and
+/// callers, with the functions they call; with `--isa v128` there are
+/// none.
+#[test]
+fn asm_shows_the_wide_micro_kernels() {
+    use kiln::compiler::target::ProductIsa;
+    let isa = ProductIsa::host();
+    let asm = |isa: &str| {
+        let out = kiln(&["--isa", isa, "inspect", LENET, "--train", "--batch", "64", "--emit", "asm"]);
+        ok(&out);
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let narrow = asm("v128");
+    assert!(narrow.contains("; kernel `") && !narrow.contains("; micro-kernel"), "{}", &narrow[..400]);
+    let register = match isa {
+        ProductIsa::Vector128 => {
+            eprintln!("this CPU has no wide ISA: only the 128-bit listing is checked");
+            return;
+        }
+        ProductIsa::Avx2 => "ymm",
+        ProductIsa::Avx512 => "zmm",
+    };
+    let wide = asm(&isa.to_string());
+    let listing = wide.split_once("; micro-kernel").map(|(_, rest)| rest).expect("a micro-kernel listing");
+    assert!(listing.starts_with(&format!(" `{isa}` reduction of a ")), "{}", &listing[..200]);
+    assert!(listing.contains("B in place (called by `") && listing.contains("B spread"), "{}", &listing[..400]);
+    let fma = listing.lines().filter(|l| l.contains("vfmadd") && l.contains(register)).count();
+    // One in an unoptimised build (the intrinsic's own function), a
+    // tile's worth inlined into the loop in an optimised one.
+    assert!(fma >= 1, "no {register} multiply-add in:\n{listing}");
+    assert!(listing.lines().any(|l| l.trim_end().ends_with("ret")), "each listing reaches its return");
+}

@@ -24,6 +24,18 @@ macro_rules! tile_of {
     }};
 }
 
+/// The entries of the `$rows x $vectors` tile's two reduction loops
+/// (`reduce` and `reduce_spread` are the expanding ISA's), for the row
+/// counts listed as in [`tile_of!`].
+macro_rules! reductions_of {
+    ($vectors:literal, [$($r:literal),*], $rows:expr) => {
+        match $rows {
+            $($r => Some([reduce::<$r, $vectors> as *const u8, reduce_spread::<$r, $vectors> as *const u8]),)*
+            _ => None,
+        }
+    };
+}
+
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
@@ -530,6 +542,20 @@ macro_rules! driver {
                         }
                     }
                 }
+            }
+        }
+
+        /// Where the `rows x vectors` tile's reduction loops start, in
+        /// place ([`reduce`]) and spread ([`reduce_spread`]): the ISA's
+        /// multiply-adds, for `kiln inspect --emit asm`. `None` for a
+        /// tile the driver has not (see [`tile_of!`]'s lists).
+        pub(super) fn reductions(rows: usize, vectors: usize) -> Option<[*const u8; 2]> {
+            match vectors {
+                1 => reductions_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),
+                2 => reductions_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),
+                3 => reductions_of!(3, [1, 2, 3, 4, 5, 6, 7, 8, 9], rows),
+                4 => reductions_of!(4, [1, 2, 3, 4, 5, 6], rows),
+                _ => None,
             }
         }
 
