@@ -214,16 +214,16 @@ fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
 /// net): the fast paths throughout, no packing anywhere.
 ///
 /// - conv1 (5x5, no padding, unit stride) reads its input in place through
-///   a row table (`b_rows`: implicit im2col), with the weights splatted to
-///   `f32x4` once per run by `conv1.splat_weight` (no flops, so serial);
-///   its output rows of 28 are whole vectors, so one product per output row,
-///   a 6-row tile for the 6 channels, k = 75 unrolled by 3.
-/// - conv2's output rows of 10 are not whole vectors: one product per image
-///   whose columns wrap from input row to input row (`b_wrap`), 8 rows.
+///   a row table (`b_rows`: implicit im2col), one product per image whose
+///   columns wrap from input row to input row (`b_wrap`), on the
+///   micro-kernels: its rows of 28 (1.75 vectors of 16) are cut into
+///   blocks of their own, the last vector partial, a 6x2 tile for the 6
+///   channels. conv2's rows of 10 likewise, 8x1 for its 16 channels.
 /// - Linear layers are dot tiles, 4x2 (the batch is no multiple of 3).
 /// - Training: conv2's input gradient (`grad_pool`, named after the pool
-///   whose input it is) is scattered straight into the image (`c_rows
-///   c_wrap`, col2im fused) after `grad_pool.transpose_weight`; the weight
+///   whose input it is) is the forward convolution of the output gradient
+///   on a padded copy (`pad copy`, flipped weights), read in place as
+///   conv2's forward is; the weight
 ///   gradients read the input in place (`b_rows k_split`), conv2's with its
 ///   vector steps running across rows (`k_wraps`), conv1's rows of 28 not
 ///   needing to; each sums per chunk of the batch (4 chunks at batch 4, 8
@@ -239,33 +239,27 @@ fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
 const LENET: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 9, gemm 5, parallel 2 (x4: 2)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 7, gemm 5, parallel 2 (x4: 2)
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 9, gemm 5, parallel 5 (x4: 5)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 7, gemm 5, parallel 5 (x4: 5)
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 11x1
     ",
     // training, batch 4
     "
-    kernels 39, gemm 14, parallel 7 (x4: 7)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 4 | outer 6x1 u3 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 4 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 37, gemm 14, parallel 7 (x4: 7)
+    conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -275,8 +269,7 @@ const LENET: [&str; 4] = [
     grad_fc2.weight: serial | micro avx512 6x4
     grad_x_1: serial | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 8x3
-    grad_pool.transpose_weight: serial
-    grad_pool: x4 over 4 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 4 | pad copy | micro avx512 6x1 b_rows b_wrap
     grad_conv2.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
@@ -284,11 +277,9 @@ const LENET: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 39, gemm 14, parallel 15 (x4: 15)
-    conv1.splat_weight: serial
-    conv1+relu: x4 over 64 | outer 6x1 u3 b_rows a_splat
-    conv2.splat_weight: serial
-    conv2+relu_1: x4 over 64 | outer 8x1 u3 b_rows b_wrap a_splat
+    kernels 37, gemm 14, parallel 15 (x4: 15)
+    conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 11x1
@@ -298,8 +289,7 @@ const LENET: [&str; 4] = [
     grad_fc2.weight: x4 over 4 | micro avx512 12x2
     grad_x_1: x4 over 4 | micro avx512 8x3
     grad_fc1.weight: x4 over 4 | micro avx512 8x3
-    grad_pool.transpose_weight: serial
-    grad_pool: x4 over 64 | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool: x4 over 64 | pad copy | micro avx512 6x1 b_rows b_wrap
     grad_conv2.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
@@ -357,11 +347,12 @@ const MLP: [&str; 4] = [
 /// VGG16c (`bench/nets/vgg16c.net`): all three convs are 3x3, padded by
 /// one. Forward, each image is copied once with its zero border written out
 /// (`pad copy`, `passes::layout`), and the product reads that copy in place
-/// through a row table with splatted weights (`b_rows a_splat`), instead of
+/// through a row table on the micro-kernels (`b_rows b_wrap`), instead of
 /// packing an im2col nine times the image's size. In training the input
-/// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) scatter each
-/// tap's row into a zeroed padded image and copy its interior out
-/// (`pad copy`, `c_rows c_wrap`), and each weight gradient reads a padded
+/// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) run as the
+/// forward convolution of the output gradient on a padded copy, read in
+/// place the same way (conv3's rows of 8, half a 512-bit vector, a block
+/// each: `11x1`), and each weight gradient reads a padded
 /// copy in place (`pad copy`, a dot tile split along output rows): nothing
 /// packs.
 const VGG16C: [&str; 4] = [
@@ -395,8 +386,7 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: serial | micro avx512 6x4
     grad_x_1: x4 over 4 | micro avx512 4x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -417,8 +407,7 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: x4 over 4 | micro avx512 10x2
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1.transpose_weight: serial
-    grad_pool_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_pool_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -562,11 +551,9 @@ const RESNET_ISH: [&str; 4] = [
 ];
 
 /// Wide5 (`bench/nets/wide5.net`): 5x5 convs with padding 2 and a dilated
-/// 3x3 conv with padding 2: forward products read padded copies, gradients
-/// pack (see VGG16c). conv2's k =
-/// 32 * 25 = 800 is a multiple of 4 and not of 3, so it unrolls by 4. The
-/// average pools' gradients are the input gradients of conv2 and conv3
-/// (`grad_avg`, `grad_avg_1`, through `pack dcol`). conv2's weight-gradient
+/// 3x3 conv with padding 2: forward products read padded copies, and so do
+/// the input gradients of conv2 and conv3 (`grad_avg`, `grad_avg_1`, named
+/// after the average pools whose inputs they are), as VGG16c's. conv2's weight-gradient
 /// combine (8 x 25600 elements) is parallel at batch 64.
 const WIDE5: [&str; 4] = [
     // forward, batch 4
@@ -594,8 +581,7 @@ const WIDE5: [&str; 4] = [
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x4
     grad_fc.weight: serial | micro avx512 6x4
-    grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 4 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -613,8 +599,7 @@ const WIDE5: [&str; 4] = [
     fc: x4 over 4 | micro avx512 8x1
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc.weight: x4 over 4 | micro avx512 6x4
-    grad_avg_1.transpose_weight: serial
-    grad_avg_1: x4 over 64 | pad copy | outer 8x1 u4 c_rows c_wrap a_splat
+    grad_avg_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap

@@ -6,6 +6,7 @@ use super::Fx;
 use super::gemm::Ptrs;
 use super::micro::{GEMM_CALL_FIELDS, GemmCall};
 use crate::kernel::{ColumnWrap, Epilogue, Gemm};
+use crate::passes::memory::READ_SLACK;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
 use std::mem::offset_of;
@@ -83,6 +84,13 @@ impl Fx<'_, '_> {
         } else {
             ((g.m, g.n), ir_a, ir_b, ir_c)
         };
+        // How far the driver may read B: to the end of this thread's copy
+        // of a per-thread buffer (the copies lie end to end), or past a
+        // shared one's end by the slack no other buffer takes.
+        let b_buf = if transposed { g.a.buf } else { g.b.buf };
+        let (len, per_thread) = self.buf_len[&b_buf];
+        let readable = if per_thread { len } else { len + READ_SLACK };
+        let b_end = self.b.ins().iadd_imm_s(self.bufptr[&b_buf], (readable * 4) as i64);
         let fields: [(usize, Field); GEMM_CALL_FIELDS] = [
             (offset_of!(GemmCall, m), Field::Const(m as i64)),
             (offset_of!(GemmCall, n), Field::Const(n as i64)),
@@ -101,6 +109,7 @@ impl Fx<'_, '_> {
             (offset_of!(GemmCall, b_seg_stride), Field::Const(b.seg.1)),
             (offset_of!(GemmCall, wrap_row), Field::Const(b.wrap.0)),
             (offset_of!(GemmCall, wrap_stride), Field::Const(b.wrap.1)),
+            (offset_of!(GemmCall, b_end), Field::Value(b_end)),
             (offset_of!(GemmCall, c), Field::Value(c.base)),
             (offset_of!(GemmCall, c_row), Field::Const(c.row)),
             (offset_of!(GemmCall, c_col), Field::Const(c.col)),

@@ -227,9 +227,11 @@ fn emit_kernel(b: &mut FunctionBuilder<'_>, prog: &Program, kernel: &Kernel, mat
     }
     b.ins().jump(start, &args);
     b.switch_to_block(start);
+    let buf_len = bufptr.keys().map(|&buf| (buf, (prog.buffers[buf].len, prog.buffers[buf].per_thread))).collect();
     let mut fx = Fx {
         b,
         bufptr,
+        buf_len,
         written: kernel.writes.iter().copied().collect(),
         vars: HashMap::new(),
         ivs: HashMap::new(),

@@ -15,6 +15,9 @@ pub(crate) struct Fx<'a, 'f> {
     pub(crate) b: &'a mut FunctionBuilder<'f>,
     /// Address of each buffer used (this thread's copy for per-thread ones).
     pub(crate) bufptr: HashMap<BufId, Value>,
+    /// Elements of each buffer used (of one thread's copy), and whether it
+    /// is per thread.
+    pub(crate) buf_len: HashMap<BufId, (usize, bool)>,
     /// Buffers the kernel writes (their loads are not `readonly`).
     pub(crate) written: HashSet<BufId>,
     /// Current value of each loop variable (lane 0 for the vector loop).

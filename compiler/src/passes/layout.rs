@@ -123,7 +123,6 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     let (ow, p, w_in) = rows(input, output);
     let w_read = w_in + 2 * c.padding[1];
     let wrap = ColumnWrap { row: ow, stride: (c.stride[0] * w_read) as i64 };
-    let whole_rows = c.stride[1] == 1 && ow.is_multiple_of(target.products.lanes());
     let strided = c.stride[1] != 1;
     if target.products != ProductIsa::Vector128 && strided {
         // One product per image on the micro-kernels over the stride
@@ -133,11 +132,12 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
         let wrap = ColumnWrap { row: ow, stride: planes.width as i64 };
         return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false, phased: true };
     }
-    if target.products != ProductIsa::Vector128 && (whole_rows || gathered_panels_pay(output[1], target)) {
+    if target.products != ProductIsa::Vector128 {
         // One product per image on the micro-kernels, the weights read as
-        // they are: blocks of whole rows are read in place, and other
-        // blocks (rows that are not whole vectors, when enough output
-        // channels share each panel) are gathered into panels.
+        // they are and every block of B in place: blocks of whole rows,
+        // and rows that are not whole vectors cut into blocks of their
+        // own, the last vector of each partial (LeNet's 28- and 10-wide
+        // rows: 28 of 32 and 10 of 16 lanes used).
         return ForwardLayout::InPlace { wrap: Some(wrap), pad_copy, splat: false, phased: false };
     }
     if c.stride[1] != 1 {
@@ -393,11 +393,17 @@ mod tests {
         let dilated = Conv2d { dilation: [2, 2], ..conv(3, 2, 2) };
         let planes = PhasePlanes::of(&dilated, &[4, 8, 8, 8]);
         assert_eq!((planes.per_channel(), planes.height, planes.width), (1, 10, 10));
-        // LeNet's conv1 (6 channels, rows of 28) keeps the 128-bit tiles.
+        // LeNet's conv1 (6 channels, rows of 28 = 1.75 vectors) too: the
+        // driver cuts such rows into blocks of their own, in place.
         let (x, y) = ([4, 3, 32, 32], [4, 6, 28, 28]);
         assert_eq!(
             forward_layout(&conv(5, 1, 0), &x, &y, &t),
-            ForwardLayout::InPlace { wrap: None, pad_copy: false, splat: true, phased: false }
+            ForwardLayout::InPlace {
+                wrap: Some(ColumnWrap { row: 28, stride: 32 }),
+                pad_copy: false,
+                splat: false,
+                phased: false
+            }
         );
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
         // Its input gradient scatters with a column step of 2 (and its
@@ -444,12 +450,13 @@ mod tests {
                 pad_copy: true
             }
         );
-        // 8x8 rows of 64 channels: enough channels share each gathered panel.
+        // 8x8 rows of 64 channels.
         let (x, y) = ([4, 64, 8, 8], [4, 64, 8, 8]);
         assert!(matches!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::Gathered { .. }));
-        // 8x8 rows of 32 channels keep the 128-bit scatter; stride 2 scatters.
+        // 8x8 rows of 32 channels (half vectors) gather too, a block per
+        // row; stride 2 scatters.
         let (x, y) = ([4, 32, 8, 8], [4, 32, 8, 8]);
-        assert!(matches!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::Scattered { .. }));
+        assert!(matches!(input_grad_layout(&conv(3, 1, 1), &x, &y, &t), InputGradLayout::Gathered { .. }));
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
         assert!(matches!(input_grad_layout(&conv(3, 2, 1), &x, &y, &t), InputGradLayout::Scattered { .. }));
         // Padding beyond the kernel's reach has no equivalent convolution.

@@ -16,6 +16,11 @@ const ALIGN: usize = 16;
 /// Elements of slack after the arena, so vector tails may read past a
 /// buffer's end without leaving the arena.
 pub const ARENA_SLACK: usize = 64;
+/// Elements after each buffer (after a per-thread buffer's last copy) that
+/// no other buffer takes: the micro-kernels read a wrap row's partial last
+/// vector in place up to this far past the buffer's end (its lanes past
+/// the row are computed and never stored), 16 covering 512-bit vectors.
+pub const READ_SLACK: usize = 16;
 
 /// Assigns arena offsets to every buffer of `program`. `keep` buffers stay
 /// valid until the end of a run (observable values).
@@ -85,7 +90,7 @@ pub fn plan_memory(mut program: Program, keep: &HashSet<BufId>) -> Program {
     let size = |b: BufId| {
         let buf = &program.buffers[b];
         let copies = if buf.per_thread { program.threads } else { 1 };
-        (buf.len * copies).div_ceil(ALIGN) * ALIGN
+        (buf.len * copies + READ_SLACK).div_ceil(ALIGN) * ALIGN
     };
     let mut offsets = vec![0usize; nb];
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, size, first, last)

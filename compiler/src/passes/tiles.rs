@@ -133,7 +133,8 @@ pub struct DriverProduct {
 
 /// The tile of `product` with the least estimated time among those of
 /// `vectors` (each at most the ISA's) and the rows the ISA allows: the sum
-/// over row and column blocks of each block's multiply-adds divided by its
+/// over row and column blocks (as the driver cuts them) of each block's
+/// multiply-adds, lanes past a partial vector included, divided by its
 /// tile's efficiency, plus one multiply-add's time per element gathered
 /// into a panel (a load and a store, as costly as a vector multiply-add).
 /// Ties go to the earlier of `vectors` and to fewer rows.
@@ -145,24 +146,52 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
     let mut best: Option<(f64, (usize, usize))> = None;
     for &v in vectors {
         let width = v * lanes;
-        let blocks = n.div_ceil(width);
-        // Column blocks gathered into the panel: all when B's columns are
-        // apart or wrap across rows that split the block's vectors (a
-        // block's vectors may lie in different rows, each whole in one),
-        // else the last one when it is partial.
-        let split = |w: usize| !w.is_multiple_of(lanes) && !w.is_multiple_of(width);
-        let gathered =
-            if !b_adjacent || b_wrap_row.is_some_and(split) { blocks } else { usize::from(!n.is_multiple_of(width)) };
+        // Column blocks as `(count, vectors)`: wrap rows that are not whole
+        // vectors are cut into blocks of their own, the last of each row
+        // with fewer (and a partial) vectors, all read in place; else
+        // blocks of `width`, the last partial.
+        let row = b_wrap_row.filter(|&w| {
+            b_adjacent && w > 0 && !w.is_multiple_of(lanes) && crate::codegen::micro::row_blocks_pay(m, w, lanes)
+        });
+        let (shape, gathered) = match row {
+            Some(row) => {
+                let (rows_of_b, tail) = (n / row, n % row);
+                let mut shape = vec![(rows_of_b * (row / width), v)];
+                if !row.is_multiple_of(width) {
+                    shape.push((rows_of_b, (row % width).div_ceil(lanes)));
+                }
+                if tail > 0 {
+                    shape.push((tail / width, v));
+                    shape.push((usize::from(!tail.is_multiple_of(width)), (tail % width).div_ceil(lanes)));
+                }
+                (shape, 0)
+            }
+            None => {
+                let blocks = n.div_ceil(width);
+                // All gathered when B's columns are apart or wrap across
+                // rows that split the block's vectors (a block's vectors
+                // may lie in different rows, each whole in one), else the
+                // last block when it is partial.
+                let split = |w: usize| !w.is_multiple_of(lanes) && !w.is_multiple_of(width);
+                let all = !b_adjacent || b_wrap_row.is_some_and(split);
+                (vec![(blocks, v)], if all { blocks } else { usize::from(!n.is_multiple_of(width)) })
+            }
+        };
         let gather = (gathered * width) as f64 * k;
         for rows in 1..=isa.max_tile_rows(v) {
             let full = (m / rows) as f64;
             let rest = m % rows;
-            let time = |r: usize| {
-                let e = rates.get(r, v);
-                if e > 0.0 { (r * v) as f64 * k / e } else { f64::INFINITY }
+            let time = |r: usize, u: usize| {
+                let e = rates.get(r, u);
+                if e > 0.0 { (r * u) as f64 * k / e } else { f64::INFINITY }
             };
-            let per_block = full * time(rows) + if rest > 0 { time(rest) } else { 0.0 };
-            let total = blocks as f64 * per_block + gather;
+            let per_block = |u: usize| full * time(rows, u) + if rest > 0 { time(rest, u) } else { 0.0 };
+            let total = shape
+                .iter()
+                .filter(|(count, _)| *count > 0)
+                .map(|&(count, u)| count as f64 * per_block(u))
+                .sum::<f64>()
+                + gather;
             if best.is_none_or(|(t, _)| total < t * (1.0 - 1e-9)) {
                 best = Some((total, (rows, v)));
             }
@@ -204,7 +233,8 @@ mod tests {
     }
 
     /// The fastest tile wins, a shape that wastes lanes or rows loses, and
-    /// gathering counts against tiles that straddle wrapped rows.
+    /// wrapped rows that are not whole vectors count as the driver's
+    /// blocks of one row each.
     #[test]
     fn the_cheapest_tile_is_chosen() {
         let isa = ProductIsa::Avx512;
@@ -224,6 +254,12 @@ mod tests {
         // rows and is still read in place.
         let whole = DriverProduct { b_wrap_row: Some(32), ..dense(36, 64, 256) };
         assert_eq!(choose(whole, &rates, &all), Some((6, 4)));
+        // Wrapped rows of 28 on 16 lanes: each row is a block of two
+        // vectors, the second partial; one vector per block would take
+        // two blocks per row at the same rate.
+        let lenet = DriverProduct { b_wrap_row: Some(28), ..dense(6, 28 * 28, 75) };
+        rates.set(6, 2, 0.6);
+        assert_eq!(choose(lenet, &rates, &all), Some((6, 2)));
         // Only the vectors allowed are considered.
         assert_eq!(choose(dense(40, 32, 256), &rates, &[1]).map(|t| t.1), Some(1));
     }

@@ -366,26 +366,42 @@ macro_rules! driver {
             // evicts itself: decided on the first column block read in place
             // (the others' lines are the same shifted by whole lines).
             let mut evicts = [None::<bool>; HELD_STEPS / KC];
-            for j0 in (0..n).step_by(width) {
+            // Per reduction block of held offsets, its farthest row of B.
+            let mut farthest_step = [None::<isize>; HELD_STEPS / KC];
+            // Wrap rows that are not whole vectors are cut into blocks of
+            // their own (a block never spans two rows), so each block's
+            // vectors lie in one row, the last of a row partial.
+            let row_blocks = wrap_row > 0
+                && !wrap_row.is_multiple_of(LANES)
+                && c_col == 1
+                && super::row_blocks_pay(m, wrap_row, LANES);
+            let mut next_j0 = 0;
+            while next_j0 < n {
+                let j0 = next_j0;
+                let cols = if row_blocks { width.min(wrap_row - j0 % wrap_row) } else { width }.min(n - j0);
+                next_j0 += cols;
                 // Where C's row `i` of this column block starts.
                 let c_block = |i: usize| g.c.wrapping_offset(c_row_of(i) + c_column(j0));
-                let cols = width.min(n - j0);
                 // B's column `j0`, in row 0.
                 let b_origin = g.b.wrapping_offset(column(j0));
+                // The vectors a row block's tiles span, the last partial.
+                let vectors = if row_blocks { cols.div_ceil(LANES) } else { vectors };
                 // In place: whole vectors of adjacent columns, each inside
-                // one wrap row (a block may span several rows).
+                // one wrap row (a block may span several rows), or a row
+                // block's, whose last vector reads past the row's end
+                // (`overread` floats, when B's allocation holds them).
+                let overread = if row_blocks { vectors * LANES - cols } else { 0 };
                 let in_place = b_col == 1
-                    && cols == width
-                    && (0..vectors).all(|v| wrap_row == 0 || (j0 + v * LANES) % wrap_row + LANES <= wrap_row);
+                    && (cols == width || row_blocks)
+                    && (overread == 0 || !g.b_end.is_null())
+                    && (0..vectors)
+                        .all(|v| wrap_row == 0 || (j0 + v * LANES) % wrap_row + LANES <= wrap_row + overread);
                 // Vector `v` of a B row: in place, or in a panel row.
                 let mut vector_at = [0isize; MAX_VECTORS];
                 let mut panel_at = [0isize; MAX_VECTORS];
                 for v in 0..vectors {
                     panel_at[v] = (v * LANES) as isize;
                     vector_at[v] = if in_place { column(j0 + v * LANES) - column(j0) } else { panel_at[v] };
-                }
-                for (j, at) in columns.iter_mut().enumerate().take(cols) {
-                    *at = column(j0 + j) - column(j0);
                 }
                 // C's columns of this block as runs of adjacent elements,
                 // cut at vector and wrap-row boundaries (C's columns
@@ -404,9 +420,13 @@ macro_rules! driver {
                     count += 1;
                     j = end;
                 }
+                let mut columns_known = false;
+                // C's columns one by one, when they are apart.
                 let mut c_offsets = [0isize; PANEL_ROW];
-                for (j, at) in c_offsets.iter_mut().enumerate().take(cols) {
-                    *at = c_column(j0 + j) - c_column(j0);
+                if c_col != 1 {
+                    for (j, at) in c_offsets.iter_mut().enumerate().take(cols) {
+                        *at = c_column(j0 + j) - c_column(j0);
+                    }
                 }
                 let c_store = if c_col == 1 {
                     CStore::Pieces(&piece_store[..count])
@@ -449,6 +469,18 @@ macro_rules! driver {
                                 std::slice::from_raw_parts(a_offsets[first..].as_ptr().cast::<isize>(), steps),
                             )
                         };
+                        // A partial last vector read in place stays inside B's allocation.
+                        let in_place = in_place
+                            && (overread == 0 || {
+                                let furthest = || b_steps.iter().max().map_or(0, |&s| s);
+                                let furthest = match if held { farthest_step.get_mut(p0 / KC) } else { None } {
+                                    Some(Some(known)) => *known,
+                                    Some(slot) => *slot.insert(furthest()),
+                                    None => furthest(),
+                                };
+                                let reach = furthest + vector_at[vectors - 1];
+                                b_origin.wrapping_offset(reach + LANES as isize) <= g.b_end
+                            });
                         let reused = chunk_end - i_chunk > tile_rows;
                         let copied = in_place && reused && {
                             let memo = if held { evicts.get_mut(p0 / KC) } else { None };
@@ -483,6 +515,14 @@ macro_rules! driver {
                             // columns a power of two apart, as a transposed
                             // operand's are, share one cache set: read across
                             // all `steps` rows at once, they evicted each other).
+                            // Each column's place in a B row (one division per
+                            // column of a wrap: only for a block gathered).
+                            if !columns_known {
+                                for (j, at) in columns.iter_mut().enumerate().take(cols) {
+                                    *at = column(j0 + j) - column(j0);
+                                }
+                                columns_known = true;
+                            }
                             for run in (0..steps).step_by(GATHER_RUN) {
                                 let end = (run + GATHER_RUN).min(steps);
                                 for (j, &at) in columns.iter().enumerate().take(cols) {

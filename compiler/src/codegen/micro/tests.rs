@@ -64,6 +64,10 @@ fn check(isa: ProductIsa, case: Case) -> Vec<f32> {
     let before = c.clone();
     let call = GemmCall {
         b_rows: if b_table && !b_transposed { table.as_ptr() } else { std::ptr::null() },
+        // Up to 4 floats past the last column of B's last row (`gap`):
+        // a wrap row's partial last vector is read in place where it fits
+        // and gathered where it would pass the end.
+        b_end: b.as_ptr_range().end,
         wrap_row: wrap.map_or(0, |w| w.0 as i64),
         wrap_stride: wrap.map_or(0, |w| w.1 as i64),
         ..GemmCall::dense(
@@ -137,8 +141,10 @@ fn drivers_match_the_triple_loop() {
                         };
                         check(isa, case);
                         if !b_transposed {
-                            // Rows shorter than, equal to and longer than a vector.
-                            for wrap in [(3, 5), (isa.lanes(), isa.lanes() + 2), (isa.lanes() + 5, isa.lanes() + 9)] {
+                            // Rows shorter than, equal to and longer than a vector, and
+                            // rows of whole vectors and a partial one (LeNet's 28 and 10).
+                            let lanes = isa.lanes();
+                            for wrap in [(3, 5), (lanes, lanes + 2), (lanes + 5, lanes + 9), (28, 32), (10, 14)] {
                                 check(isa, Case { wrap: Some(wrap), ..case });
                                 // Every other column (a stride-2 convolution).
                                 check(isa, Case { wrap: Some((wrap.0, 2 * wrap.1)), step: 2, ..case });

@@ -15,6 +15,7 @@ use crate::passes::layout::{
     ForwardLayout, InputGradLayout, PhasePlanes, WeightGradLayout, forward_layout, input_grad_layout,
     weight_grad_layout,
 };
+use crate::passes::memory::READ_SLACK;
 
 impl Builder<'_> {
     /// Writes image `n`'s im2col matrix `[C*KH*KW, OH*OW]` into `col`.
@@ -180,13 +181,15 @@ impl Builder<'_> {
         let taps = (0..ch).flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| [ci, ky, kx])));
         let (source, image, rows): (BufId, usize, Vec<i32>) = match copy {
             ImageCopy::Phased(planes) => {
-                let len = ch * planes.per_channel() * planes.height * planes.width;
+                // (With room for a partial vector read past the last row:
+                // per-thread copies lie end to end.)
+                let len = ch * planes.per_channel() * planes.height * planes.width + READ_SLACK;
                 let source = self.scratch(format!("{name}.phases"), len, true);
                 (source, 0, taps.map(|tap| planes.tap(c, tap) as i32).collect())
             }
             _ => {
                 let (source, image) = if matches!(copy, ImageCopy::Padded) {
-                    (self.scratch(format!("{name}.padded"), ch * h * w_in, true), 0)
+                    (self.scratch(format!("{name}.padded"), ch * h * w_in + READ_SLACK, true), 0)
                 } else {
                     (x, ch * h * w_in)
                 };
