@@ -77,7 +77,7 @@ impl Executable {
                 let text = disassemble_function(entry);
                 let _ = writeln!(
                     out,
-                    "; micro-kernel `{isa}` reduction of a {rows}x{vectors} tile, B {form} (called by {callers})\n{text}"
+                    "; micro-kernel `{isa}` reduction of a {rows}x{vectors} tile, {form} (called by {callers})\n{text}"
                 );
             }
         }

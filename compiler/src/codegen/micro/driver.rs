@@ -17,20 +17,25 @@ macro_rules! tile_of {
         }
     };
     (@call $r:literal, $vectors:literal, $args:ident) => {{
-        let (a_at, a_steps, b_at, b_steps, b_vectors, c_at, c_store, add_to_c) = $args;
+        let (a_at, a_steps, b_at, b_steps, b_vectors, strides, c_at, c_store, add_to_c) = $args;
         // SAFETY: the block's elements are inside A, B (or the
         // panel) and C (the driver's caller, and its loops' bounds).
-        unsafe { tile::<$r, $vectors>(a_at, a_steps, (b_at, b_steps), b_vectors, c_at, c_store, add_to_c) }
+        unsafe { tile::<$r, $vectors>((a_at, a_steps), (b_at, b_steps), b_vectors, strides, c_at, c_store, add_to_c) }
     }};
 }
 
-/// The entries of the `$rows x $vectors` tile's two reduction loops
-/// (`reduce` and `reduce_spread` are the expanding ISA's), for the row
+/// The entries of the `$rows x $vectors` tile's three reduction loops
+/// (`reduce`, `reduce_spread` and `reduce_strided` are the expanding
+/// ISA's), for the row
 /// counts listed as in [`tile_of!`].
 macro_rules! reductions_of {
     ($vectors:literal, [$($r:literal),*], $rows:expr) => {
         match $rows {
-            $($r => Some([reduce::<$r, $vectors> as *const u8, reduce_spread::<$r, $vectors> as *const u8]),)*
+            $($r => Some([
+                reduce::<$r, $vectors> as *const u8,
+                reduce_spread::<$r, $vectors> as *const u8,
+                reduce_strided::<$r, $vectors> as *const u8,
+            ]),)*
             _ => None,
         }
     };
@@ -147,10 +152,49 @@ macro_rules! driver {
             }
         }
 
+        /// [`reduce`] over `steps` steps a constant distance apart in A
+        /// (`a_step`) and in B (`b_step`): a dense product's, or any read
+        /// from a panel; the operands' addresses advance by those
+        /// distances instead of being read from the offset tables (two
+        /// loads and an address computation less per step).
+        ///
+        /// # Safety
+        /// As [`tile`]'s.
+        #[inline(never)]
+        #[target_feature(enable = $feature)]
+        unsafe fn reduce_strided<const ROWS: usize, const VECTORS: usize>(
+            acc: &mut [[V; VECTORS]; ROWS],
+            a: &[*const f32; ROWS],
+            a_step: isize,
+            (b_at, b_step): (*const f32, isize),
+            vector_at: [isize; VECTORS],
+            steps: usize,
+        ) {
+            let mut a = *a;
+            let mut b = b_at;
+            for _ in 0..steps {
+                let mut bv = [zero(); VECTORS];
+                for (x, &at) in bv.iter_mut().zip(&vector_at) {
+                    // SAFETY: row `p` of B holds its vectors whole (caller).
+                    *x = unsafe { load(b.wrapping_offset(at)) };
+                }
+                for (row, at) in acc.iter_mut().zip(a.iter_mut()) {
+                    // SAFETY: `A[r, p]` is inside A (caller).
+                    let x = unsafe { broadcast(*at) };
+                    *at = at.wrapping_offset(a_step);
+                    for (sum, &bx) in row.iter_mut().zip(&bv) {
+                        *sum = fma(x, bx, *sum);
+                    }
+                }
+                b = b.wrapping_offset(b_step);
+            }
+        }
+
         /// `rows x vectors` results of C from `b_steps.len()` reduction
         /// steps: `A[r, p]` at `a_at[r] + a_steps[p]`, row `p` of B's
         /// vector `v` a whole vector at `b_at + b_steps[p] + b_vectors[v]`; C's row
-        /// `r` from `c_at[r]` as `store` says.
+        /// `r` from `c_at[r]` as `store` says. `strides`, when the steps
+        /// are a constant distance apart in A and in B: those distances.
         ///
         /// # Safety
         /// Every address above is inside a live allocation.
@@ -159,10 +203,10 @@ macro_rules! driver {
         #[inline(never)]
         #[target_feature(enable = $feature)]
         unsafe fn tile<const ROWS: usize, const VECTORS: usize>(
-            a_at: &[*const f32],
-            a_steps: &[isize],
+            (a_at, a_steps): (&[*const f32], &[isize]),
             b: (*const f32, &[isize]),
             b_vectors: &[isize],
+            strides: Option<(isize, isize)>,
             c_at: &[*mut f32],
             c_store: CStore<'_>,
             add_to_c: bool,
@@ -181,7 +225,13 @@ macro_rules! driver {
             // vectors in different wrap rows take.
             // SAFETY: forwarded from the caller.
             unsafe {
-                if vector_at == adjacent {
+                if let (Some((a_step, b_step)), Some(&a_first), Some(&b_first)) =
+                    (strides, a_steps.first(), b.1.first())
+                {
+                    let a = a.map(|row| row.wrapping_offset(a_first));
+                    let steps = b.1.len().min(a_steps.len());
+                    reduce_strided(&mut acc, &a, a_step, (b.0.wrapping_offset(b_first), b_step), vector_at, steps);
+                } else if vector_at == adjacent {
                     reduce(&mut acc, &a, a_steps, b, adjacent);
                 } else {
                     let bases = std::array::from_fn(|v| b.0.wrapping_offset(vector_at[v]));
@@ -490,6 +540,16 @@ macro_rules! driver {
                                 None => evicts_itself(b_origin, b_steps, width),
                             }
                         };
+                        // Steps a constant distance apart: A's without
+                        // segments, B's in place without a table or
+                        // segments, a panel's.
+                        let a_stride = (g.a_seg == 0).then_some(g.a_col as isize);
+                        let b_stride = if in_place && !copied {
+                            (g.b_rows.is_null() && g.b_seg == 0).then_some(g.b_row as isize)
+                        } else {
+                            Some(width as isize)
+                        };
+                        let strides = a_stride.zip(b_stride);
                         let (b_at, b_steps, b_vectors) = if in_place && !copied {
                             (b_origin, b_steps, &vector_at[..vectors])
                         } else if copied {
@@ -558,7 +618,7 @@ macro_rules! driver {
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
                             let store = if buffered { CStore::Pieces(&buffer_pieces[..vectors]) } else { c_store };
-                            let args = (a_at, a_steps, b_at, b_steps, b_vectors, c_at, store, add_to_c);
+                            let args = (a_at, a_steps, b_at, b_steps, b_vectors, strides, c_at, store, add_to_c);
                             match vectors {
                                 1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
                                 2 => tile_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
@@ -585,11 +645,12 @@ macro_rules! driver {
             }
         }
 
-        /// Where the `rows x vectors` tile's reduction loops start, in
-        /// place ([`reduce`]) and spread ([`reduce_spread`]): the ISA's
+        /// Where the `rows x vectors` tile's reduction loops start, steps
+        /// from tables ([`reduce`]), spread ([`reduce_spread`]) and at
+        /// constant steps ([`reduce_strided`]): the ISA's
         /// multiply-adds, for `kiln inspect --emit asm`. `None` for a
         /// tile the driver has not (see [`tile_of!`]'s lists).
-        pub(super) fn reductions(rows: usize, vectors: usize) -> Option<[*const u8; 2]> {
+        pub(super) fn reductions(rows: usize, vectors: usize) -> Option<[*const u8; 3]> {
             match vectors {
                 1 => reductions_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),
                 2 => reductions_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),

@@ -249,11 +249,12 @@ pub fn register(builder: &mut cranelift_jit::JITBuilder) {
 
 /// Flops of one round of `fma_loop`: 12 vectors of multiply-adds.
 /// Where `isa`'s reduction loops for a `rows x vectors` register tile
-/// start, read in place and spread over wrap rows (the driver picks one
-/// per block at run time): what `kiln inspect --emit asm` disassembles.
-/// `None` for the 128-bit path (Cranelift's own code) and tiles the
-/// driver has not.
-pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option<[(&'static str, *const u8); 2]> {
+/// start: B's rows and A's columns through offset tables, B's vectors
+/// spread over wrap rows, and steps a constant distance apart (the driver
+/// picks one per block at run time): what `kiln inspect --emit asm`
+/// disassembles. `None` for the 128-bit path (Cranelift's own code) and
+/// tiles the driver has not.
+pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option<[(&'static str, *const u8); 3]> {
     #[cfg(target_arch = "x86_64")]
     let entries = match isa {
         ProductIsa::Vector128 => None,
@@ -261,11 +262,17 @@ pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option
         ProductIsa::Avx512 => avx512::reductions(rows, vectors),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let entries: Option<[*const u8; 2]> = {
+    let entries: Option<[*const u8; 3]> = {
         let _ = (isa, rows, vectors);
         None
     };
-    entries.map(|[in_place, spread]| [("in place", in_place), ("spread", spread)])
+    entries.map(|[tables, spread, strided]| {
+        [
+            ("steps through offset tables", tables),
+            ("B's vectors spread over wrap rows", spread),
+            ("steps a constant distance apart", strided),
+        ]
+    })
 }
 
 fn flops_per_round(isa: ProductIsa) -> u64 {
