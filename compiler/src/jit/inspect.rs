@@ -91,20 +91,13 @@ impl Executable {
 /// rather than inlining them), each from offset 0.
 #[cfg(all(feature = "disasm", target_os = "linux", target_arch = "x86_64"))]
 fn disassemble_function(entry: *const u8) -> String {
-    use iced_x86::{Formatter, IntelFormatter};
     let Some((body, callees)) = decode_function(entry) else {
         return "  ; the code is not in a readable mapping\n".to_string();
     };
-    let mut formatter = IntelFormatter::new();
-    let mut text = String::new();
-    let mut list = |instructions: &[iced_x86::Instruction], out: &mut String| {
+    let list = |instructions: &[iced_x86::Instruction], out: &mut String| {
         let bytes: usize = instructions.iter().map(|i| i.len()).sum();
         let _ = writeln!(out, "  ; {bytes} bytes");
-        for instruction in instructions {
-            text.clear();
-            formatter.format(instruction, &mut text);
-            let _ = writeln!(out, "  {:6x}  {text}", instruction.ip());
-        }
+        out.push_str(&intel_text(instructions));
     };
     let mut out = String::new();
     list(&body, &mut out);
@@ -208,15 +201,22 @@ fn code_at(entry: *const u8) -> Option<&'static [u8]> {
 /// no C toolchain needed, unlike capstone).
 #[cfg(feature = "disasm")]
 fn disassemble(bytes: &[u8]) -> String {
-    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
-    let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+    use iced_x86::{Decoder, DecoderOptions};
+    let instructions: Vec<_> = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE).into_iter().collect();
+    intel_text(&instructions)
+}
+
+/// Instructions as Intel-syntax lines, each after its offset.
+#[cfg(feature = "disasm")]
+fn intel_text(instructions: &[iced_x86::Instruction]) -> String {
+    use iced_x86::{Formatter, IntelFormatter};
     let mut formatter = IntelFormatter::new();
     let mut out = String::new();
     let mut text = String::new();
-    for instr in &mut decoder {
+    for instruction in instructions {
         text.clear();
-        formatter.format(&instr, &mut text);
-        let _ = writeln!(out, "  {:6x}  {text}", instr.ip());
+        formatter.format(instruction, &mut text);
+        let _ = writeln!(out, "  {:6x}  {text}", instruction.ip());
     }
     out
 }

@@ -150,10 +150,13 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     // store per short run costs as much as the arithmetic).
     let laid_out = matches!(g.tile, GemmTile::Micro { .. });
     let lanes = isa.lanes();
-    // (Wrap rows that are not whole vectors are read in place, a block
-    // per row, when C's columns are adjacent.)
+    // (Wrap rows that are not whole vectors are read in place when the
+    // driver cuts them into row blocks.)
     let gathers = g.b.col_stride != 1
-        || g.b_wrap.is_some_and(|w| !w.row.is_multiple_of(lanes) && g.c.col_stride != 1)
+        || g.b_wrap.is_some_and(|w| {
+            !w.row.is_multiple_of(lanes)
+                && !crate::codegen::micro::cuts_row_blocks(g.m, w.row, lanes, g.c.col_stride == 1)
+        })
         || (g.b_wrap.is_none() && !g.n.is_multiple_of(lanes));
     let pays = crate::passes::layout::gathered_panels_pay(g.m, target);
     let short_runs = g.c_wrap.is_some_and(|w| w.row < lanes);

@@ -150,9 +150,7 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
         // vectors are cut into blocks of their own, the last of each row
         // with fewer (and a partial) vectors, all read in place; else
         // blocks of `width`, the last partial.
-        let row = b_wrap_row.filter(|&w| {
-            b_adjacent && w > 0 && !w.is_multiple_of(lanes) && crate::codegen::micro::row_blocks_pay(m, w, lanes)
-        });
+        let row = b_wrap_row.filter(|&w| b_adjacent && crate::codegen::micro::cuts_row_blocks(m, w, lanes, true));
         let (shape, gathered) = match row {
             Some(row) => {
                 let (rows_of_b, tail) = (n / row, n % row);

@@ -286,6 +286,17 @@ macro_rules! driver {
             }
         }
 
+        /// `slot`'s value, worked out by `work` the first time; `work`
+        /// every time without a slot (a reduction block whose offsets
+        /// are not held, so not the same from one column block to the next).
+        fn remembered<T: Copy>(slot: Option<&mut Option<T>>, work: impl FnOnce() -> T) -> T {
+            match slot {
+                Some(Some(known)) => *known,
+                Some(slot) => *slot.insert(work()),
+                None => work(),
+            }
+        }
+
         /// `(p / len) * stride + (p % len) * step` for `p` from `from` on,
         /// one after another (`p * step` when `len` is 0): the offsets of a
         /// reduction that runs in segments, without a division per step.
@@ -421,10 +432,7 @@ macro_rules! driver {
             // Wrap rows that are not whole vectors are cut into blocks of
             // their own (a block never spans two rows), so each block's
             // vectors lie in one row, the last of a row partial.
-            let row_blocks = wrap_row > 0
-                && !wrap_row.is_multiple_of(LANES)
-                && c_col == 1
-                && super::row_blocks_pay(m, wrap_row, LANES);
+            let row_blocks = super::cuts_row_blocks(m, wrap_row, LANES, c_col == 1);
             let mut next_j0 = 0;
             while next_j0 < n {
                 let j0 = next_j0;
@@ -522,23 +530,15 @@ macro_rules! driver {
                         // A partial last vector read in place stays inside B's allocation.
                         let in_place = in_place
                             && (overread == 0 || {
-                                let furthest = || b_steps.iter().max().map_or(0, |&s| s);
-                                let furthest = match if held { farthest_step.get_mut(p0 / KC) } else { None } {
-                                    Some(Some(known)) => *known,
-                                    Some(slot) => *slot.insert(furthest()),
-                                    None => furthest(),
-                                };
+                                let slot = if held { farthest_step.get_mut(p0 / KC) } else { None };
+                                let furthest = remembered(slot, || b_steps.iter().max().map_or(0, |&s| s));
                                 let reach = furthest + vector_at[vectors - 1];
                                 b_origin.wrapping_offset(reach + LANES as isize) <= g.b_end
                             });
                         let reused = chunk_end - i_chunk > tile_rows;
                         let copied = in_place && reused && {
-                            let memo = if held { evicts.get_mut(p0 / KC) } else { None };
-                            match memo {
-                                Some(Some(known)) => *known,
-                                Some(slot) => *slot.insert(evicts_itself(b_origin, b_steps, width)),
-                                None => evicts_itself(b_origin, b_steps, width),
-                            }
+                            let slot = if held { evicts.get_mut(p0 / KC) } else { None };
+                            remembered(slot, || evicts_itself(b_origin, b_steps, width))
                         };
                         // Steps a constant distance apart: A's without
                         // segments, B's in place without a table or

@@ -88,6 +88,15 @@ pub fn row_blocks_pay(m: usize, row: usize, lanes: usize) -> bool {
     m * row.div_ceil(lanes) * lanes <= m * row + 2 * row * lanes
 }
 
+/// Whether the driver cuts a product's B, its columns wrapping in rows of
+/// `wrap_row` (0: no wrap), into row blocks: rows that are not whole
+/// vectors, C's columns adjacent (the blocks' partial stores are runs),
+/// and [`row_blocks_pay`]. The one rule the driver follows and the
+/// scheduler and tile cost model ([`crate::passes::tiles::choose`]) price.
+pub fn cuts_row_blocks(m: usize, wrap_row: usize, lanes: usize, c_adjacent: bool) -> bool {
+    wrap_row > 0 && !wrap_row.is_multiple_of(lanes) && c_adjacent && row_blocks_pay(m, wrap_row, lanes)
+}
+
 /// The arguments of one product, as the calling kernel lays them out on its
 /// stack (every field 8 bytes, in this order). With `seg(p; len, stride,
 /// step)` = `(p / len) * stride + (p % len) * step` (`p * step` when `len`
