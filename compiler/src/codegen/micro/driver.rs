@@ -433,6 +433,14 @@ macro_rules! driver {
             // their own (a block never spans two rows), so each block's
             // vectors lie in one row, the last of a row partial.
             let row_blocks = super::cuts_row_blocks(m, wrap_row, LANES, c_col == 1);
+            // B transposed: its steps adjacent (rows 1 apart, no table,
+            // segments or wrap), its columns apart, gathered eight by eight.
+            let transposed = g.b_row == 1
+                && b_col != 1
+                && g.b_rows.is_null()
+                && g.b_seg == 0
+                && wrap_row == 0
+                && super::transpose::available();
             let mut next_j0 = 0;
             while next_j0 < n {
                 let j0 = next_j0;
@@ -577,29 +585,43 @@ macro_rules! driver {
                             // all `steps` rows at once, they evicted each other).
                             // Each column's place in a B row (one division per
                             // column of a wrap: only for a block gathered).
-                            if !columns_known {
-                                for (j, at) in columns.iter_mut().enumerate().take(cols) {
-                                    *at = column(j0 + j) - column(j0);
+                            if transposed {
+                                // SAFETY: B's column `j0 + j` holds the block's
+                                // `steps` adjacent floats from its row `p0` (B's
+                                // rows 1 apart); the panel holds `KC >= steps`
+                                // rows of `PANEL_ROW >= width` floats; AVX2 (checked).
+                                unsafe {
+                                    let from = b_origin.wrapping_offset(b_steps.first().map_or(0, |&s| s));
+                                    let to = panel.as_mut_ptr().cast::<f32>();
+                                    super::transpose::gather_transposed(from, b_col, (steps, cols), to, width);
                                 }
-                                columns_known = true;
-                            }
-                            for run in (0..steps).step_by(GATHER_RUN) {
-                                let end = (run + GATHER_RUN).min(steps);
-                                for (j, &at) in columns.iter().enumerate().take(cols) {
-                                    for p in run..end {
-                                        // SAFETY: `B[p0 + p, j0 + j]` is inside B (caller).
-                                        let x = unsafe { *b_origin.wrapping_offset(b_steps[p]).offset(at) };
-                                        panel[p * width + j].write(x);
+                                // Every element of the panel's first `steps` rows was just written.
+                                (panel.as_ptr().cast::<f32>(), &panel_steps[..steps], &panel_at[..vectors])
+                            } else {
+                                if !columns_known {
+                                    for (j, at) in columns.iter_mut().enumerate().take(cols) {
+                                        *at = column(j0 + j) - column(j0);
+                                    }
+                                    columns_known = true;
+                                }
+                                for run in (0..steps).step_by(GATHER_RUN) {
+                                    let end = (run + GATHER_RUN).min(steps);
+                                    for (j, &at) in columns.iter().enumerate().take(cols) {
+                                        for p in run..end {
+                                            // SAFETY: `B[p0 + p, j0 + j]` is inside B (caller).
+                                            let x = unsafe { *b_origin.wrapping_offset(b_steps[p]).offset(at) };
+                                            panel[p * width + j].write(x);
+                                        }
+                                    }
+                                    for j in cols..width {
+                                        for p in run..end {
+                                            panel[p * width + j].write(0.0);
+                                        }
                                     }
                                 }
-                                for j in cols..width {
-                                    for p in run..end {
-                                        panel[p * width + j].write(0.0);
-                                    }
-                                }
+                                // Every element of the panel's first `steps` rows was just written.
+                                (panel.as_ptr().cast::<f32>(), &panel_steps[..steps], &panel_at[..vectors])
                             }
-                            // Every element of the panel's first `steps` rows was just written.
-                            (panel.as_ptr().cast::<f32>(), &panel_steps[..steps], &panel_at[..vectors])
                         };
                         let add_to_c = p0 > 0 || g.accumulate != 0;
                         for i0 in (i_chunk..chunk_end).step_by(tile_rows) {

@@ -27,6 +27,8 @@ mod avx512;
 pub mod calibrate;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod transpose;
 
 use crate::target::ProductIsa;
 
