@@ -79,8 +79,46 @@ macro_rules! driver {
         /// (C's columns apart) one element at a time.
         #[derive(Clone, Copy)]
         enum CStore<'p> {
+            /// Each row's vectors whole and adjacent from the row's start
+            /// (a full block of a C whose columns are adjacent, or the
+            /// buffer): stored by the reduction loop itself, from registers.
+            Whole,
             Pieces(&'p [Piece]),
             Strided(&'p [isize]),
+        }
+
+        /// Where a reduction's sums go: C's rows, each holding the tile's
+        /// vectors whole and adjacent (added to what is there when the
+        /// flag is set), or `acc` for the tile to store.
+        type Sums<'c, const ROWS: usize> = Option<(&'c [*mut f32; ROWS], bool)>;
+
+        /// The sums into `acc`, or straight from registers into C's rows,
+        /// each row's read-modify-write finished before the next (rows of a
+        /// scattered C may overlap).
+        ///
+        /// # Safety
+        /// Each row of `out` holds `VECTORS` whole vectors of C.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        unsafe fn finish<const ROWS: usize, const VECTORS: usize>(
+            acc: &mut [[V; VECTORS]; ROWS],
+            sums: [[V; VECTORS]; ROWS],
+            out: Sums<'_, ROWS>,
+        ) {
+            match out {
+                None => *acc = sums,
+                Some((rows, add_to_c)) => {
+                    for (row, &at) in sums.iter().zip(rows) {
+                        for (v, &sum) in row.iter().enumerate() {
+                            // SAFETY: the row's vectors are C's (caller).
+                            unsafe {
+                                let at = at.add(v * LANES);
+                                store(at, if add_to_c { add(load(at), sum) } else { sum });
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         /// The tile's reduction: `acc[r][v] += A[r, p] * B[p, v]` over the
@@ -100,7 +138,9 @@ macro_rules! driver {
             a_steps: &[isize],
             (b_at, b_steps): (*const f32, &[isize]),
             vector_at: [isize; VECTORS],
+            out: Sums<'_, ROWS>,
         ) {
+            let mut sums = *acc;
             for (&b_step, &step) in b_steps.iter().zip(a_steps) {
                 let b = b_at.wrapping_offset(b_step);
                 let mut bv = [zero(); VECTORS];
@@ -108,7 +148,7 @@ macro_rules! driver {
                     // SAFETY: row `p` of B holds its vectors whole (caller).
                     *x = unsafe { load(b.offset(at)) };
                 }
-                for (row, &at) in acc.iter_mut().zip(a) {
+                for (row, &at) in sums.iter_mut().zip(a) {
                     // SAFETY: `A[r, p]` is inside A (caller).
                     let x = unsafe { broadcast(at.wrapping_offset(step)) };
                     for (sum, &bx) in row.iter_mut().zip(&bv) {
@@ -116,6 +156,8 @@ macro_rules! driver {
                     }
                 }
             }
+            // SAFETY: forwarded from the caller.
+            unsafe { finish(acc, sums, out) }
         }
 
         /// [`reduce`] with B's vectors in different wrap rows: each read
@@ -135,14 +177,16 @@ macro_rules! driver {
             a: &[*const f32; ROWS],
             a_steps: &[isize],
             (bases, b_steps): ([*const f32; VECTORS], &[isize]),
+            out: Sums<'_, ROWS>,
         ) {
+            let mut sums = *acc;
             for (&b_step, &step) in b_steps.iter().zip(a_steps) {
                 let mut bv = [zero(); VECTORS];
                 for (x, &base) in bv.iter_mut().zip(&bases) {
                     // SAFETY: row `p` of B holds its vectors whole (caller).
                     *x = unsafe { load(base.wrapping_offset(b_step)) };
                 }
-                for (row, &at) in acc.iter_mut().zip(a) {
+                for (row, &at) in sums.iter_mut().zip(a) {
                     // SAFETY: `A[r, p]` is inside A (caller).
                     let x = unsafe { broadcast(at.wrapping_offset(step)) };
                     for (sum, &bx) in row.iter_mut().zip(&bv) {
@@ -150,6 +194,8 @@ macro_rules! driver {
                     }
                 }
             }
+            // SAFETY: forwarded from the caller.
+            unsafe { finish(acc, sums, out) }
         }
 
         /// [`reduce`] over `steps` steps a constant distance apart in A
@@ -169,7 +215,9 @@ macro_rules! driver {
             (b_at, b_step): (*const f32, isize),
             vector_at: [isize; VECTORS],
             steps: usize,
+            out: Sums<'_, ROWS>,
         ) {
+            let mut sums = *acc;
             let mut a = *a;
             let mut b = b_at;
             for _ in 0..steps {
@@ -178,7 +226,7 @@ macro_rules! driver {
                     // SAFETY: row `p` of B holds its vectors whole (caller).
                     *x = unsafe { load(b.wrapping_offset(at)) };
                 }
-                for (row, at) in acc.iter_mut().zip(a.iter_mut()) {
+                for (row, at) in sums.iter_mut().zip(a.iter_mut()) {
                     // SAFETY: `A[r, p]` is inside A (caller).
                     let x = unsafe { broadcast(*at) };
                     *at = at.wrapping_offset(a_step);
@@ -188,6 +236,8 @@ macro_rules! driver {
                 }
                 b = b.wrapping_offset(b_step);
             }
+            // SAFETY: forwarded from the caller.
+            unsafe { finish(acc, sums, out) }
         }
 
         /// `rows x vectors` results of C from `b_steps.len()` reduction
@@ -223,6 +273,14 @@ macro_rules! driver {
             // Adjacent vectors (a panel, or B's row in place) are read at
             // constant offsets, which frees the registers the offsets of
             // vectors in different wrap rows take.
+            // Whole vectors of C's rows are stored by the reduction loop,
+            // from registers.
+            let mut c_rows = [std::ptr::null_mut::<f32>(); ROWS];
+            let whole = matches!(c_store, CStore::Whole);
+            if whole {
+                c_rows.copy_from_slice(&c_at[..ROWS]);
+            }
+            let out = whole.then_some((&c_rows, add_to_c));
             // SAFETY: forwarded from the caller.
             unsafe {
                 if let (Some((a_step, b_step)), Some(&a_first), Some(&b_first)) =
@@ -230,15 +288,19 @@ macro_rules! driver {
                 {
                     let a = a.map(|row| row.wrapping_offset(a_first));
                     let steps = b.1.len().min(a_steps.len());
-                    reduce_strided(&mut acc, &a, a_step, (b.0.wrapping_offset(b_first), b_step), vector_at, steps);
+                    let b = (b.0.wrapping_offset(b_first), b_step);
+                    reduce_strided(&mut acc, &a, a_step, b, vector_at, steps, out);
                 } else if vector_at == adjacent {
-                    reduce(&mut acc, &a, a_steps, b, adjacent);
+                    reduce(&mut acc, &a, a_steps, b, adjacent, out);
                 } else {
                     let bases = std::array::from_fn(|v| b.0.wrapping_offset(vector_at[v]));
-                    reduce_spread(&mut acc, &a, a_steps, (bases, b.1));
+                    reduce_spread(&mut acc, &a, a_steps, (bases, b.1), out);
                 }
             }
-            // The sums leave the registers through a buffer, in a loop of
+            if whole {
+                return;
+            }
+            // Partial or scattered C: the sums leave the registers through a buffer, in a loop of
             // constant trip counts: the stores below walk C in loops rustc
             // may not unroll, and indexing `acc` from them would keep every
             // accumulator in memory inside the reduction loop.
@@ -255,6 +317,8 @@ macro_rules! driver {
                     // SAFETY: written above for every `r < ROWS`, `v < VECTORS`.
                     let sum = unsafe { sums[r * VECTORS + v].assume_init() };
                     match c_store {
+                        // Stored by the reduction (above).
+                        CStore::Whole => {}
                         CStore::Pieces(pieces) => {
                             for piece in pieces.iter().filter(|p| p.vector == v) {
                                 let at = base.wrapping_offset(piece.offset);
@@ -419,9 +483,6 @@ macro_rules! driver {
                     unsafe { *g.c_rows.add(i) as isize }
                 }
             };
-            // Whole vectors of a buffer row, for the tiles' stores.
-            let buffer_pieces: [Piece; MAX_VECTORS] =
-                std::array::from_fn(|v| Piece { vector: v, first: 0, end: LANES, offset: (v * LANES) as isize });
             let mut columns = [0isize; PANEL_ROW];
             // Per reduction block of held offsets, whether B read in place
             // evicts itself: decided on the first column block read in place
@@ -494,7 +555,13 @@ macro_rules! driver {
                         *at = c_column(j0 + j) - c_column(j0);
                     }
                 }
-                let c_store = if c_col == 1 {
+                let whole = count == vectors
+                    && piece_store[..count].iter().enumerate().all(|(v, p)| {
+                        p.vector == v && p.first == 0 && p.end == LANES && p.offset == (v * LANES) as isize
+                    });
+                let c_store = if c_col == 1 && whole {
+                    CStore::Whole
+                } else if c_col == 1 {
                     CStore::Pieces(&piece_store[..count])
                 } else {
                     CStore::Strided(&c_offsets[..cols])
@@ -639,7 +706,7 @@ macro_rules! driver {
                                 c_at[r] = if buffered { buffer_at(i0 + r) } else { c_block(i0 + r) };
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
-                            let store = if buffered { CStore::Pieces(&buffer_pieces[..vectors]) } else { c_store };
+                            let store = if buffered { CStore::Whole } else { c_store };
                             let args = (a_at, a_steps, b_at, b_steps, b_vectors, strides, c_at, store, add_to_c);
                             match vectors {
                                 1 => tile_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows, args),
