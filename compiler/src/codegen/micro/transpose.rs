@@ -1,8 +1,11 @@
-//! Packing a transposed B (its steps adjacent, its columns apart, as a
-//! linear layer's weight is in the forward product) into a panel, eight
-//! steps of eight columns at a time transposed in registers: read
-//! element by element it took a tenth of the forward product's time
-//! (`perf` on the 3072 -> 512 linear layer at batch 256).
+//! Moving blocks between a matrix stored transposed and the driver's
+//! row-major panel or buffer, eight by eight, transposed in registers:
+//! a transposed B (its steps adjacent, its columns apart, as a linear
+//! layer's weight is in the forward product) packed into a panel, and a
+//! C whose rows are adjacent and columns apart (a product computed
+//! transposed) moved to and from the buffer its sums are kept in. Element
+//! by element, each took about a tenth of a 3072 -> 512 linear layer's
+//! forward time (`perf`, batch 256 and 64).
 
 use std::arch::x86_64::*;
 
@@ -49,6 +52,47 @@ pub(super) unsafe fn gather_transposed(
         for p in from..steps {
             // SAFETY: as above, one element at a time.
             unsafe { *panel.add(p * width + j) = if j < cols { *b.offset(j as isize * col).add(p) } else { 0.0 } };
+        }
+    }
+}
+
+/// `c[i + j * col] = buffer[i * width + j]` for `i < rows`, `j < cols`:
+/// the inverse of [`gather_transposed`] (C's column `j` being `rows`
+/// adjacent floats from `c + j * col`).
+///
+/// # Safety
+/// The CPU has AVX2 ([`available`]); those `cols` runs of `rows` floats
+/// are writable; `buffer` holds `rows * width` readable floats, `cols <=
+/// width`, and overlaps none of them.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn scatter_transposed(
+    buffer: *const f32,
+    width: usize,
+    (rows, cols): (usize, usize),
+    c: *mut f32,
+    col: isize,
+) {
+    let (whole_rows, whole_cols) = (rows / 8 * 8, cols / 8 * 8);
+    for j in (0..whole_cols).step_by(8) {
+        for i in (0..whole_rows).step_by(8) {
+            // SAFETY: buffer rows `i..i + 8` hold columns `j..j + 8`; C's
+            // columns `j..j + 8` hold rows `i..i + 8` (caller).
+            unsafe {
+                let row = |r: usize| _mm256_loadu_ps(buffer.add((i + r) * width + j));
+                let out = transpose_8x8([row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7)]);
+                for (cc, x) in out.into_iter().enumerate() {
+                    _mm256_storeu_ps(c.offset((j + cc) as isize * col).add(i), x);
+                }
+            }
+        }
+    }
+    // The rows past the last eight of the whole columns, and every row of
+    // the columns past them.
+    for j in 0..cols {
+        let from = if j < whole_cols { whole_rows } else { 0 };
+        for i in from..rows {
+            // SAFETY: as above, one element at a time.
+            unsafe { *c.offset(j as isize * col).add(i) = *buffer.add(i * width + j) };
         }
     }
 }
