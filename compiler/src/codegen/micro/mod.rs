@@ -19,6 +19,8 @@
 //! [`ProductIsa::host`]: crate::target::ProductIsa::host
 
 #[macro_use]
+mod tile;
+#[macro_use]
 mod driver;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
