@@ -218,7 +218,8 @@ fn assert_paths(what: &str, actual: &[String; 4], expected: [&str; 4]) {
 ///   columns wrap from input row to input row (`b_wrap`), on the
 ///   micro-kernels: its rows of 28 (1.75 vectors of 16) are cut into
 ///   blocks of their own, the last vector partial, a 6x2 tile for the 6
-///   channels. conv2's rows of 10 likewise, 8x1 for its 16 channels.
+///   channels. conv2's rows of 10 likewise, 10x1 for its 16 channels (a
+///   tile stepping through the row table has at most 10 rows).
 /// - Linear layers are dot tiles, 4x2 (the batch is no multiple of 3).
 /// - Training: conv2's input gradient (`grad_pool`, named after the pool
 ///   whose input it is) is the forward convolution of the output gradient
@@ -241,7 +242,7 @@ const LENET: [&str; 4] = [
     "
     kernels 7, gemm 5, parallel 2 (x4: 2)
     conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 10x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -250,7 +251,7 @@ const LENET: [&str; 4] = [
     "
     kernels 7, gemm 5, parallel 5 (x4: 5)
     conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 10x1 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 11x1
@@ -259,7 +260,7 @@ const LENET: [&str; 4] = [
     "
     kernels 37, gemm 14, parallel 7 (x4: 7)
     conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 10x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -270,7 +271,7 @@ const LENET: [&str; 4] = [
     grad_x_1: serial | micro avx512 4x2
     grad_fc1.weight: x4 over 4 | micro avx512 8x3
     grad_pool: x4 over 4 | pad copy | micro avx512 6x1 b_rows b_wrap
-    grad_conv2.weight: x4 over 4 | micro avx512 12x1 transposed b_rows k_split k_wraps
+    grad_conv2.weight: x4 over 4 | micro avx512 10x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | dot 3x3 b_rows k_split
     grad_conv1.weight.combine: serial
@@ -279,7 +280,7 @@ const LENET: [&str; 4] = [
     "
     kernels 37, gemm 14, parallel 15 (x4: 15)
     conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
+    conv2+relu_1: x4 over 64 | micro avx512 10x1 b_rows b_wrap
     fc1+x_2: x4 over 4 | micro avx512 12x2
     fc2+x_3: x4 over 4 | micro avx512 12x2
     fc3: serial | micro avx512 11x1
@@ -290,7 +291,7 @@ const LENET: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 8x3
     grad_fc1.weight: x4 over 4 | micro avx512 8x3
     grad_pool: x4 over 64 | pad copy | micro avx512 6x1 b_rows b_wrap
-    grad_conv2.weight: x4 over 8 | micro avx512 12x1 transposed b_rows k_split k_wraps
+    grad_conv2.weight: x4 over 8 | micro avx512 10x1 transposed b_rows k_split k_wraps
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | dot 3x3 b_rows k_split
     grad_conv1.weight.combine: serial
@@ -352,7 +353,7 @@ const MLP: [&str; 4] = [
 /// gradients of conv2 and conv3 (`grad_pool`, `grad_pool_1`) run as the
 /// forward convolution of the output gradient on a padded copy, read in
 /// place the same way (conv3's rows of 8, half a 512-bit vector, a block
-/// each: `11x1`), and each weight gradient reads a padded
+/// each: `9x1`), and each weight gradient reads a padded
 /// copy in place (`pad copy`, a dot tile split along output rows): nothing
 /// packs.
 const VGG16C: [&str; 4] = [
@@ -386,11 +387,11 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: serial | micro avx512 6x4
     grad_x_1: x4 over 4 | micro avx512 4x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    grad_pool_1: x4 over 4 | pad copy | micro avx512 9x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
@@ -407,11 +408,11 @@ const VGG16C: [&str; 4] = [
     grad_fc2.weight: x4 over 4 | micro avx512 10x2
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    grad_pool_1: x4 over 64 | pad copy | micro avx512 9x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
@@ -483,21 +484,21 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b2b.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_b2b.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 4 | pad copy | micro avx512 6x4 c_rows c_wrap
-    grad_b2a.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_b2a.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s.transpose_weight: serial
     grad_x_2_from_b2s: x4 over 4 | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1b.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_b1b.weight: x4 over 4 | pad copy | micro avx512 10x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1a.weight: x4 over 4 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_b1a.weight: x4 over 4 | pad copy | micro avx512 10x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
@@ -529,21 +530,21 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b2b.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_b2b.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 64 | pad copy | micro avx512 6x4 c_rows c_wrap
-    grad_b2a.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_b2a.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2a.weight.combine: serial
     grad_x_2_from_b2s.transpose_weight: serial
     grad_x_2_from_b2s: x4 over 64 | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
     grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1b.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_b1b.weight: x4 over 8 | pad copy | micro avx512 10x1 transposed b_rows k_split
     grad_b1b.weight.combine: serial
     grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1a.weight: x4 over 8 | pad copy | micro avx512 12x1 transposed b_rows k_split
+    grad_b1a.weight: x4 over 8 | pad copy | micro avx512 10x1 transposed b_rows k_split
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
@@ -581,13 +582,13 @@ const WIDE5: [&str; 4] = [
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x4
     grad_fc.weight: serial | micro avx512 6x4
-    grad_avg_1: x4 over 4 | pad copy | micro avx512 11x1 b_rows b_wrap
+    grad_avg_1: x4 over 4 | pad copy | micro avx512 9x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
-    grad_conv1.weight: x4 over 4 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv1.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
@@ -599,13 +600,13 @@ const WIDE5: [&str; 4] = [
     fc: x4 over 4 | micro avx512 8x1
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc.weight: x4 over 4 | micro avx512 6x4
-    grad_avg_1: x4 over 64 | pad copy | micro avx512 11x1 b_rows b_wrap
+    grad_avg_1: x4 over 64 | pad copy | micro avx512 9x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: x4 over 4
-    grad_conv1.weight: x4 over 8 | pad copy | micro avx512 12x2 transposed b_rows k_split
+    grad_conv1.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv1.weight.combine: serial
     ",
 ];

@@ -8,7 +8,7 @@
 use crate::kernel::{
     AccId, Cond, Gemm, GemmTile, Idx, Kernel, Loop, LoopMode, Node, ProductIsa, Program, Stmt, Val, VarId,
 };
-use crate::passes::tiles::{self, DriverProduct, TileRates};
+use crate::passes::tiles::{self, DriverProduct, Steps, TileRates};
 use crate::target::{Target, TileSource};
 use std::collections::HashSet;
 
@@ -103,8 +103,16 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     };
     // Transposed, the driver's B is A with its strides swapped: its columns
     // are A's rows.
-    let transposed_product =
-        DriverProduct { m: g.n, n: g.m, k: g.k, b_adjacent: g.a.row_stride == 1, b_wrap_row: None };
+    // Its steps come from tables when its A (the product's B) is read in
+    // segments or through a row table: a convolution's weight gradient.
+    let transposed_product = DriverProduct {
+        m: g.n,
+        n: g.m,
+        k: g.k,
+        b_adjacent: g.a.row_stride == 1,
+        b_wrap_row: None,
+        steps: if g.k_split.is_some() || g.b_rows.is_some() { Steps::Tables } else { Steps::Strided },
+    };
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
@@ -140,8 +148,17 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     {
         return tile(transposed_product, &every, true);
     }
-    let product =
-        DriverProduct { m: g.m, n: g.n, k: g.k, b_adjacent: g.b.col_stride == 1, b_wrap_row: g.b_wrap.map(|w| w.row) };
+    // B read in place through a row table (a convolution's taps) steps
+    // through tables; a gathered panel, or dense rows, a constant stride.
+    let in_place_table = g.b_rows.is_some() && g.b.col_stride == 1;
+    let product = DriverProduct {
+        m: g.m,
+        n: g.n,
+        k: g.k,
+        b_adjacent: g.b.col_stride == 1,
+        b_wrap_row: g.b_wrap.map(|w| w.row),
+        steps: if in_place_table { Steps::Tables } else { Steps::Strided },
+    };
     let tile = tile(product, &every, false)?;
     // A product the layout pass laid out for the micro-kernels (unsplatted
     // weights, strided wrapped columns) has no other tile. Others go there

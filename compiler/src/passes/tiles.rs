@@ -2,12 +2,17 @@
 //!
 //! A tile of `rows x vectors` runs each reduction step as `rows * vectors`
 //! multiply-adds; how close to the ISA's FMA peak it gets depends on the
-//! CPU and on how rustc allocated that tile's registers, which no rule
-//! predicts (on one Zen 4, 10x2 and 6x4 tiles ran at 85-94 % of the peak
-//! while 12x2 and 8x3 spilled and ran at 30-55 %). So a tile's speed is a
-//! [`TileRates`] entry: measured on the host
-//! ([`crate::codegen::micro::calibrate`], kept in a persistent cache) or,
-//! where nothing is measured (tests, `TileSource::Model`), the model in
+//! CPU, on how its steps are addressed ([`Steps`]) and on how rustc
+//! allocated that tile's registers, which no rule predicts (on one Zen 4,
+//! 10x2 and 6x4 tiles ran at 85-94 % of the peak while 12x2 and 8x3
+//! spilled and ran at 30-55 %; on one Xeon the 12x2 tile stepping through
+//! offset tables, its twelve row pointers and two tables more than the
+//! sixteen general registers hold, reloaded pointers and shuffled
+//! accumulators through the stack every step and ran a 3x3 convolution's
+//! weight gradient at 100-170 GFLOP/s where 10x2 ran it at 235). So a
+//! tile's speed is a [`TileRates`] entry per kind of steps: measured on the
+//! host ([`crate::codegen::micro::calibrate`], kept in a persistent cache)
+//! or, where nothing is measured (tests, `TileSource::Model`), the model in
 //! [`TileRates::model`]. A product then takes the tile whose blocks cost
 //! the least time in total: full and partial row blocks, column blocks
 //! rounded up to whole tiles, and the B panel gathered where its columns
@@ -22,20 +27,65 @@ use std::fmt;
 /// Vectors a tile may span, at most: the widest ISA's.
 const MAX_VECTORS: usize = ProductIsa::Avx512.max_tile_vectors();
 
-/// Each tile's speed as a fraction of the ISA's FMA peak.
+/// How a tile's reduction finds each step's operands: the driver's two
+/// loops, which rustc compiles (and allocates registers for) separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steps {
+    /// A constant distance apart in A and in B (dense operands, and any B
+    /// read from a gathered panel): the pointers advance.
+    Strided,
+    /// From offset tables: A in segments (a convolution's weight gradient
+    /// over output rows), or B read in place through a row table or in
+    /// segments (a convolution's taps).
+    Tables,
+}
+
+impl Steps {
+    /// Both kinds, in the order of the cache text's columns.
+    pub const ALL: [Steps; 2] = [Steps::Strided, Steps::Tables];
+
+    fn index(self) -> usize {
+        match self {
+            Steps::Strided => 0,
+            Steps::Tables => 1,
+        }
+    }
+}
+
+/// Each tile's speed as a fraction of the ISA's FMA peak, per kind of steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TileRates {
     /// The ISA the rates are for.
     pub isa: ProductIsa,
-    /// `efficiency[rows - 1][vectors - 1]`: above 0 for the tiles the ISA
-    /// has, 0 for the others.
-    efficiency: [[f32; MAX_VECTORS]; MAX_ROWS],
+    /// `efficiency[steps][rows - 1][vectors - 1]`: above 0 for the tiles
+    /// the ISA has, 0 for the others.
+    efficiency: [[[f32; MAX_VECTORS]; MAX_ROWS]; 2],
+}
+
+/// Rows at most of a tile stepping through offset tables: x86-64's sixteen
+/// general registers less the two tables, B's pointer, the step counter
+/// and its end, and the stack pointer leave ten for its row pointers.
+/// With more, rustc reloads pointers every step and (11 and 12 rows by 2
+/// vectors, `--emit asm`) moves accumulators through the stack inside the
+/// loop, which ran a 3x3 convolution's weight gradient at 100-170 GFLOP/s
+/// where 10 rows ran it at 235, the slow end when the stack's addresses
+/// alias the operands' (`setarch -R`). Measured in L1 (`calibrate`) those
+/// tiles looked as fast as the others: the loss shows only on real
+/// operands, so the rule is the registers', not a measurement's.
+pub const TABLE_ROW_REGISTERS: usize = 10;
+
+/// The most rows a tile of `vectors` may have on `isa` with `steps`.
+pub fn max_rows(isa: ProductIsa, vectors: usize, steps: Steps) -> usize {
+    match steps {
+        Steps::Strided => isa.max_tile_rows(vectors),
+        Steps::Tables => isa.max_tile_rows(vectors).min(TABLE_ROW_REGISTERS),
+    }
 }
 
 impl TileRates {
     /// Rates with every tile at 0 (none usable) until set.
     pub fn empty(isa: ProductIsa) -> TileRates {
-        TileRates { isa, efficiency: [[0.0; MAX_VECTORS]; MAX_ROWS] }
+        TileRates { isa, efficiency: [[[0.0; MAX_VECTORS]; MAX_ROWS]; 2] }
     }
 
     /// The tiles `isa` has, as `(rows, vectors)`.
@@ -45,17 +95,23 @@ impl TileRates {
 
     /// A model of a tile's efficiency from instruction counts: each step
     /// issues `rows * vectors` multiply-adds next to `vectors` loads of B,
-    /// `rows` broadcasts of A and about 5 instructions of loop and table
-    /// overhead (counted at half an FMA each, two of them issuing per
-    /// multiply-add's slot), and fewer than 4 independent accumulators
-    /// leave the FMA unit waiting on its latency.
+    /// `rows` broadcasts of A and about 5 instructions of loop overhead
+    /// (counted at half an FMA each, two of them issuing per multiply-add's
+    /// slot), stepping through tables 2 loads more, and fewer than 4 independent
+    /// accumulators leave the FMA unit waiting on its latency.
     pub fn model(isa: ProductIsa) -> TileRates {
         let mut rates = TileRates::empty(isa);
-        for (rows, vectors) in TileRates::tiles(isa) {
-            let acc = (rows * vectors) as f64;
-            let overhead = (rows + vectors + 5) as f64 / 2.0;
-            let latency = (acc / 4.0).min(1.0);
-            rates.set(rows, vectors, latency * acc / (acc + overhead));
+        for steps in Steps::ALL {
+            for (rows, vectors) in TileRates::tiles(isa) {
+                let acc = (rows * vectors) as f64;
+                let tables = match steps {
+                    Steps::Strided => 0,
+                    Steps::Tables => 2,
+                };
+                let overhead = (rows + vectors + 5 + tables) as f64 / 2.0;
+                let latency = (acc / 4.0).min(1.0);
+                rates.set(steps, rows, vectors, latency * acc / (acc + overhead));
+            }
         }
         rates
     }
@@ -63,24 +119,24 @@ impl TileRates {
     /// Sets one tile's efficiency (clamped to `[0, 1.5]`: a measured one
     /// may pass a peak measured a little low); ignored for a tile the ISA
     /// does not have.
-    pub fn set(&mut self, rows: usize, vectors: usize, efficiency: f64) {
+    pub fn set(&mut self, steps: Steps, rows: usize, vectors: usize, efficiency: f64) {
         if (1..=self.isa.max_tile_vectors()).contains(&vectors) && (1..=self.isa.max_tile_rows(vectors)).contains(&rows)
         {
-            self.efficiency[rows - 1][vectors - 1] = efficiency.clamp(0.0, 1.5) as f32;
+            self.efficiency[steps.index()][rows - 1][vectors - 1] = efficiency.clamp(0.0, 1.5) as f32;
         }
     }
 
     /// The efficiency of a tile, 0 for one the ISA does not have.
-    pub fn get(&self, rows: usize, vectors: usize) -> f64 {
+    pub fn get(&self, steps: Steps, rows: usize, vectors: usize) -> f64 {
         if rows == 0 || vectors == 0 || rows > MAX_ROWS || vectors > MAX_VECTORS {
             return 0.0;
         }
-        f64::from(self.efficiency[rows - 1][vectors - 1])
+        f64::from(self.efficiency[steps.index()][rows - 1][vectors - 1])
     }
 
-    /// Whether every tile of the ISA has a usable rate.
+    /// Whether every tile of the ISA has a usable rate for both kinds of steps.
     pub fn complete(&self) -> bool {
-        TileRates::tiles(self.isa).all(|(r, v)| self.get(r, v) > 0.0)
+        Steps::ALL.iter().all(|&s| TileRates::tiles(self.isa).all(|(r, v)| self.get(s, r, v) > 0.0))
     }
 
     /// Reads the text [`fmt::Display`] writes; `None` when it is not a
@@ -89,26 +145,30 @@ impl TileRates {
         let mut rates = TileRates::empty(isa);
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let mut words = line.split_whitespace();
-            let (Some(shape), Some(value), None) = (words.next(), words.next(), words.next()) else {
-                return None;
-            };
-            let (rows, vectors) = shape.split_once('x')?;
+            let (rows, vectors) = words.next()?.split_once('x')?;
             let (rows, vectors): (usize, usize) = (rows.parse().ok()?, vectors.parse().ok()?);
-            let value: f64 = value.parse().ok()?;
-            if !(value > 0.0 && value <= 1.5) {
+            for steps in Steps::ALL {
+                let value: f64 = words.next()?.parse().ok()?;
+                if !(value > 0.0 && value <= 1.5) {
+                    return None;
+                }
+                rates.set(steps, rows, vectors, value);
+            }
+            if words.next().is_some() {
                 return None;
             }
-            rates.set(rows, vectors, value);
         }
         rates.complete().then_some(rates)
     }
 }
 
 impl fmt::Display for TileRates {
-    /// One line per tile: `ROWSxVECTORS EFFICIENCY`.
+    /// One line per tile: `ROWSxVECTORS STRIDED TABLES`, its efficiency
+    /// with each kind of [`Steps`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (rows, vectors) in TileRates::tiles(self.isa) {
-            writeln!(f, "{rows}x{vectors} {:.4}", self.get(rows, vectors))?;
+            let [strided, tables] = Steps::ALL.map(|s| self.get(s, rows, vectors));
+            writeln!(f, "{rows}x{vectors} {strided:.4} {tables:.4}")?;
         }
         Ok(())
     }
@@ -129,10 +189,13 @@ pub struct DriverProduct {
     pub b_adjacent: bool,
     /// Columns per row of B's wrap, if its columns wrap.
     pub b_wrap_row: Option<usize>,
+    /// How the reduction finds its steps.
+    pub steps: Steps,
 }
 
 /// The tile of `product` with the least estimated time among those of
-/// `vectors` (each at most the ISA's) and the rows the ISA allows: the sum
+/// `vectors` (each at most the ISA's) and the rows the ISA allows with the
+/// product's steps ([`max_rows`]): the sum
 /// over row and column blocks (as the driver cuts them) of each block's
 /// multiply-adds, lanes past a partial vector included, divided by its
 /// tile's efficiency, plus one multiply-add's time per element gathered
@@ -141,7 +204,7 @@ pub struct DriverProduct {
 pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> Option<(usize, usize)> {
     let isa = rates.isa;
     let lanes = isa.lanes();
-    let DriverProduct { m, n, k, b_adjacent, b_wrap_row } = product;
+    let DriverProduct { m, n, k, b_adjacent, b_wrap_row, steps } = product;
     let (m, n, k) = (m.max(1), n.max(1), k.max(1) as f64);
     let mut best: Option<(f64, (usize, usize))> = None;
     for &v in vectors {
@@ -176,11 +239,11 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
             }
         };
         let gather = (gathered * width) as f64 * k;
-        for rows in 1..=isa.max_tile_rows(v) {
+        for rows in 1..=max_rows(isa, v, steps) {
             let full = (m / rows) as f64;
             let rest = m % rows;
             let time = |r: usize, u: usize| {
-                let e = rates.get(r, u);
+                let e = rates.get(steps, r, u);
                 if e > 0.0 { (r * u) as f64 * k / e } else { f64::INFINITY }
             };
             let per_block = |u: usize| full * time(rows, u) + if rest > 0 { time(rest, u) } else { 0.0 };
@@ -203,7 +266,7 @@ mod tests {
     use super::*;
 
     fn dense(m: usize, n: usize, k: usize) -> DriverProduct {
-        DriverProduct { m, n, k, b_adjacent: true, b_wrap_row: None }
+        DriverProduct { m, n, k, b_adjacent: true, b_wrap_row: None, steps: Steps::Strided }
     }
 
     #[test]
@@ -212,8 +275,8 @@ mod tests {
             let rates = TileRates::model(isa);
             assert!(rates.complete(), "{isa}");
             let back = TileRates::parse(isa, &rates.to_string()).expect("parses");
-            for (r, v) in TileRates::tiles(isa) {
-                assert!((back.get(r, v) - rates.get(r, v)).abs() < 1e-4, "{isa} {r}x{v}");
+            for (s, (r, v)) in Steps::ALL.into_iter().flat_map(|s| TileRates::tiles(isa).map(move |t| (s, t))) {
+                assert!((back.get(s, r, v) - rates.get(s, r, v)).abs() < 1e-4, "{isa} {r}x{v} {s:?}");
             }
         }
     }
@@ -223,9 +286,15 @@ mod tests {
         let isa = ProductIsa::Avx512;
         let good = TileRates::model(isa).to_string();
         let missing: String = good.lines().skip(1).map(|l| format!("{l}\n")).collect();
-        for bad in
-            [String::new(), missing, good.replace("1x1", "1y1"), good.replacen(" 0.", " -0.", 1), "13x1 0.5\n".into()]
-        {
+        for bad in [
+            String::new(),
+            missing,
+            good.replace("1x1", "1y1"),
+            good.replacen(" 0.", " -0.", 1),
+            "13x1 0.5 0.5\n".into(),
+            // A table of one kind of steps only (an older cache).
+            good.lines().map(|l| l.rsplit_once(' ').map_or(l, |(head, _)| head)).map(|l| format!("{l}\n")).collect(),
+        ] {
             assert!(TileRates::parse(isa, &bad).is_none(), "accepted {bad:?}");
         }
     }
@@ -238,11 +307,11 @@ mod tests {
         let isa = ProductIsa::Avx512;
         let all: Vec<usize> = (1..=4).collect();
         let mut rates = TileRates::empty(isa);
-        for (r, v) in TileRates::tiles(isa) {
-            rates.set(r, v, 0.3);
+        for (s, (r, v)) in Steps::ALL.into_iter().flat_map(|s| TileRates::tiles(isa).map(move |t| (s, t))) {
+            rates.set(s, r, v, 0.3);
         }
-        rates.set(10, 2, 0.9);
-        rates.set(6, 4, 0.9);
+        rates.set(Steps::Strided, 10, 2, 0.9);
+        rates.set(Steps::Strided, 6, 4, 0.9);
         // 40 rows, 32 columns: two vectors fill the columns, 10 rows the rows.
         assert_eq!(choose(dense(40, 32, 256), &rates, &all), Some((10, 2)));
         // 36 rows, 64 columns: 6x4 covers them in whole tiles, 10x2 leaves
@@ -256,8 +325,21 @@ mod tests {
         // vectors, the second partial; one vector per block would take
         // two blocks per row at the same rate.
         let lenet = DriverProduct { b_wrap_row: Some(28), ..dense(6, 28 * 28, 75) };
-        rates.set(6, 2, 0.6);
+        rates.set(Steps::Strided, 6, 2, 0.6);
         assert_eq!(choose(lenet, &rates, &all), Some((6, 2)));
+        // Steps through tables are priced at their own rates: a tile fast
+        // with strided steps and slow with tables (registers spilled) loses.
+        rates.set(Steps::Tables, 10, 2, 0.2);
+        rates.set(Steps::Tables, 8, 2, 0.8);
+        let taps = DriverProduct { steps: Steps::Tables, ..dense(40, 32, 256) };
+        assert_eq!(choose(taps, &rates, &all), Some((8, 2)));
+        // However fast it measured, a tile stepping through tables has no
+        // more rows than the registers hold pointers for.
+        rates.set(Steps::Tables, 12, 2, 1.5);
+        let rows = choose(DriverProduct { steps: Steps::Tables, ..dense(48, 32, 256) }, &rates, &all).map(|t| t.0);
+        assert!(rows.is_some_and(|r| r <= TABLE_ROW_REGISTERS), "{rows:?}");
+        rates.set(Steps::Strided, 12, 2, 1.5);
+        assert_eq!(choose(dense(48, 32, 256), &rates, &all), Some((12, 2)));
         // Only the vectors allowed are considered.
         assert_eq!(choose(dense(40, 32, 256), &rates, &[1]).map(|t| t.1), Some(1));
     }

@@ -1,8 +1,10 @@
 //! Each register tile's measured speed on this CPU, for choosing tiles
 //! ([`crate::passes::tiles`]), kept in a persistent cache.
 //!
-//! Every tile the ISA has runs a small product that stays in L1 (dense
-//! operands, B read in place, two reduction blocks), best of several runs,
+//! Every tile the ISA has runs a small product that stays in L1 (B read in
+//! place, two reduction blocks) with each kind of [`Steps`]: dense
+//! operands, and B's rows through a table (the driver's other reduction
+//! loop, which rustc allocates registers for apart), best of several runs,
 //! all tiles interleaved over two rounds so a drifting clock shifts them
 //! alike; its GFLOP/s over the ISA's single-thread FMA peak is its
 //! efficiency. That takes tens of milliseconds once per machine: the table
@@ -13,7 +15,7 @@
 //! measurement.
 
 use super::{GemmCall, run};
-use crate::passes::tiles::TileRates;
+use crate::passes::tiles::{Steps, TileRates};
 use crate::target::ProductIsa;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -24,7 +26,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 6;
+const DRIVER_REVISION: u32 = 7;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]
@@ -124,29 +126,32 @@ fn write_atomically(path: &std::path::Path, rates: &TileRates) -> std::io::Resul
 pub fn measure(isa: ProductIsa) -> Option<TileRates> {
     let peak = super::measure_fma_peak(isa, 1, Duration::from_millis(20))? * 1e9;
     let lanes = isa.lanes();
-    let tiles: Vec<(usize, usize)> = TileRates::tiles(isa).collect();
+    let tiles: Vec<(Steps, (usize, usize))> =
+        Steps::ALL.into_iter().flat_map(|s| TileRates::tiles(isa).map(move |t| (s, t))).collect();
     let mut best = vec![f64::MAX; tiles.len()];
     for _round in 0..2 {
-        for (slot, &(rows, vectors)) in best.iter_mut().zip(&tiles) {
+        for (slot, &(steps, (rows, vectors))) in best.iter_mut().zip(&tiles) {
             let shape = [rows * 4, vectors * lanes * 2, 512];
-            *slot = slot.min(seconds_per_run(isa, shape, [rows, vectors], 8));
+            *slot = slot.min(seconds_per_run(isa, shape, [rows, vectors], steps, 8));
         }
     }
     let mut rates = TileRates::empty(isa);
-    for (&(rows, vectors), &seconds) in tiles.iter().zip(&best) {
+    for (&(steps, (rows, vectors)), &seconds) in tiles.iter().zip(&best) {
         let flops = 2.0 * (rows * 4 * vectors * lanes * 2 * 512) as f64;
-        rates.set(rows, vectors, (flops / seconds / peak).max(1e-3));
+        rates.set(steps, rows, vectors, (flops / seconds / peak).max(1e-3));
     }
     rates.complete().then_some(rates)
 }
 
-/// The fastest of `runs` runs of a dense `m x n x k` product with the tile
-/// (A's rows `k` apart, B's `n`), in seconds.
-pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], runs: usize) -> f64 {
+/// The fastest of `runs` runs of an `m x n x k` product with the tile (A's
+/// rows `k` apart, B's `n`, at a constant stride or, with
+/// [`Steps::Tables`], through a table of their offsets), in seconds.
+pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], steps: Steps, runs: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25).collect();
+    let b_rows: Vec<i32> = (0..k).map(|p| i32::try_from(p * n).unwrap_or(i32::MAX)).collect();
     let mut c = vec![0f32; m * n];
-    let call = GemmCall::dense(
+    let mut call = GemmCall::dense(
         [m, n, k],
         (a.as_ptr(), k as i64, 1),
         (b.as_ptr(), n as i64, 1),
@@ -154,11 +159,15 @@ pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2],
         false,
         tile,
     );
+    if steps == Steps::Tables {
+        call.b_rows = b_rows.as_ptr();
+    }
     let mut best = f64::MAX;
     for _ in 0..runs {
         let start = Instant::now();
         // SAFETY: A, B and C hold exactly the `m x k`, `k x n` and `m x n`
-        // elements the call describes, and C is its own allocation.
+        // elements the call describes (B's row table, `k` offsets of
+        // rows inside B, lives as long), and C is its own allocation.
         unsafe { run(isa, &call) };
         best = best.min(start.elapsed().as_secs_f64());
     }
@@ -181,8 +190,8 @@ mod tests {
             write_atomically(&path, &rates).expect("writes");
             let text = std::fs::read_to_string(&path).expect("reads");
             let back = TileRates::parse(isa, &text).expect("parses");
-            for (r, v) in TileRates::tiles(isa) {
-                assert!((back.get(r, v) - rates.get(r, v)).abs() < 1e-3);
+            for (s, (r, v)) in Steps::ALL.into_iter().flat_map(|s| TileRates::tiles(isa).map(move |t| (s, t))) {
+                assert!((back.get(s, r, v) - rates.get(s, r, v)).abs() < 1e-3);
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
