@@ -75,6 +75,33 @@ fn takes_grad_mask_epilogue(op: &Op) -> bool {
     )
 }
 
+/// Floats of one cache line: a channel block walks each image's run of a
+/// channel's elements, which must fill whole lines to stream.
+const LINE_FLOATS: usize = 16;
+
+/// Whether a training-mode batch normalisation of `x` (`[N, C, ..]`) is
+/// computed a channel at a time: its elements past the channel axis (one
+/// image's run of a channel) fill at least a cache line.
+fn channel_blocks_pay(graph: &Graph, x: NodeId) -> bool {
+    let dims = &graph.node(x).shape.0;
+    dims.len() > 2 && dims[2..].iter().map(|d| d.at_batch(1)).product::<usize>() >= LINE_FLOATS
+}
+
+/// Whether `nodes` (a group) is a channel block: `[BatchMean, BatchVar,
+/// BatchNormTrain]` of one input (and maybe its activation), or
+/// `[BiasGrad, BatchNormGradWeight, BatchNormGradInput]` of one output
+/// gradient, which the kernel builder computes a channel at a time.
+pub fn is_channel_block(graph: &Graph, nodes: &[NodeId]) -> bool {
+    let op = |i: usize| nodes.get(i).map(|&n| &graph.node(n).op);
+    match (op(0), op(1), op(2)) {
+        (Some(Op::BatchMean), Some(Op::BatchVar), Some(Op::BatchNormTrain(_))) => true,
+        (Some(Op::BiasGrad { axis: 1 }), Some(Op::BatchNormGradWeight { .. }), Some(Op::BatchNormGradInput { .. })) => {
+            nodes.len() == 3
+        }
+        _ => false,
+    }
+}
+
 /// Partitions `graph` into kernel groups.
 ///
 /// Rules (each also matches the derived backward graph):
@@ -86,7 +113,12 @@ fn takes_grad_mask_epilogue(op: &Op) -> bool {
 ///   gradient (conv, linear, pooling, resize) becomes that kernel's epilogue;
 /// - a cross-entropy loss and its gradient on the same operands share one
 ///   kernel (one softmax);
-/// - the SGD momentum and step of one parameter chain elementwise, one pass.
+/// - the SGD momentum and step of one parameter chain elementwise, one pass;
+/// - a training-mode batch normalisation's mean, variance and
+///   normalisation share one kernel, a channel at a time, and so do its
+///   backward's two per-channel sums and input gradient
+///   ([`is_channel_block`]), when a channel's run per image fills a cache
+///   line.
 ///
 /// `observable` nodes are always materialised; nodes that no observable
 /// node depends on are dropped (dead-code elimination).
@@ -135,17 +167,76 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                     joined = Some(g);
                 }
             }
+            Op::BatchVar => {
+                // The variance joins its mean's kernel.
+                let (x, mean) = (node.inputs[0], node.inputs[1]);
+                let g = group_of[&mean];
+                if channel_blocks_pay(graph, x)
+                    && groups[g].kind == GroupKind::Anchored
+                    && groups[g].nodes == [mean]
+                    && graph.node(mean).op == Op::BatchMean
+                    && graph.node(mean).inputs[0] == x
+                {
+                    joined = Some(g);
+                }
+            }
+            Op::BatchNormTrain(_) => {
+                // The normalisation joins its statistics' kernel.
+                let (x, mean, var) = (node.inputs[0], node.inputs[1], node.inputs[2]);
+                let g = group_of[&var];
+                let others_ok =
+                    node.inputs[3..].iter().all(|&w| !depends_on(graph, &groups, &group_of, group_of[&w], g));
+                if groups[g].nodes == [mean, var] && graph.node(var).inputs == [x, mean] && others_ok {
+                    joined = Some(g);
+                }
+            }
+            Op::BatchNormGradWeight { .. } => {
+                // Joins the kernel summing the same output gradient per channel.
+                let (x, dy) = (node.inputs[0], node.inputs[3]);
+                let sum = users(dy).into_iter().find(|&u| {
+                    graph.node(u).op == Op::BiasGrad { axis: 1 }
+                        && group_of.get(&u).is_some_and(|&g| groups[g].nodes == [u])
+                });
+                if let Some(g) = sum.map(|u| group_of[&u])
+                    && channel_blocks_pay(graph, x)
+                    && node.inputs[..3].iter().all(|&w| !depends_on(graph, &groups, &group_of, group_of[&w], g))
+                {
+                    joined = Some(g);
+                }
+            }
+            Op::BatchNormGradInput { .. } => {
+                // Joins the kernel of the two sums it reads.
+                let (sum_dy, sum_dy_xhat) = (node.inputs[4], node.inputs[5]);
+                let g = group_of[&sum_dy];
+                let others_ok = node.inputs.iter().filter(|&&w| w != sum_dy && w != sum_dy_xhat).all(|&w| {
+                    let h = group_of[&w];
+                    h != g && !depends_on(graph, &groups, &group_of, h, g)
+                });
+                if groups[g].nodes == [sum_dy, sum_dy_xhat]
+                    && graph.node(sum_dy_xhat).inputs[3] == node.inputs[3]
+                    && graph.node(sum_dy_xhat).inputs[..3] == node.inputs[..3]
+                    && others_ok
+                {
+                    joined = Some(g);
+                }
+            }
             Op::Activate(_) => {
                 let x = node.inputs[0];
                 let g = group_of[&x];
                 let anchor = groups[g].nodes[0];
+                // The normalisation closing a channel block is its value.
+                let block = groups[g].nodes.len() == 3
+                    && groups[g].nodes[2] == x
+                    && is_channel_block(graph, &groups[g].nodes)
+                    && matches!(graph.node(x).op, Op::BatchNormTrain(_));
                 let product_value = groups[g].nodes.len() == 1
+                    || block
                     || (groups[g].nodes.len() == 2
                         && groups[g].nodes[1] == x
                         && matches!(graph.node(x).op, Op::BatchNorm(_)));
                 let anchor_ok = groups[g].kind == GroupKind::Anchored
                     && product_value
-                    && takes_activation_epilogue(&graph.node(anchor).op)
+                    && (block || takes_activation_epilogue(&graph.node(anchor).op))
                     && users(x).iter().all(|&u| {
                         u == id || matches!(&graph.node(u).op, Op::ActivateGrad(a) if Op::Activate(*a) == *op && graph.node(u).inputs[0] == x)
                     });

@@ -17,6 +17,7 @@ mod layout;
 mod linear;
 mod loss;
 mod norm;
+mod norm_block;
 mod pool;
 mod reduce;
 mod resize;
@@ -252,6 +253,13 @@ impl Builder<'_> {
     fn anchored(&mut self, nodes: &[NodeId]) -> Result<Vec<Kernel>, BuildError> {
         let graph = self.graph;
         let anchor = nodes[0];
+        // A training-mode batch normalisation's channel blocks.
+        if crate::passes::fuse::is_channel_block(graph, nodes) {
+            return match graph.node(anchor).op {
+                Op::BatchMean => self.batch_norm_train_block(nodes),
+                _ => self.batch_norm_grad_block(nodes),
+            };
+        }
         let node = graph.node(anchor);
         let name = self.name_of(nodes);
         let mut finish = Finish { out: 0, activation: None, pre: None, mask: None };

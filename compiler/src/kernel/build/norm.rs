@@ -10,25 +10,25 @@ use crate::ops::BatchNorm;
 use std::ops::{Add, Div, Mul, Sub};
 
 /// The operands of a normalisation or its input gradient past `x`, `mean`, `var`.
-struct Stats {
-    x: BufId,
-    mean: BufId,
-    var: BufId,
+pub(super) struct Stats {
+    pub(super) x: BufId,
+    pub(super) mean: BufId,
+    pub(super) var: BufId,
 }
 
 impl Builder<'_> {
     /// `(outer, channels, inner)` of `[N, C, ..]`.
-    fn channel_dims(&self, x: NodeId) -> (usize, usize, usize) {
+    pub(super) fn channel_dims(&self, x: NodeId) -> (usize, usize, usize) {
         let d = self.dims(x);
         (d[0], d[1], d[2..].iter().product())
     }
 
-    fn stats(&self, ins: &[NodeId]) -> Result<Stats, BuildError> {
+    pub(super) fn stats(&self, ins: &[NodeId]) -> Result<Stats, BuildError> {
         Ok(Stats { x: self.buf(ins[0])?, mean: self.buf(ins[1])?, var: self.buf(ins[2])? })
     }
 
     /// `acc = 1 / sqrt(var[c] + eps)`.
-    fn inverse_std(&mut self, var: BufId, c: &Idx, eps: f32) -> (AccId, Stmt) {
+    pub(super) fn inverse_std(&mut self, var: BufId, c: &Idx, eps: f32) -> (AccId, Stmt) {
         let r = self.acc();
         let init = Val::Const(1.0).div(Val::load(var, c.clone()).add(Val::Const(eps)).un(UnOp::Sqrt));
         (r, Stmt::Let { acc: r, init })
