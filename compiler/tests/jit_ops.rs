@@ -254,8 +254,10 @@ fn sigmoid_tanh_elu_match_libm_within_a_few_ulp() {
 /// layer with `[N, out]` output costs no pass over the activations: its
 /// kernel folds it into the product's weights and bias, and the product
 /// (with the ReLU after it as its epilogue) writes the normalised values.
-/// In training mode its batch statistics, the normalisation and the
-/// activation after it share one kernel, a channel at a time.
+/// In training mode, on images of a page, its batch statistics, the
+/// normalisation and the activation after it share one kernel, a channel
+/// at a time, and so do its backward's sums and input gradient; on smaller
+/// images the forward keeps its separate kernels.
 #[test]
 fn evaluation_batch_norm_folds_into_the_product() {
     let checks = cases::batch_norm_both_modes();
@@ -292,4 +294,9 @@ fn evaluation_batch_norm_folds_into_the_product() {
     let block = "bn.batch_mean+bn.batch_var+bn+relu";
     assert!(names.iter().any(|n| n == block) && !names.iter().any(|n| n.ends_with(".fold")), "{names:?}");
     assert!(!names.iter().any(|n| n == "bn.batch_mean" || n == "bn+relu"), "separate passes in {names:?}");
+    assert!(names.iter().any(|n| n == "grad_bn.bias+grad_bn.weight+grad_c"), "{names:?}");
+    let small = &checks.iter().find(|c| c.name == "batch norm affine false training").expect("case").graph;
+    let names = kernel_names(small);
+    assert!(names.iter().any(|n| n == "bn.batch_mean") && names.iter().any(|n| n == "bn+relu"), "{names:?}");
+    assert!(names.iter().any(|n| n == "sum_grad_bn+sum_grad_xhat_bn+grad_c"), "{names:?}");
 }

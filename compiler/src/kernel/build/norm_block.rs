@@ -4,12 +4,12 @@
 //! groups `passes::fuse` forms as channel blocks).
 //!
 //! Run as separate kernels, each of those passes reads the whole
-//! activation from memory (the 32-channel 32x32 stage of a ResNet at batch
-//! 128: 16 MB a pass, six passes per normalisation). Within a channel the
-//! later passes re-read what the first just brought into the core's
-//! caches (a channel of that stage: 512 KiB per tensor), so only the first
-//! goes to memory. Each pass computes what its own kernel did, term for
-//! term and in the same order, so the values are the same.
+//! activation (the 32-channel 32x32 stage of a ResNet at batch 128: 16 MB
+//! a pass, six passes per normalisation). Within a channel the later
+//! passes re-read what the first just brought into the core's caches (a
+//! channel of that stage: 512 KiB per tensor), and the backward's two sums
+//! share one pass. Each sum adds the terms its own kernel did, in the same
+//! order, so the values are the same.
 
 use super::{Builder, Finish, activation_expr, make_kernel};
 use crate::graph::NodeId;
@@ -30,18 +30,19 @@ impl Builder<'_> {
         }
     }
 
-    /// `acc = sum over n and the inner axes of term(element)`, its loops.
-    fn channel_sum_into(
+    /// `acc = sum over n and the inner axes of term(element)` for each
+    /// `(acc, term)`, all in one loop nest (each sum in its own partials,
+    /// in the order a loop of its own would add).
+    fn channel_sums_into(
         &mut self,
-        acc: AccId,
+        sums: &[(AccId, &dyn Fn(&Idx) -> Val)],
         (outer, c, inner): (usize, usize, usize),
         ch: &Idx,
-        term: impl Fn(&Idx) -> Val,
     ) -> Vec<Stmt> {
-        let mut s = vec![Stmt::Let { acc, init: Val::Const(0.0) }];
+        let mut s: Vec<Stmt> = sums.iter().map(|&(acc, _)| Stmt::Let { acc, init: Val::Const(0.0) }).collect();
         s.extend(self.loops(&[outer, inner], |_, i| {
             let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
-            vec![Stmt::Reduce { acc, op: RedOp::Add, val: term(&at) }]
+            sums.iter().map(|(acc, term)| Stmt::Reduce { acc: *acc, op: RedOp::Add, val: term(&at) }).collect()
         }));
         s
     }
@@ -74,12 +75,14 @@ impl Builder<'_> {
         let count = Val::Const((outer * inner) as f32);
         let body = vec![self.loop_over(c, |b, ch| {
             let (sum, squares) = (b.acc(), b.acc());
-            let mut s = b.channel_sum_into(sum, dims, &ch, |at| Val::load(x, at.clone()));
+            let load_x = |at: &Idx| Val::load(x, at.clone());
+            let mut s = b.channel_sums_into(&[(sum, &load_x)], dims, &ch);
             s.push(Stmt::store(mean, ch.clone(), Val::Acc(sum).div(count.clone())));
-            s.extend(b.channel_sum_into(squares, dims, &ch, |at| {
+            let square = |at: &Idx| {
                 let d = Val::load(x, at.clone()).sub(Val::load(mean, ch.clone()));
                 d.clone().mul(d)
-            }));
+            };
+            s.extend(b.channel_sums_into(&[(squares, &square)], dims, &ch));
             s.push(Stmt::store(var, ch.clone(), Val::Acc(squares).div(count.clone())));
             let (r, let_r) = b.inverse_std(var, &ch, bn.eps);
             s.push(let_r);
@@ -137,11 +140,12 @@ impl Builder<'_> {
         let count = Val::Const((outer * inner) as f32);
         let body = vec![self.loop_over(c, |b, ch| {
             let (sum, xhat_sum) = (b.acc(), b.acc());
-            let mut st = b.channel_sum_into(sum, dims, &ch, |at| Val::load(dy, at.clone()));
+            // Both sums in one pass over `dy` and `x`.
+            let load_dy = |at: &Idx| Val::load(dy, at.clone());
+            let centred_dy =
+                |at: &Idx| Val::load(dy, at.clone()).mul(Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone())));
+            let mut st = b.channel_sums_into(&[(sum, &load_dy), (xhat_sum, &centred_dy)], dims, &ch);
             st.push(Stmt::store(sum_dy, ch.clone(), Val::Acc(sum)));
-            st.extend(b.channel_sum_into(xhat_sum, dims, &ch, |at| {
-                Val::load(dy, at.clone()).mul(Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone())))
-            }));
             let (r, let_r) = b.inverse_std(s.var, &ch, eps);
             st.push(let_r);
             st.push(Stmt::store(sum_dy_xhat, ch.clone(), Val::Acc(xhat_sum).mul(Val::Acc(r))));
