@@ -69,9 +69,9 @@ pub struct TileRates {
 /// vectors, `--emit asm`) moves accumulators through the stack inside the
 /// loop, which ran a 3x3 convolution's weight gradient at 100-170 GFLOP/s
 /// where 10 rows ran it at 235, the slow end when the stack's addresses
-/// alias the operands' (`setarch -R`). Measured in L1 (`calibrate`) those
-/// tiles looked as fast as the others: the loss shows only on real
-/// operands, so the rule is the registers', not a measurement's.
+/// alias the operands' (`setarch -R`). The calibration shows it too
+/// (11x2 and 12x2 at about 0.42 of the peak, 10x2 at 0.66), but how badly
+/// depends on where the stack falls, so the rule is the registers'.
 pub const TABLE_ROW_REGISTERS: usize = 10;
 
 /// The most rows a tile of `vectors` may have on `isa` with `steps`.

@@ -1,9 +1,10 @@
 //! Each register tile's measured speed on this CPU, for choosing tiles
 //! ([`crate::passes::tiles`]), kept in a persistent cache.
 //!
-//! Every tile the ISA has runs a small product that stays in L1 (B read in
-//! place, two reduction blocks) with each kind of [`Steps`]: dense
-//! operands, and B's rows through a table (the driver's other reduction
+//! Every tile the ISA has runs a small product (two reduction blocks) with
+//! each kind of [`Steps`]: dense operands (B copied block by block into the
+//! driver's panel), and B's rows through a table, overlapping as a
+//! convolution's taps do and read in place (the driver's other reduction
 //! loop, which rustc allocates registers for apart), best of several runs,
 //! all tiles interleaved over two rounds so a drifting clock shifts them
 //! alike; its GFLOP/s over the ISA's single-thread FMA peak is its
@@ -26,7 +27,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 7;
+const DRIVER_REVISION: u32 = 8;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]
@@ -144,12 +145,15 @@ pub fn measure(isa: ProductIsa) -> Option<TileRates> {
 }
 
 /// The fastest of `runs` runs of an `m x n x k` product with the tile (A's
-/// rows `k` apart, B's `n`, at a constant stride or, with
-/// [`Steps::Tables`], through a table of their offsets), in seconds.
+/// rows `k` apart, B's `n`, at a constant stride) or, with
+/// [`Steps::Tables`], B's rows through a table of their offsets, each one
+/// float after the last (a one-dimensional convolution's taps: overlapping
+/// rows, which the driver reads in place as it does a convolution's), in
+/// seconds.
 pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], steps: Steps, runs: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25).collect();
-    let b_rows: Vec<i32> = (0..k).map(|p| i32::try_from(p * n).unwrap_or(i32::MAX)).collect();
+    let b: Vec<f32> = (0..k * n + k).map(|i| (i % 5) as f32 * 0.25).collect();
+    let b_rows: Vec<i32> = (0..k).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
     let mut c = vec![0f32; m * n];
     let mut call = GemmCall::dense(
         [m, n, k],
@@ -165,9 +169,9 @@ pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2],
     let mut best = f64::MAX;
     for _ in 0..runs {
         let start = Instant::now();
-        // SAFETY: A, B and C hold exactly the `m x k`, `k x n` and `m x n`
-        // elements the call describes (B's row table, `k` offsets of
-        // rows inside B, lives as long), and C is its own allocation.
+        // SAFETY: A, B and C hold the `m x k`, `k x n` and `m x n` elements
+        // the call describes (B's row table, `k` offsets of rows inside B,
+        // lives as long), and C is its own allocation.
         unsafe { run(isa, &call) };
         best = best.min(start.elapsed().as_secs_f64());
     }
