@@ -17,6 +17,9 @@ use crate::kernel::*;
 use crate::ops::Op;
 use std::ops::{Add, Div, Mul, Sub};
 
+/// One per-channel sum: its accumulator and the term each element adds.
+type ChannelSum<'t> = (AccId, &'t dyn Fn(&Idx) -> Val);
+
 impl Builder<'_> {
     /// The buffer of `id`'s value, or a per-channel scratch buffer when the
     /// value is only read inside the block.
@@ -35,7 +38,7 @@ impl Builder<'_> {
     /// in the order a loop of its own would add).
     fn channel_sums_into(
         &mut self,
-        sums: &[(AccId, &dyn Fn(&Idx) -> Val)],
+        sums: &[ChannelSum<'_>],
         (outer, c, inner): (usize, usize, usize),
         ch: &Idx,
     ) -> Vec<Stmt> {
