@@ -129,19 +129,7 @@ impl Fx<'_, '_> {
         ];
         const Q: [f32; 4] = [1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3];
         let x = self.clamp_f32x4(x, -9.0, 9.0);
-        let x2 = self.b.ins().fmul(x, x);
-        let mut p = self.fconst(P[0], true);
-        for c in &P[1..] {
-            let c = self.fconst(*c, true);
-            p = self.fma(p, x2, c);
-        }
-        let p = self.b.ins().fmul(p, x);
-        let mut q = self.fconst(Q[0], true);
-        for c in &Q[1..] {
-            let c = self.fconst(*c, true);
-            q = self.fma(q, x2, c);
-        }
-        let r = self.b.ins().fdiv(p, q);
+        let r = self.odd_rational_f32x4(x, &P, &Q);
         // The fit passes 1 by an ulp near the clamp: `tanh` never does.
         self.clamp_f32x4(r, -1.0, 1.0)
     }
@@ -162,19 +150,7 @@ impl Fx<'_, '_> {
         ];
         const Q: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
         let x = self.clamp_f32x4(x, -4.0, 4.0);
-        let x2 = self.b.ins().fmul(x, x);
-        let mut p = self.fconst(P[0], true);
-        for c in &P[1..] {
-            let c = self.fconst(*c, true);
-            p = self.fma(p, x2, c);
-        }
-        let p = self.b.ins().fmul(p, x);
-        let mut q = self.fconst(Q[0], true);
-        for c in &Q[1..] {
-            let c = self.fconst(*c, true);
-            q = self.fma(q, x2, c);
-        }
-        let r = self.b.ins().fdiv(p, q);
+        let r = self.odd_rational_f32x4(x, &P, &Q);
         // Past 3.9, erf rounds to ±1 in f32; the fit is an ulp short of it.
         let ax = self.b.ins().fabs(x);
         let edge = self.fconst(3.9, true);
@@ -184,6 +160,24 @@ impl Fx<'_, '_> {
         let sign = self.fconst(-0.0, true);
         let unit = self.b.ins().bitselect(sign, x, one);
         self.b.ins().bitselect(saturated, unit, r)
+    }
+
+    /// `x P(x^2) / Q(x^2)`, each polynomial by Horner's rule from its
+    /// highest coefficient.
+    fn odd_rational_f32x4(&mut self, x: Value, p: &[f32], q: &[f32]) -> Value {
+        let x2 = self.b.ins().fmul(x, x);
+        let horner = |this: &mut Self, coefficients: &[f32]| {
+            let mut v = this.fconst(coefficients[0], true);
+            for c in &coefficients[1..] {
+                let c = this.fconst(*c, true);
+                v = this.fma(v, x2, c);
+            }
+            v
+        };
+        let p = horner(self, p);
+        let p = self.b.ins().fmul(p, x);
+        let q = horner(self, q);
+        self.b.ins().fdiv(p, q)
     }
 
     /// `x` clamped to `[lo, hi]`; a NaN stays NaN.

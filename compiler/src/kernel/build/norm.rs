@@ -9,6 +9,29 @@ use crate::kernel::*;
 use crate::ops::BatchNorm;
 use std::ops::{Add, Div, Mul, Sub};
 
+/// An input gradient's per-channel factors ([`Builder::grad_input_factors`]).
+pub(super) struct GradInputFactors {
+    scale: AccId,
+    k: AccId,
+    mean_grad: AccId,
+    training: bool,
+}
+
+impl GradInputFactors {
+    /// `(dy - (x - mean) * k - mean_grad) * scale` at `at` in training
+    /// mode, else `dy * scale`.
+    pub(super) fn input_grad(&self, s: &Stats, dy: BufId, at: &Idx, ch: &Idx) -> Val {
+        let g = Val::load(dy, at.clone());
+        let g = if self.training {
+            let centred = Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone()));
+            g.sub(centred.mul(Val::Acc(self.k))).sub(Val::Acc(self.mean_grad))
+        } else {
+            g
+        };
+        g.mul(Val::Acc(self.scale))
+    }
+}
+
 /// The operands of a normalisation or its input gradient past `x`, `mean`, `var`.
 pub(super) struct Stats {
     pub(super) x: BufId,
@@ -58,6 +81,74 @@ impl Builder<'_> {
         })]
     }
 
+    /// A normalisation's per-channel factors from `r = 1 / std`: `scale =
+    /// weight * r` (or `r`) and `shift = bias - mean * scale` (or `-mean *
+    /// scale`), as lets.
+    pub(super) fn affine_factors(
+        &mut self,
+        r: AccId,
+        ch: &Idx,
+        mean: BufId,
+        affine: Option<(BufId, BufId)>,
+    ) -> (AccId, AccId, Vec<Stmt>) {
+        let (scale, shift) = (self.acc(), self.acc());
+        let a = match affine {
+            Some((w, _)) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
+            None => Val::Acc(r),
+        };
+        let mean_scale = Val::load(mean, ch.clone()).mul(Val::Acc(scale));
+        let shift_val = match affine {
+            Some((_, bias)) => Val::load(bias, ch.clone()).sub(mean_scale),
+            None => Val::Const(0.0).sub(mean_scale),
+        };
+        (scale, shift, vec![Stmt::Let { acc: scale, init: a }, Stmt::Let { acc: shift, init: shift_val }])
+    }
+
+    /// Stores the normalised `y` at `at`, through a fused activation: the
+    /// normalised value itself is stored only when the activation's
+    /// backward needs it.
+    pub(super) fn store_normalised(&mut self, finish: &Finish, at: Idx, y: Val) -> Vec<Stmt> {
+        match finish.activation {
+            None => vec![Stmt::store(finish.out, at, y)],
+            Some(a) => {
+                let v = self.acc();
+                let mut st = vec![Stmt::Let { acc: v, init: y }];
+                if let Some(pre) = finish.pre {
+                    st.push(Stmt::store(pre, at.clone(), Val::Acc(v)));
+                }
+                st.push(Stmt::store(finish.out, at, activation_expr(a, Val::Acc(v))));
+                st
+            }
+        }
+    }
+
+    /// The input gradient's per-channel factors from `r = 1 / std`, as
+    /// lets: `scale = weight * r` (or `r`), and in training mode `k =
+    /// sum_dy_xhat * r / M` and `mean_grad = sum_dy / M`.
+    pub(super) fn grad_input_factors(
+        &mut self,
+        r: AccId,
+        ch: &Idx,
+        weight: Option<BufId>,
+        (sum_dy, sum_dy_xhat): (BufId, BufId),
+        count: Val,
+        training: bool,
+    ) -> (GradInputFactors, Vec<Stmt>) {
+        let scale = self.acc();
+        let init = match weight {
+            Some(w) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
+            None => Val::Acc(r),
+        };
+        let mut st = vec![Stmt::Let { acc: scale, init }];
+        let (k, mean_grad) = (self.acc(), self.acc());
+        if training {
+            let kv = Val::load(sum_dy_xhat, ch.clone()).mul(Val::Acc(r)).div(count.clone());
+            st.push(Stmt::Let { acc: k, init: kv });
+            st.push(Stmt::Let { acc: mean_grad, init: Val::load(sum_dy, ch.clone()).div(count) });
+        }
+        (GradInputFactors { scale, k, mean_grad, training }, st)
+    }
+
     pub(super) fn batch_mean(&mut self, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let x = self.buf(ins[0])?;
         let (outer, _, inner) = self.channel_dims(ins[0]);
@@ -88,43 +179,19 @@ impl Builder<'_> {
         let s = self.stats(ins)?;
         let affine = if ins.len() == 5 { Some((self.buf(ins[3])?, self.buf(ins[4])?)) } else { None };
         let (outer, c, inner) = self.channel_dims(ins[0]);
-        let out = finish.out;
         let body = self.loops(&[outer, c], |b, i| {
             let ch = &i[1];
             let (r, mut st) = {
                 let (r, let_r) = b.inverse_std(s.var, ch, eps);
                 (r, vec![let_r])
             };
-            let (scale, shift) = (b.acc(), b.acc());
-            let a = match affine {
-                Some((w, _)) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
-                None => Val::Acc(r),
-            };
-            st.push(Stmt::Let { acc: scale, init: a });
-            let minus_mean_scale = Val::load(s.mean, ch.clone()).mul(Val::Acc(scale));
-            let shift_val = match affine {
-                Some((_, bias)) => Val::load(bias, ch.clone()).sub(minus_mean_scale),
-                None => Val::Const(0.0).sub(minus_mean_scale),
-            };
-            st.push(Stmt::Let { acc: shift, init: shift_val });
+            let (scale, shift, lets) = b.affine_factors(r, ch, s.mean, affine);
+            st.extend(lets);
             let base = (i[0].clone() * c + ch.clone()) * inner;
             st.push(b.loop_over(inner, |b, e| {
                 let at = base.clone() + e;
                 let y = Val::load(s.x, at.clone()).mul(Val::Acc(scale)).add(Val::Acc(shift));
-                // A fused activation: the normalised value is stored only
-                // when the activation's backward needs it.
-                match finish.activation {
-                    None => vec![Stmt::store(out, at, y)],
-                    Some(a) => {
-                        let v = b.acc();
-                        let mut st = vec![Stmt::Let { acc: v, init: y }];
-                        if let Some(pre) = finish.pre {
-                            st.push(Stmt::store(pre, at.clone(), Val::Acc(v)));
-                        }
-                        st.push(Stmt::store(out, at, activation_expr(a, Val::Acc(v))));
-                        st
-                    }
-                }
+                b.store_normalised(finish, at, y)
             }));
             st
         });
@@ -171,29 +238,12 @@ impl Builder<'_> {
             let ch = &i[1];
             let (r, let_r) = b.inverse_std(s.var, ch, eps);
             let mut st = vec![let_r];
-            let scale = b.acc();
-            let init = match weight {
-                Some(w) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
-                None => Val::Acc(r),
-            };
-            st.push(Stmt::Let { acc: scale, init });
-            let (k, mean_grad) = (b.acc(), b.acc());
-            if training {
-                let kv = Val::load(sum_dy_xhat, ch.clone()).mul(Val::Acc(r)).div(count.clone());
-                st.push(Stmt::Let { acc: k, init: kv });
-                st.push(Stmt::Let { acc: mean_grad, init: Val::load(sum_dy, ch.clone()).div(count.clone()) });
-            }
+            let (factors, lets) = b.grad_input_factors(r, ch, weight, (sum_dy, sum_dy_xhat), count.clone(), training);
+            st.extend(lets);
             let base = (i[0].clone() * c + ch.clone()) * inner;
             st.push(b.loop_over(inner, |_, e| {
                 let at = base.clone() + e;
-                let g = Val::load(dy, at.clone());
-                let g = if training {
-                    let centred = Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone()));
-                    g.sub(centred.mul(Val::Acc(k))).sub(Val::Acc(mean_grad))
-                } else {
-                    g
-                };
-                vec![Stmt::store(out, at, g.mul(Val::Acc(scale)))]
+                vec![Stmt::store(out, at.clone(), factors.input_grad(&s, dy, &at, ch))]
             }));
             st
         });

@@ -11,7 +11,7 @@
 //! share one pass. Each sum adds the terms its own kernel did, in the same
 //! order, so the values are the same.
 
-use super::{Builder, Finish, activation_expr, make_kernel};
+use super::{Builder, Finish, make_kernel};
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::Op;
@@ -89,33 +89,12 @@ impl Builder<'_> {
             s.push(Stmt::store(var, ch.clone(), Val::Acc(squares).div(count.clone())));
             let (r, let_r) = b.inverse_std(var, &ch, bn.eps);
             s.push(let_r);
-            let (scale, shift) = (b.acc(), b.acc());
-            let a = match affine {
-                Some((w, _)) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
-                None => Val::Acc(r),
-            };
-            s.push(Stmt::Let { acc: scale, init: a });
-            let mean_scale = Val::load(mean, ch.clone()).mul(Val::Acc(scale));
-            let shift_val = match affine {
-                Some((_, bias)) => Val::load(bias, ch.clone()).sub(mean_scale),
-                None => Val::Const(0.0).sub(mean_scale),
-            };
-            s.push(Stmt::Let { acc: shift, init: shift_val });
+            let (scale, shift, lets) = b.affine_factors(r, &ch, mean, affine);
+            s.extend(lets);
             s.extend(b.loops(&[outer, inner], |b, i| {
                 let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
                 let y = Val::load(x, at.clone()).mul(Val::Acc(scale)).add(Val::Acc(shift));
-                match finish.activation {
-                    None => vec![Stmt::store(finish.out, at, y)],
-                    Some(a) => {
-                        let v = b.acc();
-                        let mut st = vec![Stmt::Let { acc: v, init: y }];
-                        if let Some(pre) = finish.pre {
-                            st.push(Stmt::store(pre, at.clone(), Val::Acc(v)));
-                        }
-                        st.push(Stmt::store(finish.out, at, activation_expr(a, Val::Acc(v))));
-                        st
-                    }
-                }
+                b.store_normalised(&finish, at, y)
             }));
             s
         })];
@@ -152,28 +131,12 @@ impl Builder<'_> {
             let (r, let_r) = b.inverse_std(s.var, &ch, eps);
             st.push(let_r);
             st.push(Stmt::store(sum_dy_xhat, ch.clone(), Val::Acc(xhat_sum).mul(Val::Acc(r))));
-            let scale = b.acc();
-            let init = match weight {
-                Some(w) => Val::load(w, ch.clone()).mul(Val::Acc(r)),
-                None => Val::Acc(r),
-            };
-            st.push(Stmt::Let { acc: scale, init });
-            let (k, mean_grad) = (b.acc(), b.acc());
-            if training {
-                let kv = Val::load(sum_dy_xhat, ch.clone()).mul(Val::Acc(r)).div(count.clone());
-                st.push(Stmt::Let { acc: k, init: kv });
-                st.push(Stmt::Let { acc: mean_grad, init: Val::load(sum_dy, ch.clone()).div(count.clone()) });
-            }
+            let sums = (sum_dy, sum_dy_xhat);
+            let (factors, lets) = b.grad_input_factors(r, &ch, weight, sums, count.clone(), training);
+            st.extend(lets);
             st.extend(b.loops(&[outer, inner], |_, i| {
                 let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
-                let g = Val::load(dy, at.clone());
-                let g = if training {
-                    let centred = Val::load(s.x, at.clone()).sub(Val::load(s.mean, ch.clone()));
-                    g.sub(centred.mul(Val::Acc(k))).sub(Val::Acc(mean_grad))
-                } else {
-                    g
-                };
-                vec![Stmt::store(out, at, g.mul(Val::Acc(scale)))]
+                vec![Stmt::store(out, at.clone(), factors.input_grad(&s, dy, &at, &ch))]
             }));
             st
         })];
