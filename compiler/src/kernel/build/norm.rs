@@ -9,6 +9,9 @@ use crate::kernel::*;
 use crate::ops::BatchNorm;
 use std::ops::{Add, Div, Mul, Sub};
 
+/// One per-channel sum: its accumulator and the term each element adds.
+pub(super) type ChannelSum<'t> = (AccId, &'t dyn Fn(&Idx) -> Val);
+
 /// An input gradient's per-channel factors ([`Builder::grad_input_factors`]).
 pub(super) struct GradInputFactors {
     scale: AccId,
@@ -66,19 +69,33 @@ impl Builder<'_> {
         term: impl Fn(&Idx, &Idx) -> Val,
         done: impl Fn(&mut Self, &Idx, Val) -> (Vec<Stmt>, Val),
     ) -> Vec<Stmt> {
-        let (outer, c, inner) = self.channel_dims(x);
-        vec![self.loop_over(c, |b, ch| {
+        let dims = self.channel_dims(x);
+        vec![self.loop_over(dims.1, |b, ch| {
             let acc = b.acc();
-            let mut s = vec![Stmt::Let { acc, init: Val::Const(0.0) }];
-            s.extend(b.loops(&[outer, inner], |_, i| {
-                let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
-                vec![Stmt::Reduce { acc, op: RedOp::Add, val: term(&at, &ch) }]
-            }));
+            let term_at = |at: &Idx| term(at, &ch);
+            let mut s = b.channel_sums_into(&[(acc, &term_at)], dims, &ch);
             let (pre, value) = done(b, &ch, Val::Acc(acc));
             s.extend(pre);
             s.push(Stmt::store(out, ch, value));
             s
         })]
+    }
+
+    /// `acc = sum over n and the inner axes of term(element)` for each
+    /// `(acc, term)`, all in one loop nest (each sum in its own partials,
+    /// in the order a loop of its own would add).
+    pub(super) fn channel_sums_into(
+        &mut self,
+        sums: &[ChannelSum<'_>],
+        (outer, c, inner): (usize, usize, usize),
+        ch: &Idx,
+    ) -> Vec<Stmt> {
+        let mut s: Vec<Stmt> = sums.iter().map(|&(acc, _)| Stmt::Let { acc, init: Val::Const(0.0) }).collect();
+        s.extend(self.loops(&[outer, inner], |_, i| {
+            let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
+            sums.iter().map(|(acc, term)| Stmt::Reduce { acc: *acc, op: RedOp::Add, val: term(&at) }).collect()
+        }));
+        s
     }
 
     /// A normalisation's per-channel factors from `r = 1 / std`: `scale =

@@ -17,9 +17,6 @@ use crate::kernel::*;
 use crate::ops::Op;
 use std::ops::{Add, Div, Mul, Sub};
 
-/// One per-channel sum: its accumulator and the term each element adds.
-type ChannelSum<'t> = (AccId, &'t dyn Fn(&Idx) -> Val);
-
 impl Builder<'_> {
     /// The buffer of `id`'s value, or a per-channel scratch buffer when the
     /// value is only read inside the block.
@@ -31,23 +28,6 @@ impl Builder<'_> {
                 self.scratch(name, channels, false)
             }
         }
-    }
-
-    /// `acc = sum over n and the inner axes of term(element)` for each
-    /// `(acc, term)`, all in one loop nest (each sum in its own partials,
-    /// in the order a loop of its own would add).
-    fn channel_sums_into(
-        &mut self,
-        sums: &[ChannelSum<'_>],
-        (outer, c, inner): (usize, usize, usize),
-        ch: &Idx,
-    ) -> Vec<Stmt> {
-        let mut s: Vec<Stmt> = sums.iter().map(|&(acc, _)| Stmt::Let { acc, init: Val::Const(0.0) }).collect();
-        s.extend(self.loops(&[outer, inner], |_, i| {
-            let at = (i[0].clone() * c + ch.clone()) * inner + i[1].clone();
-            sums.iter().map(|(acc, term)| Stmt::Reduce { acc: *acc, op: RedOp::Add, val: term(&at) }).collect()
-        }));
-        s
     }
 
     /// `[BatchMean, BatchVar, BatchNormTrain]` of one `x`, and optionally
