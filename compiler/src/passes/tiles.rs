@@ -38,17 +38,32 @@ pub enum Steps {
     /// over output rows), or B read in place through a row table or in
     /// segments (a convolution's taps).
     Tables,
+    /// From offset tables with the tile's vectors in different rows of B's
+    /// wrap (a convolution over images narrower than the tile): each
+    /// vector read from its own base, one register each.
+    Spread,
 }
 
 impl Steps {
-    /// Both kinds, in the order of the cache text's columns.
-    pub const ALL: [Steps; 2] = [Steps::Strided, Steps::Tables];
+    /// Every kind, in the order of the cache text's columns.
+    pub const ALL: [Steps; 3] = [Steps::Strided, Steps::Tables, Steps::Spread];
 
     fn index(self) -> usize {
         match self {
             Steps::Strided => 0,
             Steps::Tables => 1,
+            Steps::Spread => 2,
         }
+    }
+
+    /// The steps a tile of `vectors` takes on a product whose steps are
+    /// `self` and whose B, read in place, wraps in rows of `wrap_row`
+    /// columns of `lanes`-lane vectors: tables become [`Steps::Spread`]
+    /// when the tile's vectors lie in different rows (rows of whole
+    /// vectors that are not whole tiles).
+    pub fn for_tile(self, wrap_row: Option<usize>, vectors: usize, lanes: usize) -> Steps {
+        let spread = |w: usize| vectors > 1 && w.is_multiple_of(lanes) && !w.is_multiple_of(vectors * lanes);
+        if self == Steps::Tables && wrap_row.is_some_and(spread) { Steps::Spread } else { self }
     }
 }
 
@@ -59,7 +74,7 @@ pub struct TileRates {
     pub isa: ProductIsa,
     /// `efficiency[steps][rows - 1][vectors - 1]`: above 0 for the tiles
     /// the ISA has, 0 for the others.
-    efficiency: [[[f32; MAX_VECTORS]; MAX_ROWS]; 2],
+    efficiency: [[[f32; MAX_VECTORS]; MAX_ROWS]; Steps::ALL.len()],
 }
 
 /// Rows at most of a tile stepping through offset tables: x86-64's sixteen
@@ -74,18 +89,21 @@ pub struct TileRates {
 /// depends on where the stack falls, so the rule is the registers'.
 pub const TABLE_ROW_REGISTERS: usize = 10;
 
-/// The most rows a tile of `vectors` may have on `isa` with `steps`.
+/// The most rows a tile of `vectors` may have on `isa` with `steps`: with
+/// [`Steps::Spread`], each vector's base takes the register B's pointer
+/// took.
 pub fn max_rows(isa: ProductIsa, vectors: usize, steps: Steps) -> usize {
     match steps {
         Steps::Strided => isa.max_tile_rows(vectors),
         Steps::Tables => isa.max_tile_rows(vectors).min(TABLE_ROW_REGISTERS),
+        Steps::Spread => isa.max_tile_rows(vectors).min((TABLE_ROW_REGISTERS + 1).saturating_sub(vectors).max(1)),
     }
 }
 
 impl TileRates {
     /// Rates with every tile at 0 (none usable) until set.
     pub fn empty(isa: ProductIsa) -> TileRates {
-        TileRates { isa, efficiency: [[[0.0; MAX_VECTORS]; MAX_ROWS]; 2] }
+        TileRates { isa, efficiency: [[[0.0; MAX_VECTORS]; MAX_ROWS]; Steps::ALL.len()] }
     }
 
     /// The tiles `isa` has, as `(rows, vectors)`.
@@ -107,6 +125,7 @@ impl TileRates {
                 let tables = match steps {
                     Steps::Strided => 0,
                     Steps::Tables => 2,
+                    Steps::Spread => 2 + vectors,
                 };
                 let overhead = (rows + vectors + 5 + tables) as f64 / 2.0;
                 let latency = (acc / 4.0).min(1.0);
@@ -134,7 +153,7 @@ impl TileRates {
         f64::from(self.efficiency[steps.index()][rows - 1][vectors - 1])
     }
 
-    /// Whether every tile of the ISA has a usable rate for both kinds of steps.
+    /// Whether every tile of the ISA has a usable rate for every kind of steps.
     pub fn complete(&self) -> bool {
         Steps::ALL.iter().all(|&s| TileRates::tiles(self.isa).all(|(r, v)| self.get(s, r, v) > 0.0))
     }
@@ -163,12 +182,12 @@ impl TileRates {
 }
 
 impl fmt::Display for TileRates {
-    /// One line per tile: `ROWSxVECTORS STRIDED TABLES`, its efficiency
-    /// with each kind of [`Steps`].
+    /// One line per tile: `ROWSxVECTORS STRIDED TABLES SPREAD`, its
+    /// efficiency with each kind of [`Steps`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (rows, vectors) in TileRates::tiles(self.isa) {
-            let [strided, tables] = Steps::ALL.map(|s| self.get(s, rows, vectors));
-            writeln!(f, "{rows}x{vectors} {strided:.4} {tables:.4}")?;
+            let [strided, tables, spread] = Steps::ALL.map(|s| self.get(s, rows, vectors));
+            writeln!(f, "{rows}x{vectors} {strided:.4} {tables:.4} {spread:.4}")?;
         }
         Ok(())
     }
@@ -239,6 +258,7 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
             }
         };
         let gather = (gathered * width) as f64 * k;
+        let steps = steps.for_tile(b_wrap_row.filter(|_| b_adjacent), v, lanes);
         for rows in 1..=max_rows(isa, v, steps) {
             let full = (m / rows) as f64;
             let rest = m % rows;

@@ -2,10 +2,11 @@
 //! ([`crate::passes::tiles`]), kept in a persistent cache.
 //!
 //! Every tile the ISA has runs a small product (two reduction blocks) with
-//! each kind of [`Steps`]: dense operands (B copied block by block into the
-//! driver's panel), and B's rows through a table, overlapping as a
+//! each kind of [`Steps`]: dense operands (B's rows, in place, a constant
+//! distance apart), B's rows through a table, overlapping as a
 //! convolution's taps do and read in place (the driver's other reduction
-//! loop, which rustc allocates registers for apart), best of several runs,
+//! loops, which rustc allocates registers for apart), the same with B's
+//! columns wrapping in rows of one vector, best of several runs,
 //! all tiles interleaved over two rounds so a drifting clock shifts them
 //! alike; its GFLOP/s over the ISA's single-thread FMA peak is its
 //! efficiency. That takes tens of milliseconds once per machine: the table
@@ -27,7 +28,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 8;
+const DRIVER_REVISION: u32 = 9;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]
@@ -148,11 +149,15 @@ pub fn measure(isa: ProductIsa) -> Option<TileRates> {
 /// rows `k` apart, B's `n`, at a constant stride) or, with
 /// [`Steps::Tables`], B's rows through a table of their offsets, each one
 /// float after the last (a one-dimensional convolution's taps: overlapping
-/// rows, which the driver reads in place as it does a convolution's), in
+/// rows, which the driver reads in place as it does a convolution's), with
+/// [`Steps::Spread`] also its columns wrapping in rows of one vector, in
 /// seconds.
 pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2], steps: Steps, runs: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25).collect();
-    let b: Vec<f32> = (0..k * n + k).map(|i| (i % 5) as f32 * 0.25).collect();
+    // With `Steps::Spread`, B's columns wrap in rows of one vector, each
+    // row two vectors after the last (a narrow image's output rows).
+    let lanes = isa.lanes();
+    let b: Vec<f32> = (0..k * n + k + 2 * n + lanes).map(|i| (i % 5) as f32 * 0.25).collect();
     let b_rows: Vec<i32> = (0..k).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
     let mut c = vec![0f32; m * n];
     let mut call = GemmCall::dense(
@@ -163,8 +168,12 @@ pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2],
         false,
         tile,
     );
-    if steps == Steps::Tables {
+    if steps != Steps::Strided {
         call.b_rows = b_rows.as_ptr();
+    }
+    if steps == Steps::Spread {
+        call.wrap_row = lanes as i64;
+        call.wrap_stride = 2 * lanes as i64;
     }
     let mut best = f64::MAX;
     for _ in 0..runs {

@@ -35,7 +35,7 @@ macro_rules! reductions_of {
             $($r => Some([
                 reduce::<$r, $vectors> as *const u8,
                 reduce_spread::<$r, $vectors> as *const u8,
-                reduce_strided::<$r, $vectors> as *const u8,
+                reduce_strided::<$r, $vectors, false, true> as *const u8,
             ]),)*
             _ => None,
         }

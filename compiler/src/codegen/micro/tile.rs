@@ -4,6 +4,15 @@
 
 /// Expands the tile's types and functions for the ISA whose features are
 /// `$feature` (inside [`driver!`]'s expansion).
+/// Calls [`reduce_strided`]'s variant for the given layouts on the
+/// argument tuple `$args`.
+macro_rules! strided_call {
+    ($rows:ident, $vectors:ident, $a_adjacent:literal, $b_adjacent:literal, $args:ident) => {{
+        let (acc, a, a_step, b, vector_at, steps, out) = $args;
+        reduce_strided::<$rows, $vectors, $a_adjacent, $b_adjacent>(acc, a, a_step, b, vector_at, steps, out)
+    }};
+}
+
 macro_rules! register_tile {
     ($feature:literal) => {
         /// How a tile's results reach C: runs of adjacent elements, or
@@ -72,7 +81,7 @@ macro_rules! register_tile {
         }
 
         /// The tile's reduction: `acc[r][v] += A[r, p] * B[p, v]` over the
-        /// steps, B's vector `v` at `b_at + b_steps[p] + vector_at[v]`.
+        /// steps, B's vector `v` at `b_at + b_steps[p] + v * LANES`.
         /// Never inlined, as [`reduce_spread`]: inside the tile, with its
         /// store loop's values live, rustc kept accumulators on the stack
         /// (interleaved, a 6x2 tile ran 56 GFLOP/s inlined, 69 not; 8x1
@@ -87,16 +96,18 @@ macro_rules! register_tile {
             a: &[*const f32; ROWS],
             a_steps: &[isize],
             (b_at, b_steps): (*const f32, &[isize]),
-            vector_at: [isize; VECTORS],
             out: Sums<'_, ROWS>,
         ) {
             let mut sums = *acc;
             let step = |sums: &mut [[V; VECTORS]; ROWS], b_step: isize, step: isize| {
                 let b = b_at.wrapping_offset(b_step);
                 let mut bv = [zero(); VECTORS];
-                for (x, &at) in bv.iter_mut().zip(&vector_at) {
-                    // SAFETY: row `p` of B holds its vectors whole (caller).
-                    *x = unsafe { load(b.offset(at)) };
+                for (v, x) in bv.iter_mut().enumerate() {
+                    // SAFETY: row `p` of B holds its vectors whole and
+                    // adjacent (caller): constant offsets from the row,
+                    // which take no registers (as offsets passed in, they
+                    // took one each, and the 11- and 12-row tiles spilled).
+                    *x = unsafe { load(b.add(v * LANES)) };
                 }
                 for (row, &at) in sums.iter_mut().zip(a) {
                     // SAFETY: `A[r, p]` is inside A (caller).
@@ -160,7 +171,12 @@ macro_rules! register_tile {
         /// As [`tile`]'s.
         #[inline(never)]
         #[target_feature(enable = $feature)]
-        unsafe fn reduce_strided<const ROWS: usize, const VECTORS: usize>(
+        unsafe fn reduce_strided<
+            const ROWS: usize,
+            const VECTORS: usize,
+            const A_ROWS_ADJACENT: bool,
+            const B_ADJACENT: bool,
+        >(
             acc: &mut [[V; VECTORS]; ROWS],
             a: &[*const f32; ROWS],
             a_step: isize,
@@ -174,13 +190,21 @@ macro_rules! register_tile {
             let mut b = b_at;
             let mut step = || {
                 let mut bv = [zero(); VECTORS];
-                for (x, &at) in bv.iter_mut().zip(&vector_at) {
+                for (v, x) in bv.iter_mut().enumerate() {
+                    // B's vectors adjacent: at constant offsets, which
+                    // take no registers.
+                    let at = if B_ADJACENT { (v * LANES) as isize } else { vector_at[v] };
                     // SAFETY: row `p` of B holds its vectors whole (caller).
                     *x = unsafe { load(b.wrapping_offset(at)) };
                 }
-                for (row, at) in sums.iter_mut().zip(a.iter_mut()) {
+                // A's rows one float apart (a transposed operand's, as a
+                // weight gradient reads the output's gradient): one
+                // pointer, each row at a constant offset from it.
+                let first = a[0];
+                for (r, (row, at)) in sums.iter_mut().zip(a.iter_mut()).enumerate() {
+                    let from = if A_ROWS_ADJACENT { first.wrapping_add(r) } else { *at };
                     // SAFETY: `A[r, p]` is inside A (caller).
-                    let x = unsafe { broadcast(*at) };
+                    let x = unsafe { broadcast(from) };
                     *at = at.wrapping_offset(a_step);
                     for (sum, &bx) in row.iter_mut().zip(&bv) {
                         *sum = fma(x, bx, *sum);
@@ -194,6 +218,57 @@ macro_rules! register_tile {
             }
             if steps % 2 == 1 {
                 step();
+            }
+            // SAFETY: forwarded from the caller.
+            unsafe { finish(acc, sums, out) }
+        }
+
+        /// [`reduce_strided`] for the commonest operands: A's steps
+        /// adjacent (a row-major A read along its rows) and B's vectors
+        /// adjacent (a panel, or B's rows in place). The offsets of a step's
+        /// operands are then constants from one pointer per row of A and one
+        /// for B, so the loop holds those, B's step and a counter: with A's
+        /// step a run-time value, rustc kept the second step's addresses on
+        /// the stack (seven reloads per iteration of the 6x4 tile with
+        /// 512-bit vectors, `--emit asm`).
+        ///
+        /// # Safety
+        /// As [`tile`]'s.
+        #[inline(never)]
+        #[target_feature(enable = $feature)]
+        unsafe fn reduce_dense<const ROWS: usize, const VECTORS: usize>(
+            acc: &mut [[V; VECTORS]; ROWS],
+            a: &[*const f32; ROWS],
+            (b_at, b_step): (*const f32, isize),
+            steps: usize,
+            out: Sums<'_, ROWS>,
+        ) {
+            let mut sums = *acc;
+            let mut a = *a;
+            let mut b = b_at;
+            let step = |sums: &mut [[V; VECTORS]; ROWS], a: &[*const f32; ROWS], b: *const f32, s: usize| {
+                let row = b.wrapping_offset(s as isize * b_step);
+                let mut bv = [zero(); VECTORS];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    // SAFETY: B's row `s` from `b` holds the tile's vectors (caller).
+                    *x = unsafe { load(row.add(v * LANES)) };
+                }
+                for (row, &at) in sums.iter_mut().zip(a) {
+                    // SAFETY: `A[r, p + s]` is inside A (caller).
+                    let x = unsafe { broadcast(at.add(s)) };
+                    for (sum, &bx) in row.iter_mut().zip(&bv) {
+                        *sum = fma(x, bx, *sum);
+                    }
+                }
+            };
+            for _ in 0..steps / 2 {
+                step(&mut sums, &a, b, 0);
+                step(&mut sums, &a, b, 1);
+                a = a.map(|at| at.wrapping_add(2));
+                b = b.wrapping_offset(2 * b_step);
+            }
+            if steps % 2 == 1 {
+                step(&mut sums, &a, b, 0);
             }
             // SAFETY: forwarded from the caller.
             unsafe { finish(acc, sums, out) }
@@ -247,10 +322,22 @@ macro_rules! register_tile {
                 {
                     let a = a.map(|row| row.wrapping_offset(a_first));
                     let steps = b.1.len().min(a_steps.len());
-                    let b = (b.0.wrapping_offset(b_first), b_step);
-                    reduce_strided(&mut acc, &a, a_step, b, vector_at, steps, out);
+                    let b_at = b.0.wrapping_offset(b_first);
+                    if a_step == 1 && vector_at == adjacent {
+                        reduce_dense(&mut acc, &a, (b_at, b_step), steps, out);
+                    } else {
+                        let rows_adjacent = (0..ROWS).all(|r| a[r] == a[0].wrapping_add(r));
+                        let b = (b_at, b_step);
+                        let args = (&mut acc, &a, a_step, b, vector_at, steps, out);
+                        match (rows_adjacent, vector_at == adjacent) {
+                            (true, true) => strided_call!(ROWS, VECTORS, true, true, args),
+                            (true, false) => strided_call!(ROWS, VECTORS, true, false, args),
+                            (false, true) => strided_call!(ROWS, VECTORS, false, true, args),
+                            (false, false) => strided_call!(ROWS, VECTORS, false, false, args),
+                        }
+                    }
                 } else if vector_at == adjacent {
-                    reduce(&mut acc, &a, a_steps, b, adjacent, out);
+                    reduce(&mut acc, &a, a_steps, b, out);
                 } else {
                     let bases = std::array::from_fn(|v| b.0.wrapping_offset(vector_at[v]));
                     reduce_spread(&mut acc, &a, a_steps, (bases, b.1), out);
