@@ -111,7 +111,13 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         k: g.k,
         b_adjacent: g.a.row_stride == 1,
         b_wrap_row: None,
-        steps: if g.k_split.is_some() || g.b_rows.is_some() { Steps::Tables } else { Steps::Strided },
+        steps: if g.k_split.is_some() || g.b_rows.is_some() {
+            Steps::Tables
+        } else if g.b.row_stride == 1 {
+            Steps::Dense
+        } else {
+            Steps::Strided
+        },
     };
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
@@ -157,7 +163,13 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
         k: g.k,
         b_adjacent: g.b.col_stride == 1,
         b_wrap_row: g.b_wrap.map(|w| w.row),
-        steps: if in_place_table { Steps::Tables } else { Steps::Strided },
+        steps: if in_place_table {
+            Steps::Tables
+        } else if g.a.col_stride == 1 && !g.a_splat {
+            Steps::Dense
+        } else {
+            Steps::Strided
+        },
     };
     let tile = tile(product, &every, false)?;
     // A product the layout pass laid out for the micro-kernels (unsplatted

@@ -31,7 +31,11 @@ const MAX_VECTORS: usize = ProductIsa::Avx512.max_tile_vectors();
 /// loops, which rustc compiles (and allocates registers for) separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Steps {
-    /// A constant distance apart in A and in B (dense operands, and any B
+    /// One float apart in A (a row-major A read along its rows) and a
+    /// constant distance apart in B, B's vectors adjacent: every address
+    /// a constant displacement from a row's pointer.
+    Dense,
+    /// A constant distance apart in A and in B (a transposed A, and any B
     /// read from a gathered panel): the pointers advance.
     Strided,
     /// From offset tables: A in segments (a convolution's weight gradient
@@ -46,24 +50,29 @@ pub enum Steps {
 
 impl Steps {
     /// Every kind, in the order of the cache text's columns.
-    pub const ALL: [Steps; 3] = [Steps::Strided, Steps::Tables, Steps::Spread];
+    pub const ALL: [Steps; 4] = [Steps::Dense, Steps::Strided, Steps::Tables, Steps::Spread];
 
     fn index(self) -> usize {
         match self {
-            Steps::Strided => 0,
-            Steps::Tables => 1,
-            Steps::Spread => 2,
+            Steps::Dense => 0,
+            Steps::Strided => 1,
+            Steps::Tables => 2,
+            Steps::Spread => 3,
         }
     }
 
     /// The steps a tile of `vectors` takes on a product whose steps are
     /// `self` and whose B, read in place, wraps in rows of `wrap_row`
-    /// columns of `lanes`-lane vectors: tables become [`Steps::Spread`]
-    /// when the tile's vectors lie in different rows (rows of whole
-    /// vectors that are not whole tiles).
+    /// columns of `lanes`-lane vectors: when the tile's vectors lie in
+    /// different rows (rows of whole vectors that are not whole tiles),
+    /// tables become [`Steps::Spread`] and dense steps strided ones.
     pub fn for_tile(self, wrap_row: Option<usize>, vectors: usize, lanes: usize) -> Steps {
         let spread = |w: usize| vectors > 1 && w.is_multiple_of(lanes) && !w.is_multiple_of(vectors * lanes);
-        if self == Steps::Tables && wrap_row.is_some_and(spread) { Steps::Spread } else { self }
+        match self {
+            Steps::Tables if wrap_row.is_some_and(spread) => Steps::Spread,
+            Steps::Dense if wrap_row.is_some_and(spread) => Steps::Strided,
+            _ => self,
+        }
     }
 }
 
@@ -94,7 +103,7 @@ pub const TABLE_ROW_REGISTERS: usize = 10;
 /// took.
 pub fn max_rows(isa: ProductIsa, vectors: usize, steps: Steps) -> usize {
     match steps {
-        Steps::Strided => isa.max_tile_rows(vectors),
+        Steps::Dense | Steps::Strided => isa.max_tile_rows(vectors),
         Steps::Tables => isa.max_tile_rows(vectors).min(TABLE_ROW_REGISTERS),
         Steps::Spread => isa.max_tile_rows(vectors).min((TABLE_ROW_REGISTERS + 1).saturating_sub(vectors).max(1)),
     }
@@ -123,7 +132,7 @@ impl TileRates {
             for (rows, vectors) in TileRates::tiles(isa) {
                 let acc = (rows * vectors) as f64;
                 let tables = match steps {
-                    Steps::Strided => 0,
+                    Steps::Dense | Steps::Strided => 0,
                     Steps::Tables => 2,
                     Steps::Spread => 2 + vectors,
                 };
@@ -182,12 +191,12 @@ impl TileRates {
 }
 
 impl fmt::Display for TileRates {
-    /// One line per tile: `ROWSxVECTORS STRIDED TABLES SPREAD`, its
+    /// One line per tile: `ROWSxVECTORS DENSE STRIDED TABLES SPREAD`, its
     /// efficiency with each kind of [`Steps`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (rows, vectors) in TileRates::tiles(self.isa) {
-            let [strided, tables, spread] = Steps::ALL.map(|s| self.get(s, rows, vectors));
-            writeln!(f, "{rows}x{vectors} {strided:.4} {tables:.4} {spread:.4}")?;
+            let [dense, strided, tables, spread] = Steps::ALL.map(|s| self.get(s, rows, vectors));
+            writeln!(f, "{rows}x{vectors} {dense:.4} {strided:.4} {tables:.4} {spread:.4}")?;
         }
         Ok(())
     }
@@ -299,6 +308,24 @@ mod tests {
                 assert!((back.get(s, r, v) - rates.get(s, r, v)).abs() < 1e-4, "{isa} {r}x{v} {s:?}");
             }
         }
+    }
+
+    /// A tile's vectors spread over wrap rows when the rows are whole
+    /// vectors but not whole tiles; then tables are priced as spread steps
+    /// and dense ones as strided.
+    #[test]
+    fn spread_steps_are_told_apart_per_tile() {
+        let lanes = 16;
+        assert_eq!(Steps::Tables.for_tile(Some(16), 4, lanes), Steps::Spread);
+        assert_eq!(Steps::Tables.for_tile(Some(32), 4, lanes), Steps::Spread);
+        assert_eq!(Steps::Tables.for_tile(Some(64), 4, lanes), Steps::Tables);
+        assert_eq!(Steps::Tables.for_tile(Some(16), 1, lanes), Steps::Tables);
+        // Rows that are not whole vectors are cut into blocks of their own.
+        assert_eq!(Steps::Tables.for_tile(Some(28), 2, lanes), Steps::Tables);
+        assert_eq!(Steps::Tables.for_tile(None, 4, lanes), Steps::Tables);
+        assert_eq!(Steps::Dense.for_tile(Some(16), 2, lanes), Steps::Strided);
+        assert_eq!(Steps::Dense.for_tile(Some(32), 2, lanes), Steps::Dense);
+        assert_eq!(max_rows(ProductIsa::Avx512, 2, Steps::Spread), TABLE_ROW_REGISTERS + 1 - 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Every tile the ISA has runs a small product (two reduction blocks) with
 //! each kind of [`Steps`]: dense operands (B's rows, in place, a constant
-//! distance apart), B's rows through a table, overlapping as a
+//! distance apart), the same with A transposed, B's rows through a table, overlapping as a
 //! convolution's taps do and read in place (the driver's other reduction
 //! loops, which rustc allocates registers for apart), the same with B's
 //! columns wrapping in rows of one vector, best of several runs,
@@ -28,7 +28,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 9;
+const DRIVER_REVISION: u32 = 10;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]
@@ -146,7 +146,8 @@ pub fn measure(isa: ProductIsa) -> Option<TileRates> {
 }
 
 /// The fastest of `runs` runs of an `m x n x k` product with the tile (A's
-/// rows `k` apart, B's `n`, at a constant stride) or, with
+/// rows `k` apart, B's `n`, at a constant stride; with [`Steps::Strided`]
+/// A's columns `m` apart instead) or, with
 /// [`Steps::Tables`], B's rows through a table of their offsets, each one
 /// float after the last (a one-dimensional convolution's taps: overlapping
 /// rows, which the driver reads in place as it does a convolution's), with
@@ -160,15 +161,17 @@ pub fn seconds_per_run(isa: ProductIsa, [m, n, k]: [usize; 3], tile: [usize; 2],
     let b: Vec<f32> = (0..k * n + k + 2 * n + lanes).map(|i| (i % 5) as f32 * 0.25).collect();
     let b_rows: Vec<i32> = (0..k).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
     let mut c = vec![0f32; m * n];
+    // With `Steps::Strided`, A is stored transposed (a weight gradient's).
+    let (a_row, a_col) = if steps == Steps::Strided { (1, m as i64) } else { (k as i64, 1) };
     let mut call = GemmCall::dense(
         [m, n, k],
-        (a.as_ptr(), k as i64, 1),
+        (a.as_ptr(), a_row, a_col),
         (b.as_ptr(), n as i64, 1),
         (c.as_mut_ptr(), n as i64),
         false,
         tile,
     );
-    if steps != Steps::Strided {
+    if matches!(steps, Steps::Tables | Steps::Spread) {
         call.b_rows = b_rows.as_ptr();
     }
     if steps == Steps::Spread {
