@@ -161,6 +161,26 @@ macro_rules! driver {
             let vectors = (g.vectors.max(1) as usize).min(MAX_VECTORS);
             let tile_rows = (g.rows.max(1) as usize).min($isa.max_tile_rows(vectors));
             let width = vectors * LANES;
+            if super::reduction_blocks_outermost(g, width) {
+                // One call per reduction block, each over every column
+                // block: A's columns of the block (its row tiles) are read
+                // again from the level-2 cache for each column block,
+                // instead of the whole of A from memory. Each call adds its
+                // block's sums to C, so every element sums the same blocks
+                // in the same order as below.
+                for p0 in (0..k).step_by(KC) {
+                    let block = GemmCall {
+                        k: KC.min(k - p0) as i64,
+                        a: g.a.wrapping_offset(p0 as isize * g.a_col as isize),
+                        b: g.b.wrapping_offset(p0 as isize * g.b_row as isize),
+                        accumulate: i64::from(p0 > 0 || g.accumulate != 0),
+                        ..*g
+                    };
+                    // SAFETY: the block's elements are the call's (caller).
+                    unsafe { $entry(&block) };
+                }
+                return;
+            }
             let b_col = g.b_col as isize;
             // Written row by row before any tile reads it: left
             // uninitialised, so a small product does not clear 32 KiB.

@@ -101,7 +101,19 @@ pub fn cuts_row_blocks(m: usize, wrap_row: usize, lanes: usize, c_adjacent: bool
     wrap_row > 0 && !wrap_row.is_multiple_of(lanes) && c_adjacent && row_blocks_pay(m, wrap_row, lanes)
 }
 
-/// The arguments of one product, as the calling kernel lays them out on its
+/// Whether the driver runs `g` one reduction block at a time, each over
+/// all of C, rather than each column block over the whole reduction: B
+/// transposed (gathered into a panel per block either way), so the only
+/// difference is that A's columns of the block stay in the level-2 cache
+/// across column blocks; C's columns adjacent (not summed in a buffer);
+/// no segments or row tables along the reduction; several reduction and
+/// column blocks. A linear layer's 3072 inputs at batch 256 were read from
+/// memory once per 32 outputs.
+pub fn reduction_blocks_outermost(g: &GemmCall, width: usize) -> bool {
+    let b_transposed = g.b_row == 1 && g.b_col != 1 && g.b_rows.is_null() && g.b_seg == 0 && g.wrap_row == 0;
+    b_transposed && g.a_seg == 0 && g.c_col == 1 && g.k > KC as i64 && g.n > width as i64
+}
+
 /// stack (every field 8 bytes, in this order). With `seg(p; len, stride,
 /// step)` = `(p / len) * stride + (p % len) * step` (`p * step` when `len`
 /// is 0: a reduction in segments, such as a convolution's output rows):
