@@ -1,6 +1,7 @@
 //! [`Executable`]: a compiled program, its arena and its thread pool.
 
 use super::JitError;
+use super::denormals::FlushDenormals;
 use super::pool::Pool;
 use crate::backend::{KernelFn, NativeCode};
 use crate::budget::{OutOfMemory, arena_bytes, available_memory, largest_buffers};
@@ -174,6 +175,7 @@ impl Executable {
     /// Runs every kernel once: a forward pass, or one training step.
     /// Allocates nothing.
     pub fn run(&mut self) -> Result<(), JitError> {
+        let _flush = FlushDenormals::new();
         for index in 0..self.launches.len() {
             self.launch(index);
         }
@@ -185,6 +187,7 @@ impl Executable {
     /// nothing.
     pub fn run_kernel(&mut self, index: usize) {
         if index < self.launches.len() {
+            let _flush = FlushDenormals::new();
             self.launch(index);
         }
     }
@@ -193,6 +196,7 @@ impl Executable {
     /// run (for benchmarks and `kiln bench`).
     pub fn profile(&mut self, runs: usize) -> Vec<(String, Duration)> {
         let mut times = vec![Duration::ZERO; self.launches.len()];
+        let _flush = FlushDenormals::new();
         for _ in 0..runs {
             for (index, time) in times.iter_mut().enumerate() {
                 let t = Instant::now();

@@ -18,6 +18,7 @@
 //! leaves) without allocating, and [`Executable::get`] borrows any
 //! observable value.
 
+mod denormals;
 mod executable;
 mod inspect;
 mod pool;

@@ -155,6 +155,7 @@ impl Drop for Pool {
 }
 
 fn worker(s: Arc<Shared>, t: usize) {
+    super::denormals::FlushDenormals::for_this_thread();
     let mut seen = 0u64;
     // Touch everything the idle path uses once before reporting ready.
     drop(s.sleepers.lock().unwrap_or_else(|e| e.into_inner()));
