@@ -398,7 +398,8 @@ fn asm_shows_the_wide_micro_kernels() {
     for form in [
         "steps through offset tables (called by `",
         "B's vectors spread over wrap rows",
-        "steps a constant distance apart",
+        "A read along its rows",
+        "A transposed, steps a constant distance apart",
     ] {
         assert!(listing.contains(form), "no `{form}` in {}", &listing[..400]);
     }

@@ -25,17 +25,17 @@ macro_rules! tile_of {
     }};
 }
 
-/// The entries of the `$rows x $vectors` tile's three reduction loops
-/// (`reduce`, `reduce_spread` and `reduce_strided` are the expanding
-/// ISA's), for the row
-/// counts listed as in [`tile_of!`].
+/// The entries of the `$rows x $vectors` tile's reduction loops (`reduce`,
+/// `reduce_spread`, `reduce_dense` and `reduce_strided` with A transposed
+/// are the expanding ISA's), for the row counts listed as in [`tile_of!`].
 macro_rules! reductions_of {
     ($vectors:literal, [$($r:literal),*], $rows:expr) => {
         match $rows {
             $($r => Some([
                 reduce::<$r, $vectors> as *const u8,
                 reduce_spread::<$r, $vectors> as *const u8,
-                reduce_strided::<$r, $vectors, false, true> as *const u8,
+                reduce_dense::<$r, $vectors> as *const u8,
+                reduce_strided::<$r, $vectors, true, true> as *const u8,
             ]),)*
             _ => None,
         }
@@ -517,11 +517,12 @@ macro_rules! driver {
         }
 
         /// Where the `rows x vectors` tile's reduction loops start, steps
-        /// from tables ([`reduce`]), spread ([`reduce_spread`]) and at
-        /// constant steps ([`reduce_strided`]): the ISA's
+        /// from tables ([`reduce`]), spread ([`reduce_spread`]), dense
+        /// ([`reduce_dense`]) and at constant steps with A transposed
+        /// ([`reduce_strided`]): the ISA's
         /// multiply-adds, for `kiln inspect --emit asm`. `None` for a
         /// tile the driver has not (see [`tile_of!`]'s lists).
-        pub(super) fn reductions(rows: usize, vectors: usize) -> Option<[*const u8; 3]> {
+        pub(super) fn reductions(rows: usize, vectors: usize) -> Option<[*const u8; 4]> {
             match vectors {
                 1 => reductions_of!(1, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),
                 2 => reductions_of!(2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], rows),

@@ -272,14 +272,14 @@ pub fn register(builder: &mut cranelift_jit::JITBuilder) {
     let _ = builder;
 }
 
-/// Flops of one round of `fma_loop`: 12 vectors of multiply-adds.
 /// Where `isa`'s reduction loops for a `rows x vectors` register tile
 /// start: B's rows and A's columns through offset tables, B's vectors
-/// spread over wrap rows, and steps a constant distance apart (the driver
-/// picks one per block at run time): what `kiln inspect --emit asm`
+/// spread over wrap rows, A read along its rows (dense), and A transposed
+/// at a constant stride (the driver picks one per block at run time, as
+/// `tiles::Steps` prices them): what `kiln inspect --emit asm`
 /// disassembles. `None` for the 128-bit path (Cranelift's own code) and
 /// tiles the driver has not.
-pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option<[(&'static str, *const u8); 3]> {
+pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option<[(&'static str, *const u8); 4]> {
     #[cfg(target_arch = "x86_64")]
     let entries = match isa {
         ProductIsa::Vector128 => None,
@@ -287,19 +287,21 @@ pub fn reduction_entries(isa: ProductIsa, rows: usize, vectors: usize) -> Option
         ProductIsa::Avx512 => avx512::reductions(rows, vectors),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let entries: Option<[*const u8; 3]> = {
+    let entries: Option<[*const u8; 4]> = {
         let _ = (isa, rows, vectors);
         None
     };
-    entries.map(|[tables, spread, strided]| {
+    entries.map(|[tables, spread, dense, strided]| {
         [
             ("steps through offset tables", tables),
             ("B's vectors spread over wrap rows", spread),
-            ("steps a constant distance apart", strided),
+            ("A read along its rows", dense),
+            ("A transposed, steps a constant distance apart", strided),
         ]
     })
 }
 
+/// Flops of one round of `fma_loop`: 12 vectors of multiply-adds.
 fn flops_per_round(isa: ProductIsa) -> u64 {
     (12 * isa.lanes() * 2) as u64
 }

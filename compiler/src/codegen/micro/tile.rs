@@ -1,9 +1,7 @@
-//! The register tile every ISA's driver runs: its three reduction loops
+//! The register tile every ISA's driver runs: its reduction loops
 //! and how its sums reach C, written once and expanded inside each ISA's
 //! module by [`driver!`], with that ISA's primitives and features.
 
-/// Expands the tile's types and functions for the ISA whose features are
-/// `$feature` (inside [`driver!`]'s expansion).
 /// Calls [`reduce_strided`]'s variant for the given layouts on the
 /// argument tuple `$args`.
 macro_rules! strided_call {
@@ -13,6 +11,8 @@ macro_rules! strided_call {
     }};
 }
 
+/// Expands the tile's types and functions for the ISA whose features are
+/// `$feature` (inside [`driver!`]'s expansion).
 macro_rules! register_tile {
     ($feature:literal) => {
         /// How a tile's results reach C: runs of adjacent elements, or
