@@ -80,6 +80,27 @@ macro_rules! register_tile {
             }
         }
 
+        /// One step of a tile's reduction once its B vectors are loaded:
+        /// `sums[r][v] += A[r] * bv[v]`, `A[r]` broadcast from `at(r)`.
+        ///
+        /// # Safety
+        /// Each `at(r)`, `r < ROWS`, is readable.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        unsafe fn multiply_add<const ROWS: usize, const VECTORS: usize>(
+            sums: &mut [[V; VECTORS]; ROWS],
+            bv: &[V; VECTORS],
+            at: impl Fn(usize) -> *const f32,
+        ) {
+            for (r, row) in sums.iter_mut().enumerate() {
+                // SAFETY: readable (caller).
+                let x = unsafe { broadcast(at(r)) };
+                for (sum, &bx) in row.iter_mut().zip(bv) {
+                    *sum = fma(x, bx, *sum);
+                }
+            }
+        }
+
         /// The tile's reduction: `acc[r][v] += A[r, p] * B[p, v]` over the
         /// steps, B's vector `v` at `b_at + b_steps[p] + v * LANES`.
         /// Never inlined, as [`reduce_spread`]: inside the tile, with its
@@ -109,13 +130,8 @@ macro_rules! register_tile {
                     // took one each, and the 11- and 12-row tiles spilled).
                     *x = unsafe { load(b.add(v * LANES)) };
                 }
-                for (row, &at) in sums.iter_mut().zip(a) {
-                    // SAFETY: `A[r, p]` is inside A (caller).
-                    let x = unsafe { broadcast(at.wrapping_offset(step)) };
-                    for (sum, &bx) in row.iter_mut().zip(&bv) {
-                        *sum = fma(x, bx, *sum);
-                    }
-                }
+                // SAFETY: `A[r, p]` is inside A (caller).
+                unsafe { multiply_add(sums, &bv, |r| a[r].wrapping_offset(step)) };
             };
             two_at_a_time(b_steps, a_steps, |b, a| step(&mut sums, b, a));
             // SAFETY: forwarded from the caller.
@@ -148,13 +164,8 @@ macro_rules! register_tile {
                     // SAFETY: row `p` of B holds its vectors whole (caller).
                     *x = unsafe { load(base.wrapping_offset(b_step)) };
                 }
-                for (row, &at) in sums.iter_mut().zip(a) {
-                    // SAFETY: `A[r, p]` is inside A (caller).
-                    let x = unsafe { broadcast(at.wrapping_offset(step)) };
-                    for (sum, &bx) in row.iter_mut().zip(&bv) {
-                        *sum = fma(x, bx, *sum);
-                    }
-                }
+                // SAFETY: `A[r, p]` is inside A (caller).
+                unsafe { multiply_add(sums, &bv, |r| a[r].wrapping_offset(step)) };
             };
             two_at_a_time(b_steps, a_steps, |b, a| step(&mut sums, b, a));
             // SAFETY: forwarded from the caller.
@@ -253,13 +264,8 @@ macro_rules! register_tile {
                     // SAFETY: B's row `s` from `b` holds the tile's vectors (caller).
                     *x = unsafe { load(row.add(v * LANES)) };
                 }
-                for (row, &at) in sums.iter_mut().zip(a) {
-                    // SAFETY: `A[r, p + s]` is inside A (caller).
-                    let x = unsafe { broadcast(at.add(s)) };
-                    for (sum, &bx) in row.iter_mut().zip(&bv) {
-                        *sum = fma(x, bx, *sum);
-                    }
-                }
+                // SAFETY: `A[r, p + s]` is inside A (caller).
+                unsafe { multiply_add(sums, &bv, |r| a[r].wrapping_add(s)) };
             };
             for _ in 0..steps / 2 {
                 step(&mut sums, &a, b, 0);
