@@ -185,18 +185,21 @@ macro_rules! driver {
             // Written row by row before any tile reads it: left
             // uninitialised, so a small product does not clear 32 KiB.
             let mut panel = [std::mem::MaybeUninit::<f32>::uninit(); KC * PANEL_ROW];
-            // A C whose columns are apart (a transposed product's) summed
-            // over several reduction blocks is summed in this contiguous
-            // buffer and stored once: added into C element by element after
-            // every block, it took a quarter of the tiles' time. Not for a C
-            // whose rows come from a table, which may overlap.
-            let buffered = g.c_col != 1 && k > KC && g.c_rows.is_null();
-            // A buffered C whose rows are adjacent (a product computed
-            // transposed, its rows the output's columns): moved to and from
-            // the buffer eight by eight, transposed in registers; element by
-            // element, storing the sums took about a tenth of the 3072 -> 512
-            // linear layer's time at batch 64 (`perf`).
+            // A C whose rows are adjacent and columns apart (a product
+            // computed transposed, its rows the output's columns) moves to
+            // and from a contiguous buffer eight by eight, transposed in
+            // registers, and the tiles store whole vectors into the buffer;
+            // element by element, storing the sums took about a tenth of the
+            // 3072 -> 512 linear layer's time at batch 64 (`perf`), and
+            // every call of a convolution's transposed weight gradient (a
+            // short reduction per image, added into C) paid it too.
             let rows_adjacent = g.c_row == 1 && g.c_wrap_row == 0 && super::transpose::available();
+            // Any other C whose columns are apart, summed over several
+            // reduction blocks, is summed in the buffer too and stored once,
+            // element by element: added into C after every block, it took a
+            // quarter of the tiles' time. Not for a C whose rows come from a
+            // table, which may overlap.
+            let buffered = g.c_col != 1 && (k > KC || rows_adjacent) && g.c_rows.is_null();
             let mut buffer = [std::mem::MaybeUninit::<f32>::uninit(); BUFFER_ROWS * PANEL_ROW];
             let buffer_base = buffer.as_mut_ptr().cast::<f32>();
             // Row `p` of B from its origin and `A[i, p]` from A's row `i`,

@@ -330,14 +330,15 @@ fn segmented_reductions_and_strided_c() {
     }
 }
 
-/// A transposed product's C (its columns apart) over several reduction
-/// blocks and more rows than one buffered chunk: summed in the driver's
-/// buffer and stored once, bit for bit what adding each block into C
-/// gives (a table of C's rows turns the buffer off).
+/// A transposed product's C (its columns apart, rows adjacent) over one
+/// or several reduction blocks and more rows than one buffered chunk:
+/// summed in the driver's buffer and stored once, bit for bit what adding
+/// each block into C element by element gives (a table of C's rows turns
+/// the buffer off).
 #[test]
 fn buffered_strided_c_equals_adding_each_block() {
-    for isa in isas() {
-        let (m, n, k) = (300, 2 * isa.lanes() + 3, 2 * KC + 7);
+    for (isa, k) in isas().into_iter().flat_map(|isa| [(isa, 2 * KC + 7), (isa, KC / 2 + 3)]) {
+        let (m, n) = (300, 2 * isa.lanes() + 3);
         let a = fill(m * k, 10);
         let b = fill(k * n, 11);
         // C is `[n, m + 1]`: the driver's C (m x n) with columns `m + 1` apart.
