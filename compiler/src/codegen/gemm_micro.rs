@@ -1,11 +1,14 @@
 //! Products scheduled as [`GemmTile::Micro`](crate::kernel::GemmTile::Micro):
-//! the call to the ISA's driver with its [`GemmCall`] on the stack, then
-//! the epilogue past `accumulate` as a pass over C.
+//! the call to the ISA's driver with its [`GemmCall`] on the stack, which
+//! adds the bias and applies a ReLU itself where C's layout lets it
+//! ([`finishes_epilogue`]); any other epilogue past `accumulate` is a pass
+//! over C after the call.
 
 use super::Fx;
 use super::gemm::Ptrs;
-use super::micro::{GEMM_CALL_FIELDS, GemmCall};
-use crate::kernel::{ColumnWrap, Epilogue, Gemm};
+use super::micro::{GEMM_CALL_FIELDS, GemmCall, finishes_epilogue};
+use crate::kernel::{Bias, ColumnWrap, Epilogue, Gemm};
+use crate::ops::Activation;
 use crate::passes::memory::READ_SLACK;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
@@ -91,6 +94,23 @@ impl Fx<'_, '_> {
         let (len, per_thread) = self.buf_len[&b_buf];
         let readable = if per_thread { len } else { len + READ_SLACK };
         let b_end = self.b.ins().iadd_imm_s(self.bufptr[&b_buf], (readable * 4) as i64);
+        // The driver adds the bias and applies a ReLU to each column
+        // block's final sums itself when C's layout lets it; any other
+        // epilogue is a pass over C after the call.
+        let e = &g.epilogue;
+        let driver_finishes = e.pre_activation.is_none()
+            && e.grad_mask.is_none()
+            && matches!(e.activation, None | Some(Activation::Relu))
+            && (e.bias.is_some() || e.activation.is_some())
+            && finishes_epilogue(c.row, c.col, c.table.is_some(), c.wrap.0);
+        let (bias, bias_per_row) = match (&e.bias, p.bias) {
+            // The kernel IR's rows are the driver's columns when transposed.
+            (Some(bias), Some(at)) if driver_finishes => {
+                (Field::Value(at), Field::Const(i64::from(matches!(bias, Bias::PerRow(..)) != transposed)))
+            }
+            _ => (Field::Const(0), Field::Const(0)),
+        };
+        let relu = Field::Const(i64::from(driver_finishes && e.activation.is_some()));
         let fields: [(usize, Field); GEMM_CALL_FIELDS] = [
             (offset_of!(GemmCall, m), Field::Const(m as i64)),
             (offset_of!(GemmCall, n), Field::Const(n as i64)),
@@ -116,7 +136,10 @@ impl Fx<'_, '_> {
             (offset_of!(GemmCall, c_rows), Field::Table(c.table)),
             (offset_of!(GemmCall, c_wrap_row), Field::Const(c.wrap.0)),
             (offset_of!(GemmCall, c_wrap_stride), Field::Const(c.wrap.1)),
-            (offset_of!(GemmCall, accumulate), Field::Const(i64::from(g.epilogue.accumulate))),
+            (offset_of!(GemmCall, accumulate), Field::Const(i64::from(e.accumulate))),
+            (offset_of!(GemmCall, bias), bias),
+            (offset_of!(GemmCall, bias_per_row), bias_per_row),
+            (offset_of!(GemmCall, relu), relu),
             (offset_of!(GemmCall, rows), Field::Const(rows as i64)),
             (offset_of!(GemmCall, vectors), Field::Const(vectors as i64)),
         ];
@@ -131,8 +154,8 @@ impl Fx<'_, '_> {
             self.b.ins().store(MemFlagsData::new().with_notrap(), value, call, offset as i32);
         }
         self.b.ins().call(driver, &[call]);
-        let e = &g.epilogue;
-        if e.bias.is_some() || e.activation.is_some() || e.pre_activation.is_some() || e.grad_mask.is_some() {
+        let rest = e.bias.is_some() || e.activation.is_some() || e.pre_activation.is_some() || e.grad_mask.is_some();
+        if rest && !driver_finishes {
             self.epilogue_pass(g, p);
         }
     }

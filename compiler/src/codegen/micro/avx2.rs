@@ -39,6 +39,15 @@ fn add(a: V, b: V) -> V {
     _mm256_add_ps(a, b)
 }
 
+/// `x <= 0 ? 0 : x` per lane: a NaN (unordered, so not `<= 0`) stays NaN
+/// and `-0` becomes `0`, as the kernels' ReLU.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn relu(x: V) -> V {
+    let at_most_zero = _mm256_cmp_ps::<_CMP_LE_OQ>(x, _mm256_setzero_ps());
+    _mm256_andnot_ps(at_most_zero, x)
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store(p: *mut f32, x: V) {

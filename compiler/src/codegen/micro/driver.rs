@@ -2,7 +2,7 @@
 //! register tile, [`register_tile!`]), written once and expanded inside
 //! each ISA's module, where the primitives it names
 //! (`V`, `LANES`, `Mask`, `zero`, `load`, `broadcast`, `fma`, `add`,
-//! `store`, `mask`, `load_masked`, `store_masked`) are that ISA's and every
+//! `relu`, `store`, `mask`, `load_masked`, `store_masked`) are that ISA's and every
 //! function carries its `#[target_feature]`, so rustc inlines them all
 //! into one loop nest of the ISA's instructions.
 
@@ -143,6 +143,57 @@ macro_rules! driver {
             }
         }
 
+        /// The epilogue past the sums ([`GemmCall::bias`], [`GemmCall::relu`])
+        /// on rows `rows` of a column block from C's column `j0`, `cols`
+        /// adjacent floats each, row `i`'s from `at(i)`: applied once the
+        /// block's sums are final, while they are in the level-1 cache,
+        /// instead of in a pass over C by the calling kernel. The same
+        /// additions and comparisons as that pass, so the same results.
+        ///
+        /// # Safety
+        /// Each row's `cols` floats from `at(i)` are writable; the bias
+        /// holds an element for each of C's rows (per row) or columns.
+        #[target_feature(enable = $feature)]
+        unsafe fn finish_sums(
+            g: &GemmCall,
+            rows: std::ops::Range<usize>,
+            (j0, cols): (usize, usize),
+            at: impl Fn(usize) -> *mut f32,
+        ) {
+            let with_bias = !g.bias.is_null();
+            let per_row = with_bias && g.bias_per_row != 0;
+            let per_column = with_bias && !per_row;
+            let finish = |x: V, bias: V| {
+                let x = if with_bias { add(x, bias) } else { x };
+                if g.relu != 0 { relu(x) } else { x }
+            };
+            let (whole, tail) = (cols / LANES, cols % LANES);
+            let tail_mask = mask(0, tail);
+            for i in rows {
+                let row = at(i);
+                // SAFETY: the bias has row `i` (caller).
+                let row_bias = if per_row { unsafe { broadcast(g.bias.add(i)) } } else { zero() };
+                for v in 0..whole {
+                    // SAFETY: the row's `cols` floats are writable and the
+                    // bias has columns `j0..j0 + cols` (caller).
+                    unsafe {
+                        let x = row.add(v * LANES);
+                        let bias = if per_column { load(g.bias.add(j0 + v * LANES)) } else { row_bias };
+                        store(x, finish(load(x), bias));
+                    }
+                }
+                if tail > 0 {
+                    // SAFETY: as above, only the tail's lanes accessed.
+                    unsafe {
+                        let x = row.add(whole * LANES);
+                        let bias =
+                            if per_column { load_masked(g.bias.add(j0 + whole * LANES), tail_mask) } else { row_bias };
+                        store_masked(x, tail_mask, finish(load_masked(x, tail_mask), bias));
+                    }
+                }
+            }
+        }
+
         /// The product `call` describes: column blocks of the tile's width,
         /// reduction blocks of `KC` rows of B (read in place when each of a
         /// block's vectors is whole adjacent columns and the block stays in
@@ -157,6 +208,11 @@ macro_rules! driver {
         pub unsafe extern "C" fn $entry(call: *const GemmCall) {
             // SAFETY: `call` is valid (caller).
             let g = unsafe { &*call };
+            debug_assert!(
+                (g.bias.is_null() && g.relu == 0)
+                    || super::finishes_epilogue(g.c_row, g.c_col, !g.c_rows.is_null(), g.c_wrap_row),
+                "an epilogue for a C the driver does not finish"
+            );
             let (m, n, k) = (g.m.max(0) as usize, g.n.max(0) as usize, g.k.max(0) as usize);
             let vectors = (g.vectors.max(1) as usize).min(MAX_VECTORS);
             let tile_rows = (g.rows.max(1) as usize).min($isa.max_tile_rows(vectors));
@@ -174,6 +230,9 @@ macro_rules! driver {
                         a: g.a.wrapping_offset(p0 as isize * g.a_col as isize),
                         b: g.b.wrapping_offset(p0 as isize * g.b_row as isize),
                         accumulate: i64::from(p0 > 0 || g.accumulate != 0),
+                        // The epilogue once, on the last block's sums.
+                        bias: if p0 + KC >= k { g.bias } else { std::ptr::null() },
+                        relu: if p0 + KC >= k { g.relu } else { 0 },
                         ..*g
                     };
                     // SAFETY: the block's elements are the call's (caller).
@@ -496,6 +555,20 @@ macro_rules! driver {
                         p0 += steps;
                         if p0 >= k {
                             break;
+                        }
+                    }
+                    if !g.bias.is_null() || g.relu != 0 {
+                        // SAFETY: the buffer holds `chunk_rows` rows of
+                        // `width >= cols` floats; unbuffered, C's columns are
+                        // adjacent from each row's `c_block` (the caller
+                        // passes an epilogue only for such a C,
+                        // `finishes_epilogue`), and the bias is the caller's.
+                        unsafe {
+                            if buffered {
+                                finish_sums(g, i_chunk..chunk_end, (j0, cols), buffer_at);
+                            } else {
+                                finish_sums(g, i_chunk..chunk_end, (j0, cols), c_block);
+                            }
                         }
                     }
                     if buffered && rows_adjacent {

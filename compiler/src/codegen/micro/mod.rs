@@ -101,6 +101,29 @@ pub fn cuts_row_blocks(m: usize, wrap_row: usize, lanes: usize, c_adjacent: bool
     wrap_row > 0 && !wrap_row.is_multiple_of(lanes) && c_adjacent && row_blocks_pay(m, wrap_row, lanes)
 }
 
+/// Whether the driver applies a product's bias and ReLU itself (to each
+/// column block's finished sums while they are in the level-1 cache),
+/// given C's layout in the driver's terms: rows dense (no table, no
+/// wrap), and columns adjacent or, a transposed product's, rows adjacent
+/// (summed in the driver's buffer). Any other C, or another epilogue,
+/// takes a pass over C by the calling kernel.
+pub fn finishes_epilogue(c_row: i64, c_col: i64, c_rows_table: bool, c_wrap_row: i64) -> bool {
+    !c_rows_table && c_wrap_row == 0 && (c_col == 1 || (c_row == 1 && transposes_in_registers()))
+}
+
+/// Whether blocks of a buffered C move to and from C transposed in
+/// registers (an AVX2 CPU: every one with the driver's ISAs).
+fn transposes_in_registers() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        transpose::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the driver runs `g` one reduction block at a time, each over
 /// all of C, rather than each column block over the whole reduction: B
 /// transposed (gathered into a panel per block either way), so the only
@@ -187,6 +210,15 @@ pub struct GemmCall {
     pub c_wrap_stride: i64,
     /// Non-zero: add the product to C's previous contents.
     pub accumulate: i64,
+    /// A bias added to every finished sum, or null: `bias[i]` to row `i`
+    /// when `bias_per_row` is non-zero, else `bias[j]` to column `j`.
+    /// Only for a C the driver finishes itself ([`finishes_epilogue`]).
+    pub bias: *const f32,
+    /// Non-zero: the bias is per row of C, else per column.
+    pub bias_per_row: i64,
+    /// Non-zero: `x <= 0 ? 0 : x` on every finished sum (after the bias;
+    /// a NaN stays NaN), as the kernels' ReLU.
+    pub relu: i64,
     /// Rows of the register tile (clamped to what the ISA's registers hold).
     pub rows: i64,
     /// Vectors across the register tile (1 to the ISA's `max_tile_vectors`).
@@ -231,6 +263,9 @@ impl GemmCall {
             c_wrap_row: 0,
             c_wrap_stride: 0,
             accumulate: i64::from(accumulate),
+            bias: std::ptr::null(),
+            bias_per_row: 0,
+            relu: 0,
             rows: rows as i64,
             vectors: vectors as i64,
         }
@@ -249,7 +284,7 @@ struct Piece {
 
 /// The fields of [`GemmCall`] in memory order: what the calling kernel
 /// stores, each at `8 * index`.
-pub const GEMM_CALL_FIELDS: usize = 27;
+pub const GEMM_CALL_FIELDS: usize = 30;
 const _: () = assert!(std::mem::size_of::<GemmCall>() == 8 * GEMM_CALL_FIELDS);
 
 /// The symbol of `isa`'s driver, which the JIT resolves.

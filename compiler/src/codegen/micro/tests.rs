@@ -437,3 +437,74 @@ fn blocks_that_evict_themselves_are_copied() {
         }
     }
 }
+
+/// The driver's epilogue (bias per row or per column, then ReLU) on every
+/// C it finishes: columns adjacent, over one reduction block and, with B
+/// transposed, block by block over all of C (`reduction_blocks_outermost`),
+/// and a transposed product's buffered C; bit for bit the plain call
+/// followed by `x + bias` and `x <= 0 ? 0 : x` (a NaN in the bias stays
+/// NaN through the ReLU).
+#[test]
+fn the_driver_adds_the_bias_and_applies_relu() {
+    for isa in isas() {
+        let lanes = isa.lanes();
+        let (m, n) = (2 * isa.max_tile_rows(2) + 3, 5 * lanes + 3);
+        for (k, b_transposed, c_transposed) in [
+            (KC / 2 + 3, false, false),
+            (2 * KC + 7, true, false),
+            (KC / 2 + 3, false, true),
+            (2 * KC + 7, false, true),
+        ] {
+            let a = fill(m * k, 20);
+            let b = fill(k * n, 21);
+            // C is `m x n`, or stored transposed with columns `m + 1` apart.
+            let (c_row, c_col, c_len) = if c_transposed { (1, m + 1, n * (m + 1)) } else { (n + 2, 1, m * (n + 2)) };
+            let at = |i: usize, j: usize| i * c_row + j * c_col;
+            let (b_row, b_col) = if b_transposed { (1, k as i64) } else { (n as i64, 1) };
+            for (per_row, relu, accumulate) in
+                [(true, true, false), (false, true, true), (true, false, true), (false, false, false)]
+            {
+                let mut bias = fill(if per_row { m } else { n }, 22);
+                bias[1] = f32::NAN;
+                let start = fill(c_len, 23);
+                let call = |c: &mut Vec<f32>, epilogue: bool| GemmCall {
+                    c_col: c_col as i64,
+                    bias: if epilogue { bias.as_ptr() } else { std::ptr::null() },
+                    bias_per_row: i64::from(per_row),
+                    relu: i64::from(epilogue && relu),
+                    ..GemmCall::dense(
+                        [m, n, k],
+                        (a.as_ptr(), k as i64, 1),
+                        (b.as_ptr(), b_row, b_col),
+                        (c.as_mut_ptr(), c_row as i64),
+                        accumulate,
+                        [isa.max_tile_rows(2), 2],
+                    )
+                };
+                let (mut plain, mut finished) = (start.clone(), start.clone());
+                // SAFETY: every element the calls name is inside `a`, `b`, `bias` and the C.
+                unsafe {
+                    assert!(run(isa, &call(&mut plain, false)));
+                    assert!(run(isa, &call(&mut finished, true)));
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let x = plain[at(i, j)] + bias[if per_row { i } else { j }];
+                        let want = if relu && x <= 0.0 { 0.0 } else { x };
+                        let got = finished[at(i, j)];
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{isa} k {k} per_row {per_row} relu {relu}: C[{i}, {j}] = {got}, expected {want}"
+                        );
+                    }
+                }
+                // Elements outside C untouched.
+                let inside: std::collections::HashSet<usize> =
+                    (0..m).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| at(i, j)).collect();
+                for (e, (&got, &was)) in finished.iter().zip(&start).enumerate().filter(|(e, _)| !inside.contains(e)) {
+                    assert_eq!(got.to_bits(), was.to_bits(), "{isa}: element {e} outside C changed");
+                }
+            }
+        }
+    }
+}
