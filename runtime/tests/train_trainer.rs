@@ -77,6 +77,27 @@ fn learns_the_synthetic_set_well_above_chance() {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
     assert_eq!(EpochRecord::from_json(&json).as_ref(), Some(last));
+    // The last epoch's test metrics stand for the current parameters: the
+    // same as evaluating again, and gone once the parameters change.
+    let fitted = t.fitted_test_metrics().expect("fit evaluated its test set").clone();
+    let again = t.evaluate(data(300, 2), transforms()).unwrap();
+    assert_eq!(fitted, again);
+    assert_eq!(Some(fitted.accuracy()), last.test_accuracy);
+    let params = t.params().unwrap();
+    t.set_params(params).unwrap();
+    assert!(t.fitted_test_metrics().is_none());
+}
+
+/// One more epoch without a test set: the earlier test metrics no longer
+/// describe the parameters.
+#[test]
+fn fitted_test_metrics_go_stale_after_more_steps() {
+    let mut t = Trainer::new(&small_net(), config(8, 1, 2, sgd(0.01, 0.9))).unwrap();
+    t.fit(data(64, 1), Some(data(32, 2)), transforms(), &mut no_hook()).unwrap();
+    assert!(t.fitted_test_metrics().is_some());
+    t.set_epochs(2);
+    t.fit(data(64, 1), None, transforms(), &mut no_hook()).unwrap();
+    assert!(t.fitted_test_metrics().is_none());
 }
 
 /// Two epochs straight against one epoch, a checkpoint through a file, a

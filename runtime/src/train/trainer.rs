@@ -20,7 +20,7 @@ use kiln_compiler::{Graph, Loss, NodeId, Tensor, Training, autodiff};
 
 use super::checkpoint::{Checkpoint, match_params};
 use super::error::TrainError;
-use super::metrics::{EpochRecord, display_class_names};
+use super::metrics::{EpochRecord, EvalMetrics, display_class_names};
 use super::optim::Optimizer;
 use super::schedule::LrSchedule;
 use crate::data::{Batch, DataLoader, Dataset, LoaderConfig, Transforms};
@@ -130,6 +130,9 @@ pub struct Trainer {
     snapshot: Option<Snapshot>,
     labels_buf: Vec<f32>,
     last_timing: EpochTiming,
+    /// The test set's metrics `fit` measured after its last epoch, and
+    /// the step count they were measured at (see [`Trainer::fitted_test_metrics`]).
+    fitted_test: Option<(u64, EvalMetrics)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -237,6 +240,7 @@ impl Trainer {
             snapshot: None,
             labels_buf: Vec::new(),
             last_timing: EpochTiming::default(),
+            fitted_test: None,
         })
     }
 
@@ -320,10 +324,20 @@ impl Trainer {
     /// [`TrainError::Checkpoint`] for a missing or misshapen parameter.
     pub fn set_params(&mut self, params: Vec<(String, Tensor)>) -> Result<(), TrainError> {
         let params = match_params(Path::new("<parameters>"), &self.forward, params)?;
+        self.fitted_test = None;
         for (&p, (_, t)) in self.graph.params.iter().zip(&params) {
             self.step_exec.set(p, &t.data)?;
         }
         Ok(())
+    }
+
+    /// The metrics [`Trainer::fit`] measured on its test set after its last
+    /// epoch, while the parameters are still those it measured (no step,
+    /// [`Trainer::set_params`] or [`Trainer::restore`] since): what
+    /// [`Trainer::evaluate`] on that test set would give again, so a caller
+    /// reporting the final accuracy need not run the test set twice.
+    pub fn fitted_test_metrics(&self) -> Option<&EvalMetrics> {
+        self.fitted_test.as_ref().filter(|(steps, _)| *steps == self.steps).map(|(_, m)| m)
     }
 
     /// A data loader over `dataset` with this trainer's batching, seed and workers.
@@ -373,6 +387,7 @@ impl Trainer {
                 Some(t) => Some(self.evaluate(Arc::clone(t), transforms.for_evaluation())?),
                 None => None,
             };
+            self.fitted_test = metrics.clone().map(|m| (self.steps, m));
             let seconds = elapsed.as_secs_f64();
             let record = EpochRecord {
                 epoch: self.epoch,
@@ -621,6 +636,7 @@ impl Trainer {
             )));
         }
         let params = match_params(path, &self.forward, ck.params)?;
+        self.fitted_test = None;
         let mut state: HashMap<String, Tensor> = ck.optim_state.into_iter().collect();
         let mut take = |name: &str, want: Vec<usize>| -> Result<Tensor, TrainError> {
             let t = state.remove(name).ok_or_else(|| bad(format!("has no optimizer state `{name}`")))?;

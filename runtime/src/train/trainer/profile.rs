@@ -75,6 +75,8 @@ impl Trainer {
         rounds: usize,
     ) -> Result<OverheadReport, TrainError> {
         self.check_dataset(dataset.as_ref())?;
+        // Its bare steps train without counting steps.
+        self.fitted_test = None;
         let loader = self.loader(dataset, transforms)?;
         self.prepare_remainder(&loader)?;
         // Pre-made full batches, reused in turn: few enough (16) to stay in
