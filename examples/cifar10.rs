@@ -102,11 +102,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let train_time = start.elapsed().as_secs_f64();
     eprintln!("Finished Training in {train_time:.1} s (including evaluation after each epoch)");
     if let Some(test) = data.test {
-        // The last epoch's evaluation, unless no epoch ran.
-        let metrics = match trainer.fitted_test_metrics() {
-            Some(m) => m.clone(),
-            None => trainer.evaluate(test, transforms)?,
-        };
+        let metrics = trainer.evaluate_after_fit(test, &transforms)?;
         print!("{metrics}");
         if args.data.is_none() {
             println!("(generated images, not CIFAR-10: chance is 10 %)");

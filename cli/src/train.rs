@@ -242,11 +242,7 @@ pub fn run(args: TrainArgs) -> Result<(), CliError> {
     }
     trainer.fit(data.train, data.test.clone(), transforms.clone(), &mut on_epoch).map_err(err)?;
     if let Some(test) = data.test {
-        // The last epoch's evaluation, unless no epoch ran.
-        let metrics = match trainer.fitted_test_metrics() {
-            Some(m) => m.clone(),
-            None => trainer.evaluate(test, transforms.for_evaluation()).map_err(err)?,
-        };
+        let metrics = trainer.evaluate_after_fit(test, &transforms).map_err(err)?;
         outln!("{metrics}");
         outln!("Confusion matrix:\n{}", metrics.confusion_table());
     }

@@ -130,9 +130,10 @@ pub struct Trainer {
     snapshot: Option<Snapshot>,
     labels_buf: Vec<f32>,
     last_timing: EpochTiming,
-    /// The test set's metrics `fit` measured after its last epoch, and
-    /// the step count they were measured at (see [`Trainer::fitted_test_metrics`]).
-    fitted_test: Option<(u64, EvalMetrics)>,
+    /// The test set's metrics `fit` measured after its last epoch, the
+    /// step count they were measured at and the set's address (see
+    /// [`Trainer::fitted_test_metrics`]).
+    fitted_test: Option<(u64, usize, EvalMetrics)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -337,7 +338,26 @@ impl Trainer {
     /// [`Trainer::evaluate`] on that test set would give again, so a caller
     /// reporting the final accuracy need not run the test set twice.
     pub fn fitted_test_metrics(&self) -> Option<&EvalMetrics> {
-        self.fitted_test.as_ref().filter(|(steps, _)| *steps == self.steps).map(|(_, m)| m)
+        self.fitted_test.as_ref().filter(|(steps, _, _)| *steps == self.steps).map(|(_, _, m)| m)
+    }
+
+    /// The metrics of `test` with `transforms` for evaluation: those
+    /// [`Trainer::fitted_test_metrics`] keeps when `test` is the set `fit`
+    /// evaluated (the same `Arc`), else a new [`Trainer::evaluate`]; for
+    /// reporting the final accuracy after `fit` without a second pass.
+    ///
+    /// # Errors
+    /// As [`Trainer::evaluate`].
+    pub fn evaluate_after_fit(
+        &mut self,
+        test: Arc<dyn Dataset>,
+        transforms: &Transforms,
+    ) -> Result<EvalMetrics, TrainError> {
+        let same_set = self.fitted_test.as_ref().is_some_and(|(_, set, _)| *set == dataset_address(&test));
+        match self.fitted_test_metrics() {
+            Some(m) if same_set => Ok(m.clone()),
+            _ => self.evaluate(test, transforms.for_evaluation()),
+        }
     }
 
     /// A data loader over `dataset` with this trainer's batching, seed and workers.
@@ -387,7 +407,7 @@ impl Trainer {
                 Some(t) => Some(self.evaluate(Arc::clone(t), transforms.for_evaluation())?),
                 None => None,
             };
-            self.fitted_test = metrics.clone().map(|m| (self.steps, m));
+            self.fitted_test = test.as_ref().zip(metrics.clone()).map(|(t, m)| (self.steps, dataset_address(t), m));
             let seconds = elapsed.as_secs_f64();
             let record = EpochRecord {
                 epoch: self.epoch,
@@ -668,4 +688,9 @@ impl Trainer {
 /// `[N, F, 1, 1]`) for a feature model's `[N, F]`, the same elements.
 pub(super) fn batch_fits(batch: &[usize], model: &[usize]) -> bool {
     batch == model || (model.len() == 2 && batch == [model[0], model[1], 1, 1])
+}
+
+/// Which data set an `Arc` holds, to know a set again.
+fn dataset_address(set: &Arc<dyn Dataset>) -> usize {
+    Arc::as_ptr(set).cast::<()>() as usize
 }

@@ -252,7 +252,7 @@ macro_rules! driver {
             // 3072 -> 512 linear layer's time at batch 64 (`perf`), and
             // every call of a convolution's transposed weight gradient (a
             // short reduction per image, added into C) paid it too.
-            let rows_adjacent = g.c_row == 1 && g.c_wrap_row == 0 && super::transpose::available();
+            let rows_adjacent = g.c_row == 1 && g.c_wrap_row == 0 && super::transposes_in_registers();
             // Any other C whose columns are apart, summed over several
             // reduction blocks, is summed in the buffer too and stored once,
             // element by element: added into C after every block, it took a
