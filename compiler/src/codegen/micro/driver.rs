@@ -211,6 +211,19 @@ macro_rules! driver {
         pub unsafe extern "C" fn $entry(call: *const GemmCall) {
             // SAFETY: `call` is valid (caller).
             let g = unsafe { &*call };
+            // B's reduction segments laid end to end (a weight gradient's
+            // output gradient, transposed: its rows' positions, one output
+            // row per segment) are no segments: the same rows of B, which
+            // a block then gathers eight by eight, transposed in registers,
+            // instead of element by element (a fifth of the 32-channel
+            // convolutions' weight gradients, `perf`).
+            let unsegmented;
+            let g = if g.b_seg > 0 && g.b_rows.is_null() && g.b_seg_stride == g.b_seg * g.b_row {
+                unsegmented = GemmCall { b_seg: 0, b_seg_stride: 0, ..*g };
+                &unsegmented
+            } else {
+                g
+            };
             debug_assert!(
                 (g.bias.is_null() && g.relu == 0)
                     || super::finishes_epilogue(g.c_row, g.c_col, !g.c_rows.is_null(), g.c_wrap_row),

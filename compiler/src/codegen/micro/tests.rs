@@ -275,19 +275,21 @@ fn scattered_c_adds_every_tap_into_the_image() {
 /// A convolution's weight gradient as the transposed micro tile runs it:
 /// A's rows (kernel taps) through a table into an image, its reduction in
 /// segments (output rows inside wider input rows); B (the output gradient)
-/// read across its rows with the reduction in segments too; C stored with
-/// its columns apart (the weight gradient transposed).
+/// read across its rows with the reduction in segments too (apart, or end
+/// to end as a dense output gradient's, which the driver gathers as one
+/// run); C stored with its columns apart (the weight gradient transposed).
 #[test]
 fn segmented_reductions_and_strided_c() {
     // Reductions held whole, and longer than the offsets a call holds.
-    for (isa, rows) in isas().into_iter().flat_map(|isa| [(isa, 2 * KC / 8 + 1), (isa, HELD_STEPS / 8 + 3)]) {
+    let cases = isas().into_iter().flat_map(|isa| [(isa, 2 * KC / 8 + 1), (isa, HELD_STEPS / 8 + 3)]);
+    for ((isa, rows), gap) in cases.flat_map(|case| [(case, 2), (case, 0)]) {
         let (taps, channels, row, stride) = (14, 2 * isa.lanes() + 3, 8, 11);
         let k = rows * row;
         let image = fill(stride * (rows + 5) + 8, 7);
         let table: Vec<i32> = (0..taps).map(|i| ((i / 3) * stride + i % 3) as i32).collect();
         // dY: `channels` rows of `k` positions, each output row `row` long
-        // and `row + 2` apart.
-        let dy_row = row + 2;
+        // and `row + gap` apart.
+        let dy_row = row + gap;
         let dy = fill(channels * rows * dy_row, 8);
         // dW is `[channels, taps + 1]`: the driver's C (taps x channels)
         // has adjacent rows and columns `taps + 1` apart.
@@ -320,7 +322,10 @@ fn segmented_reductions_and_strided_c() {
                     want += f64::from(x) * f64::from(dy[j * rows * dy_row + (p / row) * dy_row + p % row]);
                 }
                 let got = f64::from(dw[j * per_channel + i]);
-                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{isa}: dW[{j}, {i}] = {got}, expected {want}");
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{isa} gap {gap}: dW[{j}, {i}] = {got}, expected {want}"
+                );
             }
         }
         // Untouched: each channel's element past the last tap.
