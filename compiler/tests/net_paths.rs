@@ -242,7 +242,7 @@ const LENET: [&str; 4] = [
     "
     kernels 7, gemm 5, parallel 2 (x4: 2)
     conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 10x1 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -251,16 +251,16 @@ const LENET: [&str; 4] = [
     "
     kernels 7, gemm 5, parallel 5 (x4: 5)
     conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 10x1 b_rows b_wrap
-    fc1+x_2: x4 over 4 | micro avx512 12x2
-    fc2+x_3: x4 over 4 | micro avx512 12x2
+    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
+    fc1+x_2: x4 over 4 | micro avx512 11x2
+    fc2+x_3: x4 over 4 | micro avx512 11x2
     fc3: serial | micro avx512 11x1
     ",
     // training, batch 4
     "
     kernels 37, gemm 14, parallel 7 (x4: 7)
     conv1+relu: x4 over 4 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | micro avx512 10x1 b_rows b_wrap
+    conv2+relu_1: x4 over 4 | micro avx512 8x1 b_rows b_wrap
     fc1+x_2: serial | dot 4x2
     fc2+x_3: serial | dot 4x2
     fc3: serial | dot 4x2
@@ -280,14 +280,14 @@ const LENET: [&str; 4] = [
     "
     kernels 37, gemm 14, parallel 15 (x4: 15)
     conv1+relu: x4 over 64 | micro avx512 6x2 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | micro avx512 10x1 b_rows b_wrap
-    fc1+x_2: x4 over 4 | micro avx512 12x2
-    fc2+x_3: x4 over 4 | micro avx512 12x2
+    conv2+relu_1: x4 over 64 | micro avx512 8x1 b_rows b_wrap
+    fc1+x_2: x4 over 4 | micro avx512 11x2
+    fc2+x_3: x4 over 4 | micro avx512 11x2
     fc3: serial | micro avx512 11x1
     grad_x_3+grad_fc2: serial | micro avx512 8x3
     grad_fc3.weight: serial | outer 8x1 u4
-    grad_x_2+grad_fc1: x4 over 4 | micro avx512 9x2
-    grad_fc2.weight: x4 over 4 | micro avx512 12x2
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 8x2
+    grad_fc2.weight: x4 over 4 | micro avx512 11x2
     grad_x_1: x4 over 4 | micro avx512 8x3
     grad_fc1.weight: x4 over 4 | micro avx512 8x3
     grad_pool: x4 over 64 | pad copy | micro avx512 6x1 b_rows b_wrap
@@ -326,7 +326,7 @@ const MLP: [&str; 4] = [
     fc2+x_3: x4 over 4 | dot 4x2
     fc3: serial | dot 4x2
     grad_x_3+grad_fc2: serial | micro avx512 4x4
-    grad_fc3.weight: serial | micro avx512 6x4
+    grad_fc3.weight: serial | micro avx512 5x4
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 4x4
     grad_fc2.weight: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
@@ -338,7 +338,7 @@ const MLP: [&str; 4] = [
     fc2+x_3: x4 over 4 | micro avx512 6x4
     fc3: x4 over 4 | micro avx512 8x1
     grad_x_3+grad_fc2: x4 over 4 | micro avx512 6x4
-    grad_fc3.weight: x4 over 4 | micro avx512 6x4
+    grad_fc3.weight: x4 over 4 | micro avx512 5x4
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 6x4
     grad_fc2.weight: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
@@ -372,7 +372,7 @@ const VGG16C: [&str; 4] = [
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
     ",
     // training, batch 4
@@ -384,10 +384,10 @@ const VGG16C: [&str; 4] = [
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     grad_x_2+grad_fc1: serial | micro avx512 4x4
-    grad_fc2.weight: serial | micro avx512 6x4
+    grad_fc2.weight: serial | micro avx512 5x4
     grad_x_1: x4 over 4 | micro avx512 4x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 4 | pad copy | micro avx512 9x1 b_rows b_wrap
+    grad_pool_1: x4 over 4 | pad copy | micro avx512 8x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -402,13 +402,13 @@ const VGG16C: [&str; 4] = [
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    fc1+x_2: x4 over 4 | micro avx512 12x2
+    fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
-    grad_x_2+grad_fc1: x4 over 4 | micro avx512 12x2
+    grad_x_2+grad_fc1: x4 over 4 | micro avx512 11x2
     grad_fc2.weight: x4 over 4 | micro avx512 10x2
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 64 | pad copy | micro avx512 9x1 b_rows b_wrap
+    grad_pool_1: x4 over 64 | pad copy | micro avx512 8x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -471,7 +471,7 @@ const RESNET_ISH: [&str; 4] = [
     b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x4
-    grad_fc.weight: serial | micro avx512 6x4
+    grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: serial
@@ -481,7 +481,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s.transpose_weight: serial
     grad_x_3_from_b3s: x4 over 4 | micro avx512 6x4 c_rows c_wrap
-    grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 12x2
+    grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 11x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
@@ -517,7 +517,7 @@ const RESNET_ISH: [&str; 4] = [
     b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | micro avx512 11x1
     grad_x_5: serial | micro avx512 6x4
-    grad_fc.weight: serial | micro avx512 6x4
+    grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
@@ -527,7 +527,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s.transpose_weight: serial
     grad_x_3_from_b3s: x4 over 64 | micro avx512 6x4 c_rows c_wrap
-    grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 12x2
+    grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 11x2
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
@@ -581,8 +581,8 @@ const WIDE5: [&str; 4] = [
     conv3+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: serial | dot 4x2
     grad_x_1: serial | micro avx512 4x4
-    grad_fc.weight: serial | micro avx512 6x4
-    grad_avg_1: x4 over 4 | pad copy | micro avx512 9x1 b_rows b_wrap
+    grad_fc.weight: serial | micro avx512 5x4
+    grad_avg_1: x4 over 4 | pad copy | micro avx512 8x1 b_rows b_wrap
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
@@ -599,8 +599,8 @@ const WIDE5: [&str; 4] = [
     conv3+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     fc: x4 over 4 | micro avx512 8x1
     grad_x_1: x4 over 4 | micro avx512 6x4
-    grad_fc.weight: x4 over 4 | micro avx512 6x4
-    grad_avg_1: x4 over 64 | pad copy | micro avx512 9x1 b_rows b_wrap
+    grad_fc.weight: x4 over 4 | micro avx512 5x4
+    grad_avg_1: x4 over 64 | pad copy | micro avx512 8x1 b_rows b_wrap
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_avg: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap

@@ -224,7 +224,7 @@ pub struct DriverProduct {
 /// The tile of `product` with the least estimated time among those of
 /// `vectors` (each at most the ISA's) and the rows the ISA allows with the
 /// product's steps ([`max_rows`]): the sum
-/// over row and column blocks (as the driver cuts them) of each block's
+/// over row and column blocks (as the driver cuts them: [`crate::codegen::micro::row_tiles`]) of each block's
 /// multiply-adds, lanes past a partial vector included, divided by its
 /// tile's efficiency, plus one multiply-add's time per element gathered
 /// into a panel (a load and a store, as costly as a vector multiply-add).
@@ -269,21 +269,27 @@ pub fn choose(product: DriverProduct, rates: &TileRates, vectors: &[usize]) -> O
         let gather = (gathered * width) as f64 * k;
         let steps = steps.for_tile(b_wrap_row.filter(|_| b_adjacent), v, lanes);
         for rows in 1..=max_rows(isa, v, steps) {
-            let full = (m / rows) as f64;
-            let rest = m % rows;
+            let (tiles, short, tall) = crate::codegen::micro::row_tiles(m, rows);
             let time = |r: usize, u: usize| {
                 let e = rates.get(steps, r, u);
                 if e > 0.0 { (r * u) as f64 * k / e } else { f64::INFINITY }
             };
-            let per_block = |u: usize| full * time(rows, u) + if rest > 0 { time(rest, u) } else { 0.0 };
+            let per_block = |u: usize| {
+                let shorter = if tiles > tall { (tiles - tall) as f64 * time(short, u) } else { 0.0 };
+                let taller = if tall > 0 { tall as f64 * time(short + 1, u) } else { 0.0 };
+                shorter + taller
+            };
             let total = shape
                 .iter()
                 .filter(|(count, _)| *count > 0)
                 .map(|&(count, u)| count as f64 * per_block(u))
                 .sum::<f64>()
                 + gather;
+            // The tallest tile the driver then runs: heights that cut
+            // the rows alike are one tile.
+            let tallest = short + usize::from(tall > 0);
             if best.is_none_or(|(t, _)| total < t * (1.0 - 1e-9)) {
-                best = Some((total, (rows, v)));
+                best = Some((total, (tallest, v)));
             }
         }
     }

@@ -78,6 +78,15 @@ pub(crate) fn evicts_itself(b_at: *const f32, b_steps: &[isize], width: usize) -
     false
 }
 
+/// How the driver cuts `rows` rows into register tiles of at most
+/// `height`: `(tiles, short, tall)`, `tiles` tiles of `short` rows, the
+/// first `tall` of them one row more. One rule for the driver and the
+/// tile cost model ([`crate::passes::tiles::choose`]).
+pub fn row_tiles(rows: usize, height: usize) -> (usize, usize, usize) {
+    let tiles = rows.div_ceil(height.max(1));
+    if tiles == 0 { (0, 0, 0) } else { (tiles, rows / tiles, rows % tiles) }
+}
+
 /// Whether the driver cuts B's wrap rows of `row` columns (not whole
 /// vectors of `lanes`) into blocks of their own, read in place with the
 /// last vector of each partial, rather than blocks spanning rows that are
