@@ -75,6 +75,13 @@ macro_rules! driver {
         const GATHER_RUN: usize = 16;
         /// Rows of C a buffered product sums at a time (see `buffered`).
         const BUFFER_ROWS: usize = 256;
+        /// Floats of A a call packs at most (4 MiB per thread).
+        const PACKED_A_MAX: usize = 1 << 20;
+        thread_local! {
+            /// This thread's packed A, kept between calls so a product does
+            /// not allocate and fault its pages in every run.
+            static PACKED_A: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+        }
         /// Rows of C whose next lines the driver prefetches per column
         /// block (more would crowd out the operands).
         const PREFETCH_ROWS: usize = 64;
@@ -334,6 +341,46 @@ macro_rules! driver {
                 && g.b_seg == 0
                 && wrap_row == 0
                 && super::transpose::available();
+            // An A whose columns are apart (a linear layer's output
+            // gradient, read transposed for its weight gradient) is packed
+            // once per call, tile by tile, each tile's rows adjacent and its
+            // steps one after another, when several column blocks read it:
+            // read in place, every step of every tile touched a new line,
+            // two steps per page (`perf`: the multiply-adds waited on
+            // those loads). The packed A is `m` rows of `k`: the tile of
+            // rows `i0..i0 + h` holds `A[i0 + r, p]` at `i0 * k + p * h + r`.
+            let packs_a = g.a_col != 1
+                && g.a_seg == 0
+                && g.a_rows.is_null()
+                && g.b_rows.is_null()
+                && g.b_seg == 0
+                && n > width
+                && m * k <= PACKED_A_MAX;
+            let mut packed_a = if packs_a { PACKED_A.take() } else { Vec::new() };
+            if packs_a {
+                if packed_a.len() < m * k {
+                    packed_a.resize(m * k, 0.0);
+                }
+                let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
+                for i_chunk in (0..m).step_by(chunk_rows) {
+                    let chunk_end = (i_chunk + chunk_rows).min(m);
+                    let (tiles, short, tall) = super::row_tiles(chunk_end - i_chunk, tile_rows);
+                    let mut i0 = i_chunk;
+                    for tile in 0..tiles {
+                        let h = short + usize::from(tile < tall);
+                        let region = &mut packed_a[i0 * k..(i0 + h) * k];
+                        for (p, step) in region.chunks_exact_mut(h).enumerate() {
+                            for (r, slot) in step.iter_mut().enumerate() {
+                                let at = (i0 + r) as isize * g.a_row as isize + p as isize * g.a_col as isize;
+                                // SAFETY: `A[i0 + r, p]` is inside A (caller).
+                                *slot = unsafe { *g.a.wrapping_offset(at) };
+                            }
+                        }
+                        i0 += h;
+                    }
+                }
+            }
+            let packed_at = packed_a.as_ptr();
             // A few rows of C with adjacent columns, stored straight from
             // the tiles, are prefetched block by block (below).
             let prefetches_c = g.c_col == 1 && g.c_rows.is_null() && !buffered && m <= PREFETCH_ROWS;
@@ -577,16 +624,24 @@ macro_rules! driver {
                             let mut a_at = [g.a; 12];
                             let mut c_at = [g.c; 12];
                             for r in 0..rows {
-                                let a_row = if g.a_rows.is_null() {
-                                    (i0 + r) as isize * g.a_row as isize
+                                a_at[r] = if packs_a {
+                                    packed_at.wrapping_add(i0 * k + p0 * rows + r)
+                                } else if g.a_rows.is_null() {
+                                    g.a.wrapping_offset((i0 + r) as isize * g.a_row as isize)
                                 } else {
                                     // SAFETY: the table holds `m` offsets (caller).
-                                    unsafe { *g.a_rows.add(i0 + r) as isize }
+                                    g.a.wrapping_offset(unsafe { *g.a_rows.add(i0 + r) } as isize)
                                 };
-                                a_at[r] = g.a.wrapping_offset(a_row);
                                 c_at[r] = if buffered { buffer_at(i0 + r) } else { c_block(i0 + r) };
                             }
                             let (a_at, c_at) = (&a_at[..rows], &c_at[..rows]);
+                            // A packed tile's steps are its height apart,
+                            // from the rows' pointers.
+                            let (a_steps, strides) = if packs_a {
+                                (&panel_steps[..steps], b_stride.map(|b| (rows as isize, b)))
+                            } else {
+                                (a_steps, strides)
+                            };
                             let store = if buffered { CStore::Whole } else { c_store };
                             let args = (a_at, a_steps, b_at, b_steps, b_vectors, strides, c_at, store, add_to_c);
                             match vectors {
@@ -639,6 +694,9 @@ macro_rules! driver {
                         }
                     }
                 }
+            }
+            if packs_a {
+                PACKED_A.set(packed_a);
             }
         }
 
