@@ -347,14 +347,17 @@ macro_rules! driver {
             // steps one after another, when several column blocks read it:
             // read in place, every step of every tile touched a new line,
             // two steps per page (`perf`: the multiply-adds waited on
-            // those loads). The packed A is `m` rows of `k`: the tile of
-            // rows `i0..i0 + h` holds `A[i0 + r, p]` at `i0 * k + p * h + r`.
+            // those loads); an A that fits the level-1 cache stays in
+            // place (LeNet's at batch 4: packing it cost more than it
+            // saved). The packed A is `m` rows of `k`: the tile of rows
+            // `i0..i0 + h` holds `A[i0 + r, p]` at `i0 * k + p * h + r`.
             let packs_a = g.a_col != 1
                 && g.a_seg == 0
                 && g.a_rows.is_null()
                 && g.b_rows.is_null()
                 && g.b_seg == 0
                 && n > width
+                && m * k * 4 > super::L1_BYTES
                 && m * k <= PACKED_A_MAX;
             let mut packed_a = if packs_a { PACKED_A.take() } else { Vec::new() };
             if packs_a {

@@ -51,6 +51,8 @@ const L1_SETS: usize = 64;
 /// Lines of one set a block of B may take in place: the 8 ways of
 /// the smallest such cache; more cannot all stay.
 const L1_SET_SHARE: u16 = 8;
+/// The smallest such level-1 data cache, in bytes.
+const L1_BYTES: usize = L1_SETS * 64 * L1_SET_SHARE as usize;
 
 /// Whether a block of B read in place (each row's `width` floats
 /// from `b_at + b_steps[p]`) would evict itself from the level-1
