@@ -667,3 +667,29 @@ fn wide5_paths() {
     let source = include_str!("../../bench/nets/wide5.net");
     assert_paths("bench/nets/wide5.net", &summaries(source, "wide5"), WIDE5);
 }
+
+/// A transposed product (the MLP's layers at batch 256, their 256 batch
+/// rows the driver's columns) is cut into more blocks than threads, each
+/// whole column blocks of its tile, which the threads claim as they go;
+/// 2 threads and AVX2, the machine of the benchmarks.
+#[test]
+fn transposed_products_are_cut_finer_than_the_threads() {
+    let forward = forward_graph(include_str!("../../bench/nets/mlp.net"), "mlp");
+    let threads = 2;
+    let options = JitOptions {
+        threads,
+        target: Some(Target::host_128().with_products(ProductIsa::Avx2)),
+        ..JitOptions::default()
+    };
+    let program = jit::plan(&forward, 256, &options).expect("plans").0;
+    let fc1 = program.kernels.iter().find(|k| k.name == "fc1+x_2").expect("fc1's kernel");
+    let blocks = fc1.parallel_extent().expect("fc1 runs in parallel");
+    let [g] = fc1.gemms()[..] else { panic!("fc1 holds one product") };
+    let GemmTile::Micro { isa, vectors, transposed: true, .. } = g.tile else {
+        panic!("fc1 runs transposed: {}", describe_gemm(g))
+    };
+    assert_eq!(fc1.threads, threads);
+    assert!(blocks > threads, "fc1 in {blocks} blocks for {threads} threads");
+    assert_eq!(g.m * blocks, 256, "each block's rows");
+    assert!(g.m.is_multiple_of(isa.lanes() * vectors), "{} rows per block, tile {}", g.m, describe_gemm(g));
+}
