@@ -306,7 +306,7 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
     // go (guided runs), so one thread slowed by the host no longer leaves
     // the other waiting (the 3072 -> 512 layer at batch 256 had spent 6 %
     // of its samples yielding, `perf`).
-    let blocks = match g.tile {
+    let finer = match g.tile {
         GemmTile::Micro { isa, vectors, transposed: true, .. } => {
             let width = isa.lanes() * vectors;
             (threads..=BLOCKS_PER_THREAD * threads)
@@ -315,33 +315,27 @@ fn split_gemm(g: &Gemm, threads: usize, target: &Target) -> Option<Stmt> {
         }
         _ => None,
     };
+    let row_blocks = finer.or_else(|| (!by_cols && by_rows).then_some(threads));
     let mut part = g.clone();
-    if let Some(blocks) = blocks {
+    let blocks = if let Some(blocks) = row_blocks {
         let h = (g.m / blocks) as i64;
         part.m = g.m / blocks;
         part.a.offset = part.a.offset.clone() + v.clone() * (h * g.a.row_stride);
         part.c.offset = part.c.offset.clone() + v.clone() * (h * g.c.row_stride);
         shift_epilogue(&mut part, &v, h, true);
-        part.tile = tile_for(&part, target);
-        return Some(Stmt::lp(var, blocks, LoopMode::Serial, vec![Stmt::Gemm(Box::new(part))]));
-    }
-    if by_cols {
+        blocks
+    } else if by_cols {
         let w = (g.n / threads) as i64;
         part.n = g.n / threads;
         part.b.offset = part.b.offset.clone() + v.clone() * (w * g.b.col_stride);
         part.c.offset = part.c.offset.clone() + v.clone() * (w * g.c.col_stride);
         shift_epilogue(&mut part, &v, w, false);
-    } else if by_rows {
-        let h = (g.m / threads) as i64;
-        part.m = g.m / threads;
-        part.a.offset = part.a.offset.clone() + v.clone() * (h * g.a.row_stride);
-        part.c.offset = part.c.offset.clone() + v.clone() * (h * g.c.row_stride);
-        shift_epilogue(&mut part, &v, h, true);
+        threads
     } else {
         return None;
-    }
+    };
     part.tile = tile_for(&part, target);
-    Some(Stmt::lp(var, threads, LoopMode::Serial, vec![Stmt::Gemm(Box::new(part))]))
+    Some(Stmt::lp(var, blocks, LoopMode::Serial, vec![Stmt::Gemm(Box::new(part))]))
 }
 
 fn shift_epilogue(g: &mut Gemm, v: &Idx, step: i64, rows: bool) {

@@ -223,9 +223,9 @@ pub struct DriverProduct {
 
 /// The tile of `product` with the least estimated time among those of
 /// `vectors` (each at most the ISA's) and the rows the ISA allows with the
-/// product's steps ([`max_rows`]): the sum
-/// over row and column blocks (as the driver cuts them: [`crate::codegen::micro::row_tiles`]) of each block's
-/// multiply-adds, lanes past a partial vector included, divided by its
+/// product's steps ([`max_rows`]): the sum over row and column blocks (as
+/// the driver cuts them: [`crate::codegen::micro::row_tiles`]) of each
+/// block's multiply-adds, lanes past a partial vector included, divided by its
 /// tile's efficiency, plus one multiply-add's time per element gathered
 /// into a panel (a load and a store, as costly as a vector multiply-add).
 /// Ties go to the earlier of `vectors` and to fewer rows.

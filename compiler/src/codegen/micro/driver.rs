@@ -359,12 +359,13 @@ macro_rules! driver {
                 && n > width
                 && m * k * 4 > super::L1_BYTES
                 && m * k <= PACKED_A_MAX;
+            // Rows of C summed at a time: a buffered C's chunks, else all.
+            let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
             let mut packed_a = if packs_a { PACKED_A.take() } else { Vec::new() };
             if packs_a {
                 if packed_a.len() < m * k {
                     packed_a.resize(m * k, 0.0);
                 }
-                let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
                 for i_chunk in (0..m).step_by(chunk_rows) {
                     let chunk_end = (i_chunk + chunk_rows).min(m);
                     let (tiles, short, tall) = super::row_tiles(chunk_end - i_chunk, tile_rows);
@@ -468,7 +469,6 @@ macro_rules! driver {
                 } else {
                     CStore::Strided(&c_offsets[..cols])
                 };
-                let chunk_rows = if buffered { (BUFFER_ROWS / tile_rows) * tile_rows } else { m.max(1) };
                 for i_chunk in (0..m).step_by(chunk_rows) {
                     let chunk_end = (i_chunk + chunk_rows).min(m);
                     // The buffer's row `i - i_chunk` holds C's row `i` from column `j0`.
