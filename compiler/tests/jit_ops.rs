@@ -298,14 +298,19 @@ fn evaluation_batch_norm_folds_into_the_product() {
     }
     let training = &checks.iter().find(|c| c.name == "batch norm affine true training").expect("case").graph;
     let names = kernel_names(training);
-    // Training normalises with the batch's statistics, computed in the same
-    // kernel, the ReLU after it fused in.
+    // Training normalises with the batch's statistics, summed plane by
+    // plane, combined per channel, then applied with the ReLU fused in.
     let block = "bn.batch_mean+bn.batch_var+bn+relu";
-    assert!(names.iter().any(|n| n == block) && !names.iter().any(|n| n.ends_with(".fold")), "{names:?}");
+    for kernel in [format!("{block}.plane_stats"), format!("{block}.combine"), block.to_string()] {
+        assert!(names.contains(&kernel), "no kernel {kernel} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.ends_with(".fold")), "{names:?}");
     assert!(!names.iter().any(|n| n == "bn.batch_mean" || n == "bn+relu"), "separate passes in {names:?}");
     assert!(names.iter().any(|n| n == "grad_bn.bias+grad_bn.weight+grad_c"), "{names:?}");
+    // A 1-d normalisation has planes of one element: separate kernels.
+    assert!(names.iter().any(|n| n == "bn1d.batch_mean") && names.iter().any(|n| n == "bn1d.batch_var"), "{names:?}");
     let small = &checks.iter().find(|c| c.name == "batch norm affine false training").expect("case").graph;
     let names = kernel_names(small);
-    assert!(names.iter().any(|n| n == "bn.batch_mean") && names.iter().any(|n| n == "bn+relu"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bn.batch_mean+bn.batch_var+bn+relu.plane_stats"), "{names:?}");
     assert!(names.iter().any(|n| n == "sum_grad_bn+sum_grad_xhat_bn+grad_c"), "{names:?}");
 }

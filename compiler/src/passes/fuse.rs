@@ -75,30 +75,22 @@ fn takes_grad_mask_epilogue(op: &Op) -> bool {
     )
 }
 
-/// Floats of one cache line: the backward's channel block walks each
-/// image's run of a channel's elements, which must fill whole lines.
+/// Floats of one cache line: a channel block walks each image's plane of
+/// a channel as one run, which must fill whole lines.
 const LINE_FLOATS: usize = 16;
 
-/// Floats of one 4 KiB page. The forward's channel block saves no pass
-/// (the separate kernels' sums walk channel by channel too) but writes the
-/// normalised values a channel at a time, not in memory order: with runs
-/// shorter than a page each run is a page of its own (the 128-channel 8x8
-/// stage of a ResNet at batch 128: 1.15 ms as a block, 0.9 ms apart; the
-/// 32x32 stage's runs of a page: 2.7-3.0 ms against 3.1-3.5).
-const PAGE_FLOATS: usize = 1024;
-
 /// Whether a training-mode batch normalisation of `x` (`[N, C, ..]`) is
-/// computed a channel at a time: its elements past the channel axis (one
-/// image's run of a channel) number at least `run`.
-fn channel_blocks_pay(graph: &Graph, x: NodeId, run: usize) -> bool {
+/// built as a channel block: its elements past the channel axis (one
+/// image's plane of a channel) fill a cache line.
+fn channel_blocks_pay(graph: &Graph, x: NodeId) -> bool {
     let dims = &graph.node(x).shape.0;
-    dims.len() > 2 && dims[2..].iter().map(|d| d.at_batch(1)).product::<usize>() >= run
+    dims.len() > 2 && dims[2..].iter().map(|d| d.at_batch(1)).product::<usize>() >= LINE_FLOATS
 }
 
 /// Whether `nodes` (a group) is a channel block: `[BatchMean, BatchVar,
 /// BatchNormTrain]` of one input (and maybe its activation), or
 /// `[BiasGrad, BatchNormGradWeight, BatchNormGradInput]` of one output
-/// gradient, which the kernel builder computes a channel at a time.
+/// gradient, which the kernel builder computes plane by plane.
 pub fn is_channel_block(graph: &Graph, nodes: &[NodeId]) -> bool {
     let op = |i: usize| nodes.get(i).map(|&n| &graph.node(n).op);
     match (op(0), op(1), op(2)) {
@@ -123,10 +115,10 @@ pub fn is_channel_block(graph: &Graph, nodes: &[NodeId]) -> bool {
 ///   kernel (one softmax);
 /// - the SGD momentum and step of one parameter chain elementwise, one pass;
 /// - a training-mode batch normalisation's mean, variance and
-///   normalisation share one kernel, a channel at a time, and so do its
-///   backward's two per-channel sums and input gradient
-///   ([`is_channel_block`]), when a channel's run per image fills a page
-///   (forward) or a cache line (backward).
+///   normalisation form one group, and so do its backward's two
+///   per-channel sums and input gradient ([`is_channel_block`]), when a
+///   channel's plane per image fills a cache line: the kernel builder
+///   sums plane by plane in memory order.
 ///
 /// `observable` nodes are always materialised; nodes that no observable
 /// node depends on are dropped (dead-code elimination).
@@ -179,7 +171,7 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                 // The variance joins its mean's kernel.
                 let (x, mean) = (node.inputs[0], node.inputs[1]);
                 let g = group_of[&mean];
-                if channel_blocks_pay(graph, x, PAGE_FLOATS)
+                if channel_blocks_pay(graph, x)
                     && groups[g].kind == GroupKind::Anchored
                     && groups[g].nodes == [mean]
                     && graph.node(mean).op == Op::BatchMean
@@ -206,7 +198,7 @@ pub fn fuse(graph: &Graph, observable: &HashSet<NodeId>) -> Fusion {
                         && group_of.get(&u).is_some_and(|&g| groups[g].nodes == [u])
                 });
                 if let Some(g) = sum.map(|u| group_of[&u])
-                    && channel_blocks_pay(graph, x, LINE_FLOATS)
+                    && channel_blocks_pay(graph, x)
                     && node.inputs[..3].iter().all(|&w| !depends_on(graph, &groups, &group_of, group_of[&w], g))
                 {
                     joined = Some(g);

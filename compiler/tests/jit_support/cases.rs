@@ -408,8 +408,8 @@ pub fn batch_norm_both_modes() -> Vec<Check> {
     let mut checks = Vec::new();
     for affine in [true, false] {
         let mut g = Graph::new("batch_norm");
-        // Images of a page (32x32) take the training forward's channel
-        // block, smaller ones its separate kernels.
+        // Both sizes take the channel blocks (a plane of at least a cache
+        // line); the 1-d normalisation takes the separate kernels.
         let x = input(&mut g, "x", if affine { &[3, 32, 32] } else { &[3, 6, 5] });
         // No biases before a normalisation: in training mode their gradient
         // is zero in exact arithmetic, and rounding noise in both executors.

@@ -195,13 +195,25 @@ impl Builder<'_> {
     pub(super) fn batch_norm(&mut self, eps: f32, ins: &[NodeId], finish: &Finish) -> Result<KernelBody, BuildError> {
         let s = self.stats(ins)?;
         let affine = if ins.len() == 5 { Some((self.buf(ins[3])?, self.buf(ins[4])?)) } else { None };
-        let (outer, c, inner) = self.channel_dims(ins[0]);
-        let body = self.loops(&[outer, c], |b, i| {
+        let dims = self.channel_dims(ins[0]);
+        let body = self.normalise(&s, affine, eps, dims, finish);
+        Ok((body, 2 * self.dims(ins[0]).iter().product::<usize>() as u64))
+    }
+
+    /// `x * a + b` per channel over `(outer, c, inner)` in memory order,
+    /// image by image.
+    pub(super) fn normalise(
+        &mut self,
+        s: &Stats,
+        affine: Option<(BufId, BufId)>,
+        eps: f32,
+        (outer, c, inner): (usize, usize, usize),
+        finish: &Finish,
+    ) -> Vec<Stmt> {
+        self.loops(&[outer, c], |b, i| {
             let ch = &i[1];
-            let (r, mut st) = {
-                let (r, let_r) = b.inverse_std(s.var, ch, eps);
-                (r, vec![let_r])
-            };
+            let (r, let_r) = b.inverse_std(s.var, ch, eps);
+            let mut st = vec![let_r];
             let (scale, shift, lets) = b.affine_factors(r, ch, s.mean, affine);
             st.extend(lets);
             let base = (i[0].clone() * c + ch.clone()) * inner;
@@ -211,8 +223,7 @@ impl Builder<'_> {
                 b.store_normalised(finish, at, y)
             }));
             st
-        });
-        Ok((body, 2 * self.dims(ins[0]).iter().product::<usize>() as u64))
+        })
     }
 
     /// `[x, mean, var, dy]`: `sum(dy * (x - mean)) / sqrt(var + eps)` per channel.
