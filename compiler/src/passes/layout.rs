@@ -65,9 +65,13 @@ pub enum InputGradLayout {
         /// Scatter into a zeroed padded image, then copy its interior out
         /// (zero padding: the border's gradient is dropped).
         padded: bool,
-        /// For the target's micro-kernels: any stride (C's column stride
-        /// within a row), weights transposed but not splatted.
+        /// For the target's micro-kernels: any stride, weights transposed
+        /// but not splatted.
         micro: bool,
+        /// Strided: scatter into the stride phases of the padded image
+        /// ([`ScatterPhases`]), where each tap's row is contiguous, then
+        /// copy them back into the image's order.
+        phased: bool,
     },
     /// A column matrix in scratch, then a col2im pass.
     PackedColumns,
@@ -197,6 +201,47 @@ impl PhasePlanes {
     }
 }
 
+/// The stride phases of a strided convolution's padded input gradient,
+/// all `sy * sx` of them per channel: plane `(ci, ry, cx)` holds the padded
+/// image's element `(ry + sy i, cx + sx j)` at `(i, j)`. Tap `(ky, kx)`
+/// adds output position `(oy, ox)` into plane `(ky dy % sy, kx dx % sx)`
+/// at `(oy + ky dy / sy, ox + kx dx / sx)`: a tap's output row is a
+/// contiguous run of a plane row, where in the image its elements are a
+/// stride apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScatterPhases {
+    /// Rows of each plane: as many as the taps reach or the image needs.
+    pub height: usize,
+    /// Columns of each plane.
+    pub width: usize,
+}
+
+impl ScatterPhases {
+    /// The phases of `c`'s input `[n, c, h, w]` producing `output`.
+    pub fn of(c: &Conv2d, input: &[usize], output: &[usize]) -> ScatterPhases {
+        let axis = |a: usize| {
+            let (s, d, k) = (c.stride[a].max(1), c.dilation[a], c.kernel[a].max(1));
+            let reached = output[2 + a] + (k - 1) * d / s;
+            let image = (input[2 + a] + c.padding[a]).div_ceil(s);
+            reached.max(image)
+        };
+        ScatterPhases { height: axis(0), width: axis(1) }
+    }
+
+    /// Planes per channel.
+    pub fn per_channel(c: &Conv2d) -> usize {
+        c.stride[0].max(1) * c.stride[1].max(1)
+    }
+
+    /// Where tap `(ci, ky, kx)` of `c` adds output position `(0, 0)`.
+    pub fn tap(&self, c: &Conv2d, [ci, ky, kx]: [usize; 3]) -> usize {
+        let (y, x) = (ky * c.dilation[0], kx * c.dilation[1]);
+        let (sy, sx) = (c.stride[0].max(1), c.stride[1].max(1));
+        let plane = (ci * sy + y % sy) * sx + x % sx;
+        (plane * self.height + y / sy) * self.width + x / sx
+    }
+}
+
 /// The input gradient's layout. Scattering needs unit strides (each tap's
 /// row lands on whole image rows) and rows that block into whole vectors;
 /// with zero padding it scatters into a padded image and keeps the
@@ -212,14 +257,20 @@ pub fn input_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target: 
     let zeros = !padded || c.padding_mode == PaddingMode::Zeros;
     let outer_scatters = c.stride == [1, 1] && wrap.fits(p, target.vector_lanes);
     if zeros && target.products != ProductIsa::Vector128 && (ow >= target.products.lanes() || !outer_scatters) {
-        // The micro-kernels store C's rows one after another, run by run
-        // (or element by element across a strided row): every stride and
-        // row length scatters; rows shorter than a vector cost a masked
-        // store per run, so the 128-bit tiles keep those they can take.
-        return InputGradLayout::Scattered { wrap, padded, micro: true };
+        // The micro-kernels store C's rows one after another, run by run:
+        // every stride and row length scatters; rows shorter than a vector
+        // cost a masked store per run, so the 128-bit tiles keep those they
+        // can take. A strided one scatters into the image's stride phases,
+        // where a tap's row is a contiguous run, not every other element.
+        if c.stride != [1, 1] {
+            let phases = ScatterPhases::of(c, input, output);
+            let wrap = ColumnWrap { row: ow, stride: phases.width as i64 };
+            return InputGradLayout::Scattered { wrap, padded, micro: true, phased: true };
+        }
+        return InputGradLayout::Scattered { wrap, padded, micro: true, phased: false };
     }
     if c.stride == [1, 1] && zeros && wrap.fits(p, target.vector_lanes) {
-        InputGradLayout::Scattered { wrap, padded, micro: false }
+        InputGradLayout::Scattered { wrap, padded, micro: false, phased: false }
     } else {
         InputGradLayout::PackedColumns
     }
@@ -311,7 +362,7 @@ mod tests {
         );
         assert_eq!(
             input_grad_layout(&conv(5, 1, 0), &x2, &y2, &t),
-            InputGradLayout::Scattered { wrap, padded: false, micro: false }
+            InputGradLayout::Scattered { wrap, padded: false, micro: false, phased: false }
         );
         assert!(matches!(weight_grad_layout(&conv(5, 1, 0), &x2, &y2, &t), WeightGradLayout::InPlace { .. }));
     }
@@ -328,7 +379,12 @@ mod tests {
         // Zero padding scatters into a padded image; replicate packs.
         assert_eq!(
             input_grad_layout(&conv(3, 1, 1), &x, &y, &t),
-            InputGradLayout::Scattered { wrap: ColumnWrap { row: 16, stride: 18 }, padded: true, micro: false }
+            InputGradLayout::Scattered {
+                wrap: ColumnWrap { row: 16, stride: 18 },
+                padded: true,
+                micro: false,
+                phased: false
+            }
         );
         let replicate = Conv2d { padding_mode: PaddingMode::Replicate, ..conv(3, 1, 1) };
         assert_eq!(input_grad_layout(&replicate, &x, &y, &t), InputGradLayout::PackedColumns);
@@ -406,12 +462,23 @@ mod tests {
             }
         );
         let (x, y) = ([4, 16, 16, 16], [4, 32, 8, 8]);
-        // Its input gradient scatters with a column step of 2 (and its
-        // 3x3 stride-2 sibling too).
+        // Its input gradient scatters into the stride phases (and its 3x3
+        // stride-2 sibling's too): 8 of each plane's 8 columns.
         assert_eq!(
             input_grad_layout(&conv(1, 2, 0), &x, &y, &t),
-            InputGradLayout::Scattered { wrap: ColumnWrap { row: 8, stride: 32 }, padded: false, micro: true }
+            InputGradLayout::Scattered {
+                wrap: ColumnWrap { row: 8, stride: 8 },
+                padded: false,
+                micro: true,
+                phased: true
+            }
         );
+        assert_eq!(ScatterPhases::of(&conv(1, 2, 0), &x, &y), ScatterPhases { height: 8, width: 8 });
+        // The 3x3 one's taps reach a row and column further; the padded
+        // image (18 wide) has 9 of each phase.
+        assert_eq!(ScatterPhases::of(&conv(3, 2, 1), &x, &y), ScatterPhases { height: 9, width: 9 });
+        // Tap (ci 1, ky 2, kx 1): plane 5 (channel 1, phases (0, 1)), one row down.
+        assert_eq!(ScatterPhases { height: 9, width: 9 }.tap(&conv(3, 2, 1), [1, 2, 1]), (5 * 9 + 1) * 9);
         // Its weight gradient has 16 taps: too few to pay for gathering the
         // output gradient, so it packs; a 3x3 stride-2 one over 16 channels
         // (144 taps) reads the padded input in place.

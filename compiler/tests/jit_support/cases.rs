@@ -109,6 +109,31 @@ pub fn conv2d_input_gradient_scattered() -> Vec<Check> {
         let r2 = same_shape(&mut g, "relu2", Op::Activate(Activation::Relu), c2);
         checks.extend(classifier(format!("conv scatter {h}x{w} d{d}"), g, r2));
     }
+    // Strided second convolutions scatter into the stride phases of the
+    // first one's padded output: a 1x1 projection, rows and columns the
+    // taps never reach, stride 3 with dilation, unequal strides and kernels.
+    let strided = |kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]| Conv2d {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        padding_mode: PaddingMode::Zeros,
+    };
+    for (h, w, c2) in [
+        (9, 8, strided([3, 3], [2, 2], [1, 1], [1, 1])),
+        (8, 8, strided([1, 1], [2, 2], [0, 0], [1, 1])),
+        (9, 9, strided([2, 2], [2, 2], [0, 0], [1, 1])),
+        (11, 10, strided([3, 3], [3, 3], [2, 2], [2, 2])),
+        (7, 12, strided([3, 2], [2, 3], [1, 0], [1, 2])),
+    ] {
+        let mut g = Graph::new("conv_scatter_strided");
+        let x = input(&mut g, "x", &[2, h, w]);
+        let c1 = conv(&mut g, "conv1", x, 3, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), true);
+        let r1 = same_shape(&mut g, "relu1", Op::Activate(Activation::Relu), c1);
+        let name = format!("conv scatter {h}x{w} {c2:?}");
+        let c2 = conv(&mut g, "conv2", r1, 4, c2, true);
+        checks.extend(classifier(name, g, c2));
+    }
     checks
 }
 

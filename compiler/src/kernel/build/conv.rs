@@ -12,7 +12,7 @@ use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
 use crate::passes::layout::{
-    ForwardLayout, InputGradLayout, PhasePlanes, WeightGradLayout, forward_layout, input_grad_layout,
+    ForwardLayout, InputGradLayout, PhasePlanes, ScatterPhases, WeightGradLayout, forward_layout, input_grad_layout,
     weight_grad_layout,
 };
 use crate::passes::memory::READ_SLACK;
@@ -373,7 +373,7 @@ impl Builder<'_> {
         id: NodeId,
         c: &Conv2d,
         [batch, o, ch, h, wi, p]: [usize; 6],
-        (wrap, padded, micro): (ColumnWrap, bool, bool),
+        (wrap, padded, micro, phases): (ColumnWrap, bool, bool, Option<ScatterPhases>),
         [dy, w]: [BufId; 2],
         finish: &Finish,
     ) -> KernelBody {
@@ -381,16 +381,20 @@ impl Builder<'_> {
         let k = ch * kh * kw;
         let name = self.graph.node(id).name.clone();
         let (image_h, image_w) = (h, wi);
-        // The image the taps land in: the gradient itself, or a padded one
-        // whose interior is copied out afterwards.
-        let [ph, pw] = if padded { c.padding } else { [0, 0] };
+        // The image the taps land in: the gradient itself, a padded one
+        // whose interior is copied out afterwards, or the padded one's
+        // stride phases, copied back into the gradient's order.
+        let [ph, pw] = if padded || phases.is_some() { c.padding } else { [0, 0] };
         let (h, wi) = (h + 2 * ph, wi + 2 * pw);
         // Row r = (kx, ci, ky), kernel column first.
         let mut offsets = Vec::with_capacity(k);
         for kx in 0..kw {
             for ci in 0..ch {
                 for ky in 0..kh {
-                    offsets.push((ci * h * wi + ky * c.dilation[0] * wi + kx * c.dilation[1]) as i32);
+                    offsets.push(match phases {
+                        Some(phases) => phases.tap(c, [ci, ky, kx]) as i32,
+                        None => (ci * h * wi + ky * c.dilation[0] * wi + kx * c.dilation[1]) as i32,
+                    });
                 }
             }
         }
@@ -409,12 +413,21 @@ impl Builder<'_> {
         self.pre_kernels.push(make_kernel(format!("{name}.transpose_weight"), vec![id], prep, 0));
         let out = finish.out;
         let image = ch * image_h * image_w;
-        let scatter = if padded { self.scratch(format!("{name}.padded"), ch * h * wi, true) } else { out };
+        let scatter_len = match phases {
+            Some(phases) => ch * ScatterPhases::per_channel(c) * phases.height * phases.width,
+            None => ch * h * wi,
+        };
+        let scatter = match (phases, padded) {
+            (Some(_), _) => self.scratch(format!("{name}.phases"), scatter_len, true),
+            (None, true) => self.scratch(format!("{name}.padded"), scatter_len, true),
+            (None, false) => out,
+        };
+        let col_stride = if phases.is_some() { 1 } else { c.stride[1] as i64 };
         let tile = if micro { unscheduled_micro(self.prog.target.products) } else { UNSCHEDULED_OUTER };
         let body = vec![self.loop_over(batch, |b, n| {
             let base = n.clone() * image;
-            let scatter_base = if padded { Idx::Const(0) } else { base.clone() };
-            let mut s = vec![b.zero_pass(scatter, scatter_base.clone(), ch * h * wi)];
+            let scatter_base = if scatter == out { base.clone() } else { Idx::Const(0) };
+            let mut s = vec![b.zero_pass(scatter, scatter_base.clone(), scatter_len)];
             s.push(Stmt::Gemm(Box::new(Gemm {
                 m: k,
                 n: p,
@@ -426,7 +439,7 @@ impl Builder<'_> {
                     col_stride: lanes as i64,
                 },
                 b: MatrixRef { buf: dy, offset: n * (o * p), row_stride: p as i64, col_stride: 1 },
-                c: MatrixRef { buf: scatter, offset: scatter_base, row_stride: 0, col_stride: c.stride[1] as i64 },
+                c: MatrixRef { buf: scatter, offset: scatter_base, row_stride: 0, col_stride },
                 epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                 b_rows: None,
                 k_split: None,
@@ -436,7 +449,9 @@ impl Builder<'_> {
                 a_splat: !micro,
                 tile,
             })));
-            if padded {
+            if let Some(phases) = phases {
+                s.extend(b.unphase_image(c, [ch, image_h, image_w], &phases, scatter, out, base.clone()));
+            } else if padded {
                 // The interior of the padded image is the gradient.
                 s.extend(b.loops(&[ch, image_h], |b, i| {
                     let (ci, y) = (&i[0], &i[1]);
@@ -451,6 +466,52 @@ impl Builder<'_> {
             s
         })];
         (body, 2 * (batch * o * k * p) as u64)
+    }
+
+    /// Copies the image `[ch, h, w]` at `base` of `out` from its padded
+    /// stride phases in `planes` (see [`ScatterPhases`]): plane row by plane
+    /// row, each phase's run stored a stride apart; the border is dropped.
+    fn unphase_image(
+        &mut self,
+        c: &Conv2d,
+        [ch, h, w]: [usize; 3],
+        phases: &ScatterPhases,
+        planes: BufId,
+        out: BufId,
+        base: Idx,
+    ) -> Vec<Stmt> {
+        let [sy, sx] = [c.stride[0] as i64, c.stride[1] as i64];
+        let [py, px] = [c.padding[0] as i64, c.padding[1] as i64];
+        let (height, width) = (phases.height as i64, phases.width as i64);
+        let (h, w) = (h as i64, w as i64);
+        self.loops(&[ch, phases.height], |b, i| {
+            let (ci, row) = (&i[0], &i[1]);
+            let mut body = Vec::new();
+            for ry in 0..sy {
+                // Image row `sy row + ry - py`, when inside the image.
+                let y = row.clone() * sy + (ry - py);
+                let mut runs = Vec::new();
+                for cx in 0..sx {
+                    // Plane columns `lo..hi` hold image columns `sx j + cx - px` inside it.
+                    let columns_from = |x: i64| (x.max(0) as u64).div_ceil(sx as u64) as i64;
+                    let lo = columns_from(px - cx).min(width);
+                    let hi = columns_from(w + px - cx).clamp(lo, width);
+                    if hi == lo {
+                        continue;
+                    }
+                    let plane = (ci.clone() * sy + ry) * sx + cx;
+                    let from = (plane * height + row.clone()) * width;
+                    // Clamped for the static bounds check; the condition keeps it in range.
+                    let to = base.clone() + (ci.clone() * h + y.clone().clamp(0, h - 1)) * w + (cx - px);
+                    runs.push(b.loop_over((hi - lo) as usize, |_, e| {
+                        let j = e + lo;
+                        vec![Stmt::store(out, to.clone() + j.clone() * sx, Val::load(planes, from.clone() + j))]
+                    }));
+                }
+                body.push(Stmt::If { cond: Cond::in_range(y, 0, h), then: runs, otherwise: Vec::new() });
+            }
+            body
+        })
     }
 
     /// A unit-stride input gradient as the forward convolution `conv` of
@@ -507,9 +568,11 @@ impl Builder<'_> {
         let out = finish.out;
         let image = ch * (h * wi) as usize;
         match input_grad_layout(c, &xd, &yd, &self.prog.target) {
-            InputGradLayout::Scattered { wrap, padded, micro } => {
+            InputGradLayout::Scattered { wrap, padded, micro, phased } => {
                 let dims = [xd[0], o, ch, h as usize, wi as usize, p];
-                return Ok(self.conv2d_grad_input_scattered(id, c, dims, (wrap, padded, micro), [dy, w], finish));
+                let phases = phased.then(|| ScatterPhases::of(c, &xd, &yd));
+                let layout = (wrap, padded, micro, phases);
+                return Ok(self.conv2d_grad_input_scattered(id, c, dims, layout, [dy, w], finish));
             }
             InputGradLayout::Gathered { conv, wrap, pad_copy } => {
                 return Ok(self.conv2d_grad_input_gathered(id, &conv, [&yd, &xd], (wrap, pad_copy), [dy, w], finish));
