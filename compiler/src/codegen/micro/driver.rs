@@ -374,10 +374,18 @@ macro_rules! driver {
                         let h = short + usize::from(tile < tall);
                         let region = &mut packed_a[i0 * k..(i0 + h) * k];
                         for (p, step) in region.chunks_exact_mut(h).enumerate() {
+                            let first =
+                                g.a.wrapping_offset(i0 as isize * g.a_row as isize + p as isize * g.a_col as isize);
+                            if g.a_row == 1 {
+                                // The step's `h` rows adjacent (a linear layer's
+                                // output gradient, read transposed): one run.
+                                // SAFETY: `A[i0..i0 + h, p]` is inside A (caller).
+                                step.copy_from_slice(unsafe { std::slice::from_raw_parts(first, h) });
+                                continue;
+                            }
                             for (r, slot) in step.iter_mut().enumerate() {
-                                let at = (i0 + r) as isize * g.a_row as isize + p as isize * g.a_col as isize;
                                 // SAFETY: `A[i0 + r, p]` is inside A (caller).
-                                *slot = unsafe { *g.a.wrapping_offset(at) };
+                                *slot = unsafe { *first.wrapping_offset(r as isize * g.a_row as isize) };
                             }
                         }
                         i0 += h;
