@@ -481,7 +481,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s.transpose_weight: serial
     grad_x_3_from_b3s: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
-    grad_b3s.weight: x4 over 4 | pack im2col | micro avx512 11x2
+    grad_b3s.weight: x4 over 4 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
@@ -527,7 +527,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3a.weight.combine: serial
     grad_x_3_from_b3s.transpose_weight: serial
     grad_x_3_from_b3s: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
-    grad_b3s.weight: x4 over 8 | pack im2col | micro avx512 11x2
+    grad_b3s.weight: x4 over 8 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split

@@ -306,7 +306,7 @@ pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target:
     let w_read = w_in + 2 * c.padding[1];
     let split = KSplit { outer: output[2], a_stride: ow as i64, b_stride: (c.stride[0] * w_read) as i64 };
     let taps = input[1] * c.kernel[0] * c.kernel[1];
-    if gathered_panels_pay(taps, target) && output[1] >= target.products.lanes() {
+    if transposed_panels_pay(taps, target) && output[1] >= target.products.lanes() {
         // The transposed micro tile steps through each output row by the
         // column stride (B's row stride): every stride reads in place.
         return WeightGradLayout::InPlace { split, pad_copy: c.padding != [0, 0], micro: true };
@@ -328,6 +328,14 @@ pub fn weight_grad_layout(c: &Conv2d, input: &[usize], output: &[usize], target:
 /// to 32 channels ran at 31 GFLOP/s gathered, 51 packed).
 pub fn gathered_panels_pay(rows: usize, target: &Target) -> bool {
     target.products != ProductIsa::Vector128 && rows >= 4 * target.products.lanes()
+}
+
+/// [`gathered_panels_pay`] for a weight gradient's output gradient, whose
+/// panel the driver gathers 8x8 transposed in registers (two loads and a
+/// store per element's worth of vectors, not a load and a store per
+/// element): it pays from 2 vectors of rows (a 3-channel stem's 27 taps).
+pub fn transposed_panels_pay(rows: usize, target: &Target) -> bool {
+    target.products != ProductIsa::Vector128 && rows >= 2 * target.products.lanes()
 }
 
 #[cfg(test)]

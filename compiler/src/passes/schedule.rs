@@ -122,7 +122,7 @@ fn micro_tile(g: &Gemm, target: &Target) -> Option<GemmTile> {
     if let Some(split) = g.k_split {
         let segments = split.outer > 0 && g.k.is_multiple_of(split.outer);
         let plain = g.b_wrap.is_none() && g.c_rows.is_none() && g.c_wrap.is_none() && !g.a_splat;
-        let reused = crate::passes::layout::gathered_panels_pay(g.n, target);
+        let reused = crate::passes::layout::transposed_panels_pay(g.n, target);
         // The output channels span the driver's vectors: at least one whole.
         let channels = g.m >= isa.lanes();
         if !(segments && plain && sums_only && reused && channels) {

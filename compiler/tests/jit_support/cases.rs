@@ -83,6 +83,16 @@ pub fn conv2d_weight_gradient_across_rows() -> Vec<Check> {
         let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
         checks.extend(classifier(format!("conv rows {h}x{w} k{k} d{d}"), g, r));
     }
+    // Few taps (a 3-channel stem's 27, a 2-channel 3x3's 18) into 16
+    // channels: on 256-bit vectors the weight gradient runs transposed on
+    // the micro-kernels, its output gradient gathered 8x8.
+    for (ch, h, w) in [(3, 8, 16), (2, 7, 9)] {
+        let mut g = Graph::new("conv_stem");
+        let x = input(&mut g, "x", &[ch, h, w]);
+        let c = conv(&mut g, "conv", x, 16, conv_attrs(3, 1, 1, 1, PaddingMode::Zeros), false);
+        let r = same_shape(&mut g, "relu", Op::Activate(Activation::Relu), c);
+        checks.extend(classifier(format!("conv stem {ch}x{h}x{w}"), g, r));
+    }
     checks
 }
 
