@@ -12,6 +12,7 @@
 
 mod access;
 mod conv;
+mod conv_input_grad;
 mod elementwise;
 mod layout;
 mod linear;
