@@ -42,6 +42,11 @@ fn conv2d_input_gradient_gathered() {
 }
 
 #[test]
+fn conv2d_winograd_rows() {
+    run(cases::conv2d_winograd_rows());
+}
+
+#[test]
 fn conv2d_with_activation_epilogues() {
     run(cases::conv2d_with_activation_epilogues());
 }

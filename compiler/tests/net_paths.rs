@@ -106,7 +106,7 @@ fn describe_gemm(g: &Gemm) -> String {
 /// Kernels that exist to feed a product or finish one: found by the names
 /// the builder and the memory planner give them.
 fn is_helper(kernel: &Kernel) -> bool {
-    [".splat_weight", ".transpose_weight", ".combine"].iter().any(|s| kernel.name.ends_with(s))
+    [".splat_weight", ".transpose_weight", ".winograd_weight", ".combine"].iter().any(|s| kernel.name.ends_with(s))
         || kernel.name.starts_with("update ")
 }
 
@@ -121,9 +121,13 @@ fn packs(program: &Program, kernel: &Kernel) -> Vec<&'static str> {
         if buffer.kind != BufferKind::Scratch {
             continue;
         }
-        for (suffix, label) in
-            [(".im2col", "pack im2col"), (".dcol", "pack dcol"), (".padded", "pad copy"), (".phases", "phase copy")]
-        {
+        for (suffix, label) in [
+            (".im2col", "pack im2col"),
+            (".dcol", "pack dcol"),
+            (".padded", "pad copy"),
+            (".phases", "phase copy"),
+            (".winograd_rows", "winograd rows"),
+        ] {
             if buffer.name.ends_with(suffix) && !found.contains(&label) {
                 found.push(label);
             }
@@ -156,8 +160,19 @@ fn summary(program: &Program) -> String {
         for pack in packed {
             line.push_str(&format!(" | {pack}"));
         }
+        // Equal products one after another (a transformed convolution's
+        // four) as one entry with their count.
+        let mut described: Vec<(String, usize)> = Vec::new();
         for g in products {
-            line.push_str(&format!(" | {}", describe_gemm(g)));
+            let text = describe_gemm(g);
+            match described.last_mut() {
+                Some((last, count)) if *last == text => *count += 1,
+                _ => described.push((text, 1)),
+            }
+        }
+        for (text, count) in described {
+            let times = if count > 1 { format!(" x{count}") } else { String::new() };
+            line.push_str(&format!(" | {text}{times}"));
         }
         lines.push(line);
     }
@@ -359,38 +374,43 @@ const MLP: [&str; 4] = [
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 8, gemm 5, parallel 4 (x4: 4)
+    kernels 9, gemm 5, parallel 4 (x4: 4)
     conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv3+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv3.winograd_weight: serial
+    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 8, gemm 5, parallel 8 (x4: 8)
+    kernels 9, gemm 5, parallel 8 (x4: 8)
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv3.winograd_weight: serial
+    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
     ",
     // training, batch 4
     "
-    kernels 41, gemm 14, parallel 12 (x4: 12)
+    kernels 42, gemm 14, parallel 12 (x4: 12)
     conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv3+relu_2: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv3.winograd_weight: serial
+    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     grad_x_2+grad_fc1: serial | micro avx512 4x4
     grad_fc2.weight: serial | micro avx512 5x4
     grad_x_1: x4 over 4 | micro avx512 4x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 4 | pad copy | micro avx512 8x1 b_rows b_wrap
+    grad_pool_1.winograd_weight: serial
+    grad_pool_1: x4 over 4 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
     grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_pool.winograd_weight: serial
+    grad_pool: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     grad_conv2.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
@@ -398,20 +418,23 @@ const VGG16C: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 41, gemm 14, parallel 24 (x4: 24)
+    kernels 42, gemm 14, parallel 24 (x4: 24)
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv3+relu_2: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv3.winograd_weight: serial
+    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 11x2
     grad_fc2.weight: x4 over 4 | micro avx512 10x2
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
-    grad_pool_1: x4 over 64 | pad copy | micro avx512 8x1 b_rows b_wrap
+    grad_pool_1.winograd_weight: serial
+    grad_pool_1: x4 over 64 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
     grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
-    grad_pool: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_pool.winograd_weight: serial
+    grad_pool: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     grad_conv2.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
@@ -431,48 +454,55 @@ const VGG16C: [&str; 4] = [
 const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 14, gemm 10, parallel 11 (x4: 11)
+    kernels 16, gemm 10, parallel 11 (x4: 11)
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b.winograd_weight: serial
+    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3b.winograd_weight: serial
+    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 14, gemm 10, parallel 13 (x4: 13)
+    kernels 16, gemm 10, parallel 13 (x4: 13)
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b.winograd_weight: serial
+    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3b.winograd_weight: serial
+    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc: serial | micro avx512 11x1
     ",
     // training, batch 4
     "
-    kernels 85, gemm 29, parallel 32 (x4: 32)
+    kernels 87, gemm 29, parallel 32 (x4: 32)
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
     b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b2b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b.winograd_weight: serial
+    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b3b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3b.winograd_weight: serial
+    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x4
     grad_fc.weight: serial | micro avx512 5x4
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_relu_2.winograd_weight: serial
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     grad_b3b.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a.transpose_weight: serial
@@ -483,7 +513,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
     grad_b3s.weight: x4 over 4 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_relu_1.winograd_weight: serial
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     grad_b2b.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
@@ -505,20 +536,23 @@ const RESNET_ISH: [&str; 4] = [
     ",
     // training, batch 64
     "
-    kernels 85, gemm 29, parallel 45 (x4: 45)
+    kernels 87, gemm 29, parallel 45 (x4: 45)
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
     b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b2b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b2b.winograd_weight: serial
+    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
-    b3b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b3b.winograd_weight: serial
+    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     fc: serial | micro avx512 11x1
     grad_x_5: serial | micro avx512 6x4
     grad_fc.weight: serial | micro avx512 5x4
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_relu_2.winograd_weight: serial
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
     grad_b3b.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a.transpose_weight: serial
@@ -529,7 +563,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_3_from_b3s: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
     grad_b3s.weight: x4 over 8 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    grad_relu_1.winograd_weight: serial
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
     grad_b2b.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial

@@ -153,6 +153,32 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
     ForwardLayout::InPlace { wrap, pad_copy, splat: true, phased: false }
 }
 
+/// Reduction steps a micro-kernel tile's setup costs besides its steps:
+/// loading and storing its sums and finding its operands' rows, about 150
+/// cycles of the driver's (`perf`, a 32-channel 3x3 convolution) where a
+/// step of a 5x2 AVX2 tile takes 5.
+const TILE_SETUP_STEPS: usize = 32;
+
+/// Whether `c` (input `[n, c, h, w]`, output `[n, o, oh, ow]`) runs as
+/// Winograd's F(2, 3) down the columns (`kernel::build::conv_winograd`):
+/// on the micro-kernels, unit stride, three undilated kernel rows, output
+/// rows in pairs, and fewer tile steps. Each row tile of a pair of output
+/// rows takes `2 (3 t + s)` steps directly and `4 (t + s)` transformed
+/// (`t` the taps of a kernel row, `s` [`TILE_SETUP_STEPS`]); the
+/// transforms are a few vector operations per element where the product
+/// takes `t` multiply-adds, so the steps saved must be at least a fifth
+/// of the direct form's (of the third they tend to as `t` grows).
+pub fn winograd_rows_pay(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> bool {
+    let (t, s) = (input[1] * c.kernel[1], TILE_SETUP_STEPS);
+    let (direct, transformed) = (2 * (3 * t + s), 4 * (t + s));
+    target.products != ProductIsa::Vector128
+        && c.stride == [1, 1]
+        && c.kernel[0] == 3
+        && c.dilation[0] == 1
+        && output[2].is_multiple_of(2)
+        && 5 * transformed <= 4 * direct
+}
+
 /// The stride phases of a convolution's padded input (space to depth):
 /// plane `(ci, ry, cx)` holds the padded image's element `(ry + sy i, cx +
 /// sx j)` at `(i, j)`. Tap `(ky, kx)` reads the plane of phases `(ky dy %

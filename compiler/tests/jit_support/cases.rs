@@ -170,6 +170,47 @@ pub fn conv2d_input_gradient_gathered() -> Vec<Check> {
     checks
 }
 
+/// Three-row kernels over enough channels that the micro-kernels take
+/// Winograd's F(2, 3) down the columns (`passes::layout::winograd_rows_pay`),
+/// forward and as the input gradient of a second such convolution (with
+/// the activation's derivative applied in its output pass; not with
+/// replicated padding, whose gradient scatters): zero and
+/// replicated padding, no padding, kernel widths 3 and 1, a column
+/// dilation, rows that are not whole vectors (wrapped), and an odd number
+/// of output rows (the direct form).
+pub fn conv2d_winograd_rows() -> Vec<Check> {
+    use PaddingMode::{Replicate, Zeros};
+    let mut checks = Vec::new();
+    let attrs = |kernel: [usize; 2], padding: [usize; 2], dilation: [usize; 2], padding_mode| Conv2d {
+        kernel,
+        stride: [1, 1],
+        padding,
+        dilation,
+        padding_mode,
+    };
+    for (ch, h, w, second, act) in [
+        (32, 6, 16, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Relu),
+        (40, 8, 10, attrs([3, 3], [1, 1], [1, 1], Replicate), Activation::Gelu(GeluForm::Tanh)),
+        (32, 6, 12, attrs([3, 3], [0, 0], [1, 1], Zeros), Activation::Silu),
+        (36, 5, 9, attrs([3, 3], [1, 1], [1, 2], Zeros), Activation::Relu),
+        (32, 7, 8, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Tanh),
+        (96, 4, 8, attrs([3, 1], [1, 0], [1, 1], Zeros), Activation::Relu),
+    ] {
+        let mut g = Graph::new("conv_winograd");
+        let x = input(&mut g, "x", &[ch, h, w]);
+        let c1 = conv(&mut g, "conv1", x, ch, attrs([3, 3], [1, 1], [1, 1], Zeros), true);
+        let a1 = same_shape(&mut g, "act1", Op::Activate(act), c1);
+        // As many outputs as its input gradient needs to be transformed too.
+        let c2 = conv(&mut g, "conv2", a1, 96 / second.kernel[1], second, false);
+        let name = format!(
+            "conv winograd {ch}x{h}x{w} {:?} p{:?} d{:?} {act:?}",
+            second.kernel, second.padding, second.dilation
+        );
+        checks.extend(classifier(name, g, c2));
+    }
+    checks
+}
+
 pub fn conv2d_with_activation_epilogues() -> Vec<Check> {
     let mut checks = Vec::new();
     for act in activations() {

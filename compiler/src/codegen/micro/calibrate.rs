@@ -28,7 +28,7 @@ pub const CACHE_DIR_VARIABLE: &str = "KILN_CACHE_DIR";
 
 /// Bumped when the drivers change how fast a tile runs, so old tables are
 /// not read.
-const DRIVER_REVISION: u32 = 10;
+const DRIVER_REVISION: u32 = 11;
 
 /// Where a table came from, for `kiln bench`.
 #[derive(Clone, Debug)]

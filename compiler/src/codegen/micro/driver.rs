@@ -45,7 +45,7 @@ macro_rules! reductions_of {
 /// Expands the driver `$entry` for the ISA whose features are `$feature`.
 macro_rules! driver {
     ($entry:ident, $feature:literal, $isa:expr) => {
-        use super::{GemmCall, HELD_STEPS, KC, Piece, evicts_itself};
+        use super::{GemmCall, HELD_STEPS, KC, KC_MAX, Piece, block_steps, evicts_itself};
 
         /// Column vectors a register tile may span.
         const MAX_VECTORS: usize = $isa.max_tile_vectors();
@@ -205,7 +205,7 @@ macro_rules! driver {
         }
 
         /// The product `call` describes: column blocks of the tile's width,
-        /// reduction blocks of `KC` rows of B (read in place when each of a
+        /// reduction blocks of at most `KC_MAX` rows of B (read in place when each of a
         /// block's vectors is whole adjacent columns and the block stays in
         /// the level-1 cache, copied vector by vector into a panel when it
         /// does not and several row tiles read it, else gathered into a
@@ -247,15 +247,16 @@ macro_rules! driver {
                 // instead of the whole of A from memory. Each call adds its
                 // block's sums to C, so every element sums the same blocks
                 // in the same order as below.
-                for p0 in (0..k).step_by(KC) {
+                let kc = block_steps(k);
+                for p0 in (0..k).step_by(kc) {
                     let block = GemmCall {
-                        k: KC.min(k - p0) as i64,
+                        k: kc.min(k - p0) as i64,
                         a: g.a.wrapping_offset(p0 as isize * g.a_col as isize),
                         b: g.b.wrapping_offset(p0 as isize * g.b_row as isize),
                         accumulate: i64::from(p0 > 0 || g.accumulate != 0),
                         // The epilogue once, on the last block's sums.
-                        bias: if p0 + KC >= k { g.bias } else { std::ptr::null() },
-                        relu: if p0 + KC >= k { g.relu } else { 0 },
+                        bias: if p0 + kc >= k { g.bias } else { std::ptr::null() },
+                        relu: if p0 + kc >= k { g.relu } else { 0 },
                         ..*g
                     };
                     // SAFETY: the block's elements are the call's (caller).
@@ -266,7 +267,7 @@ macro_rules! driver {
             let b_col = g.b_col as isize;
             // Written row by row before any tile reads it: left
             // uninitialised, so a small product does not clear 32 KiB.
-            let mut panel = [std::mem::MaybeUninit::<f32>::uninit(); KC * PANEL_ROW];
+            let mut panel = [std::mem::MaybeUninit::<f32>::uninit(); KC_MAX * PANEL_ROW];
             // A C whose rows are adjacent and columns apart (a product
             // computed transposed, its rows the output's columns) moves to
             // and from a contiguous buffer eight by eight, transposed in
@@ -281,7 +282,8 @@ macro_rules! driver {
             // element by element: added into C after every block, it took a
             // quarter of the tiles' time. Not for a C whose rows come from a
             // table, which may overlap.
-            let buffered = g.c_col != 1 && (k > KC || rows_adjacent) && g.c_rows.is_null();
+            let kc = block_steps(k);
+            let buffered = g.c_col != 1 && (k > kc || rows_adjacent) && g.c_rows.is_null();
             let mut buffer = [std::mem::MaybeUninit::<f32>::uninit(); BUFFER_ROWS * PANEL_ROW];
             let buffer_base = buffer.as_mut_ptr().cast::<f32>();
             // Row `p` of B from its origin and `A[i, p]` from A's row `i`,
@@ -293,7 +295,7 @@ macro_rules! driver {
             if held {
                 step_offsets(g, 0, &mut b_offsets[..k], &mut a_offsets[..k]);
             }
-            let panel_steps: [isize; KC] = std::array::from_fn(|p| (p * width) as isize);
+            let panel_steps: [isize; KC_MAX] = std::array::from_fn(|p| (p * width) as isize);
             let wrap_row = g.wrap_row.max(0) as usize;
             // Where column `j` of B is, in elements from its row's start.
             let column = |j: usize| -> isize {
@@ -512,7 +514,7 @@ macro_rules! driver {
                     }
                     let mut p0 = 0;
                     loop {
-                        let steps = KC.min(k - p0);
+                        let steps = kc.min(k - p0);
                         let first = if held {
                             p0
                         } else {
@@ -530,14 +532,14 @@ macro_rules! driver {
                         // A partial last vector read in place stays inside B's allocation.
                         let in_place = in_place
                             && (overread == 0 || {
-                                let slot = if held { farthest_step.get_mut(p0 / KC) } else { None };
+                                let slot = if held { farthest_step.get_mut(p0 / kc) } else { None };
                                 let furthest = remembered(slot, || b_steps.iter().max().map_or(0, |&s| s));
                                 let reach = furthest + vector_at[vectors - 1];
                                 b_origin.wrapping_offset(reach + LANES as isize) <= g.b_end
                             });
                         let reused = chunk_end - i_chunk > tile_rows;
                         let copied = in_place && reused && {
-                            let slot = if held { evicts.get_mut(p0 / KC) } else { None };
+                            let slot = if held { evicts.get_mut(p0 / kc) } else { None };
                             remembered(slot, || evicts_itself(b_origin, b_steps, width))
                         };
                         // Steps a constant distance apart: A's without
@@ -557,7 +559,7 @@ macro_rules! driver {
                                 for (v, &at) in vector_at.iter().enumerate().take(vectors) {
                                     // SAFETY: row `p0 + p` of B holds the block's
                                     // vectors whole (`in_place`); the panel holds
-                                    // `KC` rows of `PANEL_ROW >= width` floats.
+                                    // `KC_MAX` rows of `PANEL_ROW >= width` floats.
                                     // (A copy, not the ISA's load and store: this
                                     // function has no target features to inline them.)
                                     unsafe {
@@ -580,7 +582,7 @@ macro_rules! driver {
                             if transposed {
                                 // SAFETY: B's column `j0 + j` holds the block's
                                 // `steps` adjacent floats from its row `p0` (B's
-                                // rows 1 apart); the panel holds `KC >= steps`
+                                // rows 1 apart); the panel holds `KC_MAX >= steps`
                                 // rows of `PANEL_ROW >= width` floats; AVX2 (checked).
                                 unsafe {
                                     let from = b_origin.wrapping_offset(b_steps.first().map_or(0, |&s| s));

@@ -11,9 +11,10 @@
 //! the program is scheduled, from the CPU's features ([`ProductIsa::host`]).
 //!
 //! What the driver computes is exactly [`GemmCall`]'s product: `C = A B`
-//! (or `C += A B`), each element summed over `p` in order within blocks of
-//! [`KC`] and the blocks added in order, so a result never depends on how
-//! the rows or columns were split across threads. Epilogues (bias,
+//! (or `C += A B`), each element summed over `p` in order, a reduction
+//! block continuing from the sums the block before stored, so a result
+//! depends neither on how the rows or columns were split across threads
+//! nor on the blocks' lengths ([`block_steps`]). Epilogues (bias,
 //! activation, masks) are applied by the calling kernel afterwards.
 //!
 //! [`ProductIsa::host`]: crate::target::ProductIsa::host
@@ -38,6 +39,25 @@ use crate::target::ProductIsa;
 /// `KC` rows of the tile's width, 16 to 64 KiB with 512-bit vectors, which
 /// every row block reuses).
 pub const KC: usize = 256;
+
+/// The longest reduction block, a quarter past [`KC`]: a reduction at
+/// most a quarter of `KC` past a whole number of `KC` blocks (a 3x3
+/// convolution's 288 taps of 32 channels, 576 of 64) runs as that many
+/// blocks, not a short block besides, whose tiles cost about as much as
+/// whole ones (each loads and stores its sums and sets up its operands
+/// for a few steps).
+pub const KC_MAX: usize = KC + KC / 4;
+
+/// Steps of each reduction block of a `k`-step product, the last block
+/// taking the rest: blocks of about [`KC`] (at most [`KC_MAX`]), of equal
+/// lengths.
+pub fn block_steps(k: usize) -> usize {
+    let mut blocks = k.div_ceil(KC).max(1);
+    if blocks > 1 && k - (blocks - 1) * KC <= KC / 4 {
+        blocks -= 1;
+    }
+    k.div_ceil(blocks).max(1)
+}
 
 /// Reduction steps whose offsets (B's rows, A's columns) a call works out
 /// once, up front (32 KiB for each operand on the driver's stack); a longer
@@ -145,7 +165,7 @@ fn transposes_in_registers() -> bool {
 /// memory once per 32 outputs.
 pub fn reduction_blocks_outermost(g: &GemmCall, width: usize) -> bool {
     let b_transposed = g.b_row == 1 && g.b_col != 1 && g.b_rows.is_null() && g.b_seg == 0 && g.wrap_row == 0;
-    b_transposed && g.a_seg == 0 && g.c_col == 1 && g.k > KC as i64 && g.n > width as i64
+    b_transposed && g.a_seg == 0 && g.c_col == 1 && g.k > KC_MAX as i64 && g.n > width as i64
 }
 
 /// stack (every field 8 bytes, in this order). With `seg(p; len, stride,

@@ -8,7 +8,9 @@ use super::{Builder, Finish, KernelBody, UNSCHEDULED_DOT, UNSCHEDULED_OUTER, mak
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
-use crate::passes::layout::{ForwardLayout, PhasePlanes, WeightGradLayout, forward_layout, weight_grad_layout};
+use crate::passes::layout::{
+    ForwardLayout, PhasePlanes, WeightGradLayout, forward_layout, weight_grad_layout, winograd_rows_pay,
+};
 use crate::passes::memory::READ_SLACK;
 
 impl Builder<'_> {
@@ -49,7 +51,7 @@ impl Builder<'_> {
     /// zeros or the replicated border. The interior of each row is one
     /// contiguous copy (a vector loop); rows and columns outside the image
     /// read the clamped border, or store zeros.
-    fn pad_image(&mut self, c: &Conv2d, xd: &[usize], x: BufId, n: Idx, dst: BufId) -> Vec<Stmt> {
+    pub(super) fn pad_image(&mut self, c: &Conv2d, xd: &[usize], x: BufId, n: Idx, dst: BufId) -> Vec<Stmt> {
         let (ch, h, w) = (xd[1], xd[2], xd[3]);
         let [ph, pw] = c.padding;
         let (hp, wp) = (h + 2 * ph, w + 2 * pw);
@@ -253,6 +255,10 @@ impl Builder<'_> {
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
+        if winograd_rows_pay(c, &xd, &yd, &self.prog.target) {
+            let body = self.winograd_rows_products(id, c, [&xd, &yd], x, (w, false), &epi_finish, bias);
+            return Ok((body, 2 * (xd[0] * o * k * p) as u64));
+        }
         if let ForwardLayout::InPlace { wrap, pad_copy, splat, phased } = layout {
             let copy = if phased {
                 ImageCopy::Phased(PhasePlanes::of(c, &yd))

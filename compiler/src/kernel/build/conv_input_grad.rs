@@ -9,7 +9,7 @@ use super::{Builder, Finish, KernelBody, UNSCHEDULED_OUTER, make_kernel, unsched
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
-use crate::passes::layout::{InputGradLayout, ScatterPhases, input_grad_layout};
+use crate::passes::layout::{InputGradLayout, ScatterPhases, input_grad_layout, winograd_rows_pay};
 
 impl Builder<'_> {
     /// A convolution's input gradient with col2im fused into the product: row `r` of `W^T dY` is a kernel tap, whose
@@ -183,6 +183,12 @@ impl Builder<'_> {
         let [kh, kw] = conv.kernel;
         let (o, ch) = (yd[1], xd[1]);
         let k = o * kh * kw;
+        let flops = 2 * (xd[0] * ch * k * xd[2] * xd[3]) as u64;
+        if winograd_rows_pay(conv, yd, xd, &self.prog.target) {
+            // The transform reads the weights flipped and transposed itself.
+            let finish = Finish { out: finish.out, activation: None, pre: None, mask: finish.mask };
+            return (self.winograd_rows_products(id, conv, [yd, xd], dy, (w, true), &finish, None), flops);
+        }
         let flipped = self.scratch(format!("{name}.weight_flipped"), ch * k, false);
         // flipped[ci][co][ky][kx] = w[co][ci][kh - 1 - ky][kw - 1 - kx]
         let prep = self.loops(&[ch, o, kh, kw], |_, i| {
@@ -200,7 +206,7 @@ impl Builder<'_> {
         let tile = unscheduled_micro(self.prog.target.products);
         let finish = Finish { out: finish.out, activation: None, pre: None, mask: finish.mask };
         let body = self.wrapped_products(conv, [yd, xd], dy, rows, (weights, false, tile), wrap, &finish, None);
-        (body, 2 * (xd[0] * ch * k * xd[2] * xd[3]) as u64)
+        (body, flops)
     }
 
     pub(super) fn conv2d_grad_input(

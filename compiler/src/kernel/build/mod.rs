@@ -13,6 +13,7 @@
 mod access;
 mod conv;
 mod conv_input_grad;
+mod conv_winograd;
 mod elementwise;
 mod layout;
 mod linear;
