@@ -370,7 +370,13 @@ const MLP: [&str; 4] = [
 /// place the same way (conv3's rows of 8, half a 512-bit vector, a block
 /// each: `9x1`), and each weight gradient reads a padded
 /// copy in place (`pad copy`, a dot tile split along output rows): nothing
-/// packs.
+/// packs. conv3 (32 input channels: 96 taps per kernel row) and the input
+/// gradients of conv2 and conv3 (as convolutions of 32 and 64 channels)
+/// take Winograd's F(2, 3) down the columns (`winograd rows`: four
+/// products over transformed rows, the kernel transformed in a
+/// `.winograd_weight` kernel), as does conv3's weight gradient; conv1 and
+/// conv2 (3 and 16 input channels) stay direct
+/// (`passes::layout::winograd_rows_pay`).
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
@@ -407,7 +413,7 @@ const VGG16C: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
     grad_pool_1.winograd_weight: serial
     grad_pool_1: x4 over 4 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
-    grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
+    grad_conv3.weight: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
     grad_conv3.weight.combine: serial
     grad_pool.winograd_weight: serial
     grad_pool: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
@@ -431,7 +437,7 @@ const VGG16C: [&str; 4] = [
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
     grad_pool_1.winograd_weight: serial
     grad_pool_1: x4 over 64 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
-    grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
+    grad_conv3.weight: x4 over 8 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
     grad_conv3.weight.combine: serial
     grad_pool.winograd_weight: serial
     grad_pool: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
@@ -450,7 +456,11 @@ const VGG16C: [&str; 4] = [
 /// separate elementwise kernels (not listed). `fc` (64 -> 10) is under the
 /// threshold at both batch sizes; of the weight-gradient combines only
 /// b3b's (8 x 36864 elements at batch 64) is large enough to run in
-/// parallel (b3a's, 8 x 18432, misses the threshold by 2.5k).
+/// parallel (b3a's, 8 x 18432, misses the threshold by 2.5k). `b2b` and
+/// `b3b` (32 and 64 channels), their input gradients (`grad_relu_1+grad_b2a`,
+/// `grad_relu_2+grad_b3a`) and their weight gradients run as Winograd's
+/// F(2, 3) down the columns, as in VGG16c; the 16-channel block stays
+/// direct.
 const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
@@ -503,7 +513,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2.winograd_weight: serial
     grad_relu_2+grad_b3a: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
-    grad_b3b.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
+    grad_b3b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a.transpose_weight: serial
     grad_x_3_from_b3a: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -515,7 +525,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight.combine: serial
     grad_relu_1.winograd_weight: serial
     grad_relu_1+grad_b2a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_b2b.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
+    grad_b2b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x4
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -553,7 +563,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2.winograd_weight: serial
     grad_relu_2+grad_b3a: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
-    grad_b3b.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
+    grad_b3b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a.transpose_weight: serial
     grad_x_3_from_b3a: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -565,7 +575,7 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight.combine: serial
     grad_relu_1.winograd_weight: serial
     grad_relu_1+grad_b2a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_b2b.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
+    grad_b2b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x4
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap

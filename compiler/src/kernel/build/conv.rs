@@ -380,6 +380,15 @@ impl Builder<'_> {
             WeightGradLayout::InPlace { split, pad_copy, micro } => (Some((split, micro)), pad_copy),
             WeightGradLayout::Packed => (None, false),
         };
+        let target =
+            if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
+        if matches!(split, Some((_, true))) && winograd_rows_pay(c, &xd, &yd, &self.prog.target) {
+            let body = self.winograd_rows_weight_grad(&node_name, c, [&xd, &yd], [x, dy], target, (chunks, per_chunk));
+            let flops = 2 * (batch * o * k * p) as u64;
+            let mut kernels = vec![make_kernel(name.clone(), nodes.to_vec(), body, flops)];
+            kernels.extend(self.combine_chunks(&name, nodes, (target, out), chunks, o * k));
+            return Ok(kernels);
+        }
         let implicit = split.is_some();
         let col = if implicit { 0 } else { self.scratch(format!("{node_name}.im2col"), k * p, true) };
         // The image the in-place product reads: the input, or its padded copy.
@@ -400,8 +409,6 @@ impl Builder<'_> {
             }
             self.table_i32(format!("{node_name}.rows"), rows)
         });
-        let target =
-            if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
         let flops = 2 * (batch * o * k * p) as u64;
         // A product laid out for the micro-kernels runs transposed there.
         let tile = match split {
@@ -459,21 +466,35 @@ impl Builder<'_> {
             s
         })];
         let mut kernels = vec![make_kernel(name.clone(), nodes.to_vec(), body, flops)];
-        if chunks > 1 {
-            let len = o * k;
-            let body = vec![self.loop_over(len, |b, e| {
-                let acc = b.acc();
-                vec![
-                    Stmt::Let { acc, init: Val::load(target, e.clone()) },
-                    b.loop_over(chunks - 1, |_, q| {
-                        vec![Stmt::Reduce { acc, op: RedOp::Add, val: Val::load(target, (q + 1i64) * len + e.clone()) }]
-                    }),
-                    Stmt::store(out, e, Val::Acc(acc)),
-                ]
-            })];
-            kernels.push(make_kernel(format!("{name}.combine"), nodes.to_vec(), body, (chunks * len) as u64));
-        }
+        kernels.extend(self.combine_chunks(&name, nodes, (target, out), chunks, o * k));
         Ok(kernels)
+    }
+
+    /// The kernel adding `chunks` partial sums of `len` elements in
+    /// `partials` into `out`, in chunk order (none for one chunk, which
+    /// was summed in `out`).
+    fn combine_chunks(
+        &mut self,
+        name: &str,
+        nodes: &[NodeId],
+        (partials, out): (BufId, BufId),
+        chunks: usize,
+        len: usize,
+    ) -> Option<Kernel> {
+        if chunks <= 1 {
+            return None;
+        }
+        let body = vec![self.loop_over(len, |b, e| {
+            let acc = b.acc();
+            vec![
+                Stmt::Let { acc, init: Val::load(partials, e.clone()) },
+                b.loop_over(chunks - 1, |_, q| {
+                    vec![Stmt::Reduce { acc, op: RedOp::Add, val: Val::load(partials, (q + 1i64) * len + e.clone()) }]
+                }),
+                Stmt::store(out, e, Val::Acc(acc)),
+            ]
+        })];
+        Some(make_kernel(format!("{name}.combine"), nodes.to_vec(), body, (chunks * len) as u64))
     }
 }
 

@@ -29,6 +29,9 @@ const INPUT: [[f32; 4]; 4] =
     [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
 /// The kernel rows' combinations `U_i = sum_y KERNEL[i][y] g_y`.
 const KERNEL: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+/// The output gradient's rows' combinations for the weight gradient, the
+/// dual F(3, 2): `sum_r GRADIENT[i][r] dy_{2t + r}`.
+const GRADIENT: [[f32; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
 /// The output rows' combinations `y_o = sum_i OUTPUT[o][i] m_i`.
 const OUTPUT: [[f32; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
 
@@ -49,6 +52,20 @@ fn combination(coefficients: &[f32], terms: impl Fn(usize) -> Val) -> Val {
 }
 
 impl Builder<'_> {
+    /// `V_form[ci][t][x] = sum_r INPUT[form][r] padded[ci][2t + r][x]`
+    /// into `rows` (`[ci][t][x]`, rows as wide as the padded image's).
+    fn winograd_input_rows(&mut self, form: usize, [ch, hp, wp]: [usize; 3], padded: BufId, rows: BufId) -> Vec<Stmt> {
+        let pairs = (hp - 2) / 2;
+        self.loops(&[ch, pairs, wp], |_, i| {
+            let (ci, t, col) = (&i[0], &i[1], &i[2]);
+            let plane = ci.clone() * (hp * wp) as i64;
+            let d =
+                |r: usize| Val::load(padded, plane.clone() + (t.clone() * 2i64 + r as i64) * wp as i64 + col.clone());
+            let at = (ci.clone() * pairs as i64 + t.clone()) * wp as i64 + col.clone();
+            vec![Stmt::store(rows, at, combination(&INPUT[form], d))]
+        })
+    }
+
     /// `conv` (unit stride, three kernel rows, no row dilation, an even
     /// number of output rows) of `x` (dims `xd`) into `finish.out` (dims
     /// `yd`), its weights `weights` (`[o][ci][ky][kx]`) transformed once per
@@ -106,17 +123,8 @@ impl Builder<'_> {
         let per_form = pairs * ow;
         vec![self.loop_over(xd[0], |b, n| {
             let mut s = b.pad_image(conv, xd, x, n.clone(), padded);
-            for (form, row) in INPUT.iter().enumerate() {
-                // V_form[ci][t][x] = sum_r INPUT[form][r] padded[ci][2t + r][x]
-                s.extend(b.loops(&[ch, pairs, wp], |_, i| {
-                    let (ci, t, col) = (&i[0], &i[1], &i[2]);
-                    let plane = ci.clone() * (hp * wp) as i64;
-                    let d = |r: usize| {
-                        Val::load(padded, plane.clone() + (t.clone() * 2i64 + r as i64) * wp as i64 + col.clone())
-                    };
-                    let at = (ci.clone() * pairs as i64 + t.clone()) * wp as i64 + col.clone();
-                    vec![Stmt::store(rows, at, combination(row, d))]
-                }));
+            for form in 0..INPUT.len() {
+                s.extend(b.winograd_input_rows(form, [ch, hp, wp], padded, rows));
                 s.push(Stmt::Gemm(Box::new(Gemm {
                     m: o,
                     n: per_form,
@@ -178,6 +186,107 @@ impl Builder<'_> {
                             stores.push(Stmt::store(finish.out, at, v));
                             stores
                         })
+                    })
+                    .collect()
+            }));
+            s
+        })]
+    }
+
+    /// The weight gradient of `conv` (as [`Self::winograd_rows_products`]
+    /// takes it) over the same transform, its dual F(3, 2): for each pair
+    /// of output-gradient rows `a = dy[2t]`, `b = dy[2t + 1]`, the kernel
+    /// row `y` gets `sum_i KERNEL[i][y] m_i`, `m_i` the product of the
+    /// input rows `V_i` with `a`, `a + b`, `a - b` and `-b` (`GRADIENT`,
+    /// copied end to end). Images in chunks as the direct form's:
+    /// each chunk sums its images' four products in per-thread scratch,
+    /// then writes its kernel rows into `target` (`.combine` adds the
+    /// chunks).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn winograd_rows_weight_grad(
+        &mut self,
+        name: &str,
+        conv: &Conv2d,
+        [xd, yd]: [&[usize]; 2],
+        [x, dy]: [BufId; 2],
+        target: BufId,
+        (chunks, per_chunk): (usize, usize),
+    ) -> Vec<Stmt> {
+        let (ch, o) = (xd[1], yd[1]);
+        let kw = conv.kernel[1];
+        let (oh, ow) = (yd[2], yd[3]);
+        let (hp, wp) = (xd[2] + 2 * conv.padding[0], xd[3] + 2 * conv.padding[1]);
+        let (pairs, taps, plane) = (oh / 2, ch * kw, oh * ow);
+        let padded = self.scratch(format!("{name}.padded"), ch * hp * wp + READ_SLACK, true);
+        let rows = self.scratch(format!("{name}.winograd_rows"), ch * pairs * wp + READ_SLACK, true);
+        let mixed = self.scratch(format!("{name}.winograd_grad_rows"), o * pairs * ow, true);
+        let sums = self.scratch(format!("{name}.winograd_sums"), 4 * o * taps, true);
+        let table: Vec<i32> =
+            (0..ch).flat_map(|ci| (0..kw).map(move |kx| (ci * pairs * wp + kx * conv.dilation[1]) as i32)).collect();
+        let table = self.table_i32(format!("{name}.winograd_taps"), table);
+        let tile = GemmTile::Micro { isa: self.prog.target.products, rows: 1, vectors: 1, transposed: true };
+        let k = 3 * taps;
+        vec![self.loop_over(chunks, |b, q| {
+            let mut s = vec![b.zero_pass(sums, Idx::Const(0), 4 * o * taps)];
+            s.push(b.loop_over(per_chunk, |b, i| {
+                let n = q.clone() * per_chunk + i;
+                let image = n.clone() * (o * plane);
+                let mut s = b.pad_image(conv, xd, x, n.clone(), padded);
+                for (form, gradient) in GRADIENT.iter().enumerate() {
+                    s.extend(b.winograd_input_rows(form, [ch, hp, wp], padded, rows));
+                    // The output gradient's rows of this form, laid end to
+                    // end (so the driver gathers them 8x8 transposed).
+                    s.extend(b.loops(&[o, pairs, ow], |_, i| {
+                        let (co, t, col) = (&i[0], &i[1], &i[2]);
+                        let row = |r: usize| {
+                            let at =
+                                image.clone() + co.clone() * plane as i64 + (t.clone() * 2i64 + r as i64) * ow as i64;
+                            Val::load(dy, at + col.clone())
+                        };
+                        let at = (co.clone() * pairs as i64 + t.clone()) * ow as i64 + col.clone();
+                        vec![Stmt::store(mixed, at, combination(gradient, row))]
+                    }));
+                    s.push(Stmt::Gemm(Box::new(Gemm {
+                        m: o,
+                        n: taps,
+                        k: pairs * ow,
+                        a: MatrixRef {
+                            buf: mixed,
+                            offset: Idx::Const(0),
+                            row_stride: (pairs * ow) as i64,
+                            col_stride: 1,
+                        },
+                        b: MatrixRef { buf: rows, offset: Idx::Const(0), row_stride: 1, col_stride: 0 },
+                        c: MatrixRef {
+                            buf: sums,
+                            offset: Idx::Const((form * o * taps) as i64),
+                            row_stride: taps as i64,
+                            col_stride: 1,
+                        },
+                        epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
+                        b_rows: Some(table),
+                        k_split: Some(KSplit { outer: pairs, a_stride: ow as i64, b_stride: wp as i64 }),
+                        b_wrap: None,
+                        c_rows: None,
+                        c_wrap: None,
+                        a_splat: false,
+                        tile,
+                    })));
+                }
+                s
+            }));
+            // dW[co][ci][y][kx] = sum_i KERNEL[i][y] m_i[co][ci][kx].
+            s.extend(b.loops(&[o, ch, kw], |_, i| {
+                let (co, ci, kx) = (&i[0], &i[1], &i[2]);
+                let at = (co.clone() * ch as i64 + ci.clone()) * kw as i64 + kx.clone();
+                (0..3)
+                    .map(|y| {
+                        let m = |form: usize| Val::load(sums, at.clone() + (form * o * taps) as i64);
+                        let coefficients: Vec<f32> = KERNEL.iter().map(|row| row[y]).collect();
+                        let to = q.clone() * (o * k) as i64
+                            + ((co.clone() * ch as i64 + ci.clone()) * 3i64 + y as i64) * kw as i64
+                            + kx.clone();
+                        Stmt::store(target, to, combination(&coefficients, m))
                     })
                     .collect()
             }));
