@@ -370,41 +370,45 @@ const MLP: [&str; 4] = [
 /// place the same way (conv3's rows of 8, half a 512-bit vector, a block
 /// each: `9x1`), and each weight gradient reads a padded
 /// copy in place (`pad copy`, a dot tile split along output rows): nothing
-/// packs. conv3 (32 input channels: 96 taps per kernel row) and the input
-/// gradients of conv2 and conv3 (as convolutions of 32 and 64 channels)
-/// take Winograd's F(2, 3) down the columns (`winograd rows`: four
-/// products over transformed rows, the kernel transformed in a
-/// `.winograd_weight` kernel), as does conv3's weight gradient; conv1 and
-/// conv2 (3 and 16 input channels) stay direct
-/// (`passes::layout::winograd_rows_pay`).
+/// packs. conv2 and conv3 (16 and 32 input channels: 48 and 96 taps per
+/// kernel row) and the input gradients of conv2 and conv3 (as
+/// convolutions of 32 and 64 channels) take Winograd's F(4, 3) down the
+/// columns (`winograd rows`: six products over transformed rows, the
+/// kernel transformed in a `.winograd_weight` kernel), as does conv2's
+/// weight gradient (16x16 images); conv1 (3 channels) and conv3's weight
+/// gradient (8x8 images: reductions too short) stay direct
+/// (`passes::layout::winograd_rows`).
 const VGG16C: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 9, gemm 5, parallel 4 (x4: 4)
+    kernels 10, gemm 5, parallel 4 (x4: 4)
     conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2.winograd_weight: serial
+    conv2+relu_1: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     conv3.winograd_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 9, gemm 5, parallel 8 (x4: 8)
+    kernels 10, gemm 5, parallel 8 (x4: 8)
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2.winograd_weight: serial
+    conv2+relu_1: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     conv3.winograd_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
     ",
     // training, batch 4
     "
-    kernels 42, gemm 14, parallel 12 (x4: 12)
+    kernels 43, gemm 14, parallel 12 (x4: 12)
     conv1+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv2+relu_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2.winograd_weight: serial
+    conv2+relu_1: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     conv3.winograd_weight: serial
-    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    conv3+relu_2: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc1+x_2: x4 over 4 | dot 4x2
     fc2: serial | dot 4x2
     grad_x_2+grad_fc1: serial | micro avx512 4x4
@@ -412,23 +416,24 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 4x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
     grad_pool_1.winograd_weight: serial
-    grad_pool_1: x4 over 4 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
-    grad_conv3.weight: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
+    grad_pool_1: x4 over 4 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x6
+    grad_conv3.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.winograd_weight: serial
-    grad_pool: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_conv2.weight: x4 over 4 | pad copy | micro avx512 10x2 transposed b_rows k_split
+    grad_pool: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_conv2.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x6
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
     ",
     // training, batch 64
     "
-    kernels 42, gemm 14, parallel 24 (x4: 24)
+    kernels 43, gemm 14, parallel 24 (x4: 24)
     conv1+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    conv2+relu_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    conv2.winograd_weight: serial
+    conv2+relu_1: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     conv3.winograd_weight: serial
-    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    conv3+relu_2: x4 over 64 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc1+x_2: x4 over 4 | micro avx512 11x2
     fc2: x4 over 4 | micro avx512 8x1
     grad_x_2+grad_fc1: x4 over 4 | micro avx512 11x2
@@ -436,12 +441,12 @@ const VGG16C: [&str; 4] = [
     grad_x_1: x4 over 4 | micro avx512 6x4
     grad_fc1.weight: x4 over 4 | micro avx512 6x4
     grad_pool_1.winograd_weight: serial
-    grad_pool_1: x4 over 64 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x4
-    grad_conv3.weight: x4 over 8 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
+    grad_pool_1: x4 over 64 | pad copy | winograd rows | micro avx512 8x1 b_rows b_wrap x6
+    grad_conv3.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_conv3.weight.combine: serial
     grad_pool.winograd_weight: serial
-    grad_pool: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_conv2.weight: x4 over 8 | pad copy | micro avx512 10x2 transposed b_rows k_split
+    grad_pool: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_conv2.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x6
     grad_conv2.weight.combine: serial
     grad_conv1.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_conv1.weight.combine: serial
@@ -456,64 +461,69 @@ const VGG16C: [&str; 4] = [
 /// separate elementwise kernels (not listed). `fc` (64 -> 10) is under the
 /// threshold at both batch sizes; of the weight-gradient combines only
 /// b3b's (8 x 36864 elements at batch 64) is large enough to run in
-/// parallel (b3a's, 8 x 18432, misses the threshold by 2.5k). `b2b` and
-/// `b3b` (32 and 64 channels), their input gradients (`grad_relu_1+grad_b2a`,
-/// `grad_relu_2+grad_b3a`) and their weight gradients run as Winograd's
-/// F(2, 3) down the columns, as in VGG16c; the 16-channel block stays
-/// direct.
+/// parallel (b3a's, 8 x 18432, misses the threshold by 2.5k). The
+/// unit-stride 3x3 convs past the stem, their input gradients (e.g.
+/// `grad_relu_1+grad_b2a`) and most of their weight gradients run as
+/// Winograd's F(4, 3) down the columns, as in VGG16c.
 const RESNET_ISH: [&str; 4] = [
     // forward, batch 4
     "
-    kernels 16, gemm 10, parallel 11 (x4: 11)
+    kernels 18, gemm 10, parallel 11 (x4: 11)
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a.winograd_weight: serial
+    b1a+relu: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    b1b.winograd_weight: serial
+    b1b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b.winograd_weight: serial
-    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
+    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b.winograd_weight: serial
-    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc: serial | dot 4x2
     ",
     // forward, batch 64
     "
-    kernels 16, gemm 10, parallel 13 (x4: 13)
+    kernels 18, gemm 10, parallel 13 (x4: 13)
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a.winograd_weight: serial
+    b1a+relu: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    b1b.winograd_weight: serial
+    b1b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b.winograd_weight: serial
-    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
+    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b.winograd_weight: serial
-    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc: serial | micro avx512 11x1
     ",
     // training, batch 4
     "
-    kernels 87, gemm 29, parallel 32 (x4: 32)
+    kernels 89, gemm 29, parallel 32 (x4: 32)
     stem+x_1: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1a+relu: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1b: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a.winograd_weight: serial
+    b1a+relu: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    b1b.winograd_weight: serial
+    b1b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b2s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b.winograd_weight: serial
-    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
+    b2b: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b3s: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 4 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b.winograd_weight: serial
-    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    b3b: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc: serial | dot 4x2
     grad_x_5: serial | micro avx512 4x4
     grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2.winograd_weight: serial
-    grad_relu_2+grad_b3a: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
-    grad_b3b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
+    grad_relu_2+grad_b3a: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
+    grad_b3b.weight: x4 over 4 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: serial
     grad_x_3_from_b3a.transpose_weight: serial
     grad_x_3_from_b3a: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -524,8 +534,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 4 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
     grad_relu_1.winograd_weight: serial
-    grad_relu_1+grad_b2a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_b2b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x4
+    grad_relu_1+grad_b2a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b2b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x6
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -535,35 +545,39 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 4 | phase copy | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 4 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu+grad_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1b.weight: x4 over 4 | pad copy | micro avx512 10x1 transposed b_rows k_split
+    grad_relu.winograd_weight: serial
+    grad_relu+grad_b1a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b1b.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 transposed b_rows k_split x6
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a: x4 over 4 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1a.weight: x4 over 4 | pad copy | micro avx512 10x1 transposed b_rows k_split
+    grad_x_1_from_b1a.winograd_weight: serial
+    grad_x_1_from_b1a: x4 over 4 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b1a.weight: x4 over 4 | pad copy | winograd rows | micro avx512 10x1 transposed b_rows k_split x6
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 4 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial
     ",
     // training, batch 64
     "
-    kernels 87, gemm 29, parallel 45 (x4: 45)
+    kernels 89, gemm 29, parallel 45 (x4: 45)
     stem+x_1: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1a+relu: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    b1b: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
+    b1a.winograd_weight: serial
+    b1a+relu: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    b1b.winograd_weight: serial
+    b1b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b2s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2a+relu_1: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b2b.winograd_weight: serial
-    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
+    b2b: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
     b3s: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3a+relu_2: x4 over 64 | phase copy | micro avx512 6x4 b_rows b_wrap
     b3b.winograd_weight: serial
-    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
+    b3b: x4 over 64 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
     fc: serial | micro avx512 11x1
     grad_x_5: serial | micro avx512 6x4
     grad_fc.weight: serial | micro avx512 5x4
     grad_relu_2.winograd_weight: serial
-    grad_relu_2+grad_b3a: x4 over 64 | pad copy | winograd rows | micro avx512 10x2 b_rows b_wrap x4
-    grad_b3b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 6x4 transposed b_rows k_split x4
+    grad_relu_2+grad_b3a: x4 over 64 | pad copy | winograd rows | micro avx512 10x1 b_rows b_wrap x6
+    grad_b3b.weight: x4 over 8 | pad copy | micro avx512 6x4 transposed b_rows k_split
     grad_b3b.weight.combine: x4 over 4
     grad_x_3_from_b3a.transpose_weight: serial
     grad_x_3_from_b3a: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -574,8 +588,8 @@ const RESNET_ISH: [&str; 4] = [
     grad_b3s.weight: x4 over 8 | micro avx512 6x4 transposed b_rows k_split
     grad_b3s.weight.combine: serial
     grad_relu_1.winograd_weight: serial
-    grad_relu_1+grad_b2a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x4
-    grad_b2b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x4
+    grad_relu_1+grad_b2a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b2b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x2 transposed b_rows k_split x6
     grad_b2b.weight.combine: serial
     grad_x_2_from_b2a.transpose_weight: serial
     grad_x_2_from_b2a: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
@@ -585,11 +599,13 @@ const RESNET_ISH: [&str; 4] = [
     grad_x_2_from_b2s: x4 over 64 | phase copy | micro avx512 6x4 c_rows c_wrap
     grad_b2s.weight: x4 over 8 | pack im2col | dot 4x2
     grad_b2s.weight.combine: serial
-    grad_relu+grad_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1b.weight: x4 over 8 | pad copy | micro avx512 10x1 transposed b_rows k_split
+    grad_relu.winograd_weight: serial
+    grad_relu+grad_b1a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b1b.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x1 transposed b_rows k_split x6
     grad_b1b.weight.combine: serial
-    grad_x_1_from_b1a: x4 over 64 | pad copy | micro avx512 6x4 b_rows b_wrap
-    grad_b1a.weight: x4 over 8 | pad copy | micro avx512 10x1 transposed b_rows k_split
+    grad_x_1_from_b1a.winograd_weight: serial
+    grad_x_1_from_b1a: x4 over 64 | pad copy | winograd rows | micro avx512 6x4 b_rows b_wrap x6
+    grad_b1a.weight: x4 over 8 | pad copy | winograd rows | micro avx512 10x1 transposed b_rows k_split x6
     grad_b1a.weight.combine: serial
     grad_stem.weight: x4 over 8 | pad copy | dot 4x2 b_rows k_split
     grad_stem.weight.combine: serial

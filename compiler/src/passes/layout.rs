@@ -159,24 +159,55 @@ pub fn forward_layout(c: &Conv2d, input: &[usize], output: &[usize], target: &Ta
 /// step of a 5x2 AVX2 tile takes 5.
 const TILE_SETUP_STEPS: usize = 32;
 
-/// Whether `c` (input `[n, c, h, w]`, output `[n, o, oh, ow]`) runs as
-/// Winograd's F(2, 3) down the columns (`kernel::build::conv_winograd`):
-/// on the micro-kernels, unit stride, three undilated kernel rows, output
-/// rows in pairs, and fewer tile steps. Each row tile of a pair of output
-/// rows takes `2 (3 t + s)` steps directly and `4 (t + s)` transformed
-/// (`t` the taps of a kernel row, `s` [`TILE_SETUP_STEPS`]); the
-/// transforms are a few vector operations per element where the product
-/// takes `t` multiply-adds, so the steps saved must be at least a fifth
-/// of the direct form's (of the third they tend to as `t` grows).
-pub fn winograd_rows_pay(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> bool {
-    let (t, s) = (input[1] * c.kernel[1], TILE_SETUP_STEPS);
-    let (direct, transformed) = (2 * (3 * t + s), 4 * (t + s));
-    target.products != ProductIsa::Vector128
-        && c.stride == [1, 1]
-        && c.kernel[0] == 3
-        && c.dilation[0] == 1
-        && output[2].is_multiple_of(2)
-        && 5 * transformed <= 4 * direct
+/// The output rows per group when `c` (input `[n, c, h, w]`, output `[n,
+/// o, oh, ow]`) runs as Winograd's F(m, 3) down the columns
+/// (`kernel::build::conv_winograd`), m = 4 or 2; `None` to run it
+/// directly. It needs the micro-kernels, unit stride, three undilated
+/// kernel rows and output rows a multiple of `m`, and must take fewer tile
+/// steps: each row tile of a group of `m` output rows takes `m (3 t + s)`
+/// steps directly and `(m + 2) (t + s)` transformed (`t` the taps of a
+/// kernel row, `s` [`TILE_SETUP_STEPS`]). The transforms are a few vector
+/// operations per element where the products take `t` multiply-adds per
+/// element, so the steps saved must be at least a fifth of the direct
+/// form's. The larger group saves more (half the multiply-adds, against
+/// two thirds) and transforms fewer rows.
+pub fn winograd_rows(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> Option<usize> {
+    let t = input[1] * c.kernel[1];
+    winograd_groups(c, output, target, |m| (m * (3 * t + TILE_SETUP_STEPS), (m + 2) * (t + TILE_SETUP_STEPS)))
+}
+
+/// [`winograd_rows`] for `c`'s weight gradient, whose products reduce over
+/// an image's output positions (`p` of them): per tile, `3 (p + s)` steps
+/// directly (one product with three kernel rows' taps as its columns) and
+/// `(m + 2) (p / m + s)` transformed; short reductions (small images) leave
+/// the transform little to save. Each product runs transposed on the
+/// micro-kernels, as the direct form's does, so a kernel row's taps must
+/// fill the tiles that form takes ([`transposed_panels_pay`]).
+pub fn winograd_rows_weight_grad(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> Option<usize> {
+    let taps = input[1] * c.kernel[1];
+    if !transposed_panels_pay(taps, target) || output[1] < target.products.lanes() {
+        return None;
+    }
+    let p = output[2] * output[3];
+    winograd_groups(c, output, target, |m| (3 * (p + TILE_SETUP_STEPS), (m + 2) * (p / m + TILE_SETUP_STEPS)))
+}
+
+/// The first group size, 4 then 2, that `c` and its output rows allow and
+/// whose tile steps, `(direct, transformed)` from `steps`, save at least a
+/// fifth.
+fn winograd_groups(
+    c: &Conv2d,
+    output: &[usize],
+    target: &Target,
+    steps: impl Fn(usize) -> (usize, usize),
+) -> Option<usize> {
+    if target.products == ProductIsa::Vector128 || c.stride != [1, 1] || c.kernel[0] != 3 || c.dilation[0] != 1 {
+        return None;
+    }
+    [4, 2].into_iter().find(|&m| {
+        let (direct, transformed) = steps(m);
+        output[2].is_multiple_of(m) && 5 * transformed <= 4 * direct
+    })
 }
 
 /// The stride phases of a convolution's padded input (space to depth):

@@ -171,7 +171,7 @@ pub fn conv2d_input_gradient_gathered() -> Vec<Check> {
 }
 
 /// Three-row kernels over enough channels that the micro-kernels take
-/// Winograd's F(2, 3) down the columns (`passes::layout::winograd_rows_pay`),
+/// Winograd's F(4, 3) or F(2, 3) down the columns (`passes::layout::winograd_rows`),
 /// forward and as the input gradient of a second such convolution (with
 /// the activation's derivative applied in its output pass; not with
 /// replicated padding, whose gradient scatters): zero and
@@ -195,6 +195,12 @@ pub fn conv2d_winograd_rows() -> Vec<Check> {
         (36, 5, 9, attrs([3, 3], [1, 1], [1, 2], Zeros), Activation::Relu),
         (32, 7, 8, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Tanh),
         (96, 4, 8, attrs([3, 1], [1, 0], [1, 1], Zeros), Activation::Relu),
+        // Images large enough that the weight gradients are transformed
+        // too: F(4, 3) (16 rows) and F(2, 3) (18 rows).
+        (32, 16, 16, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Relu),
+        (32, 18, 8, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Relu),
+        // 16 channels: 48 taps a kernel row, enough for F(4, 3).
+        (16, 8, 16, attrs([3, 3], [1, 1], [1, 1], Zeros), Activation::Relu),
     ] {
         let mut g = Graph::new("conv_winograd");
         let x = input(&mut g, "x", &[ch, h, w]);

@@ -9,7 +9,8 @@ use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
 use crate::passes::layout::{
-    ForwardLayout, PhasePlanes, WeightGradLayout, forward_layout, weight_grad_layout, winograd_rows_pay,
+    ForwardLayout, PhasePlanes, WeightGradLayout, forward_layout, weight_grad_layout, winograd_rows,
+    winograd_rows_weight_grad,
 };
 use crate::passes::memory::READ_SLACK;
 
@@ -255,8 +256,8 @@ impl Builder<'_> {
         let out = finish.out;
         let epi_finish = Finish { out, activation: finish.activation, pre: finish.pre, mask: None };
         let layout = forward_layout(c, &xd, &yd, &self.prog.target);
-        if winograd_rows_pay(c, &xd, &yd, &self.prog.target) {
-            let body = self.winograd_rows_products(id, c, [&xd, &yd], x, (w, false), &epi_finish, bias);
+        if let Some(outputs) = winograd_rows(c, &xd, &yd, &self.prog.target) {
+            let body = self.winograd_rows_products(id, (c, outputs), [&xd, &yd], x, (w, false), &epi_finish, bias);
             return Ok((body, 2 * (xd[0] * o * k * p) as u64));
         }
         if let ForwardLayout::InPlace { wrap, pad_copy, splat, phased } = layout {
@@ -382,8 +383,11 @@ impl Builder<'_> {
         };
         let target =
             if chunks > 1 { self.scratch(format!("{node_name}.partials"), chunks * o * k, false) } else { out };
-        if matches!(split, Some((_, true))) && winograd_rows_pay(c, &xd, &yd, &self.prog.target) {
-            let body = self.winograd_rows_weight_grad(&node_name, c, [&xd, &yd], [x, dy], target, (chunks, per_chunk));
+        let winograd =
+            winograd_rows_weight_grad(c, &xd, &yd, &self.prog.target).filter(|_| matches!(split, Some((_, true))));
+        if let Some(outputs) = winograd {
+            let parts = (chunks, per_chunk);
+            let body = self.winograd_rows_weight_grad(&node_name, (c, outputs), [&xd, &yd], [x, dy], target, parts);
             let flops = 2 * (batch * o * k * p) as u64;
             let mut kernels = vec![make_kernel(name.clone(), nodes.to_vec(), body, flops)];
             kernels.extend(self.combine_chunks(&name, nodes, (target, out), chunks, o * k));

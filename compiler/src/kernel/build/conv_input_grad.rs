@@ -9,7 +9,7 @@ use super::{Builder, Finish, KernelBody, UNSCHEDULED_OUTER, make_kernel, unsched
 use crate::graph::NodeId;
 use crate::kernel::*;
 use crate::ops::{Conv2d, PaddingMode};
-use crate::passes::layout::{InputGradLayout, ScatterPhases, input_grad_layout, winograd_rows_pay};
+use crate::passes::layout::{InputGradLayout, ScatterPhases, input_grad_layout, winograd_rows};
 
 impl Builder<'_> {
     /// A convolution's input gradient with col2im fused into the product: row `r` of `W^T dY` is a kernel tap, whose
@@ -184,10 +184,10 @@ impl Builder<'_> {
         let (o, ch) = (yd[1], xd[1]);
         let k = o * kh * kw;
         let flops = 2 * (xd[0] * ch * k * xd[2] * xd[3]) as u64;
-        if winograd_rows_pay(conv, yd, xd, &self.prog.target) {
+        if let Some(outputs) = winograd_rows(conv, yd, xd, &self.prog.target) {
             // The transform reads the weights flipped and transposed itself.
             let finish = Finish { out: finish.out, activation: None, pre: None, mask: finish.mask };
-            return (self.winograd_rows_products(id, conv, [yd, xd], dy, (w, true), &finish, None), flops);
+            return (self.winograd_rows_products(id, (conv, outputs), [yd, xd], dy, (w, true), &finish, None), flops);
         }
         let flipped = self.scratch(format!("{name}.weight_flipped"), ch * k, false);
         // flipped[ci][co][ky][kx] = w[co][ci][kh - 1 - ky][kw - 1 - kx]
