@@ -180,9 +180,12 @@ pub fn winograd_rows(c: &Conv2d, input: &[usize], output: &[usize], target: &Tar
 /// an image's output positions (`p` of them): per tile, `3 (p + s)` steps
 /// directly (one product with three kernel rows' taps as its columns) and
 /// `(m + 2) (p / m + s)` transformed; short reductions (small images) leave
-/// the transform little to save. Each product runs transposed on the
-/// micro-kernels, as the direct form's does, so a kernel row's taps must
-/// fill the tiles that form takes ([`transposed_panels_pay`]).
+/// the transform little to save. Each product is laid out for the
+/// transposed micro tile, as the direct form's is, so a kernel row's taps
+/// must be enough for the schedule to keep that tile
+/// ([`transposed_panels_pay`]); with fewer (a 3-channel stem's 9) it falls
+/// back to a 128-bit outer tile that cannot read this layout (the
+/// verifier after scheduling says so).
 pub fn winograd_rows_weight_grad(c: &Conv2d, input: &[usize], output: &[usize], target: &Target) -> Option<usize> {
     let taps = input[1] * c.kernel[1];
     if !transposed_panels_pay(taps, target) || output[1] < target.products.lanes() {

@@ -156,6 +156,11 @@ fn combination(coefficients: &[f32], terms: impl Fn(usize) -> Val) -> Val {
     sum.unwrap_or(Val::Const(0.0))
 }
 
+/// A dense matrix in `buf` from element `offset`, rows `row` apart.
+fn rows_of(buf: BufId, offset: usize, row: usize) -> MatrixRef {
+    MatrixRef { buf, offset: Idx::Const(offset as i64), row_stride: row as i64, col_stride: 1 }
+}
+
 impl Builder<'_> {
     /// `V_form[ci][t][x] = sum_r input[form][r] padded[ci][m t + r][x]`
     /// into `rows` (`[ci][t][x]`, rows as wide as the padded image's).
@@ -245,19 +250,9 @@ impl Builder<'_> {
                     m: o,
                     n: per_form,
                     k: taps,
-                    a: MatrixRef {
-                        buf: u,
-                        offset: Idx::Const((form * o * taps) as i64),
-                        row_stride: taps as i64,
-                        col_stride: 1,
-                    },
+                    a: rows_of(u, form * o * taps, taps),
                     b: MatrixRef { buf: rows, offset: Idx::Const(0), row_stride: 0, col_stride: 1 },
-                    c: MatrixRef {
-                        buf: sums,
-                        offset: Idx::Const((form * o * per_form) as i64),
-                        row_stride: per_form as i64,
-                        col_stride: 1,
-                    },
+                    c: rows_of(sums, form * o * per_form, per_form),
                     epilogue: Epilogue::default(),
                     b_rows: Some(table),
                     k_split: None,
@@ -362,19 +357,9 @@ impl Builder<'_> {
                         m: o,
                         n: taps,
                         k: groups * ow,
-                        a: MatrixRef {
-                            buf: mixed,
-                            offset: Idx::Const(0),
-                            row_stride: (groups * ow) as i64,
-                            col_stride: 1,
-                        },
+                        a: rows_of(mixed, 0, groups * ow),
                         b: MatrixRef { buf: rows, offset: Idx::Const(0), row_stride: 1, col_stride: 0 },
-                        c: MatrixRef {
-                            buf: sums,
-                            offset: Idx::Const((form * o * taps) as i64),
-                            row_stride: taps as i64,
-                            col_stride: 1,
-                        },
+                        c: rows_of(sums, form * o * taps, taps),
                         epilogue: Epilogue { accumulate: true, ..Epilogue::default() },
                         b_rows: Some(table),
                         k_split: Some(KSplit { outer: groups, a_stride: ow as i64, b_stride: wp as i64 }),
