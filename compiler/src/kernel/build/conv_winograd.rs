@@ -8,9 +8,9 @@
 //! loop of them is a unit-stride vector loop; across each row the
 //! convolution stays direct (any kernel width, dilation and padding),
 //! read in place through a row table with wrapped columns as the direct
-//! form's is. One dimension keeps the rounding of the transforms small:
-//! F(4, 3)'s is within 2e-6 of the sum's scale, where F(4x4, 3x3)'s
-//! grows to about 1e-4.
+//! form's is. One dimension keeps the transforms' rounding small: in
+//! float32, F(4, 3) on random rows stays within 2e-6 of the largest
+//! input times the largest weight.
 //!
 //! With `d_r` the padded image's row `m t + r`, `g_y` the kernel's row
 //! `y` and `U_i = sum_y KERNEL[i][y] g_y`, `V_i = sum_r INPUT[i][r] d_r`,
