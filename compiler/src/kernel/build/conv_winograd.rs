@@ -161,6 +161,42 @@ fn rows_of(buf: BufId, offset: usize, row: usize) -> MatrixRef {
     MatrixRef { buf, offset: Idx::Const(offset as i64), row_stride: row as i64, col_stride: 1 }
 }
 
+/// The dimensions both transformed products work from.
+struct Shape {
+    f: &'static RowTransform,
+    forms: usize,
+    ch: usize,
+    o: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    hp: usize,
+    wp: usize,
+    groups: usize,
+    taps: usize,
+}
+
+impl Shape {
+    /// `conv` from input dims `xd` to output dims `yd` in groups of `outputs` rows.
+    fn of(conv: &Conv2d, outputs: usize, [xd, yd]: [&[usize]; 2]) -> Shape {
+        let f = RowTransform::of(outputs);
+        let (ch, kw, oh) = (xd[1], conv.kernel[1], yd[2]);
+        Shape {
+            f,
+            forms: f.forms(),
+            ch,
+            o: yd[1],
+            kw,
+            oh,
+            ow: yd[3],
+            hp: xd[2] + 2 * conv.padding[0],
+            wp: xd[3] + 2 * conv.padding[1],
+            groups: oh / f.outputs,
+            taps: ch * kw,
+        }
+    }
+}
+
 impl Builder<'_> {
     /// `V_form[ci][t][x] = sum_r input[form][r] padded[ci][m t + r][x]`
     /// into `rows` (`[ci][t][x]`, rows as wide as the padded image's).
@@ -184,6 +220,16 @@ impl Builder<'_> {
         })
     }
 
+    /// The row table of the transformed rows (`[ci][t][x]`, `groups` rows
+    /// of `wp` per channel): tap `(ci, kx)` starts at its channel's first
+    /// row, `kx` columns (dilated) in.
+    fn winograd_taps(&mut self, name: &str, conv: &Conv2d, [ch, groups, wp]: [usize; 3]) -> BufId {
+        let kw = conv.kernel[1];
+        let table: Vec<i32> =
+            (0..ch).flat_map(|ci| (0..kw).map(move |kx| (ci * groups * wp + kx * conv.dilation[1]) as i32)).collect();
+        self.table_i32(format!("{name}.winograd_taps"), table)
+    }
+
     /// `conv` (unit stride, three kernel rows, no row dilation, output rows
     /// a multiple of `outputs`, F(`outputs`, 3)) of `x` (dims `xd`) into
     /// `finish.out` (dims `yd`), its weights `weights` (`[o][ci][ky][kx]`)
@@ -205,14 +251,7 @@ impl Builder<'_> {
         finish: &Finish,
         bias: Option<BufId>,
     ) -> Vec<Stmt> {
-        let f = RowTransform::of(outputs);
-        let forms = f.forms();
-        let (ch, o) = (xd[1], yd[1]);
-        let kw = conv.kernel[1];
-        let (oh, ow) = (yd[2], yd[3]);
-        let (hp, wp) = (xd[2] + 2 * conv.padding[0], xd[3] + 2 * conv.padding[1]);
-        let groups = oh / f.outputs;
-        let taps = ch * kw;
+        let Shape { f, forms, ch, o, kw, oh, ow, hp, wp, groups, taps } = Shape::of(conv, outputs, [xd, yd]);
         let name = self.graph.node(id).name.clone();
         // U_i[co][ci][kx] = sum_y kernel[i][y] w[co][ci][y][kx].
         let u = self.scratch(format!("{name}.winograd_weight"), forms * o * taps, false);
@@ -237,9 +276,7 @@ impl Builder<'_> {
         let rows = self.scratch(format!("{name}.winograd_rows"), ch * groups * wp + READ_SLACK, true);
         let per_form = groups * ow;
         let sums = self.scratch(format!("{name}.winograd_sums"), forms * o * per_form, true);
-        let table: Vec<i32> =
-            (0..ch).flat_map(|ci| (0..kw).map(move |kx| (ci * groups * wp + kx * conv.dilation[1]) as i32)).collect();
-        let table = self.table_i32(format!("{name}.winograd_taps"), table);
+        let table = self.winograd_taps(&name, conv, [ch, groups, wp]);
         let wrap = ColumnWrap { row: ow, stride: wp as i64 };
         let tile = unscheduled_micro(self.prog.target.products);
         vec![self.loop_over(xd[0], |b, n| {
@@ -319,20 +356,13 @@ impl Builder<'_> {
         target: BufId,
         (chunks, per_chunk): (usize, usize),
     ) -> Vec<Stmt> {
-        let f = RowTransform::of(outputs);
-        let forms = f.forms();
-        let (ch, o) = (xd[1], yd[1]);
-        let kw = conv.kernel[1];
-        let (oh, ow) = (yd[2], yd[3]);
-        let (hp, wp) = (xd[2] + 2 * conv.padding[0], xd[3] + 2 * conv.padding[1]);
-        let (groups, taps, plane) = (oh / f.outputs, ch * kw, oh * ow);
+        let Shape { f, forms, ch, o, kw, oh, ow, hp, wp, groups, taps } = Shape::of(conv, outputs, [xd, yd]);
+        let plane = oh * ow;
         let padded = self.scratch(format!("{name}.padded"), ch * hp * wp + READ_SLACK, true);
         let rows = self.scratch(format!("{name}.winograd_rows"), ch * groups * wp + READ_SLACK, true);
         let mixed = self.scratch(format!("{name}.winograd_grad_rows"), o * groups * ow, true);
         let sums = self.scratch(format!("{name}.winograd_sums"), forms * o * taps, true);
-        let table: Vec<i32> =
-            (0..ch).flat_map(|ci| (0..kw).map(move |kx| (ci * groups * wp + kx * conv.dilation[1]) as i32)).collect();
-        let table = self.table_i32(format!("{name}.winograd_taps"), table);
+        let table = self.winograd_taps(name, conv, [ch, groups, wp]);
         let tile = GemmTile::Micro { isa: self.prog.target.products, rows: 1, vectors: 1, transposed: true };
         let k = 3 * taps;
         vec![self.loop_over(chunks, |b, q| {
